@@ -1,0 +1,1 @@
+//! Rollback actions, guard rails, verification and audit (the rollback issue).

@@ -1,0 +1,4 @@
+//! Subcommands that read files or talk to a running daemon. `main.rs` only parses arguments.
+
+pub mod check;
+pub mod probes;

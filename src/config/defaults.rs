@@ -1,0 +1,32 @@
+//! Every default of the config file, in one place. `examples/rearguard.yaml`
+//! shows each of them in a comment; keep the two in step.
+
+use std::net::SocketAddr;
+
+use super::duration::Dur;
+
+pub fn listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+pub fn state_dir() -> std::path::PathBuf {
+    "./state".into()
+}
+pub const EVALUATION_INTERVAL: Dur = Dur::secs(15);
+pub const RETENTION: Dur = Dur::secs(6 * 3600);
+
+pub const PROBE_INTERVAL: Dur = Dur::secs(15);
+pub const PROBE_TIMEOUT: Dur = Dur::secs(5);
+pub const PROBE_METHOD: &str = "GET";
+pub const PROBE_FOLLOW_REDIRECTS: bool = true;
+/// Accepted status codes when `expect.status` is not given: any 2xx.
+pub const PROBE_STATUS_RANGE: std::ops::RangeInclusive<u16> = 200..=299;
+/// Jitter added to each probe's schedule, as a fraction of its interval.
+pub const PROBE_JITTER_FRACTION: f64 = 0.1;
+
+pub const GCP_CREDENTIALS: &str = "adc";
+pub const GCP_RUN_ENDPOINT: &str = "https://run.googleapis.com";
+pub const GCP_MONITORING_ENDPOINT: &str = "https://monitoring.googleapis.com";
+pub const GCP_LOGGING_ENDPOINT: &str = "https://logging.googleapis.com";
+pub const CLOUD_MONITORING_INTERVAL: Dur = Dur::secs(60);
+pub const CLOUD_LOGGING_INTERVAL: Dur = Dur::secs(30);
+pub const CLOUD_RUN_INTERVAL: Dur = Dur::secs(30);

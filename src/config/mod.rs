@@ -1,0 +1,271 @@
+//! The config file: schema, loading with `${ENV}` expansion, and validation
+//! that reports every error as `file:line:col: message`.
+
+pub mod actions;
+pub mod defaults;
+pub mod duration;
+pub mod gcp;
+pub mod locate;
+pub mod probe;
+pub mod receivers;
+pub mod routing;
+pub mod secret;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use duration::Dur;
+pub use locate::{LocatedError, LocatedErrors, Locator, Pos, YamlPath};
+pub use secret::Secret;
+
+use actions::ActionConfig;
+use gcp::{CloudLoggingConfig, CloudMonitoringConfig, CloudRunConfig, GcpConfig, QuerySourceConfig};
+use probe::ProbeConfig;
+use receivers::{ReceiverConfig, ReportConfig};
+use routing::{InhibitRuleConfig, RouteConfig, TimeIntervalConfig};
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    #[serde(default = "defaults::state_dir")]
+    pub state_dir: PathBuf,
+    #[serde(default = "default_evaluation_interval")]
+    pub evaluation_interval: Dur,
+    /// How long samples are kept in memory.
+    #[serde(default = "default_retention")]
+    pub retention: Dur,
+    #[serde(default)]
+    pub external_url: Option<String>,
+    #[serde(default)]
+    pub external_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub gcp: Option<GcpConfig>,
+    #[serde(default)]
+    pub probes: Vec<ProbeConfig>,
+    #[serde(default)]
+    pub cloud_monitoring: Vec<CloudMonitoringConfig>,
+    #[serde(default)]
+    pub cloud_logging: Vec<CloudLoggingConfig>,
+    #[serde(default)]
+    pub cloud_run: Vec<CloudRunConfig>,
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    #[serde(default)]
+    pub query_sources: BTreeMap<String, QuerySourceConfig>,
+    #[serde(default)]
+    pub route: Option<RouteConfig>,
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleConfig>,
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalConfig>,
+    #[serde(default)]
+    pub actions: BTreeMap<String, ActionConfig>,
+    #[serde(default)]
+    pub reports: Vec<ReportConfig>,
+}
+
+fn default_evaluation_interval() -> Dur {
+    defaults::EVALUATION_INTERVAL
+}
+fn default_retention() -> Dur {
+    defaults::RETENTION
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+/// A loaded, validated config, with what it needs to resolve relative paths
+/// and the secrets it read.
+#[derive(Clone, Debug)]
+pub struct LoadedConfig {
+    pub config: Config,
+    pub path: PathBuf,
+    /// The folder relative paths in the config are resolved from.
+    pub base_dir: PathBuf,
+    pub admin_token: Option<Secret>,
+    /// Files named by `rule_files`, resolved and expanded (for `check` and the rules engine).
+    pub rule_file_paths: Vec<PathBuf>,
+}
+
+impl LoadedConfig {
+    pub fn state_dir(&self) -> PathBuf {
+        secret::resolve_path(&self.base_dir, &self.config.state_dir)
+    }
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        secret::resolve_path(&self.base_dir, p)
+    }
+}
+
+/// Collects located errors while validating a parsed config.
+pub struct Validator<'a> {
+    file: &'a Path,
+    locator: &'a Locator,
+    pub base_dir: &'a Path,
+    errors: Vec<LocatedError>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(file: &'a Path, locator: &'a Locator, base_dir: &'a Path) -> Self {
+        Self {
+            file,
+            locator,
+            base_dir,
+            errors: Vec::new(),
+        }
+    }
+
+    /// An error about the value at `path`.
+    pub fn error(&mut self, path: &YamlPath, message: impl Into<String>) {
+        let pos = self.locator.value(path);
+        self.errors.push(LocatedError::new(self.file, pos, message));
+    }
+
+    /// An error in another file (a rule file named by the config).
+    pub fn push(&mut self, err: LocatedError) {
+        self.errors.push(err);
+    }
+
+    /// Reads a secret file named at `path`; records an error if it cannot.
+    pub fn secret_file(&mut self, path: &YamlPath, file: &Path) -> Option<Secret> {
+        match secret::read_secret_file(self.base_dir, file) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.error(path, e);
+                None
+            }
+        }
+    }
+
+    pub fn into_errors(self) -> Vec<LocatedError> {
+        self.errors
+    }
+}
+
+/// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
+pub fn valid_label_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Reads, expands, parses and validates the config file at `path`.
+pub fn load(path: &Path) -> Result<LoadedConfig, LocatedErrors> {
+    let raw = std::fs::read_to_string(path).map_err(|e| {
+        LocatedErrors(vec![LocatedError::new(
+            path,
+            Pos { line: 0, col: 0 },
+            format!("cannot read config file: {e}"),
+        )])
+    })?;
+    load_str(path, &raw, |name| std::env::var(name).ok())
+}
+
+/// Like [`load`], from text already read and with a given environment.
+pub fn load_str(
+    path: &Path,
+    raw: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<LoadedConfig, LocatedErrors> {
+    let expanded = secret::expand_env(raw, env);
+    let mut errors: Vec<LocatedError> = expanded
+        .missing
+        .iter()
+        .map(|(line, col, name)| {
+            LocatedError::new(
+                path,
+                Pos { line: *line, col: *col },
+                format!("environment variable {name} is not set (set it, or write ${{{name}:-default}})"),
+            )
+        })
+        .collect();
+    let text = &expanded.text;
+    let config: Config = if text.trim().is_empty() {
+        serde_yaml_ng::from_str("{}").expect("empty mapping parses")
+    } else {
+        match serde_yaml_ng::from_str(text) {
+            Ok(c) => c,
+            Err(e) => {
+                let mut err = locate::from_yaml_error(path, &e);
+                err.message = secret::redact(&err.message, &expanded.substituted);
+                errors.push(err);
+                return Err(LocatedErrors(errors));
+            }
+        }
+    };
+    let locator = Locator::new(text);
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut v = Validator::new(path, &locator, &base_dir);
+    probe::validate(&config.probes, &mut v);
+    if config.evaluation_interval.0.is_zero() {
+        v.error(&YamlPath::root().key("evaluation_interval"), "evaluation_interval must be greater than 0");
+    }
+    if let Some(u) = &config.external_url {
+        if url::Url::parse(u).is_err() {
+            v.error(&YamlPath::root().key("external_url"), format!("invalid url {u:?}"));
+        }
+    }
+    let admin_token = config
+        .admin
+        .token_file
+        .as_ref()
+        .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
+    let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
+    errors.extend(v.into_errors().into_iter().map(|mut e| {
+        e.message = secret::redact(&e.message, &expanded.substituted);
+        e
+    }));
+    if !errors.is_empty() {
+        return Err(LocatedErrors(errors));
+    }
+    Ok(LoadedConfig {
+        config,
+        path: path.to_path_buf(),
+        base_dir,
+        admin_token,
+        rule_file_paths,
+    })
+}
+
+/// Expands `rule_files` globs relative to the config's folder. A pattern that
+/// matches nothing is an error unless it is a glob (Prometheus allows empty globs).
+fn resolve_rule_files(patterns: &[String], base_dir: &Path, v: &mut Validator) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for (i, pat) in patterns.iter().enumerate() {
+        let path = YamlPath::root().key("rule_files").index(i);
+        let full = secret::resolve_path(base_dir, Path::new(pat));
+        let is_glob = pat.contains(['*', '?', '[']);
+        match glob::glob(&full.to_string_lossy()) {
+            Ok(paths) => {
+                let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                matched.sort();
+                if matched.is_empty() && !is_glob {
+                    v.error(&path, format!("rule file {} does not exist", full.display()));
+                }
+                out.extend(matched);
+            }
+            Err(e) => v.error(&path, format!("invalid glob pattern {pat:?}: {e}")),
+        }
+    }
+    out.dedup();
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Routing tree, grouping and timing, silences, inhibition, time intervals (the dispatch issue).

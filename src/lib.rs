@@ -1,0 +1,25 @@
+//! rearguard: watches a deployed service, judges it with Prometheus alerting
+//! rules, tells people, and rolls back a bad deploy.
+//!
+//! Data flows one way (see DESIGN.md): `source` → `tsdb` → `rules` (via
+//! `promql`) → `dispatch` → `notify` / `action`. `store` keeps what must
+//! survive a restart; `server` exposes metrics and the admin API.
+
+pub mod action;
+pub mod alert;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod dispatch;
+pub mod gcp;
+pub mod labels;
+pub mod logging;
+pub mod notify;
+pub mod promql;
+pub mod rules;
+pub mod server;
+pub mod sim;
+pub mod source;
+pub mod store;
+pub mod tsdb;

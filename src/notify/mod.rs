@@ -1,0 +1,1 @@
+//! Email and webhook notifications through a durable outbox (the dispatch issue).

@@ -1,0 +1,1 @@
+//! PromQL evaluation over the tsdb; parsing is promql-parser's (the rules issue).

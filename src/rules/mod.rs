@@ -1,0 +1,1 @@
+//! Rule files, the group evaluation loop, alert states, templates (the rules issue).
