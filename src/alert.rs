@@ -54,3 +54,11 @@ impl Alert {
         self.ends_at_ms.is_some()
     }
 }
+
+/// Where rule evaluation sends alerts, the way Prometheus sends them to
+/// Alertmanager: after each evaluation of a group, every firing alert and every
+/// alert resolved within the last 15 minutes (re-sent, so a lost update heals).
+/// Implementations must not block: queue and return.
+pub trait AlertSink: Send + Sync {
+    fn send_alerts(&self, alerts: Vec<Alert>);
+}
