@@ -78,18 +78,50 @@ pub enum Command {
     Invalid { line: usize, error: String },
 }
 
-/// Parses a duration (`5m`, `1h30m`, `0`) into milliseconds.
+/// Parses a duration (`5m`, `1h30m`, `0`, `0s`) into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     let s = s.trim();
-    if s == "0" {
-        return Ok(0);
-    }
     if let Some(rest) = s.strip_prefix('-') {
         return parse_duration_ms(rest).map(|v| -v);
     }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))
+    if s == "0" {
+        return Ok(0);
+    }
+    let bad = || format!("invalid duration {s:?}");
+    let b = s.as_bytes();
+    let (mut i, mut total) = (0usize, 0i64);
+    if b.is_empty() {
+        return Err(bad());
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(bad());
+        }
+        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let unit_start = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let mult = match &s[unit_start..i] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| v.checked_add(total))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
 }
 
 fn instant_re() -> Regex {
@@ -131,9 +163,13 @@ pub fn parse_script(text: &str) -> Vec<Command> {
         }
         let body: Vec<&str> = lines[i + 1..j].iter().map(String::as_str).collect();
         let word = l.split_whitespace().next().unwrap_or("");
-        let cmd = if word == "clear" {
-            Command::Clear
-        } else if word == "load" || word == "load_with_nhcb" {
+        if word == "clear" {
+            // `clear` is one line; a `load` may follow without a blank line.
+            cmds.push(Command::Clear);
+            i += 1;
+            continue;
+        }
+        let cmd = if word == "load" || word == "load_with_nhcb" {
             parse_load(lineno, l, &body)
         } else if word.starts_with("eval") {
             match parse_eval(lineno, l, &body, &ire, &rre) {

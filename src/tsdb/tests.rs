@@ -132,3 +132,16 @@ fn metrics_register() {
     let names: Vec<String> = reg.gather().iter().map(|f| f.name().to_string()).collect();
     assert!(names.contains(&"rearguard_tsdb_series".to_string()));
 }
+
+#[test]
+fn clear_then_reload() {
+    let db = Tsdb::default();
+    let s = l(&[("__name__", "m"), ("a", "1")]);
+    db.insert_unordered(&s, 0, 1.0);
+    db.clear();
+    db.insert_unordered(&s, 0, 2.0);
+    db.insert_unordered(&s, 300_000, 3.0);
+    let got = db.select(&[eq("__name__", "m")], 0, 1_000_000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].values, vec![2.0, 3.0]);
+}
