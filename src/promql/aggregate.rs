@@ -199,7 +199,10 @@ impl Evaluator<'_> {
         input: Vec<VSample>,
     ) -> Result<Val, QueryError> {
         let kf = self.k_param(param, "topk")?;
-        if kf.is_nan() || kf >= 9.223372036854776e18 || kf < -9.223372036854776e18 {
+        if kf.is_nan() {
+            return err("Parameter value is NaN");
+        }
+        if kf >= 9.223372036854776e18 || kf < -9.223372036854776e18 {
             return err(format!("Scalar value {} overflows int64", format_value(kf)));
         }
         let k = kf as i64;
@@ -259,7 +262,7 @@ impl Evaluator<'_> {
     ) -> Result<Val, QueryError> {
         let r = self.k_param(param, "limit_ratio")?;
         if r.is_nan() {
-            return err(format!("Ratio value {} is NaN", format_value(r)));
+            return err("Ratio value is NaN");
         }
         let r = r.clamp(-1.0, 1.0);
         let out = input

@@ -898,11 +898,6 @@ impl<'a> Evaluator<'a> {
                     let rs = &one[ri];
                     let (fl, fr) = if one_to_many { (rs.f, ls.f) } else { (ls.f, rs.f) };
                     let (mut value, keep) = scalar_binop(op, fl, fr)?;
-                    if return_bool {
-                        value = if keep { 1.0 } else { 0.0 };
-                    } else if !keep {
-                        continue;
-                    }
                     let mut metric = ls.metric.clone();
                     if drops_name(op) {
                         metric = strip_metadata(&metric);
@@ -920,6 +915,7 @@ impl<'a> Evaluator<'a> {
                     if return_bool && !self.opts.delayed_name_removal {
                         metric = strip_metadata(&metric);
                     }
+                    // Matching errors count even for pairs a comparison filters out.
                     let entry = matched.entry(k);
                     if one_to_one {
                         if let std::collections::hash_map::Entry::Occupied(_) = entry {
@@ -931,6 +927,11 @@ impl<'a> Evaluator<'a> {
                         if !set.insert(metric.clone()) {
                             return err("multiple matches for labels: grouping labels must ensure unique matches");
                         }
+                    }
+                    if return_bool {
+                        value = if keep { 1.0 } else { 0.0 };
+                    } else if !keep {
+                        continue;
                     }
                     out.push(VSample {
                         metric,

@@ -284,13 +284,14 @@ impl Evaluator<'_> {
             }
             "predict_linear" => {
                 let d = self.eval_scalar(args[1], t)?;
-                let (m, te, _) = self.matrix_arg(args[0], t)?;
+                let (m, _, _) = self.matrix_arg(args[0], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
                     if s.points.len() < 2 {
                         continue;
                     }
-                    let (slope, intercept) = linear_regression(&s.points, te);
+                    // Prometheus predicts from the evaluation time, even with `@`.
+                    let (slope, intercept) = linear_regression(&s.points, t);
                     self.drop_name_series(&mut s);
                     out.push(to_sample(s, t, slope * d + intercept));
                 }
