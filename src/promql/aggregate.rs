@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use promql_parser::parser::token::*;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use super::engine::{err, keep_labels, remove_labels, set_label, Evaluator, QueryError, VSample, Val};
+use super::engine::{
+    err, keep_labels, remove_labels, set_label, Evaluator, QueryError, VSample, Val,
+};
 use super::functions::{kahan_sum_inc, quantile};
 use super::value::format_value;
 use crate::labels::Labels;
@@ -58,8 +60,8 @@ impl Evaluator<'_> {
     pub(crate) fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
         let op = a.op.id();
         match op {
-            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR | T_QUANTILE
-            | T_TOPK | T_BOTTOMK | T_COUNT_VALUES | T_LIMITK | T_LIMIT_RATIO => {}
+            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
+            | T_QUANTILE | T_TOPK | T_BOTTOMK | T_COUNT_VALUES | T_LIMITK | T_LIMIT_RATIO => {}
             _ => return err(format!("unsupported aggregation {}", a.op)),
         }
         let param = match &a.param {
@@ -76,7 +78,10 @@ impl Evaluator<'_> {
         let q = match (op, &param) {
             (T_QUANTILE, Some(Val::Scalar(q))) => {
                 if q.is_nan() || *q < 0.0 || *q > 1.0 {
-                    self.warn(format!("quantile value should be between 0 and 1, got {}", format_value(*q)));
+                    self.warn(format!(
+                        "quantile value should be between 0 and 1, got {}",
+                        format_value(*q)
+                    ));
                 }
                 *q
             }
@@ -97,7 +102,11 @@ impl Evaluator<'_> {
                     g.mean = f;
                     match op {
                         T_STDDEV | T_STDVAR => {
-                            g.value = if f.is_nan() || f.is_infinite() { f64::NAN } else { 0.0 };
+                            g.value = if f.is_nan() || f.is_infinite() {
+                                f64::NAN
+                            } else {
+                                0.0
+                            };
                         }
                         T_QUANTILE => g.values.push(f),
                         T_GROUP => g.value = 1.0,
@@ -290,7 +299,10 @@ impl Evaluator<'_> {
             _ => return err("count_values requires a string parameter"),
         };
         if !valid_label_name(&label) {
-            return err(format!("invalid label name {}", super::engine::go_quote(&label)));
+            return err(format!(
+                "invalid label name {}",
+                super::engine::go_quote(&label)
+            ));
         }
         let t = input.first().map_or(0, |s| s.t);
         let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -298,7 +310,9 @@ impl Evaluator<'_> {
         for s in &input {
             let base = match &a.modifier {
                 Some(LabelModifier::Include(names)) => keep_labels(&s.metric, &names.labels),
-                Some(LabelModifier::Exclude(names)) => remove_labels(&s.metric, &names.labels, true),
+                Some(LabelModifier::Exclude(names)) => {
+                    remove_labels(&s.metric, &names.labels, true)
+                }
                 None => Labels::empty(),
             };
             let key = set_label(&base, &label, &format_value(s.f));
@@ -323,4 +337,3 @@ impl Evaluator<'_> {
         ))
     }
 }
-

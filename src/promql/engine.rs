@@ -357,7 +357,6 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) opts: &'a EngineOptions,
     start: i64,
     end: i64,
-    #[allow(dead_code)]
     step: i64,
     /// Series fetched per selector (keyed by the selector's address).
     cache: HashMap<usize, Vec<SeriesData>>,
@@ -368,7 +367,13 @@ pub(crate) struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(db: &'a dyn Queryable, opts: &'a EngineOptions, start: i64, end: i64, step: i64) -> Self {
+    fn new(
+        db: &'a dyn Queryable,
+        opts: &'a EngineOptions,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Self {
         Self {
             db,
             opts,
@@ -380,6 +385,19 @@ impl<'a> Evaluator<'a> {
             warnings: Vec::new(),
             infos: Vec::new(),
         }
+    }
+
+    pub(crate) fn query_start(&self) -> i64 {
+        self.start
+    }
+
+    pub(crate) fn query_end(&self) -> i64 {
+        self.end
+    }
+
+    /// The range query's step; 0 for an instant query.
+    pub(crate) fn query_step(&self) -> i64 {
+        self.step
     }
 
     fn result(self, value: Value) -> QueryResult {
@@ -504,14 +522,23 @@ impl<'a> Evaluator<'a> {
     fn series_for(&mut self, vs: &VectorSelector) -> Result<&Vec<SeriesData>, QueryError> {
         let key = vs as *const VectorSelector as usize;
         if !self.cache.contains_key(&key) {
-            let (mint, maxt) = self.ranges.get(&key).copied().unwrap_or((i64::MIN, i64::MAX));
+            let (mint, maxt) = self
+                .ranges
+                .get(&key)
+                .copied()
+                .unwrap_or((i64::MIN, i64::MAX));
             let data = self.fetch(vs, mint, maxt)?;
             self.cache.insert(key, data);
         }
         Ok(&self.cache[&key])
     }
 
-    fn fetch(&self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<SeriesData>, QueryError> {
+    fn fetch(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesData>, QueryError> {
         let mut base: Vec<Matcher> = Vec::new();
         if let Some(n) = &vs.name {
             base.push(Matcher::new(MatchOp::Equal, METRIC_NAME, n));
@@ -598,7 +625,10 @@ impl<'a> Evaluator<'a> {
     pub(crate) fn eval_vector(&mut self, e: &Expr, t: i64) -> Result<Vec<VSample>, QueryError> {
         match self.eval(e, t)? {
             Val::Vector(v) => Ok(v),
-            other => err(format!("expected instant vector, got {}", other.type_name())),
+            other => err(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            )),
         }
     }
 
@@ -665,7 +695,11 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
-    pub(crate) fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Vec<MSeries>, QueryError> {
+    pub(crate) fn subquery(
+        &mut self,
+        sq: &SubqueryExpr,
+        t: i64,
+    ) -> Result<Vec<MSeries>, QueryError> {
         let te = self.effective_time(&sq.at, &sq.offset, t);
         let step = sq
             .step
@@ -821,11 +855,12 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Val, QueryError> {
         use promql_parser::label::Labels as PLabels;
         use promql_parser::parser::{LabelModifier, VectorMatchCardinality};
-        let (on, names): (bool, Vec<String>) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
-            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
-            None => (false, Vec::new()),
-        };
+        let (on, names): (bool, Vec<String>) =
+            match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+                None => (false, Vec::new()),
+            };
         let card = b
             .modifier
             .as_ref()
@@ -839,7 +874,9 @@ impl<'a> Evaluator<'a> {
                 }
                 let right: HashSet<Vec<u8>> = rhs.iter().map(sig).collect();
                 Ok(Val::Vector(
-                    lhs.into_iter().filter(|s| right.contains(&sig(s))).collect(),
+                    lhs.into_iter()
+                        .filter(|s| right.contains(&sig(s)))
+                        .collect(),
                 ))
             }
             T_LOR => {
@@ -851,7 +888,9 @@ impl<'a> Evaluator<'a> {
             T_LUNLESS => {
                 let right: HashSet<Vec<u8>> = rhs.iter().map(sig).collect();
                 Ok(Val::Vector(
-                    lhs.into_iter().filter(|s| !right.contains(&sig(s))).collect(),
+                    lhs.into_iter()
+                        .filter(|s| !right.contains(&sig(s)))
+                        .collect(),
                 ))
             }
             _ => {
@@ -896,7 +935,11 @@ impl<'a> Evaluator<'a> {
                         continue;
                     };
                     let rs = &one[ri];
-                    let (fl, fr) = if one_to_many { (rs.f, ls.f) } else { (ls.f, rs.f) };
+                    let (fl, fr) = if one_to_many {
+                        (rs.f, ls.f)
+                    } else {
+                        (ls.f, rs.f)
+                    };
                     let (mut value, keep) = scalar_binop(op, fl, fr)?;
                     let mut metric = ls.metric.clone();
                     if drops_name(op) {

@@ -235,6 +235,23 @@ impl Evaluator<'_> {
         match name {
             "time" => return Ok(Val::Scalar(t as f64 / 1000.0)),
             "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
+            "start" => return Ok(Val::Scalar(self.query_start() as f64 / 1000.0)),
+            "end" => return Ok(Val::Scalar(self.query_end() as f64 / 1000.0)),
+            "range" => {
+                return Ok(Val::Scalar(
+                    (self.query_end() - self.query_start()) as f64 / 1000.0,
+                ))
+            }
+            "step" => return Ok(Val::Scalar(self.query_step() as f64 / 1000.0)),
+            "min_of" | "max_of" => {
+                let a = self.eval_scalar(args[0], t)?;
+                let b = self.eval_scalar(args[1], t)?;
+                return Ok(Val::Scalar(if name == "min_of" {
+                    go_min(a, b)
+                } else {
+                    go_max(a, b)
+                }));
+            }
             "scalar" => {
                 let v = self.eval_vector(args[0], t)?;
                 return Ok(Val::Scalar(if v.len() == 1 { v[0].f } else { f64::NAN }));
@@ -259,11 +276,28 @@ impl Evaluator<'_> {
             return Ok(Val::Vector(v));
         }
         match name {
-            "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "changes" | "resets"
-            | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-            | "count_over_time" | "stddev_over_time" | "stdvar_over_time" | "last_over_time"
-            | "first_over_time" | "present_over_time" | "mad_over_time"
-            | "ts_of_min_over_time" | "ts_of_max_over_time" | "ts_of_last_over_time"
+            "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "mad_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_last_over_time"
             | "ts_of_first_over_time" => self.range_function(name, args[0], t),
             "quantile_over_time" => {
                 let q = self.eval_scalar(args[0], t)?;
@@ -541,7 +575,11 @@ impl Evaluator<'_> {
                 "min_over_time" | "max_over_time" => {
                     let mut r = p[0].1;
                     for &(_, v) in &p[1..] {
-                        let better = if name == "max_over_time" { v > r } else { v < r };
+                        let better = if name == "max_over_time" {
+                            v > r
+                        } else {
+                            v < r
+                        };
                         if better || r.is_nan() {
                             r = v;
                         }
@@ -551,7 +589,11 @@ impl Evaluator<'_> {
                 "ts_of_min_over_time" | "ts_of_max_over_time" => {
                     let (mut rt, mut r) = p[0];
                     for &(pt, v) in &p[1..] {
-                        let better = if name == "ts_of_max_over_time" { v >= r } else { v <= r };
+                        let better = if name == "ts_of_max_over_time" {
+                            v >= r
+                        } else {
+                            v <= r
+                        };
                         if better || r.is_nan() {
                             r = v;
                             rt = pt;
@@ -566,6 +608,11 @@ impl Evaluator<'_> {
                 "stdvar_over_time" => variance_of(p),
                 "mad_over_time" => {
                     let values: Vec<f64> = p.iter().map(|x| x.1).collect();
+                    if values.iter().any(|v| v.is_nan()) {
+                        self.drop_name_series(&mut s);
+                        out.push(to_sample(s, t, f64::NAN));
+                        continue;
+                    }
                     let median = quantile(0.5, values.clone());
                     quantile(0.5, values.iter().map(|v| (v - median).abs()).collect())
                 }
@@ -963,4 +1010,3 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
     (ab.len() - i).cmp(&(bb.len() - j))
 }
-

@@ -75,7 +75,10 @@ pub enum Command {
     },
     Eval(Box<EvalCmd>),
     /// A command that could not be parsed (reported as a failure).
-    Invalid { line: usize, error: String },
+    Invalid {
+        line: usize,
+        error: String,
+    },
 }
 
 /// Parses a duration (`5m`, `1h30m`, `0`, `0s`) into milliseconds.
@@ -130,8 +133,10 @@ fn instant_re() -> Regex {
 }
 
 fn range_re() -> Regex {
-    Regex::new(r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$")
-        .expect("valid regex")
+    Regex::new(
+        r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$",
+    )
+    .expect("valid regex")
 }
 
 /// Splits a script into commands.
@@ -174,7 +179,10 @@ pub fn parse_script(text: &str) -> Vec<Command> {
         } else if word.starts_with("eval") {
             match parse_eval(lineno, l, &body, &ire, &rre) {
                 Ok(e) => Command::Eval(Box::new(e)),
-                Err(error) => Command::Invalid { line: lineno, error },
+                Err(error) => Command::Invalid {
+                    line: lineno,
+                    error,
+                },
             }
         } else {
             Command::Invalid {
@@ -548,10 +556,7 @@ pub fn run_eval(engine: &Engine, db: &Tsdb, e: &EvalCmd) -> Verdict {
         }
         (Err(err), None) => return Verdict::Fail(format!("got error {:?}", err_text(&err))),
         (Ok(r), Some(m)) => {
-            return Verdict::Fail(format!(
-                "expected error {m:?} got {}",
-                describe(&r.value)
-            ))
+            return Verdict::Fail(format!("expected error {m:?} got {}", describe(&r.value)))
         }
         (Ok(r), None) => r,
     };
@@ -574,13 +579,17 @@ fn check_annotations(e: &EvalCmd, r: &QueryResult) -> Option<Verdict> {
         ("info", &e.info, &r.infos, e.no_info),
     ] {
         if none && !got.is_empty() {
-            return Some(Verdict::Fail(format!("expected no {kind} annotations, got {got:?}")));
+            return Some(Verdict::Fail(format!(
+                "expected no {kind} annotations, got {got:?}"
+            )));
         }
         if expects.is_empty() {
             continue;
         }
         if got.is_empty() {
-            return Some(Verdict::Fail(format!("expected {kind} annotations, got none")));
+            return Some(Verdict::Fail(format!(
+                "expected {kind} annotations, got none"
+            )));
         }
         for m in expects.iter() {
             if !got.iter().any(|g| m.matches(g)) {
@@ -780,4 +789,3 @@ fn match_matrix(
     }
     Verdict::Pass
 }
-
