@@ -6,11 +6,13 @@ use promql_parser::parser::token::*;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
 use super::engine::{
-    err, keep_labels, remove_labels, set_label, Evaluator, QueryError, VSample, Val,
+    err, histogram_error, keep_labels, remove_labels, set_label, Evaluator, QueryError, VSample,
+    Val,
 };
 use super::functions::{kahan_sum_inc, quantile};
 use super::value::format_value;
 use crate::labels::Labels;
+use crate::tsdb::is_native_histogram_marker;
 
 struct Group {
     labels: Labels,
@@ -68,7 +70,17 @@ impl Evaluator<'_> {
             Some(p) => Some(self.eval(p, t)?),
             None => None,
         };
-        let input = self.eval_vector(&a.expr, t)?;
+        let mut input = self.eval_vector_raw(&a.expr, t)?;
+        if input.iter().any(|s| is_native_histogram_marker(s.f)) {
+            match op {
+                T_MAX | T_MIN | T_STDDEV | T_STDVAR | T_QUANTILE | T_TOPK | T_BOTTOMK => {
+                    self.info(format!("ignored histogram in {} aggregation", a.op));
+                    input.retain(|s| !is_native_histogram_marker(s.f));
+                }
+                T_COUNT | T_GROUP | T_LIMITK | T_LIMIT_RATIO => {}
+                _ => return Err(histogram_error()),
+            }
+        }
         match op {
             T_TOPK | T_BOTTOMK | T_LIMITK => return self.aggregate_k(a, op, param, input),
             T_LIMIT_RATIO => return self.limit_ratio(a, param, input),

@@ -15,7 +15,7 @@ use promql_parser::parser::{
 
 use super::value::{InstantSample, QueryResult, RangeSeries, Value};
 use crate::labels::{Label, Labels, METRIC_NAME};
-use crate::tsdb::{is_stale_nan, Queryable, SeriesData};
+use crate::tsdb::{is_native_histogram_marker, is_stale_nan, Queryable, SeriesData};
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -154,6 +154,9 @@ impl Engine {
                 )
             }
             Val::Matrix(series) => {
+                for s in &series {
+                    reject_histogram_points(&s.points)?;
+                }
                 let mut out: Vec<RangeSeries> = series
                     .into_iter()
                     .map(|s| RangeSeries {
@@ -424,6 +427,7 @@ impl<'a> Evaluator<'a> {
 
     /// Removes names marked for removal and rejects duplicate label sets.
     fn finish_vector(&self, mut v: Vec<VSample>) -> Result<Vec<VSample>, QueryError> {
+        reject_histograms(&v)?;
         for s in &mut v {
             if s.drop_name {
                 s.metric = strip_metadata(&s.metric);
@@ -578,6 +582,7 @@ impl<'a> Evaluator<'a> {
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
                 Val::Vector(mut v) => {
+                    reject_histograms(&v)?;
                     for s in &mut v {
                         s.f = -s.f;
                         self.drop_name(s);
@@ -622,7 +627,15 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// An instant vector of floats only (a native histogram is an error).
     pub(crate) fn eval_vector(&mut self, e: &Expr, t: i64) -> Result<Vec<VSample>, QueryError> {
+        let v = self.eval_vector_raw(e, t)?;
+        reject_histograms(&v)?;
+        Ok(v)
+    }
+
+    /// An instant vector that may hold native-histogram placeholders.
+    pub(crate) fn eval_vector_raw(&mut self, e: &Expr, t: i64) -> Result<Vec<VSample>, QueryError> {
         match self.eval(e, t)? {
             Val::Vector(v) => Ok(v),
             other => err(format!(
@@ -824,6 +837,13 @@ impl<'a> Evaluator<'a> {
         }
         let mut out = Vec::with_capacity(v.len());
         for mut sample in v {
+            if is_native_histogram_marker(sample.f) {
+                if is_comparison(op) && !return_bool {
+                    self.info("ignored histogram in comparison with a float".to_string());
+                    continue;
+                }
+                return Err(histogram_error());
+            }
             let (l, r) = if swap { (s, sample.f) } else { (sample.f, s) };
             let (mut value, mut keep) = scalar_binop(op, l, r)?;
             if is_comparison(op) && swap {
@@ -897,6 +917,8 @@ impl<'a> Evaluator<'a> {
                 if lhs.is_empty() || rhs.is_empty() {
                     return Ok(Val::Vector(Vec::new()));
                 }
+                reject_histograms(&lhs)?;
+                reject_histograms(&rhs)?;
                 let (include, one_to_many, one_to_one) = match &card {
                     VectorMatchCardinality::ManyToOne(l) => (l.labels.clone(), false, false),
                     VectorMatchCardinality::OneToMany(l) => (l.labels.clone(), true, false),
@@ -987,6 +1009,26 @@ impl<'a> Evaluator<'a> {
             }
         }
     }
+}
+
+pub(crate) fn histogram_error() -> QueryError {
+    QueryError::NativeHistogram("the query reads a native histogram sample".into())
+}
+
+/// Fails when a vector holds a native histogram (placeholder).
+pub(crate) fn reject_histograms(v: &[VSample]) -> Result<(), QueryError> {
+    if v.iter().any(|s| is_native_histogram_marker(s.f)) {
+        return Err(histogram_error());
+    }
+    Ok(())
+}
+
+/// Fails when range points hold a native histogram (placeholder).
+pub(crate) fn reject_histogram_points(p: &[(i64, f64)]) -> Result<(), QueryError> {
+    if p.iter().any(|x| is_native_histogram_marker(x.1)) {
+        return Err(histogram_error());
+    }
+    Ok(())
 }
 
 /// Formats labels the way Go's `labels.Labels.String()` does:

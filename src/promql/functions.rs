@@ -6,9 +6,12 @@ use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::parser::{Call, Expr};
 
 use super::aggregate::valid_label_name;
-use super::engine::{err, set_label, Evaluator, MSeries, QueryError, VSample, Val};
+use super::engine::{
+    err, reject_histogram_points, set_label, Evaluator, MSeries, QueryError, VSample, Val,
+};
 use super::value::format_value;
 use crate::labels::{Labels, METRIC_NAME};
+use crate::tsdb::is_native_histogram_marker;
 
 /// Kahan–Neumaier summation step, as Prometheus's `kahanSumInc`.
 pub(crate) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
@@ -253,7 +256,9 @@ impl Evaluator<'_> {
                 }));
             }
             "scalar" => {
-                let v = self.eval_vector(args[0], t)?;
+                // Like Prometheus, only float samples count.
+                let mut v = self.eval_vector_raw(args[0], t)?;
+                v.retain(|s| !is_native_histogram_marker(s.f));
                 return Ok(Val::Scalar(if v.len() == 1 { v[0].f } else { f64::NAN }));
             }
             "vector" => {
@@ -268,7 +273,9 @@ impl Evaluator<'_> {
             _ => {}
         }
         if let Some(f) = simple_math(name) {
-            let mut v = self.eval_vector(args[0], t)?;
+            // Like Prometheus, math functions skip native histograms.
+            let mut v = self.eval_vector_raw(args[0], t)?;
+            v.retain(|s| !is_native_histogram_marker(s.f));
             for s in &mut v {
                 s.f = f(s.f);
                 self.drop_name(s);
@@ -310,6 +317,7 @@ impl Evaluator<'_> {
                 let (m, _, _) = self.matrix_arg(args[1], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
+                    reject_histogram_points(&s.points)?;
                     let f = quantile(q, s.points.iter().map(|p| p.1).collect());
                     self.drop_name_series(&mut s);
                     out.push(to_sample(s, t, f));
@@ -321,6 +329,7 @@ impl Evaluator<'_> {
                 let (m, _, _) = self.matrix_arg(args[0], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
+                    reject_histogram_points(&s.points)?;
                     if s.points.len() < 2 {
                         continue;
                     }
@@ -349,6 +358,7 @@ impl Evaluator<'_> {
                 let (m, _, _) = self.matrix_arg(args[0], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
+                    reject_histogram_points(&s.points)?;
                     if s.points.len() < 2 {
                         continue;
                     }
@@ -507,6 +517,9 @@ impl Evaluator<'_> {
         let (m, te, range) = self.matrix_arg(arg, t)?;
         let mut out = Vec::with_capacity(m.len());
         for mut s in m {
+            if !matches!(name, "count_over_time" | "present_over_time") {
+                reject_histogram_points(&s.points)?;
+            }
             let p = &s.points;
             let f = match name {
                 "rate" | "increase" | "delta" => {

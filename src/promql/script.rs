@@ -11,7 +11,7 @@ use super::functions::almost_equal;
 use super::notation::{parse_metric_prefix, parse_series_line, Point};
 use super::value::{format_value, QueryResult, Value};
 use crate::labels::Labels;
-use crate::tsdb::{is_stale_nan, Tsdb};
+use crate::tsdb::{is_stale_nan, native_histogram_marker, Tsdb};
 
 /// How an expected message is matched.
 #[derive(Clone, Debug)]
@@ -72,6 +72,8 @@ pub enum Command {
         line: usize,
         step: i64,
         series: Vec<(Labels, Vec<Point>)>,
+        /// `load_with_nhcb`: classic histograms also become native ones.
+        nhcb: bool,
     },
     Eval(Box<EvalCmd>),
     /// A command that could not be parsed (reported as a failure).
@@ -229,7 +231,12 @@ fn parse_load(line: usize, header: &str, body: &[&str]) -> Command {
             }
         }
     }
-    Command::Load { line, step, series }
+    Command::Load {
+        line,
+        step,
+        series,
+        nhcb: header.starts_with("load_with_nhcb"),
+    }
 }
 
 fn parse_msg(rest: &str) -> Result<MsgMatch, String> {
@@ -446,13 +453,26 @@ pub fn run_script(text: &str, options: EngineOptions, skip: &SkipFn<'_>) -> Vec<
                 expr: String::new(),
                 verdict: Verdict::Fail(format!("invalid test command: {error}")),
             }),
-            Command::Load { step, series, .. } => {
+            Command::Load {
+                step, series, nhcb, ..
+            } => {
                 for (labels, points) in series {
+                    if nhcb {
+                        // load_with_nhcb also makes a native histogram `X` from `X_bucket` etc.
+                        if let Some(n) = labels.metric_name() {
+                            for suffix in ["_bucket", "_count", "_sum"] {
+                                if let Some(base) = n.strip_suffix(suffix) {
+                                    histogram_names.insert(base.to_string());
+                                }
+                            }
+                        }
+                    }
                     for (i, p) in points.iter().enumerate() {
                         let t = i as i64 * step;
                         match p {
                             Point::Float(v) => db.insert_unordered(&labels, t, *v),
                             Point::Histogram => {
+                                db.insert_unordered(&labels, t, native_histogram_marker());
                                 if let Some(n) = labels.metric_name() {
                                     histogram_names.insert(n.to_string());
                                 }

@@ -46,6 +46,22 @@ pub fn is_stale_nan(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
 }
 
+/// A placeholder for a native histogram sample. rearguard stores no native
+/// histograms; test loaders write this marker where a test file has one, so
+/// the engine can refuse (or, where Prometheus ignores histograms, skip) it
+/// instead of answering wrongly.
+pub const NATIVE_HISTOGRAM_MARKER_BITS: u64 = 0x7ff0000000000003;
+
+/// The native-histogram placeholder value.
+pub fn native_histogram_marker() -> f64 {
+    f64::from_bits(NATIVE_HISTOGRAM_MARKER_BITS)
+}
+
+/// Whether `v` is the native-histogram placeholder.
+pub fn is_native_histogram_marker(v: f64) -> bool {
+    v.to_bits() == NATIVE_HISTOGRAM_MARKER_BITS
+}
+
 /// The default retention: 6 hours.
 pub const DEFAULT_RETENTION_MS: i64 = 6 * 3600 * 1000;
 
