@@ -90,8 +90,9 @@ impl Evaluator<'_> {
         let q = match (op, &param) {
             (T_QUANTILE, Some(Val::Scalar(q))) => {
                 if q.is_nan() || *q < 0.0 || *q > 1.0 {
+                    let pos = a.param.as_deref().map(|p| self.pos(p)).unwrap_or_default();
                     self.warn(format!(
-                        "quantile value should be between 0 and 1, got {}",
+                        "quantile value should be between 0 and 1, got {}{pos}",
                         format_value(*q)
                     ));
                 }

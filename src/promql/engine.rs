@@ -124,7 +124,7 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult, QueryError> {
         let e = parse(expr)?;
-        self.instant_query_expr(db, &e, t_ms)
+        self.instant(db, &e, t_ms, Some(expr))
     }
 
     /// Evaluates a parsed expression at `t_ms` (rules parse once, evaluate often).
@@ -134,7 +134,18 @@ impl Engine {
         e: &Expr,
         t_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.instant(db, e, t_ms, None)
+    }
+
+    fn instant(
+        &self,
+        db: &dyn Queryable,
+        e: &Expr,
+        t_ms: i64,
+        source: Option<&str>,
+    ) -> Result<QueryResult, QueryError> {
         let mut ev = Evaluator::new(db, &self.options, t_ms, t_ms, 0);
+        ev.source = source.map(str::to_string);
         ev.prepare(e, t_ms, t_ms);
         let v = ev.eval(e, t_ms)?;
         let value = match v {
@@ -191,7 +202,7 @@ impl Engine {
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
         let e = parse(expr)?;
-        self.range_query_expr(db, &e, start_ms, end_ms, step_ms)
+        self.range(db, &e, start_ms, end_ms, step_ms, Some(expr))
     }
 
     pub fn range_query_expr(
@@ -201,6 +212,18 @@ impl Engine {
         start_ms: i64,
         end_ms: i64,
         step_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        self.range(db, e, start_ms, end_ms, step_ms, None)
+    }
+
+    fn range(
+        &self,
+        db: &dyn Queryable,
+        e: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        source: Option<&str>,
     ) -> Result<QueryResult, QueryError> {
         if step_ms <= 0 {
             return err(
@@ -225,6 +248,7 @@ impl Engine {
             }
         }
         let mut ev = Evaluator::new(db, &self.options, start_ms, end_ms, step_ms);
+        ev.source = source.map(str::to_string);
         ev.prepare(e, start_ms, end_ms);
         let mut series: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<RangeSeries> = Vec::new();
@@ -367,6 +391,8 @@ pub(crate) struct Evaluator<'a> {
     ranges: HashMap<usize, (i64, i64)>,
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// The query text, for annotation positions.
+    source: Option<String>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -387,6 +413,7 @@ impl<'a> Evaluator<'a> {
             ranges: HashMap::new(),
             warnings: Vec::new(),
             infos: Vec::new(),
+            source: None,
         }
     }
 
@@ -401,6 +428,22 @@ impl<'a> Evaluator<'a> {
     /// The range query's step; 0 for an instant query.
     pub(crate) fn query_step(&self) -> i64 {
         self.step
+    }
+
+    /// Where `e` starts in the query text, as Prometheus appends it to
+    /// annotations: ` (line:column)`; empty when it cannot be found.
+    pub(crate) fn pos(&self, e: &Expr) -> String {
+        let needle = e.to_string();
+        let Some(src) = self.source.as_deref() else {
+            return String::new();
+        };
+        let Some(off) = src.find(&needle) else {
+            return String::new();
+        };
+        let before = &src[..off];
+        let line = before.matches('\n').count() + 1;
+        let col = off - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" ({line}:{col})")
     }
 
     fn result(self, value: Value) -> QueryResult {

@@ -309,8 +309,9 @@ impl Evaluator<'_> {
             "quantile_over_time" => {
                 let q = self.eval_scalar(args[0], t)?;
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                    let pos = self.pos(args[0]);
                     self.warn(format!(
-                        "quantile value should be between 0 and 1, got {}",
+                        "quantile value should be between 0 and 1, got {}{pos}",
                         format_value(q)
                     ));
                 }
@@ -530,8 +531,9 @@ impl Evaluator<'_> {
                     if counter {
                         if let Some(n) = s.metric.metric_name() {
                             if !counter_suffix_ok(n) {
+                                let pos = self.pos(arg);
                                 self.info(format!(
-                                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}",
+                                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}{pos}",
                                     super::engine::go_quote(n)
                                 ));
                             }
@@ -720,8 +722,9 @@ impl Evaluator<'_> {
     fn histogram_quantile(&mut self, args: &[&Expr], t: i64) -> Result<Val, QueryError> {
         let q = self.eval_scalar(args[0], t)?;
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
+            let pos = self.pos(args[0]);
             self.warn(format!(
-                "quantile value should be between 0 and 1, got {}",
+                "quantile value should be between 0 and 1, got {}{pos}",
                 format_value(q)
             ));
         }
