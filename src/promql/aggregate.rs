@@ -53,11 +53,6 @@ fn less_nan_first(a: f64, b: f64) -> bool {
     a.is_nan() && !b.is_nan() || a < b
 }
 
-/// Whether a float is a valid Prometheus label name (UTF-8 names are allowed in 3.x).
-pub(crate) fn valid_label_name(name: &str) -> bool {
-    !name.is_empty()
-}
-
 impl Evaluator<'_> {
     pub(crate) fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
         let op = a.op.id();
@@ -311,7 +306,7 @@ impl Evaluator<'_> {
             Some(Val::Str(s)) => s,
             _ => return err("count_values requires a string parameter"),
         };
-        if !valid_label_name(&label) {
+        if !self.valid_label_name(&label) {
             return err(format!(
                 "invalid label name {}",
                 super::engine::go_quote(&label)

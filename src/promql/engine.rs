@@ -145,7 +145,7 @@ impl Engine {
         source: Option<&str>,
     ) -> Result<QueryResult, QueryError> {
         let mut ev = Evaluator::new(db, &self.options, t_ms, t_ms, 0);
-        ev.source = source.map(str::to_string);
+        ev.set_source(source);
         ev.prepare(e, t_ms, t_ms);
         let v = ev.eval(e, t_ms)?;
         let value = match v {
@@ -248,7 +248,7 @@ impl Engine {
             }
         }
         let mut ev = Evaluator::new(db, &self.options, start_ms, end_ms, step_ms);
-        ev.source = source.map(str::to_string);
+        ev.set_source(source);
         ev.prepare(e, start_ms, end_ms);
         let mut series: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<RangeSeries> = Vec::new();
@@ -393,6 +393,9 @@ pub(crate) struct Evaluator<'a> {
     infos: Vec<String>,
     /// The query text, for annotation positions.
     source: Option<String>,
+    /// String literals of the query that are not valid UTF-8 in Go (as
+    /// promql-parser decoded them): invalid as label names.
+    invalid_strings: HashSet<String>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -414,6 +417,7 @@ impl<'a> Evaluator<'a> {
             warnings: Vec::new(),
             infos: Vec::new(),
             source: None,
+            invalid_strings: HashSet::new(),
         }
     }
 
@@ -428,6 +432,18 @@ impl<'a> Evaluator<'a> {
     /// The range query's step; 0 for an instant query.
     pub(crate) fn query_step(&self) -> i64 {
         self.step
+    }
+
+    fn set_source(&mut self, source: Option<&str>) {
+        if let Some(src) = source {
+            self.invalid_strings = invalid_utf8_literals(src);
+        }
+        self.source = source.map(str::to_string);
+    }
+
+    /// Prometheus 3 label names: any non-empty valid UTF-8.
+    pub(crate) fn valid_label_name(&self, name: &str) -> bool {
+        !name.is_empty() && !self.invalid_strings.contains(name)
     }
 
     /// Where `e` starts in the query text, as Prometheus appends it to
@@ -1052,6 +1068,69 @@ impl<'a> Evaluator<'a> {
             }
         }
     }
+}
+
+/// The quoted string literals of `src` whose Go decoding (`\xHH` and octal
+/// escapes are raw bytes) is not valid UTF-8, as promql-parser decodes them.
+fn invalid_utf8_literals(src: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let q = b[i];
+        if q != b'"' && q != b'\'' && q != b'`' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        let mut bytes: Vec<u8> = Vec::new();
+        while i < b.len() && b[i] != q {
+            if b[i] == b'\\' && q != b'`' && i + 1 < b.len() {
+                let c = b[i + 1];
+                let hex = |s: &[u8]| {
+                    std::str::from_utf8(s)
+                        .ok()
+                        .and_then(|s| u32::from_str_radix(s, 16).ok())
+                };
+                match c {
+                    b'x' if i + 3 < b.len() => {
+                        if let Some(v) = hex(&b[i + 2..i + 4]) {
+                            bytes.push(v as u8);
+                        }
+                        i += 4;
+                        continue;
+                    }
+                    b'0'..=b'7' if i + 3 < b.len() => {
+                        let oct = std::str::from_utf8(&b[i + 1..i + 4])
+                            .ok()
+                            .and_then(|s| u32::from_str_radix(s, 8).ok());
+                        if let Some(v) = oct {
+                            bytes.push(v as u8);
+                        }
+                        i += 4;
+                        continue;
+                    }
+                    _ => {
+                        bytes.push(b[i]);
+                        bytes.push(c);
+                        i += 2;
+                        continue;
+                    }
+                }
+            }
+            bytes.push(b[i]);
+            i += 1;
+        }
+        let end = (i + 1).min(b.len());
+        if std::str::from_utf8(&bytes).is_err() {
+            if let Ok(decoded) = promql_parser::util::unquote_string(&src[start..end]) {
+                out.insert(decoded);
+            }
+        }
+        i = end;
+    }
+    out
 }
 
 pub(crate) fn histogram_error() -> QueryError {

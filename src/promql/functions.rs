@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::parser::{Call, Expr};
 
-use super::aggregate::valid_label_name;
 use super::engine::{
     err, reject_histogram_points, set_label, Evaluator, MSeries, QueryError, VSample, Val,
 };
@@ -667,7 +666,7 @@ impl Evaluator<'_> {
                 "invalid regular expression in label_replace(): {re_src}"
             ))
         })?;
-        if !valid_label_name(&dst) {
+        if !self.valid_label_name(&dst) {
             return err(format!(
                 "invalid destination label name in label_replace(): {dst}"
             ));
@@ -694,13 +693,13 @@ impl Evaluator<'_> {
         for a in &args[3..] {
             srcs.push(self.string_arg(a, t)?);
         }
-        if !valid_label_name(&dst) {
+        if !self.valid_label_name(&dst) {
             return err(format!(
                 "invalid destination label name in label_join(): {dst}"
             ));
         }
         for s in &srcs {
-            if !valid_label_name(s) {
+            if !self.valid_label_name(s) {
                 return err(format!("invalid source label name in label_join(): {s}"));
             }
         }
