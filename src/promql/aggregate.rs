@@ -151,16 +151,8 @@ impl Evaluator<'_> {
                     g.kahan = c;
                 }
                 T_GROUP => {}
-                T_MAX => {
-                    if g.value < f || g.value.is_nan() {
-                        g.value = f;
-                    }
-                }
-                T_MIN => {
-                    if g.value > f || g.value.is_nan() {
-                        g.value = f;
-                    }
-                }
+                T_MAX if g.value < f || g.value.is_nan() => g.value = f,
+                T_MIN if g.value > f || g.value.is_nan() => g.value = f,
                 T_COUNT => g.count += 1.0,
                 T_STDDEV | T_STDVAR => {
                     g.count += 1.0;
@@ -219,7 +211,7 @@ impl Evaluator<'_> {
         if kf.is_nan() {
             return err("Parameter value is NaN");
         }
-        if kf >= 9.223372036854776e18 || kf < -9.223372036854776e18 {
+        if !(-9.223372036854776e18..9.223372036854776e18).contains(&kf) {
             return err(format!("Scalar value {} overflows int64", format_value(kf)));
         }
         let k = kf as i64;

@@ -322,8 +322,8 @@ pub(crate) fn remove_labels(l: &Labels, names: &[String], and_name: bool) -> Lab
     Labels::from_sorted_labels(
         l.iter()
             .filter(|x| {
-                !(and_name && &*x.name == METRIC_NAME)
-                    && !names.iter().any(|n| n.as_str() == &*x.name)
+                let listed = names.iter().any(|n| n.as_str() == &*x.name);
+                !(listed || and_name && &*x.name == METRIC_NAME)
             })
             .cloned()
             .collect(),

@@ -308,6 +308,8 @@ fn parse_eval(
     }
     let mut series: Vec<(Labels, Vec<Point>)> = Vec::new();
     let mut range_vector: Option<(i64, i64)> = None;
+    let range_vector_re =
+        Regex::new(r"^vector\s+from\s+(\S+)\s+to\s+(\S+)\s+step\s+(\S+)$").expect("valid regex");
     for l in body {
         if let Some(rest) = l.strip_prefix("expected_fail_message") {
             cmd.fail = Some(MsgMatch::Exact(rest.trim().to_string()));
@@ -334,9 +336,7 @@ fn parse_eval(
                     cmd.expected = Expected::Str(s);
                 }
                 "range" => {
-                    let re = Regex::new(r"^vector\s+from\s+(\S+)\s+to\s+(\S+)\s+step\s+(\S+)$")
-                        .expect("valid regex");
-                    let c = re
+                    let c = range_vector_re
                         .captures(tail.trim())
                         .ok_or_else(|| format!("invalid expect range vector line {l:?}"))?;
                     let from = parse_duration_ms(&c[1])?;
