@@ -40,6 +40,7 @@ fn start(config: &Path, port: u16) -> Daemon {
         .arg(config)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
+        .stdin(Stdio::null())
         .spawn()
         .unwrap();
     let stderr = child.stderr.take().unwrap();
@@ -194,4 +195,82 @@ fn bad_config_at_start_exits_nonzero_with_location() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rearguard.yaml:1:9"), "{err}");
+}
+
+#[test]
+fn talks_to_systemd_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: `exec` keeps the shell's.
+    let mut child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_rearguard"))
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let mut recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let mut seen = Vec::new();
+    // READY=1 first, then watchdog pings at half of WATCHDOG_USEC.
+    while seen
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 2
+    {
+        seen.push(recv());
+        assert!(seen.len() < 50, "{seen:?}");
+    }
+    assert!(seen[0].contains("READY=1"), "{seen:?}");
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    kill("-HUP");
+    let mut after_hup = Vec::new();
+    while !after_hup.iter().any(|m: &String| m.contains("READY=1")) {
+        after_hup.push(recv());
+        assert!(after_hup.len() < 50, "{after_hup:?}");
+    }
+    let reloading = after_hup.iter().position(|m| m.contains("RELOADING=1"));
+    assert!(reloading.is_some(), "{after_hup:?}");
+    assert!(
+        after_hup[reloading.unwrap()].contains("MONOTONIC_USEC="),
+        "{after_hup:?}"
+    );
+    kill("-TERM");
+    let mut stopping = false;
+    for _ in 0..50 {
+        if recv().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
 }
