@@ -228,7 +228,7 @@ fn talks_to_systemd_notify_socket() {
         }
     }
     let _guard = KillOnDrop(child.id());
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notify message");
         String::from_utf8_lossy(&buf[..n]).to_string()
