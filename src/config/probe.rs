@@ -164,7 +164,7 @@ pub(super) fn validate(probes: &[ProbeConfig], v: &mut Validator) {
                 ),
             );
         }
-        for (k, _) in &p.labels {
+        for k in p.labels.keys() {
             if !super::valid_label_name(k) || k == "probe" || k == "instance" {
                 v.error(
                     &path.key("labels").key(k),
