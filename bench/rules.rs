@@ -109,7 +109,9 @@ fn main() {
         let t0 = Instant::now();
         out_samples = 0;
         for e in &exprs {
-            let r = engine.instant_query_expr(&db, e, now).expect("rule evaluates");
+            let r = engine
+                .instant_query_expr(&db, e, now)
+                .expect("rule evaluates");
             if let Value::Vector(v) = r.value {
                 out_samples += v.len();
             }
@@ -133,8 +135,6 @@ fn main() {
     );
     println!(
         "evaluation round:  {} rules in {:.2?} (best of 3: {:?}); {out_samples} alert samples",
-        n_rules,
-        best,
-        rounds
+        n_rules, best, rounds
     );
 }

@@ -192,3 +192,22 @@ fn clear_then_reload() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].values, vec![2.0, 3.0]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn gc_task_runs_on_the_clock_and_stops() {
+    let clock = crate::clock::Clock::starting_at(0);
+    let db = Arc::new(Tsdb::new(60_000));
+    db.append_sample(&l(&[("__name__", "m")]), 0, 1.0).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(db.clone().run_gc(
+        clock.clone(),
+        std::time::Duration::from_secs(30),
+        rx,
+    ));
+    tokio::time::sleep(std::time::Duration::from_secs(95)).await;
+    assert_eq!(db.stats().series, 0);
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    db.set_retention_ms(1);
+    assert_eq!(db.retention_ms(), 1);
+}
