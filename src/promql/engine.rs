@@ -233,6 +233,9 @@ impl Engine {
         if end_ms < start_ms {
             return err("end timestamp must not be before start time");
         }
+        if (end_ms - start_ms) / step_ms >= 11_000 {
+            return err("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)");
+        }
         match e.value_type() {
             promql_parser::parser::value::ValueType::Vector
             | promql_parser::parser::value::ValueType::Scalar => {}
@@ -786,6 +789,9 @@ impl<'a> Evaluator<'a> {
         let mut ts = lower.div_euclid(step) * step;
         if ts <= lower {
             ts += step;
+        }
+        if (te - ts) / step >= self.opts.max_samples as i64 {
+            return Err(QueryError::TooManySamples);
         }
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<MSeries> = Vec::new();
