@@ -1,1 +1,14 @@
-//! Rule files, the group evaluation loop, alert states, templates (the rules issue).
+//! Prometheus rule files, the group evaluation loop, alert states and
+//! templates. Rules read samples through a [`Querier`] (the local PromQL
+//! engine, or a remote Prometheus-compatible API) and write recording rule
+//! outputs and `ALERTS` through the tsdb's `SampleSink`.
+
+pub mod alerting;
+pub mod file;
+mod gofmt;
+pub mod group;
+pub mod querier;
+pub mod template;
+
+pub use file::{check_files, load_rule_files, parse_rule_file, ParseOptions, Rule, RuleFile, RuleGroup, RuleKind};
+pub use querier::{Querier, QueryError, RemoteQuerier};
