@@ -7,8 +7,10 @@ pub mod alerting;
 pub mod file;
 mod gofmt;
 pub mod group;
+pub mod manager;
 pub mod querier;
 pub mod template;
 
 pub use file::{check_files, load_rule_files, parse_rule_file, ParseOptions, Rule, RuleFile, RuleGroup, RuleKind};
 pub use querier::{Querier, QueryError, RemoteQuerier};
+pub use manager::{ManagerOptions, RuleManager, RulesConfig, RulesDeps};
