@@ -2,3 +2,4 @@
 
 pub mod check;
 pub mod probes;
+pub mod test_rules;

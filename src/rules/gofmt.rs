@@ -142,6 +142,16 @@ pub fn format_v(v: f64) -> String {
     format_g(v, None, false)
 }
 
+/// Go's `strconv.FormatFloat(v, 'E', -1, 64)` (promtool prints sample values so).
+pub fn format_e_shortest(v: f64) -> String {
+    if let Some(s) = special(v, false) {
+        return s;
+    }
+    let d = decimal(v, None);
+    let frac = d.digits.len().saturating_sub(1);
+    fmt_e(v.is_sign_negative() && v != 0.0, &d, frac, true)
+}
+
 /// Go's `%e` with a precision (default 6).
 pub fn format_e(v: f64, prec: usize, upper: bool) -> String {
     if let Some(s) = special(v, false) {
@@ -209,6 +219,13 @@ pub fn signed(s: String, spec: &Spec) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shortest_e() {
+        assert_eq!(format_e_shortest(1.0), "1E+00");
+        assert_eq!(format_e_shortest(60.0), "6E+01");
+        assert_eq!(format_e_shortest(0.125), "1.25E-01");
+    }
 
     #[test]
     fn percent_v_like_go() {

@@ -10,7 +10,8 @@ pub mod group;
 pub mod manager;
 pub mod querier;
 pub mod template;
+pub mod unittest;
 
 pub use file::{check_files, load_rule_files, parse_rule_file, ParseOptions, Rule, RuleFile, RuleGroup, RuleKind};
-pub use querier::{Querier, QueryError, RemoteQuerier};
+pub use querier::{LocalQuerier, Querier, QueryError, RemoteQuerier};
 pub use manager::{ManagerOptions, RuleManager, RulesConfig, RulesDeps};

@@ -1,8 +1,9 @@
 //! Where rules get their numbers from: the local PromQL engine over the tsdb,
 //! or a remote Prometheus-compatible query API.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,8 @@ use crate::clock::TimestampMs;
 use crate::config::gcp::QuerySourceConfig;
 use crate::config::secret::{read_secret_file, Secret};
 use crate::labels::{Labels, Sample};
+use crate::promql::{Engine, Value};
+use crate::tsdb::Queryable;
 
 /// A query that failed (bad expression, engine error, remote error).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -29,6 +32,81 @@ pub trait Querier: Send + Sync {
     /// when this querier cannot answer without waiting (a remote API).
     fn query_sync(&self, _expr: &str, _t_ms: TimestampMs) -> Option<Result<Vec<Sample>, QueryError>> {
         None
+    }
+}
+
+/// rearguard's own PromQL engine over its tsdb. Parsed expressions are cached
+/// (rules evaluate the same text every interval).
+pub struct LocalQuerier {
+    db: Arc<dyn Queryable>,
+    engine: Engine,
+    parsed: Mutex<HashMap<String, Arc<promql_parser::parser::Expr>>>,
+}
+
+impl LocalQuerier {
+    pub fn new(db: Arc<dyn Queryable>, engine: Engine) -> Self {
+        Self {
+            db,
+            engine,
+            parsed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn parse(&self, expr: &str) -> Result<Arc<promql_parser::parser::Expr>, QueryError> {
+        let mut cache = self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = cache.get(expr) {
+            return Ok(e.clone());
+        }
+        let e = Arc::new(crate::promql::parse(expr).map_err(|e| QueryError(e.to_string()))?);
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(expr.to_string(), e.clone());
+        Ok(e)
+    }
+
+    fn run(&self, expr: &str, t_ms: TimestampMs) -> Result<Vec<Sample>, QueryError> {
+        let e = self.parse(expr)?;
+        let r = self
+            .engine
+            .instant_query_expr(self.db.as_ref(), &e, t_ms)
+            .map_err(|e| QueryError(e.to_string()))?;
+        value_to_samples(r.value, t_ms)
+    }
+}
+
+/// A query value as rule input: a vector, or a scalar as one sample without labels.
+pub fn value_to_samples(v: Value, t_ms: TimestampMs) -> Result<Vec<Sample>, QueryError> {
+    match v {
+        Value::Vector(v) => Ok(v
+            .into_iter()
+            .map(|s| Sample {
+                labels: s.metric,
+                timestamp_ms: t_ms,
+                value: s.value,
+            })
+            .collect()),
+        Value::Scalar { v, .. } => Ok(vec![Sample {
+            labels: Labels::empty(),
+            timestamp_ms: t_ms,
+            value: v,
+        }]),
+        other => Err(QueryError(format!("rule result is not a vector or scalar (got {})", other.type_name()))),
+    }
+}
+
+#[async_trait]
+impl Querier for LocalQuerier {
+    async fn query(&self, expr: &str, t_ms: TimestampMs) -> Result<Vec<Sample>, QueryError> {
+        self.run(expr, t_ms)
+    }
+
+    fn query_sync(&self, expr: &str, t_ms: TimestampMs) -> Option<Result<Vec<Sample>, QueryError>> {
+        Some(self.run(expr, t_ms))
     }
 }
 
