@@ -67,6 +67,7 @@ struct InputSeries {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertTest {
+    #[serde(default)]
     eval_time: Dur,
     alertname: String,
     #[serde(default)]
@@ -86,6 +87,7 @@ struct ExpAlert {
 #[serde(deny_unknown_fields)]
 struct ExprTest {
     expr: String,
+    #[serde(default)]
     eval_time: Dur,
     #[serde(default)]
     exp_samples: Vec<ExpSample>,
@@ -197,15 +199,16 @@ pub fn run_test_file(path: &Path, opts: &TestOptions) -> FileResult {
             Err(e) => result.errors.push(format!("  invalid rule file pattern {pat:?}: {e}")),
         }
     }
-    for (i, tg) in file.tests.iter().enumerate() {
+    for tg in &file.tests {
         if !opts.run.is_empty() && !opts.run.iter().any(|r| r.is_match(&tg.name)) {
             continue;
         }
-        let name = if tg.name.is_empty() { format!("unnamed#{i}") } else { tg.name.clone() };
+        let prefix = if tg.name.is_empty() { String::new() } else { format!("    name: {},\n", tg.name) };
         let (errs, hist) = run_group(tg, &rule_paths, eval_interval, &order, file.fuzzy_compare, opts);
         result.histogram_failures += hist;
         for e in errs {
-            result.errors.push(format!("    {name}: {e}"));
+            let e = if e.starts_with("    ") { e } else { format!("    {e}") };
+            result.errors.push(format!("{prefix}{e}"));
         }
     }
     result
