@@ -15,7 +15,11 @@ fn dir() -> Option<PathBuf> {
     }
 }
 
-fn run(file: &str, run: &[&str], ignore_unknown_fields: bool) -> rearguard::rules::unittest::FileResult {
+fn run(
+    file: &str,
+    run: &[&str],
+    ignore_unknown_fields: bool,
+) -> rearguard::rules::unittest::FileResult {
     let d = dir().expect("conformance folder");
     let opts = TestOptions {
         run: run.iter().map(|r| regex::Regex::new(r).unwrap()).collect(),
@@ -70,6 +74,11 @@ fn unittest_yml_fails_only_on_native_histograms() {
         return;
     }
     let r = run("unittest.yml", &[], false);
-    assert_eq!(r.histogram_failures, r.errors.len(), "non-histogram failures:\n{}", r.errors.join("\n"));
+    assert_eq!(
+        r.histogram_failures,
+        r.errors.len(),
+        "non-histogram failures:\n{}",
+        r.errors.join("\n")
+    );
     assert_eq!(r.errors.len(), 3, "{}", r.errors.join("\n"));
 }

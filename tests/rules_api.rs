@@ -7,7 +7,10 @@ use rearguard::alert::{Alert, AlertSink};
 use rearguard::clock::Clock;
 use rearguard::labels::Labels;
 use rearguard::promql::Engine;
-use rearguard::rules::{parse_rule_file, LocalQuerier, ManagerOptions, ParseOptions, RuleManager, RulesConfig, RulesDeps};
+use rearguard::rules::{
+    parse_rule_file, LocalQuerier, ManagerOptions, ParseOptions, RuleManager, RulesConfig,
+    RulesDeps,
+};
 use rearguard::server::rules_api::{router, RulesApiState};
 use rearguard::store::Store;
 use rearguard::tsdb::Tsdb;
@@ -41,8 +44,12 @@ async fn query_rules_and_alerts_endpoints() {
     let now = clock.now_ms();
     let db = Arc::new(Tsdb::new(6 * 3600 * 1000));
     for (i, v) in [1.0, 0.0].iter().enumerate() {
-        db.append_sample(&Labels::from_pairs([("__name__", "up"), ("job", "web")]), now - 20_000 + i as i64 * 10_000, *v)
-            .unwrap();
+        db.append_sample(
+            &Labels::from_pairs([("__name__", "up"), ("job", "web")]),
+            now - 20_000 + i as i64 * 10_000,
+            *v,
+        )
+        .unwrap();
     }
     let engine = Engine::default();
     let sent = Arc::new(Sent::default());
@@ -60,7 +67,12 @@ async fn query_rules_and_alerts_endpoints() {
         )
         .unwrap(),
     );
-    let file = parse_rule_file(std::path::Path::new("rules/api.yaml"), RULES, ParseOptions::default()).unwrap();
+    let file = parse_rule_file(
+        std::path::Path::new("rules/api.yaml"),
+        RULES,
+        ParseOptions::default(),
+    )
+    .unwrap();
     manager
         .apply(RulesConfig {
             files: vec![file],
@@ -89,7 +101,9 @@ async fn query_rules_and_alerts_endpoints() {
     let alerts = sent.0.lock().unwrap().clone();
     assert_eq!(alerts.len(), 1, "the Down alert fired and was sent");
     assert_eq!(alerts[0].annotations["summary"], "web is down (0)");
-    assert!(alerts[0].generator_url.starts_with("http://rg.example/graph?g0.expr="));
+    assert!(alerts[0]
+        .generator_url
+        .starts_with("http://rg.example/graph?g0.expr="));
 
     let c = reqwest::Client::new();
     let get = |path: String| {
@@ -100,7 +114,11 @@ async fn query_rules_and_alerts_endpoints() {
             (status, r.json::<Value>().await.unwrap())
         }
     };
-    let (st, body) = get(format!("{base}/api/v1/query?query=up&time={}", now as f64 / 1000.0)).await;
+    let (st, body) = get(format!(
+        "{base}/api/v1/query?query=up&time={}",
+        now as f64 / 1000.0
+    ))
+    .await;
     assert_eq!(st, 200);
     assert_eq!(body["status"], "success");
     assert_eq!(body["data"]["resultType"], "vector");
@@ -119,7 +137,13 @@ async fn query_rules_and_alerts_endpoints() {
     .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["data"]["resultType"], "matrix");
-    assert_eq!(body["data"]["result"][0]["values"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        body["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
 
     let (_, body) = get(format!("{base}/api/v1/rules")).await;
     let g = &body["data"]["groups"][0];
@@ -131,7 +155,10 @@ async fn query_rules_and_alerts_endpoints() {
     assert_eq!(g["rules"][1]["state"], "firing");
     assert_eq!(g["rules"][1]["alerts"][0]["labels"]["severity"], "critical");
     let (_, body) = get(format!("{base}/api/v1/rules?type=record")).await;
-    assert_eq!(body["data"]["groups"][0]["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        body["data"]["groups"][0]["rules"].as_array().unwrap().len(),
+        1
+    );
 
     let (_, body) = get(format!("{base}/api/v1/alerts")).await;
     let a = &body["data"]["alerts"][0];
@@ -141,12 +168,19 @@ async fn query_rules_and_alerts_endpoints() {
 
     // The recording rule's output is in the tsdb.
     let (_, body) = get(format!("{base}/api/v1/query?query=job:up:sum")).await;
-    assert_eq!(body["data"]["result"][0]["metric"]["__name__"], "job:up:sum");
+    assert_eq!(
+        body["data"]["result"][0]["metric"]["__name__"],
+        "job:up:sum"
+    );
 
     // `rearguard query` against it.
-    let code = rearguard::cli::query::run("up", None, &base, false).await.unwrap();
+    let code = rearguard::cli::query::run("up", None, &base, false)
+        .await
+        .unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
-    let code = rearguard::cli::query::run("sum(", None, &base, false).await.unwrap();
+    let code = rearguard::cli::query::run("sum(", None, &base, false)
+        .await
+        .unwrap();
     assert_eq!(code, std::process::ExitCode::FAILURE);
     manager.shutdown().await;
 }

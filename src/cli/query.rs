@@ -13,13 +13,16 @@ pub fn parse_time(t: &str) -> anyhow::Result<String> {
             return Ok(t.to_string());
         }
     }
-    let dt = chrono::DateTime::parse_from_rfc3339(t)
-        .with_context(|| format!("invalid --time {t:?}: use RFC 3339 (2026-01-02T15:04:05Z) or Unix seconds"))?;
+    let dt = chrono::DateTime::parse_from_rfc3339(t).with_context(|| {
+        format!("invalid --time {t:?}: use RFC 3339 (2026-01-02T15:04:05Z) or Unix seconds")
+    })?;
     Ok(format!("{:.3}", dt.timestamp_millis() as f64 / 1000.0))
 }
 
 fn labels(m: &Json) -> String {
-    let Some(obj) = m.as_object() else { return "{}".into() };
+    let Some(obj) = m.as_object() else {
+        return "{}".into();
+    };
     let name = obj.get("__name__").and_then(Json::as_str).unwrap_or("");
     let rest: Vec<String> = obj
         .iter()
@@ -46,14 +49,21 @@ pub fn render(data: &Json) -> Vec<String> {
     match data["resultType"].as_str() {
         Some("vector") => result
             .as_array()
-            .map(|a| a.iter().map(|s| format!("{} => {}", labels(&s["metric"]), point(&s["value"]))).collect())
+            .map(|a| {
+                a.iter()
+                    .map(|s| format!("{} => {}", labels(&s["metric"]), point(&s["value"])))
+                    .collect()
+            })
             .unwrap_or_default(),
         Some("matrix") => result
             .as_array()
             .map(|a| {
                 a.iter()
                     .map(|s| {
-                        let pts: Vec<String> = s["values"].as_array().map(|v| v.iter().map(point).collect()).unwrap_or_default();
+                        let pts: Vec<String> = s["values"]
+                            .as_array()
+                            .map(|v| v.iter().map(point).collect())
+                            .unwrap_or_default();
                         format!("{} =>\n  {}", labels(&s["metric"]), pts.join("\n  "))
                     })
                     .collect()
@@ -64,13 +74,20 @@ pub fn render(data: &Json) -> Vec<String> {
     }
 }
 
-pub async fn run(expr: &str, time: Option<&str>, url: &str, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    expr: &str,
+    time: Option<&str>,
+    url: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut params = vec![("query", expr.to_string())];
     if let Some(t) = time {
         params.push(("time", parse_time(t)?));
     }
     let endpoint = format!("{}/api/v1/query", url.trim_end_matches('/'));
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build()?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
     let resp = client
         .get(&endpoint)
         .query(&params)
@@ -78,10 +95,9 @@ pub async fn run(expr: &str, time: Option<&str>, url: &str, json: bool) -> anyho
         .await
         .with_context(|| format!("cannot reach {endpoint} (is rearguard running? pass --url)"))?;
     let status = resp.status();
-    let body: Json = resp
-        .json()
-        .await
-        .with_context(|| format!("{endpoint} answered HTTP {status} without a Prometheus API body"))?;
+    let body: Json = resp.json().await.with_context(|| {
+        format!("{endpoint} answered HTTP {status} without a Prometheus API body")
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&body)?);
     }
@@ -116,9 +132,18 @@ mod tests {
             r#"{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"a"},"value":[12.5,"1"]},{"metric":{},"value":[12.5,"2"]}]}"#,
         )
         .unwrap();
-        assert_eq!(render(&data), vec![r#"up{job="a"} => 1 @12.5"#.to_string(), "{} => 2 @12.5".to_string()]);
+        assert_eq!(
+            render(&data),
+            vec![
+                r#"up{job="a"} => 1 @12.5"#.to_string(),
+                "{} => 2 @12.5".to_string()
+            ]
+        );
         assert_eq!(parse_time("1700000000.5").unwrap(), "1700000000.5");
-        assert_eq!(parse_time("2024-01-01T00:00:00Z").unwrap(), "1704067200.000");
+        assert_eq!(
+            parse_time("2024-01-01T00:00:00Z").unwrap(),
+            "1704067200.000"
+        );
         assert!(parse_time("yesterday").is_err());
     }
 }

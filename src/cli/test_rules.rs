@@ -7,10 +7,16 @@ use std::process::ExitCode;
 use crate::rules::unittest::{run_files, TestOptions};
 
 /// Runs the test files. `run` are regexes (OR-ed) selecting test groups by name.
-pub async fn run(files: Vec<PathBuf>, run: Vec<String>, ignore_unknown_fields: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    files: Vec<PathBuf>,
+    run: Vec<String>,
+    ignore_unknown_fields: bool,
+) -> anyhow::Result<ExitCode> {
     let mut regexes = Vec::new();
     for r in &run {
-        regexes.push(regex::Regex::new(r).map_err(|e| anyhow::anyhow!("invalid --run regex {r:?}: {e}"))?);
+        regexes.push(
+            regex::Regex::new(r).map_err(|e| anyhow::anyhow!("invalid --run regex {r:?}: {e}"))?,
+        );
     }
     let opts = TestOptions {
         run: regexes,
@@ -22,5 +28,9 @@ pub async fn run(files: Vec<PathBuf>, run: Vec<String>, ignore_unknown_fields: b
         run_files(&files, &opts, &mut out, &mut err)
     })
     .await?;
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

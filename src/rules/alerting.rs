@@ -64,8 +64,22 @@ pub struct ActiveAlert {
 
 impl ActiveAlert {
     /// What is persisted: a change in any of these is written to the store.
-    fn persisted(&self) -> (AlertState, TimestampMs, Option<TimestampMs>, Option<TimestampMs>, Option<TimestampMs>) {
-        (self.state, self.active_at_ms, self.fired_at_ms, self.resolved_at_ms, self.keep_firing_since_ms)
+    fn persisted(
+        &self,
+    ) -> (
+        AlertState,
+        TimestampMs,
+        Option<TimestampMs>,
+        Option<TimestampMs>,
+        Option<TimestampMs>,
+    ) {
+        (
+            self.state,
+            self.active_at_ms,
+            self.fired_at_ms,
+            self.resolved_at_ms,
+            self.keep_firing_since_ms,
+        )
     }
 
     fn needs_sending(&self, ts: TimestampMs, resend_delay_ms: i64) -> bool {
@@ -77,7 +91,8 @@ impl ActiveAlert {
             (_, None) => return true,
             _ => {}
         }
-        self.last_sent_at_ms.is_some_and(|s| s + resend_delay_ms < ts)
+        self.last_sent_at_ms
+            .is_some_and(|s| s + resend_delay_ms < ts)
     }
 }
 
@@ -159,7 +174,9 @@ impl AlertingRule {
     /// Restores persisted alerts of this rule.
     pub fn restore(&mut self, stored: &[StoredAlert]) {
         for s in stored {
-            let Some(state) = AlertState::parse(&s.state) else { continue };
+            let Some(state) = AlertState::parse(&s.state) else {
+                continue;
+            };
             let labels = Labels::from_map(&s.labels);
             self.active.insert(
                 labels.fingerprint(),
@@ -182,8 +199,19 @@ impl AlertingRule {
 
     /// Evaluates the rule with the query result `samples` at tick `ts`
     /// (`qt` is the query time, `ts - query_offset`). `limit` 0 is no limit.
-    pub fn eval(&mut self, samples: Vec<Sample>, ts: TimestampMs, qt: TimestampMs, limit: usize, env: &EvalEnv<'_>) -> Result<AlertEvalOutput, AlertEvalError> {
-        let before: BTreeMap<u64, _> = self.active.iter().map(|(k, a)| (*k, a.persisted())).collect();
+    pub fn eval(
+        &mut self,
+        samples: Vec<Sample>,
+        ts: TimestampMs,
+        qt: TimestampMs,
+        limit: usize,
+        env: &EvalEnv<'_>,
+    ) -> Result<AlertEvalOutput, AlertEvalError> {
+        let before: BTreeMap<u64, _> = self
+            .active
+            .iter()
+            .map(|(k, a)| (*k, a.persisted()))
+            .collect();
         let mut seen: HashSet<u64> = HashSet::new();
         let mut fresh: Vec<(u64, ActiveAlert)> = Vec::new();
         let tname = format!("__alert_{}", self.def.name);
@@ -205,12 +233,19 @@ impl AlertingRule {
                 .def
                 .annotations
                 .iter()
-                .map(|(k, v)| (k.clone(), expand_alert_template(&tname, v, &data, env.funcs)))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        expand_alert_template(&tname, v, &data, env.funcs),
+                    )
+                })
                 .collect();
             let fp = labels.fingerprint();
             if !seen.insert(fp) {
                 return Err(AlertEvalError {
-                    message: "vector contains metrics with the same labelset after applying alert labels".into(),
+                    message:
+                        "vector contains metrics with the same labelset after applying alert labels"
+                            .into(),
                     deletes: Vec::new(),
                 });
             }
@@ -253,7 +288,8 @@ impl AlertingRule {
         for (fp, a) in self.active.iter_mut() {
             if !seen.contains(fp) {
                 // Restored alerts are held through misses while the sources refill the tsdb.
-                if a.restored && ts < env.restore_grace_until_ms && a.state != AlertState::Inactive {
+                if a.restored && ts < env.restore_grace_until_ms && a.state != AlertState::Inactive
+                {
                     num_active += 1;
                     push_series(&mut out.series, a, qt);
                     continue;
@@ -265,7 +301,10 @@ impl AlertingRule {
                         keep_firing = true;
                     }
                 }
-                if a.state == AlertState::Pending || a.resolved_at_ms.is_some_and(|r| ts - r > RESOLVED_RETENTION_MS) {
+                if a.state == AlertState::Pending
+                    || a.resolved_at_ms
+                        .is_some_and(|r| ts - r > RESOLVED_RETENTION_MS)
+                {
                     remove.push(*fp);
                 }
                 if a.state != AlertState::Inactive && !keep_firing {
@@ -310,7 +349,10 @@ impl AlertingRule {
             out.upserts.push(self.stored(a, ts));
             let from = prev.map(|p| p.0).unwrap_or(AlertState::Inactive);
             let keep_changed = prev.map(|p| p.4) != Some(now.4);
-            if prev.is_none() || from != a.state || (keep_changed && a.keep_firing_since_ms.is_some()) {
+            if prev.is_none()
+                || from != a.state
+                || (keep_changed && a.keep_firing_since_ms.is_some())
+            {
                 let to = if a.state == AlertState::Firing && a.keep_firing_since_ms.is_some() {
                     "keep_firing".to_string()
                 } else {
@@ -321,7 +363,11 @@ impl AlertingRule {
                     fingerprint: a.labels.fingerprint_hex(),
                     labels: labels_map(&a.labels),
                     from_state: from.as_str().into(),
-                    to_state: if a.state == AlertState::Inactive { "resolved".into() } else { to },
+                    to_state: if a.state == AlertState::Inactive {
+                        "resolved".into()
+                    } else {
+                        to
+                    },
                     at_ms: ts,
                     value: Some(a.value),
                 });
@@ -349,7 +395,13 @@ impl AlertingRule {
 
     /// The alerts to send after this evaluation (firing ones, and resolved
     /// ones again until their retention ends), marking them sent.
-    pub fn alerts_to_send(&mut self, ts: TimestampMs, resend_delay_ms: i64, interval_ms: i64, generator_url: &str) -> Vec<Alert> {
+    pub fn alerts_to_send(
+        &mut self,
+        ts: TimestampMs,
+        resend_delay_ms: i64,
+        interval_ms: i64,
+        generator_url: &str,
+    ) -> Vec<Alert> {
         let mut out = Vec::new();
         for a in self.active.values_mut() {
             if !a.needs_sending(ts, resend_delay_ms) {
@@ -372,7 +424,9 @@ impl AlertingRule {
 
     /// Alerts pending or firing (what `ALERTS` and the API show).
     pub fn firing_and_pending(&self) -> impl Iterator<Item = &ActiveAlert> {
-        self.active.values().filter(|a| a.state != AlertState::Inactive)
+        self.active
+            .values()
+            .filter(|a| a.state != AlertState::Inactive)
     }
 }
 
@@ -389,7 +443,11 @@ fn push_series(series: &mut Vec<Sample>, a: &ActiveAlert, qt: TimestampMs) {
         value: 1.0,
     });
     series.push(Sample {
-        labels: a.labels.builder().set(METRIC_NAME, ALERTS_FOR_STATE_METRIC).build(),
+        labels: a
+            .labels
+            .builder()
+            .set(METRIC_NAME, ALERTS_FOR_STATE_METRIC)
+            .build(),
         timestamp_ms: qt,
         value: a.active_at_ms as f64 / 1000.0,
     });
@@ -409,7 +467,10 @@ mod tests {
                 for_: Duration::from_secs(for_m * 60),
                 keep_firing_for: Duration::from_secs(keep_m * 60),
                 labels: BTreeMap::from([("severity".to_string(), "critical".to_string())]),
-                annotations: BTreeMap::from([("summary".to_string(), "{{ $labels.job }} at {{ $value }}".to_string())]),
+                annotations: BTreeMap::from([(
+                    "summary".to_string(),
+                    "{{ $labels.job }} at {{ $value }}".to_string(),
+                )]),
             },
             "f\u{1f}g\u{1f}HighErrors\u{1f}0".into(),
         )
@@ -448,7 +509,10 @@ mod tests {
         assert_eq!(out.series.len(), 2);
         assert_eq!(out.series[0].labels.get("alertstate"), Some("pending"));
         assert_eq!(out.series[1].labels.metric_name(), Some("ALERTS_FOR_STATE"));
-        assert!(r.alerts_to_send(0, MIN, MIN, "").is_empty(), "pending alerts are never sent");
+        assert!(
+            r.alerts_to_send(0, MIN, MIN, "").is_empty(),
+            "pending alerts are never sent"
+        );
         r.eval(sample(3.0), 4 * MIN, 4 * MIN, 0, &e).unwrap();
         assert_eq!(state(&r), Some(AlertState::Pending));
         let out = r.eval(sample(4.0), 5 * MIN, 5 * MIN, 0, &e).unwrap();
@@ -549,7 +613,11 @@ mod tests {
                 value: 1.0,
             },
         ];
-        assert!(r.eval(dup, 0, 0, 0, &e).unwrap_err().message.contains("same labelset"));
+        assert!(r
+            .eval(dup, 0, 0, 0, &e)
+            .unwrap_err()
+            .message
+            .contains("same labelset"));
     }
 
     #[test]
@@ -569,9 +637,17 @@ mod tests {
             ..env(&ext, &funcs)
         };
         let out = r2.eval(vec![], 8 * MIN, 8 * MIN, 0, &e).unwrap();
-        assert_eq!(state(&r2), Some(AlertState::Pending), "held through a miss in the grace window");
+        assert_eq!(
+            state(&r2),
+            Some(AlertState::Pending),
+            "held through a miss in the grace window"
+        );
         assert_eq!(out.series.len(), 2);
         r2.eval(sample(3.0), 10 * MIN, 0, 0, &e).unwrap();
-        assert_eq!(state(&r2), Some(AlertState::Firing), "the window started at 0, not at the restart");
+        assert_eq!(
+            state(&r2),
+            Some(AlertState::Firing),
+            "the window started at 0, not at the restart"
+        );
     }
 }

@@ -72,8 +72,23 @@ pub struct ParseOptions {
     pub ignore_unknown_fields: bool,
 }
 
-const GROUP_KEYS: &[&str] = &["name", "interval", "query_offset", "limit", "labels", "rules"];
-const RULE_KEYS: &[&str] = &["record", "alert", "expr", "for", "keep_firing_for", "labels", "annotations"];
+const GROUP_KEYS: &[&str] = &[
+    "name",
+    "interval",
+    "query_offset",
+    "limit",
+    "labels",
+    "rules",
+];
+const RULE_KEYS: &[&str] = &[
+    "record",
+    "alert",
+    "expr",
+    "for",
+    "keep_firing_for",
+    "labels",
+    "annotations",
+];
 
 struct Ctx<'a> {
     file: &'a Path,
@@ -127,7 +142,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn mapping<'v>(&mut self, v: &'v Yaml, path: &YamlPath, what: &str) -> Option<&'v serde_yaml_ng::Mapping> {
+    fn mapping<'v>(
+        &mut self,
+        v: &'v Yaml,
+        path: &YamlPath,
+        what: &str,
+    ) -> Option<&'v serde_yaml_ng::Mapping> {
         match v {
             Yaml::Mapping(m) => Some(m),
             Yaml::Null => None,
@@ -139,7 +159,13 @@ impl Ctx<'_> {
     }
 
     /// Walks a mapping's string keys, reporting unknown and non-string keys.
-    fn entries<'v>(&mut self, m: &'v serde_yaml_ng::Mapping, path: &YamlPath, allowed: &[&str], what: &str) -> Vec<(&'v str, &'v Yaml)> {
+    fn entries<'v>(
+        &mut self,
+        m: &'v serde_yaml_ng::Mapping,
+        path: &YamlPath,
+        allowed: &[&str],
+        what: &str,
+    ) -> Vec<(&'v str, &'v Yaml)> {
         let mut out = Vec::new();
         for (k, v) in m {
             let Some(k) = k.as_str() else {
@@ -148,7 +174,13 @@ impl Ctx<'_> {
             };
             if !allowed.contains(&k) {
                 if !self.opts.ignore_unknown_fields {
-                    self.key_err(&path.key(k), format!("field {k} not found in {what} (allowed: {})", allowed.join(", ")));
+                    self.key_err(
+                        &path.key(k),
+                        format!(
+                            "field {k} not found in {what} (allowed: {})",
+                            allowed.join(", ")
+                        ),
+                    );
                 }
                 continue;
             }
@@ -159,7 +191,9 @@ impl Ctx<'_> {
 
     fn string_map(&mut self, v: &Yaml, path: &YamlPath, what: &str) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
-        let Some(m) = self.mapping(v, path, what) else { return out };
+        let Some(m) = self.mapping(v, path, what) else {
+            return out;
+        };
         for (k, val) in m {
             let Some(k) = k.as_str() else {
                 self.err(path, format!("{what} keys must be strings"));
@@ -181,7 +215,11 @@ pub fn valid_metric_name(s: &str) -> bool {
 }
 
 /// Parses and validates one rule file's text.
-pub fn parse_rule_file(path: &Path, text: &str, opts: ParseOptions) -> Result<RuleFile, Vec<LocatedError>> {
+pub fn parse_rule_file(
+    path: &Path,
+    text: &str,
+    opts: ParseOptions,
+) -> Result<RuleFile, Vec<LocatedError>> {
     let doc: Yaml = if text.trim().is_empty() {
         Yaml::Null
     } else {
@@ -208,7 +246,13 @@ pub fn parse_rule_file(path: &Path, text: &str, opts: ParseOptions) -> Result<Ru
                     for (i, g) in seq.iter().enumerate() {
                         if let Some(group) = parse_group(&mut cx, g, &gpath.index(i)) {
                             if !names.insert(group.name.clone()) {
-                                cx.err(&gpath.index(i).key("name"), format!("groupname: {:?} is repeated in the same file", group.name));
+                                cx.err(
+                                    &gpath.index(i).key("name"),
+                                    format!(
+                                        "groupname: {:?} is repeated in the same file",
+                                        group.name
+                                    ),
+                                );
                             }
                             groups.push(group);
                         }
@@ -254,7 +298,9 @@ fn parse_group(cx: &mut Ctx, v: &Yaml, path: &YamlPath) -> Option<RuleGroup> {
             "interval" => group.interval = cx.duration(val, &p, "interval"),
             "query_offset" => group.query_offset = cx.duration(val, &p, "query_offset"),
             "limit" => match val {
-                Yaml::Number(n) if n.as_u64().is_some() => group.limit = n.as_u64().unwrap_or(0) as usize,
+                Yaml::Number(n) if n.as_u64().is_some() => {
+                    group.limit = n.as_u64().unwrap_or(0) as usize
+                }
                 Yaml::Null => {}
                 _ => cx.err(&p, "limit must be a non-negative integer"),
             },
@@ -274,7 +320,10 @@ fn parse_group(cx: &mut Ctx, v: &Yaml, path: &YamlPath) -> Option<RuleGroup> {
         cx.err(path, "Groupname must not be empty");
     }
     if group.interval == Some(Duration::ZERO) {
-        cx.err(&path.key("interval"), "interval must be greater than 0 (omit it to use the global evaluation interval)");
+        cx.err(
+            &path.key("interval"),
+            "interval must be greater than 0 (omit it to use the global evaluation interval)",
+        );
     }
     let rpath = path.key("rules");
     match rules_yaml {
@@ -295,7 +344,10 @@ fn parse_rule(cx: &mut Ctx, v: &Yaml, path: &YamlPath, group: &str) -> Option<Ru
     let m = match v {
         Yaml::Mapping(m) => m,
         _ => {
-            cx.err(path, "a rule must be a mapping with record or alert, and expr");
+            cx.err(
+                path,
+                "a rule must be a mapping with record or alert, and expr",
+            );
             return None;
         }
     };
@@ -335,31 +387,53 @@ fn parse_rule(cx: &mut Ctx, v: &Yaml, path: &YamlPath, group: &str) -> Option<Ru
     if expr.trim().is_empty() {
         cx.err(path, "field 'expr' must be set in rule");
     } else if let Err(e) = promql_parser::parser::parse(&expr) {
-        cx.err(&path.key("expr"), format!("could not parse expression: {}", e.trim()));
+        cx.err(
+            &path.key("expr"),
+            format!("could not parse expression: {}", e.trim()),
+        );
     }
     if let Some(r) = &record {
         if !annotations.is_empty() {
-            cx.key_err(&path.key("annotations"), "invalid field 'annotations' in recording rule");
+            cx.key_err(
+                &path.key("annotations"),
+                "invalid field 'annotations' in recording rule",
+            );
         }
         if seen_for && !for_.is_zero() {
             cx.key_err(&path.key("for"), "invalid field 'for' in recording rule");
         }
         if seen_keep && !keep.is_zero() {
-            cx.key_err(&path.key("keep_firing_for"), "invalid field 'keep_firing_for' in recording rule");
+            cx.key_err(
+                &path.key("keep_firing_for"),
+                "invalid field 'keep_firing_for' in recording rule",
+            );
         }
         if !valid_metric_name(r) {
-            let hint = if r.contains('{') { " (braces present in the recording rule name; should it be in expr?)" } else { "" };
-            cx.err(&path.key("record"), format!("invalid recording rule name: {r}{hint}"));
+            let hint = if r.contains('{') {
+                " (braces present in the recording rule name; should it be in expr?)"
+            } else {
+                ""
+            };
+            cx.err(
+                &path.key("record"),
+                format!("invalid recording rule name: {r}{hint}"),
+            );
         }
     }
     for k in labels.keys() {
         if !valid_label_name(k) || k == "__name__" {
-            cx.key_err(&path.key("labels").key(k), format!("invalid label name: {k}"));
+            cx.key_err(
+                &path.key("labels").key(k),
+                format!("invalid label name: {k}"),
+            );
         }
     }
     for k in annotations.keys() {
         if !valid_label_name(k) {
-            cx.key_err(&path.key("annotations").key(k), format!("invalid annotation name: {k}"));
+            cx.key_err(
+                &path.key("annotations").key(k),
+                format!("invalid annotation name: {k}"),
+            );
         }
     }
     if let Some(a) = &alert {
@@ -367,7 +441,10 @@ fn parse_rule(cx: &mut Ctx, v: &Yaml, path: &YamlPath, group: &str) -> Option<Ru
         for (what, map) in [("labels", &labels), ("annotations", &annotations)] {
             for (k, text) in map {
                 if let Err(e) = template::check_alert_template(&tname, text) {
-                    cx.err(&path.key(what).key(k), format!("group {group:?}, rule {a:?}: {what}.{k}: {e}"));
+                    cx.err(
+                        &path.key(what).key(k),
+                        format!("group {group:?}, rule {a:?}: {what}.{k}: {e}"),
+                    );
                 }
             }
         }
@@ -386,11 +463,19 @@ fn parse_rule(cx: &mut Ctx, v: &Yaml, path: &YamlPath, group: &str) -> Option<Ru
         },
         _ => return None,
     };
-    Some(Rule { kind, expr, labels, line })
+    Some(Rule {
+        kind,
+        expr,
+        labels,
+        line,
+    })
 }
 
 /// Reads and parses every file; all errors of all files are returned together.
-pub fn load_rule_files(paths: &[PathBuf], opts: ParseOptions) -> Result<Vec<RuleFile>, Vec<LocatedError>> {
+pub fn load_rule_files(
+    paths: &[PathBuf],
+    opts: ParseOptions,
+) -> Result<Vec<RuleFile>, Vec<LocatedError>> {
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for p in paths {
@@ -399,7 +484,11 @@ pub fn load_rule_files(paths: &[PathBuf], opts: ParseOptions) -> Result<Vec<Rule
                 Ok(f) => files.push(f),
                 Err(e) => errors.extend(e),
             },
-            Err(e) => errors.push(LocatedError::new(p, Pos { line: 0, col: 0 }, format!("cannot read rule file: {e}"))),
+            Err(e) => errors.push(LocatedError::new(
+                p,
+                Pos { line: 0, col: 0 },
+                format!("cannot read rule file: {e}"),
+            )),
         }
     }
     if errors.is_empty() {
@@ -426,7 +515,11 @@ mod tests {
     }
 
     fn errors(text: &str) -> Vec<String> {
-        parse(text).unwrap_err().iter().map(|e| e.to_string()).collect()
+        parse(text)
+            .unwrap_err()
+            .iter()
+            .map(|e| e.to_string())
+            .collect()
     }
 
     #[test]
@@ -443,7 +536,11 @@ mod tests {
         assert_eq!(g.rules[1].name(), "Down");
         assert_eq!(g.rules[1].line, 10);
         match &g.rules[1].kind {
-            RuleKind::Alerting { for_, keep_firing_for, .. } => {
+            RuleKind::Alerting {
+                for_,
+                keep_firing_for,
+                ..
+            } => {
                 assert_eq!(*for_, Duration::from_secs(300));
                 assert_eq!(*keep_firing_for, Duration::from_secs(120));
             }
@@ -454,39 +551,79 @@ mod tests {
     #[test]
     fn located_errors() {
         let e = errors("groups:\n- name: g\n  namespace: x\n  rules:\n  - alert: A\n    expr: 'up +'\n    for: 5x\n");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:3:3: field namespace not found")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:6:11: could not parse expression")), "{e:?}");
-        assert!(e.iter().any(|m| m.starts_with("r.yaml:7:10: for: not a valid duration")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("r.yaml:3:3: field namespace not found")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("r.yaml:6:11: could not parse expression")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("r.yaml:7:10: for: not a valid duration")),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn promtool_rejections() {
         let dup = errors("groups:\n- name: g\n  rules: []\n- name: g\n  rules: []\n");
-        assert!(dup[0].contains("r.yaml:4:9: groupname: \"g\" is repeated"), "{dup:?}");
-        assert!(errors("groups:\n- name: g\n  rules:\n  - expr: up\n")[0].contains("one of 'record' or 'alert' must be set"));
-        assert!(errors("groups:\n- name: g\n  rules:\n  - record: a\n    alert: b\n    expr: up\n")[0].contains("only one of"));
-        assert!(errors("groups:\n- name: g\n  rules:\n  - record: a\n")[0].contains("field 'expr' must be set"));
+        assert!(
+            dup[0].contains("r.yaml:4:9: groupname: \"g\" is repeated"),
+            "{dup:?}"
+        );
+        assert!(errors("groups:\n- name: g\n  rules:\n  - expr: up\n")[0]
+            .contains("one of 'record' or 'alert' must be set"));
+        assert!(errors(
+            "groups:\n- name: g\n  rules:\n  - record: a\n    alert: b\n    expr: up\n"
+        )[0]
+        .contains("only one of"));
+        assert!(errors("groups:\n- name: g\n  rules:\n  - record: a\n")[0]
+            .contains("field 'expr' must be set"));
         assert!(errors("groups:\n- rules: []\n")[0].contains("Groupname must not be empty"));
-        assert!(errors("groups:\n- name: g\n  rules:\n  - record: 'a{b}'\n    expr: up\n")[0].contains("invalid recording rule name"));
-        assert!(errors("groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n    for: 5m\n")[0].contains("invalid field 'for' in recording rule"));
+        assert!(
+            errors("groups:\n- name: g\n  rules:\n  - record: 'a{b}'\n    expr: up\n")[0]
+                .contains("invalid recording rule name")
+        );
+        assert!(
+            errors("groups:\n- name: g\n  rules:\n  - record: a\n    expr: up\n    for: 5m\n")[0]
+                .contains("invalid field 'for' in recording rule")
+        );
         assert!(errors("groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    labels: {'bad-name': x}\n")[0].contains("invalid label name: bad-name"));
         let t = errors("groups:\n- name: g\n  rules:\n  - alert: a\n    expr: up\n    annotations:\n      s: '{{ $labels.x '\n");
-        assert!(t[0].starts_with("r.yaml:7:10:") && t[0].contains("template"), "{t:?}");
+        assert!(
+            t[0].starts_with("r.yaml:7:10:") && t[0].contains("template"),
+            "{t:?}"
+        );
         assert!(errors("groups:\n- name: g\n  limit: -1\n  rules: []\n")[0].contains("limit"));
         assert!(errors("groups: [\n")[0].starts_with("r.yaml:"));
     }
 
     #[test]
     fn ignore_unknown_fields() {
-        let text = "groups:\n- name: g\n  ownership: {a: b}\n  rules:\n  - record: x\n    expr: '1'\n";
+        let text =
+            "groups:\n- name: g\n  ownership: {a: b}\n  rules:\n  - record: x\n    expr: '1'\n";
         assert!(parse(text).is_err());
-        let f = parse_rule_file(Path::new("r"), text, ParseOptions { ignore_unknown_fields: true }).unwrap();
+        let f = parse_rule_file(
+            Path::new("r"),
+            text,
+            ParseOptions {
+                ignore_unknown_fields: true,
+            },
+        )
+        .unwrap();
         assert_eq!(f.groups[0].rules.len(), 1);
     }
 
     #[test]
     fn numeric_scalars_are_strings() {
-        let f = parse("groups:\n- name: g\n  rules:\n  - alert: A\n    expr: 1\n    labels: {code: 500}\n").unwrap();
+        let f = parse(
+            "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: 1\n    labels: {code: 500}\n",
+        )
+        .unwrap();
         assert_eq!(f.groups[0].rules[0].expr, "1");
         assert_eq!(f.groups[0].rules[0].labels["code"], "500");
     }

@@ -31,15 +31,18 @@ fn decimal(v: f64, prec: Option<usize>) -> Decimal {
     if digits.is_empty() {
         return Decimal { digits, dp: 0 };
     }
-    Decimal { digits, dp: exp + 1 }
+    Decimal {
+        digits,
+        dp: exp + 1,
+    }
 }
 
-fn special(v: f64, plus: bool) -> Option<String> {
+fn special(v: f64) -> Option<String> {
     if v.is_nan() {
         Some("NaN".into())
     } else if v.is_infinite() {
         Some(if v > 0.0 {
-            if plus { "+Inf" } else { "+Inf" }.into()
+            "+Inf".into()
         } else {
             "-Inf".into()
         })
@@ -105,7 +108,7 @@ fn fmt_f(neg: bool, d: &Decimal, frac: usize) -> String {
 
 /// Go's `strconv.FormatFloat(v, 'g', prec, 64)` (`prec == None` is -1, the shortest).
 pub fn format_g(v: f64, prec: Option<usize>, upper: bool) -> String {
-    if let Some(s) = special(v, false) {
+    if let Some(s) = special(v) {
         return s;
     }
     let neg = v.is_sign_negative() && v != 0.0 || (v == 0.0 && v.is_sign_negative());
@@ -144,7 +147,7 @@ pub fn format_v(v: f64) -> String {
 
 /// Go's `strconv.FormatFloat(v, 'E', -1, 64)` (promtool prints sample values so).
 pub fn format_e_shortest(v: f64) -> String {
-    if let Some(s) = special(v, false) {
+    if let Some(s) = special(v) {
         return s;
     }
     let d = decimal(v, None);
@@ -154,7 +157,7 @@ pub fn format_e_shortest(v: f64) -> String {
 
 /// Go's `%e` with a precision (default 6).
 pub fn format_e(v: f64, prec: usize, upper: bool) -> String {
-    if let Some(s) = special(v, false) {
+    if let Some(s) = special(v) {
         return s;
     }
     let d = decimal(v, Some(prec + 1));
@@ -163,7 +166,7 @@ pub fn format_e(v: f64, prec: usize, upper: bool) -> String {
 
 /// Go's `%f` with a precision (default 6).
 pub fn format_f(v: f64, prec: usize) -> String {
-    if let Some(s) = special(v, false) {
+    if let Some(s) = special(v) {
         return s;
     }
     format!("{:.*}", prec, v)
@@ -246,7 +249,11 @@ mod tests {
     #[test]
     fn percent_g_with_precision() {
         assert_eq!(format_g(1234.56, Some(4), false), "1235");
-        assert_eq!(format_g(1234.5, Some(4), false), "1234", "exact halves round to even, as in Go");
+        assert_eq!(
+            format_g(1234.5, Some(4), false),
+            "1234",
+            "exact halves round to even, as in Go"
+        );
         assert_eq!(format_g(12345.6, Some(4), false), "1.235e+04");
         assert_eq!(format_g(0.5, Some(4), false), "0.5");
         assert_eq!(format_g(100.0, Some(4), false), "100");

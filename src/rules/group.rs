@@ -16,6 +16,9 @@ use super::file::{Rule, RuleGroup, RuleKind};
 use super::querier::Querier;
 use super::template::Funcs;
 
+/// A `query` template function result.
+type QueryRows = Result<Vec<(BTreeMap<String, String>, f64)>, String>;
+
 /// Prometheus's group key: `file;name`.
 pub fn group_key(file: &std::path::Path, name: &str) -> String {
     format!("{};{}", file.display(), name)
@@ -112,7 +115,9 @@ impl Group {
                 let mut labels = def.labels.clone();
                 labels.extend(r.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
                 let state = match &r.kind {
-                    RuleKind::Recording { record } => RuleState::Recording { record: record.clone() },
+                    RuleKind::Recording { record } => RuleState::Recording {
+                        record: record.clone(),
+                    },
                     RuleKind::Alerting {
                         alert,
                         for_,
@@ -120,7 +125,13 @@ impl Group {
                         annotations,
                     } => {
                         let n = ordinals.entry(alert.clone()).or_default();
-                        let rule_key = format!("{}\u{1f}{}\u{1f}{}\u{1f}{}", def.file.display(), def.name, alert, n);
+                        let rule_key = format!(
+                            "{}\u{1f}{}\u{1f}{}\u{1f}{}",
+                            def.file.display(),
+                            def.name,
+                            alert,
+                            n
+                        );
                         *n += 1;
                         RuleState::Alerting(AlertingRule::new(
                             AlertingRuleDef {
@@ -162,7 +173,9 @@ impl Group {
     /// name and position among rules of that name), as a reload does.
     pub fn copy_state_from(&mut self, old: &Group) {
         for r in &mut self.rules {
-            let RuleState::Alerting(new) = &mut r.state else { continue };
+            let RuleState::Alerting(new) = &mut r.state else {
+                continue;
+            };
             for o in &old.rules {
                 if let RuleState::Alerting(prev) = &o.state {
                     if prev.key == new.key {
@@ -185,7 +198,13 @@ impl Group {
     }
 
     /// Evaluates every rule in order at tick `ts`.
-    pub async fn eval(&mut self, ts: TimestampMs, querier: &dyn Querier, sink: &dyn SampleSink, env: &GroupEnv<'_>) -> GroupEvalOutput {
+    pub async fn eval(
+        &mut self,
+        ts: TimestampMs,
+        querier: &dyn Querier,
+        sink: &dyn SampleSink,
+        env: &GroupEnv<'_>,
+    ) -> GroupEvalOutput {
         let started = Instant::now();
         let qt = ts - self.query_offset().as_millis() as i64;
         let limit = self.def.limit;
@@ -232,13 +251,23 @@ impl Group {
     }
 
     /// Alerts to send after an evaluation at `ts`.
-    pub fn alerts_to_send(&mut self, ts: TimestampMs, resend_delay: Duration, external_url: &str) -> Vec<Alert> {
+    pub fn alerts_to_send(
+        &mut self,
+        ts: TimestampMs,
+        resend_delay: Duration,
+        external_url: &str,
+    ) -> Vec<Alert> {
         let interval_ms = self.interval.as_millis() as i64;
         let mut out = Vec::new();
         for r in &mut self.rules {
             if let RuleState::Alerting(a) = &mut r.state {
                 let url = generator_url(external_url, &a.def.expr);
-                out.extend(a.alerts_to_send(ts, resend_delay.as_millis() as i64, interval_ms, &url));
+                out.extend(a.alerts_to_send(
+                    ts,
+                    resend_delay.as_millis() as i64,
+                    interval_ms,
+                    &url,
+                ));
             }
         }
         out
@@ -248,7 +277,10 @@ impl Group {
 /// Prometheus's generator URL: `<external_url>/graph?g0.expr=<expr>&g0.tab=1`.
 pub fn generator_url(external_url: &str, expr: &str) -> String {
     let q: String = url::form_urlencoded::byte_serialize(expr.as_bytes()).collect();
-    format!("{}/graph?g0.expr={q}&g0.tab=1", external_url.trim_end_matches('/'))
+    format!(
+        "{}/graph?g0.expr={q}&g0.tab=1",
+        external_url.trim_end_matches('/')
+    )
 }
 
 /// A rule's failure; a rule over its limit also forgets its alerts (`deletes`).
@@ -282,7 +314,10 @@ async fn eval_rule(
     querier: &dyn Querier,
     env: &GroupEnv<'_>,
 ) -> Result<RuleOutput, RuleError> {
-    let samples = querier.query(&rule.def.expr, qt).await.map_err(|e| RuleError::from(e.0))?;
+    let samples = querier
+        .query(&rule.def.expr, qt)
+        .await
+        .map_err(|e| RuleError::from(e.0))?;
     match &mut rule.state {
         RuleState::Recording { record } => {
             let mut seen = HashSet::new();
@@ -294,7 +329,11 @@ async fn eval_rule(
                 }
                 let labels = b.build();
                 if !seen.insert(labels.clone()) {
-                    return Err("vector contains metrics with the same labelset after applying rule labels".to_string().into());
+                    return Err(
+                        "vector contains metrics with the same labelset after applying rule labels"
+                            .to_string()
+                            .into(),
+                    );
                 }
                 out.push(Sample {
                     labels,
@@ -312,9 +351,12 @@ async fn eval_rule(
         }
         RuleState::Alerting(a) => {
             let q = |expr: &str| querier.query_sync(expr, qt);
-            let query_fn = move |expr: &str| -> Result<Vec<(BTreeMap<String, String>, f64)>, String> {
+            let query_fn = move |expr: &str| -> QueryRows {
                 match q(expr) {
-                    Some(Ok(v)) => Ok(v.into_iter().map(|s| (s.labels.to_map(), s.value)).collect()),
+                    Some(Ok(v)) => Ok(v
+                        .into_iter()
+                        .map(|s| (s.labels.to_map(), s.value))
+                        .collect()),
                     Some(Err(e)) => Err(e.0),
                     None => Err("the query function is not available for this query source".into()),
                 }

@@ -7,7 +7,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts, GaugeVec};
+use prometheus::{GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGaugeVec, Opts};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -86,7 +86,11 @@ impl RulesConfig {
                 Some(Ok(q)) => {
                     sources.insert(name.clone(), Arc::new(q));
                 }
-                Some(Err(e)) => errors.push(LocatedError::new(&loaded.path, Pos { line: 0, col: 0 }, format!("query_sources.{name}: {e}"))),
+                Some(Err(e)) => errors.push(LocatedError::new(
+                    &loaded.path,
+                    Pos { line: 0, col: 0 },
+                    format!("query_sources.{name}: {e}"),
+                )),
                 None => {}
             }
         }
@@ -123,19 +127,49 @@ impl Metrics {
                 "rearguard_rule_evaluation_duration_seconds",
                 "The duration of rule evaluations.",
             ))?,
-            evaluations: IntCounterVec::new(Opts::new("rearguard_rule_evaluations_total", "Rule evaluations."), g)?,
-            failures: IntCounterVec::new(Opts::new("rearguard_rule_evaluation_failures_total", "Rule evaluations that failed."), g)?,
+            evaluations: IntCounterVec::new(
+                Opts::new("rearguard_rule_evaluations_total", "Rule evaluations."),
+                g,
+            )?,
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "rearguard_rule_evaluation_failures_total",
+                    "Rule evaluations that failed.",
+                ),
+                g,
+            )?,
             last_eval: GaugeVec::new(
-                Opts::new("rearguard_rule_group_last_evaluation_timestamp_seconds", "When the group was last evaluated."),
+                Opts::new(
+                    "rearguard_rule_group_last_evaluation_timestamp_seconds",
+                    "When the group was last evaluated.",
+                ),
                 g,
             )?,
-            last_duration: GaugeVec::new(Opts::new("rearguard_rule_group_last_duration_seconds", "How long the last group evaluation took."), g)?,
-            interval: GaugeVec::new(Opts::new("rearguard_rule_group_interval_seconds", "The interval of the rule group."), g)?,
+            last_duration: GaugeVec::new(
+                Opts::new(
+                    "rearguard_rule_group_last_duration_seconds",
+                    "How long the last group evaluation took.",
+                ),
+                g,
+            )?,
+            interval: GaugeVec::new(
+                Opts::new(
+                    "rearguard_rule_group_interval_seconds",
+                    "The interval of the rule group.",
+                ),
+                g,
+            )?,
             missed: IntCounterVec::new(
-                Opts::new("rearguard_rule_group_iterations_missed_total", "Group evaluations skipped because an evaluation took too long."),
+                Opts::new(
+                    "rearguard_rule_group_iterations_missed_total",
+                    "Group evaluations skipped because an evaluation took too long.",
+                ),
                 g,
             )?,
-            alerts: IntGaugeVec::new(Opts::new("rearguard_alerts", "Active alerts by name and state."), &["alertname", "state"])?,
+            alerts: IntGaugeVec::new(
+                Opts::new("rearguard_alerts", "Active alerts by name and state."),
+                &["alertname", "state"],
+            )?,
         };
         r.register(Box::new(m.eval_duration.clone()))?;
         r.register(Box::new(m.evaluations.clone()))?;
@@ -239,12 +273,25 @@ impl RuleManager {
                 if let Some(prev) = old.remove(&group.key) {
                     group.copy_state_from(&prev);
                 } else {
-                    let last_eval = self.shared.deps.store.last_group_evaluation(&group.key).await.ok().flatten();
-                    let outage_ok = last_eval.is_some_and(|t| now - t <= self.shared.opts.outage_tolerance.as_millis() as i64);
+                    let last_eval = self
+                        .shared
+                        .deps
+                        .store
+                        .last_group_evaluation(&group.key)
+                        .await
+                        .ok()
+                        .flatten();
+                    let outage_ok = last_eval.is_some_and(|t| {
+                        now - t <= self.shared.opts.outage_tolerance.as_millis() as i64
+                    });
                     let mut restored = 0;
                     for rule in group.alerting_rules_mut() {
                         if let Some(list) = by_rule.get(&rule.key) {
-                            let keep: Vec<StoredAlert> = list.iter().filter(|s| outage_ok || s.state != AlertState::Pending.as_str()).cloned().collect();
+                            let keep: Vec<StoredAlert> = list
+                                .iter()
+                                .filter(|s| outage_ok || s.state != AlertState::Pending.as_str())
+                                .cloned()
+                                .collect();
                             restored += keep.len();
                             rule.restore(&keep);
                         }
@@ -268,10 +315,18 @@ impl RuleManager {
                 };
                 let key = group.key.clone();
                 if running.contains_key(&key) {
-                    errors.push(format!("rule group {:?} appears twice in {}", def.name, def.file.display()));
+                    errors.push(format!(
+                        "rule group {:?} appears twice in {}",
+                        def.name,
+                        def.file.display()
+                    ));
                     continue;
                 }
-                self.shared.snapshots.write().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), group.clone());
+                self.shared
+                    .snapshots
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key.clone(), group.clone());
                 let (stop, stop_rx) = watch::channel(false);
                 let handle = tokio::spawn(run_group(group, settings, self.shared.clone(), stop_rx));
                 new_keys.push(key.clone());
@@ -280,11 +335,19 @@ impl RuleManager {
         }
         // Groups that are gone: forget their metrics and snapshots.
         {
-            let mut snaps = self.shared.snapshots.write().unwrap_or_else(|p| p.into_inner());
+            let mut snaps = self
+                .shared
+                .snapshots
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             snaps.retain(|k, _| running.contains_key(k));
         }
         for key in old.keys() {
-            for m in [&self.shared.metrics.last_eval, &self.shared.metrics.interval, &self.shared.metrics.last_duration] {
+            for m in [
+                &self.shared.metrics.last_eval,
+                &self.shared.metrics.interval,
+                &self.shared.metrics.last_duration,
+            ] {
                 let _ = m.remove_label_values(&[key.as_str()]);
             }
         }
@@ -307,7 +370,11 @@ impl RuleManager {
 
     /// The latest state of every group (rules, health, active alerts), in file and name order.
     pub fn groups(&self) -> Vec<Group> {
-        let snaps = self.shared.snapshots.read().unwrap_or_else(|p| p.into_inner());
+        let snaps = self
+            .shared
+            .snapshots
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<Group> = snaps.values().cloned().collect();
         v.sort_by(|a, b| (&a.def.file, &a.def.name).cmp(&(&b.def.file, &b.def.name)));
         v
@@ -320,7 +387,12 @@ fn slot_offset(key: &str, interval_ms: i64) -> i64 {
     (h.finish() % interval_ms.max(1) as u64) as i64
 }
 
-async fn run_group(mut group: Group, settings: TaskSettings, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) -> Group {
+async fn run_group(
+    mut group: Group,
+    settings: TaskSettings,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Group {
     let clock = shared.deps.clock.clone();
     let interval_ms = (group.interval.as_millis() as i64).max(1);
     let offset = slot_offset(&group.key, interval_ms);
@@ -341,7 +413,11 @@ async fn run_group(mut group: Group, settings: TaskSettings, shared: Arc<Shared>
         let now = clock.now_ms();
         let missed = (now - next) / interval_ms;
         if missed > 0 {
-            shared.metrics.missed.with_label_values(&[key.as_str()]).inc_by(missed as u64);
+            shared
+                .metrics
+                .missed
+                .with_label_values(&[key.as_str()])
+                .inc_by(missed as u64);
             next += missed * interval_ms;
         }
         evaluate(&mut group, next, &settings, &shared).await;
@@ -356,21 +432,37 @@ async fn evaluate(group: &mut Group, ts: TimestampMs, settings: &TaskSettings, s
         external_url: &settings.external_url,
         restore_grace_until_ms: settings.restore_grace_until_ms,
     };
-    let out = group.eval(ts, settings.querier.as_ref(), shared.deps.sink.as_ref(), &env).await;
+    let out = group
+        .eval(
+            ts,
+            settings.querier.as_ref(),
+            shared.deps.sink.as_ref(),
+            &env,
+        )
+        .await;
     let key = group.key.as_str();
     let m = &shared.metrics;
-    m.evaluations.with_label_values(&[key]).inc_by(group.rules.len() as u64);
+    m.evaluations
+        .with_label_values(&[key])
+        .inc_by(group.rules.len() as u64);
     for r in &group.rules {
-        m.eval_duration.observe(r.status.eval_duration.as_secs_f64());
+        m.eval_duration
+            .observe(r.status.eval_duration.as_secs_f64());
     }
     if !out.failures.is_empty() {
-        m.failures.with_label_values(&[key]).inc_by(out.failures.len() as u64);
+        m.failures
+            .with_label_values(&[key])
+            .inc_by(out.failures.len() as u64);
         for (rule, err) in &out.failures {
             tracing::warn!(group = %key, rule = %rule, error = %err, "evaluating rule failed");
         }
     }
-    m.last_eval.with_label_values(&[key]).set(ts as f64 / 1000.0);
-    m.last_duration.with_label_values(&[key]).set(group.eval_duration.as_secs_f64());
+    m.last_eval
+        .with_label_values(&[key])
+        .set(ts as f64 / 1000.0);
+    m.last_duration
+        .with_label_values(&[key])
+        .set(group.eval_duration.as_secs_f64());
     // Persist before anything acts on the alerts.
     if let Err(e) = shared.deps.store.apply_alert_changes(out.changes).await {
         tracing::error!(group = %key, error = %e, "cannot persist alert states; sending alerts anyway");
@@ -396,14 +488,20 @@ fn update_alert_gauge(shared: &Shared) {
                 counts.entry((a.def.name.clone(), "pending")).or_default();
                 counts.entry((a.def.name.clone(), "firing")).or_default();
                 for al in a.firing_and_pending() {
-                    *counts.entry((a.def.name.clone(), al.state.as_str())).or_default() += 1;
+                    *counts
+                        .entry((a.def.name.clone(), al.state.as_str()))
+                        .or_default() += 1;
                 }
             }
         }
     }
     shared.metrics.alerts.reset();
     for ((name, state), n) in counts {
-        shared.metrics.alerts.with_label_values(&[name.as_str(), state]).set(n);
+        shared
+            .metrics
+            .alerts
+            .with_label_values(&[name.as_str(), state])
+            .set(n);
     }
 }
 
@@ -481,7 +579,12 @@ mod tests {
     }
 
     fn rules(text: &str) -> RulesConfig {
-        let f = parse_rule_file(std::path::Path::new("r.yaml"), text, ParseOptions::default()).unwrap();
+        let f = parse_rule_file(
+            std::path::Path::new("r.yaml"),
+            text,
+            ParseOptions::default(),
+        )
+        .unwrap();
         RulesConfig {
             files: vec![f],
             evaluation_interval: Duration::from_secs(60),
@@ -525,7 +628,13 @@ mod tests {
     }
 
     fn firing(sent: &Sent) -> Vec<Alert> {
-        sent.0.lock().unwrap().iter().filter(|a| a.ends_at_ms.is_none()).cloned().collect()
+        sent.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.ends_at_ms.is_none())
+            .cloned()
+            .collect()
     }
 
     const FOR_10M: &str = "groups:\n- name: g\n  rules:\n  - alert: HighErrors\n    expr: errors > 1\n    for: 10m\n    keep_firing_for: 5m\n    labels: {severity: critical}\n";
@@ -547,17 +656,35 @@ mod tests {
         b.manager.apply(rules(FOR_10M)).await.unwrap();
         run_for(MIN + 1).await;
         let groups = b.manager.groups();
-        let crate::rules::group::RuleState::Alerting(rule) = &groups[0].rules[0].state else { panic!() };
-        assert_eq!(rule.active.len(), 1, "held through the empty first evaluation");
+        let crate::rules::group::RuleState::Alerting(rule) = &groups[0].rules[0].state else {
+            panic!()
+        };
+        assert_eq!(
+            rule.active.len(),
+            1,
+            "held through the empty first evaluation"
+        );
         *b.querier.answer.lock().unwrap() = vec![("api".into(), 5.0)];
         // The window started before the restart: firing at active_at + 10m, not restart + 10m.
         run_for(3 * MIN).await;
         let f = firing(&b.sent);
         assert_eq!(f.len(), 1, "fires 10m after the original activation");
         assert_eq!(f[0].active_at_ms, active_at);
-        assert!(f[0].starts_at_ms - active_at >= 10 * 60_000 && f[0].starts_at_ms - active_at < 11 * 60_000);
-        let text = String::from_utf8(prometheus::TextEncoder::new().encode_to_string(&b.registry.gather()).unwrap().into_bytes()).unwrap();
-        assert!(text.contains("rearguard_alerts{alertname=\"HighErrors\",state=\"firing\"} 1"), "{text}");
+        assert!(
+            f[0].starts_at_ms - active_at >= 10 * 60_000
+                && f[0].starts_at_ms - active_at < 11 * 60_000
+        );
+        let text = String::from_utf8(
+            prometheus::TextEncoder::new()
+                .encode_to_string(&b.registry.gather())
+                .unwrap()
+                .into_bytes(),
+        )
+        .unwrap();
+        assert!(
+            text.contains("rearguard_alerts{alertname=\"HighErrors\",state=\"firing\"} 1"),
+            "{text}"
+        );
         b.manager.shutdown().await;
     }
 
@@ -575,16 +702,31 @@ mod tests {
         run_for(2 * MIN).await;
         let stored = store.load_alerts().await.unwrap();
         assert_eq!(stored[0].state, "firing");
-        let since = stored[0].keep_firing_since_ms.expect("keep_firing_since persisted");
+        let since = stored[0]
+            .keep_firing_since_ms
+            .expect("keep_firing_since persisted");
         a.manager.shutdown().await;
         let b = rig(&store, &clock);
         b.manager.apply(rules(&text)).await.unwrap();
         run_for(5 * MIN).await;
         // Resolved once keep_firing_for (counted from before the restart) ran out.
-        let resolved: Vec<Alert> = b.sent.0.lock().unwrap().iter().filter(|a| a.ends_at_ms.is_some()).cloned().collect();
+        let resolved: Vec<Alert> = b
+            .sent
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| a.ends_at_ms.is_some())
+            .cloned()
+            .collect();
         assert!(!resolved.is_empty(), "resolution sent after restart");
         let ended = resolved[0].ends_at_ms.unwrap();
-        assert!(ended >= since + 5 * 60_000 && ended <= since + 6 * 60_000 + 1, "ended {} since {}", ended - T0, since - T0);
+        assert!(
+            ended >= since + 5 * 60_000 && ended <= since + 6 * 60_000 + 1,
+            "ended {} since {}",
+            ended - T0,
+            since - T0
+        );
         let hist = store.alert_history(20).await.unwrap();
         let states: Vec<&str> = hist.iter().map(|t| t.to_state.as_str()).collect();
         assert_eq!(states, ["firing", "keep_firing", "resolved"]);
@@ -602,11 +744,17 @@ mod tests {
         run_for(MIN).await;
         {
             let w = a.written.0.lock().unwrap();
-            assert!(w.iter().any(|s| s.labels.metric_name() == Some("ALERTS") && s.labels.get("alertstate") == Some("pending")));
-            assert!(w.iter().any(|s| s.labels.metric_name() == Some("ALERTS_FOR_STATE")));
+            assert!(w.iter().any(|s| s.labels.metric_name() == Some("ALERTS")
+                && s.labels.get("alertstate") == Some("pending")));
+            assert!(w
+                .iter()
+                .any(|s| s.labels.metric_name() == Some("ALERTS_FOR_STATE")));
         }
         let g = a.manager.groups();
-        assert_eq!(g[0].rules[0].status.health, crate::rules::group::Health::Err);
+        assert_eq!(
+            g[0].rules[0].status.health,
+            crate::rules::group::Health::Err
+        );
         assert_eq!(g[0].rules[0].status.last_error.as_deref(), Some("boom"));
         // Reload with an extra rule: the pending alert keeps its activation time.
         let active_before = store.load_alerts().await.unwrap()[0].active_at_ms;
@@ -616,12 +764,23 @@ mod tests {
         let after = store.load_alerts().await.unwrap();
         assert_eq!(after[0].active_at_ms, active_before);
         assert_eq!(after[0].state, "firing");
-        let metrics = prometheus::TextEncoder::new().encode_to_string(&a.registry.gather()).unwrap();
-        assert!(metrics.contains("rearguard_rule_evaluation_failures_total{rule_group=\"r.yaml;g\"}"), "{metrics}");
+        let metrics = prometheus::TextEncoder::new()
+            .encode_to_string(&a.registry.gather())
+            .unwrap();
+        assert!(
+            metrics.contains("rearguard_rule_evaluation_failures_total{rule_group=\"r.yaml;g\"}"),
+            "{metrics}"
+        );
         // Series stop → stale markers.
         a.querier.answer.lock().unwrap().clear();
         run_for(MIN).await;
-        assert!(a.written.1.lock().unwrap().iter().any(|l| l.metric_name() == Some("ALERTS")));
+        assert!(a
+            .written
+            .1
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.metric_name() == Some("ALERTS")));
         a.manager.shutdown().await;
     }
 }

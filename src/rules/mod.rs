@@ -12,6 +12,9 @@ pub mod querier;
 pub mod template;
 pub mod unittest;
 
-pub use file::{check_files, load_rule_files, parse_rule_file, ParseOptions, Rule, RuleFile, RuleGroup, RuleKind};
-pub use querier::{LocalQuerier, Querier, QueryError, RemoteQuerier};
+pub use file::{
+    check_files, load_rule_files, parse_rule_file, ParseOptions, Rule, RuleFile, RuleGroup,
+    RuleKind,
+};
 pub use manager::{ManagerOptions, RuleManager, RulesConfig, RulesDeps};
+pub use querier::{LocalQuerier, Querier, QueryError, RemoteQuerier};

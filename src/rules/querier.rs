@@ -30,7 +30,11 @@ pub trait Querier: Send + Sync {
 
     /// The same, synchronously, for the `query` template function; `None`
     /// when this querier cannot answer without waiting (a remote API).
-    fn query_sync(&self, _expr: &str, _t_ms: TimestampMs) -> Option<Result<Vec<Sample>, QueryError>> {
+    fn query_sync(
+        &self,
+        _expr: &str,
+        _t_ms: TimestampMs,
+    ) -> Option<Result<Vec<Sample>, QueryError>> {
         None
     }
 }
@@ -95,7 +99,10 @@ pub fn value_to_samples(v: Value, t_ms: TimestampMs) -> Result<Vec<Sample>, Quer
             timestamp_ms: t_ms,
             value: v,
         }]),
-        other => Err(QueryError(format!("rule result is not a vector or scalar (got {})", other.type_name()))),
+        other => Err(QueryError(format!(
+            "rule result is not a vector or scalar (got {})",
+            other.type_name()
+        ))),
     }
 }
 
@@ -122,7 +129,9 @@ pub struct RemoteQuerier {
 
 impl std::fmt::Debug for RemoteQuerier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteQuerier").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("RemoteQuerier")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -135,7 +144,8 @@ impl RemoteQuerier {
             .timeout(timeout.unwrap_or(DEFAULT_TIMEOUT))
             .build()
             .map_err(|e| QueryError(format!("cannot build HTTP client: {e}")))?;
-        url::Url::parse(url).map_err(|e| QueryError(format!("invalid query source url {url:?}: {e}")))?;
+        url::Url::parse(url)
+            .map_err(|e| QueryError(format!("invalid query source url {url:?}: {e}")))?;
         Ok(Self {
             client,
             base: url.trim_end_matches('/').to_string(),
@@ -157,7 +167,10 @@ impl RemoteQuerier {
 
     /// Builds the querier for a `query_sources` entry of type `prometheus`;
     /// `None` for other types (Cloud Monitoring's PromQL endpoint is built by the gcp module).
-    pub fn from_config(cfg: &QuerySourceConfig, base_dir: &Path) -> Option<Result<Self, QueryError>> {
+    pub fn from_config(
+        cfg: &QuerySourceConfig,
+        base_dir: &Path,
+    ) -> Option<Result<Self, QueryError>> {
         let QuerySourceConfig::Prometheus {
             url,
             bearer_token_file,
@@ -216,14 +229,19 @@ fn parse_value(s: &str) -> Result<f64, QueryError> {
         "+Inf" | "Inf" => Ok(f64::INFINITY),
         "-Inf" => Ok(f64::NEG_INFINITY),
         "NaN" => Ok(f64::NAN),
-        _ => s.parse().map_err(|_| QueryError(format!("remote returned a non-numeric sample value {s:?}"))),
+        _ => s
+            .parse()
+            .map_err(|_| QueryError(format!("remote returned a non-numeric sample value {s:?}"))),
     }
 }
 
 /// Turns a Prometheus `/api/v1/query` response body into samples.
 pub fn decode_query_response(body: &[u8], t_ms: TimestampMs) -> Result<Vec<Sample>, QueryError> {
-    let resp: ApiResponse =
-        serde_json::from_slice(body).map_err(|e| QueryError(format!("remote returned a body that is not a Prometheus API response: {e}")))?;
+    let resp: ApiResponse = serde_json::from_slice(body).map_err(|e| {
+        QueryError(format!(
+            "remote returned a body that is not a Prometheus API response: {e}"
+        ))
+    })?;
     if resp.status != "success" {
         return Err(QueryError(format!(
             "remote query failed: {}: {}",
@@ -248,8 +266,12 @@ pub fn decode_query_response(body: &[u8], t_ms: TimestampMs) -> Result<Vec<Sampl
             timestamp_ms: t_ms,
             value: parse_value(&v)?,
         }]),
-        Some(ApiData::Matrix(_)) => Err(QueryError("remote returned a range vector; a rule needs an instant vector or scalar".into())),
-        Some(ApiData::String(_)) => Err(QueryError("remote returned a string; a rule needs an instant vector or scalar".into())),
+        Some(ApiData::Matrix(_)) => Err(QueryError(
+            "remote returned a range vector; a rule needs an instant vector or scalar".into(),
+        )),
+        Some(ApiData::String(_)) => Err(QueryError(
+            "remote returned a string; a rule needs an instant vector or scalar".into(),
+        )),
         None => Err(QueryError("remote response has no data".into())),
     }
 }
@@ -264,7 +286,10 @@ fn format_time(t_ms: TimestampMs) -> String {
 impl Querier for RemoteQuerier {
     async fn query(&self, expr: &str, t_ms: TimestampMs) -> Result<Vec<Sample>, QueryError> {
         let url = format!("{}/api/v1/query", self.base);
-        let mut req = self.client.post(&url).form(&[("query", expr), ("time", format_time(t_ms).as_str())]);
+        let mut req = self
+            .client
+            .post(&url)
+            .form(&[("query", expr), ("time", format_time(t_ms).as_str())]);
         if let Some(t) = &self.bearer {
             req = req.bearer_auth(t.expose());
         }
@@ -274,12 +299,17 @@ impl Querier for RemoteQuerier {
         for (k, v) in &self.headers {
             req = req.header(k, v);
         }
-        let resp = req.send().await.map_err(|e| QueryError(format!("query to {url} failed: {}", e.without_url())))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
+        let resp = req
+            .send()
             .await
-            .map_err(|e| QueryError(format!("reading the response of {url}: {}", e.without_url())))?;
+            .map_err(|e| QueryError(format!("query to {url} failed: {}", e.without_url())))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| {
+            QueryError(format!(
+                "reading the response of {url}: {}",
+                e.without_url()
+            ))
+        })?;
         // Prometheus answers 400/422/503 with a JSON error body: prefer its message.
         match decode_query_response(&body, t_ms) {
             Ok(v) if status.is_success() => Ok(v),
@@ -307,12 +337,24 @@ mod tests {
         assert_eq!(v[0].labels.get("job"), Some("a"));
         assert_eq!(v[0].timestamp_ms, 1500);
         assert!(v[1].value.is_infinite());
-        let s = decode_query_response(br#"{"status":"success","data":{"resultType":"scalar","result":[1,"2.5"]}}"#, 0).unwrap();
+        let s = decode_query_response(
+            br#"{"status":"success","data":{"resultType":"scalar","result":[1,"2.5"]}}"#,
+            0,
+        )
+        .unwrap();
         assert_eq!(s[0].value, 2.5);
-        let e = decode_query_response(br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#, 0).unwrap_err();
+        let e = decode_query_response(
+            br#"{"status":"error","errorType":"bad_data","error":"parse error"}"#,
+            0,
+        )
+        .unwrap_err();
         assert!(e.0.contains("bad_data: parse error"), "{e}");
         assert!(decode_query_response(b"<html>", 0).is_err());
-        assert!(decode_query_response(br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#, 0).is_err());
+        assert!(decode_query_response(
+            br#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#,
+            0
+        )
+        .is_err());
     }
 
     #[tokio::test]
@@ -328,11 +370,16 @@ mod tests {
             ))
             .mount(&server)
             .await;
-        let q = RemoteQuerier::new(&server.uri(), None).unwrap().with_bearer(Secret::new("s3cret"));
+        let q = RemoteQuerier::new(&server.uri(), None)
+            .unwrap()
+            .with_bearer(Secret::new("s3cret"));
         let v = q.query("up == 1", 120_000).await.unwrap();
         assert_eq!(v.len(), 1);
         assert_eq!(v[0].labels.get("job"), Some("x"));
         let q = RemoteQuerier::new(&server.uri(), None).unwrap();
-        assert!(q.query("up", 120_000).await.is_err(), "no token: the mock does not match");
+        assert!(
+            q.query("up", 120_000).await.is_err(),
+            "no token: the mock does not match"
+        );
     }
 }

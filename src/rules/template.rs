@@ -32,7 +32,10 @@ pub enum Value {
     Map(BTreeMap<String, Value>),
     List(Vec<Value>),
     /// One sample of a `query` result: `.Labels` and `.Value`.
-    Sample { labels: BTreeMap<String, String>, value: f64 },
+    Sample {
+        labels: BTreeMap<String, String>,
+        value: f64,
+    },
 }
 
 impl Value {
@@ -58,7 +61,10 @@ impl Value {
             Value::Float(f) => gofmt::format_v(*f),
             Value::Str(s) => s.clone(),
             Value::Map(m) => {
-                let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}:{}", v.print())).collect();
+                let inner: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{}", v.print()))
+                    .collect();
                 format!("map[{}]", inner.join(" "))
             }
             Value::List(l) => {
@@ -90,7 +96,8 @@ impl Value {
         match self {
             Value::Float(f) => Ok(*f),
             Value::Int(i) => Ok(*i as f64),
-            Value::Str(s) => parse_go_float(s).ok_or_else(|| format!("strconv.ParseFloat: parsing {s:?}: invalid syntax")),
+            Value::Str(s) => parse_go_float(s)
+                .ok_or_else(|| format!("strconv.ParseFloat: parsing {s:?}: invalid syntax")),
             other => Err(format!("can't convert {} to float", other.type_name())),
         }
     }
@@ -151,7 +158,11 @@ fn lex(name: &str, src: &str) -> Result<Vec<Piece>, TemplateError> {
         let mut text = rest[..open].to_string();
         line += text.matches('\n').count();
         let mut inner = &rest[open + 2..];
-        if let Some(stripped) = inner.strip_prefix("- ").or_else(|| inner.strip_prefix("-\n")).or_else(|| inner.strip_prefix("-\t")) {
+        if let Some(stripped) = inner
+            .strip_prefix("- ")
+            .or_else(|| inner.strip_prefix("-\n"))
+            .or_else(|| inner.strip_prefix("-\t"))
+        {
             text = text.trim_end().to_string();
             inner = stripped;
         }
@@ -288,7 +299,10 @@ fn lex_action(s: &str) -> Result<(Vec<Tok>, usize, bool), String> {
                 }
                 toks.push(Tok::Var(s[start..i].to_string()));
             }
-            b'.' if b.get(i + 1).is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') => {
+            b'.' if b
+                .get(i + 1)
+                .is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_') =>
+            {
                 let start = i + 1;
                 i += 1;
                 while i < b.len() && ident_char(b[i]) {
@@ -304,7 +318,10 @@ fn lex_action(s: &str) -> Result<(Vec<Tok>, usize, bool), String> {
                 let start = i;
                 i += 1;
                 while i < b.len()
-                    && (b[i].is_ascii_alphanumeric() || b[i] == b'.' || b[i] == b'_' || ((b[i] == b'-' || b[i] == b'+') && matches!(b[i - 1], b'e' | b'E')))
+                    && (b[i].is_ascii_alphanumeric()
+                        || b[i] == b'.'
+                        || b[i] == b'_'
+                        || ((b[i] == b'-' || b[i] == b'+') && matches!(b[i - 1], b'e' | b'E')))
                 {
                     i += 1;
                 }
@@ -357,9 +374,21 @@ struct Pipeline {
 enum Node {
     Text(String),
     Action(Pipeline),
-    If { pipe: Pipeline, then: Vec<Node>, otherwise: Vec<Node> },
-    With { pipe: Pipeline, then: Vec<Node>, otherwise: Vec<Node> },
-    Range { pipe: Pipeline, body: Vec<Node>, otherwise: Vec<Node> },
+    If {
+        pipe: Pipeline,
+        then: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+    With {
+        pipe: Pipeline,
+        then: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+    Range {
+        pipe: Pipeline,
+        body: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
 }
 
 /// A parsed template.
@@ -370,10 +399,49 @@ pub struct Template {
 }
 
 const FUNCS: &[&str] = &[
-    "and", "or", "not", "len", "index", "print", "printf", "println", "eq", "ne", "lt", "le", "gt", "ge", "html", "js", "urlquery",
-    "humanize", "humanize1024", "humanizeDuration", "humanizePercentage", "humanizeTimestamp", "title", "toUpper", "toLower",
-    "match", "reReplaceAll", "first", "label", "value", "strvalue", "sortByLabel", "query", "args", "safeHtml", "stripPort",
-    "stripDomain", "toTime", "toDuration", "parseDuration", "pathPrefix", "externalURL", "now",
+    "and",
+    "or",
+    "not",
+    "len",
+    "index",
+    "print",
+    "printf",
+    "println",
+    "eq",
+    "ne",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "html",
+    "js",
+    "urlquery",
+    "humanize",
+    "humanize1024",
+    "humanizeDuration",
+    "humanizePercentage",
+    "humanizeTimestamp",
+    "title",
+    "toUpper",
+    "toLower",
+    "match",
+    "reReplaceAll",
+    "first",
+    "label",
+    "value",
+    "strvalue",
+    "sortByLabel",
+    "query",
+    "args",
+    "safeHtml",
+    "stripPort",
+    "stripDomain",
+    "toTime",
+    "toDuration",
+    "parseDuration",
+    "pathPrefix",
+    "externalURL",
+    "now",
 ];
 
 struct Parser<'a> {
@@ -384,7 +452,8 @@ struct Parser<'a> {
     scopes: Vec<Vec<String>>,
 }
 
-enum End {
+/// How a list of nodes ended.
+enum ListEnd {
     End,
     Else(Vec<Tok>, usize),
     Eof,
@@ -403,7 +472,7 @@ impl<'a> Parser<'a> {
         v.is_empty() || self.scopes.iter().any(|s| s.iter().any(|x| x == v))
     }
 
-    fn parse_list(&mut self) -> Result<(Vec<Node>, End), TemplateError> {
+    fn parse_list(&mut self) -> Result<(Vec<Node>, ListEnd), TemplateError> {
         let mut nodes = Vec::new();
         while self.pos < self.pieces.len() {
             let idx = self.pos;
@@ -421,15 +490,24 @@ impl<'a> Parser<'a> {
                     if toks.len() > 1 {
                         return Err(self.err(line, "unexpected token in end"));
                     }
-                    return Ok((nodes, End::End));
+                    return Ok((nodes, ListEnd::End));
                 }
-                Some(Tok::Ident(k)) if k == "else" => return Ok((nodes, End::Else(toks[1..].to_vec(), line))),
+                Some(Tok::Ident(k)) if k == "else" => {
+                    return Ok((nodes, ListEnd::Else(toks[1..].to_vec(), line)))
+                }
                 Some(Tok::Ident(k)) if k == "if" || k == "with" || k == "range" => {
                     let kind = k.clone();
                     nodes.push(self.parse_control(&kind, &toks[1..], line)?);
                 }
-                Some(Tok::Ident(k)) if matches!(k.as_str(), "define" | "template" | "block" | "break" | "continue") => {
-                    return Err(self.err(line, format!("{k} is not supported in rearguard templates")));
+                Some(Tok::Ident(k))
+                    if matches!(
+                        k.as_str(),
+                        "define" | "template" | "block" | "break" | "continue"
+                    ) =>
+                {
+                    return Err(
+                        self.err(line, format!("{k} is not supported in rearguard templates"))
+                    );
                 }
                 _ => {
                     let pipe = self.parse_pipeline(&toks, line, true)?;
@@ -437,27 +515,37 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        Ok((nodes, End::Eof))
+        Ok((nodes, ListEnd::Eof))
     }
 
-    fn parse_control(&mut self, kind: &str, toks: &[Tok], line: usize) -> Result<Node, TemplateError> {
+    fn parse_control(
+        &mut self,
+        kind: &str,
+        toks: &[Tok],
+        line: usize,
+    ) -> Result<Node, TemplateError> {
         self.scopes.push(Vec::new());
-        let pipe = self.parse_pipeline(toks, line, kind == "range" || kind == "if" || kind == "with")?;
+        let pipe = self.parse_pipeline(
+            toks,
+            line,
+            kind == "range" || kind == "if" || kind == "with",
+        )?;
         if pipe.cmds.is_empty() {
             return Err(self.err(line, format!("missing value for {kind}")));
         }
         let (then, end) = self.parse_list()?;
         let otherwise = match end {
-            End::End => Vec::new(),
-            End::Eof => return Err(self.err(line, format!("unexpected EOF: {kind} has no end"))),
-            End::Else(rest, eline) => {
+            ListEnd::End => Vec::new(),
+            ListEnd::Eof => return Err(self.err(line, format!("unexpected EOF: {kind} has no end"))),
+            ListEnd::Else(rest, eline) => {
                 if rest.is_empty() {
                     let (other, end) = self.parse_list()?;
                     match end {
-                        End::End => other,
+                        ListEnd::End => other,
                         _ => return Err(self.err(eline, "expected end; found else or EOF")),
                     }
-                } else if matches!(rest.first(), Some(Tok::Ident(k)) if (k == "if" && kind == "if") || (k == "with" && kind == "with")) {
+                } else if matches!(rest.first(), Some(Tok::Ident(k)) if (k == "if" && kind == "if") || (k == "with" && kind == "with"))
+                {
                     // `else if` / `else with`: a nested control that consumes our `end`.
                     vec![self.parse_control(kind, &rest[1..], eline)?]
                 } else {
@@ -467,8 +555,16 @@ impl<'a> Parser<'a> {
         };
         self.scopes.pop();
         Ok(match kind {
-            "if" => Node::If { pipe, then, otherwise },
-            "with" => Node::With { pipe, then, otherwise },
+            "if" => Node::If {
+                pipe,
+                then,
+                otherwise,
+            },
+            "with" => Node::With {
+                pipe,
+                then,
+                otherwise,
+            },
             _ => Node::Range {
                 pipe,
                 body: then,
@@ -477,7 +573,12 @@ impl<'a> Parser<'a> {
         })
     }
 
-    fn parse_pipeline(&mut self, toks: &[Tok], line: usize, allow_decl: bool) -> Result<Pipeline, TemplateError> {
+    fn parse_pipeline(
+        &mut self,
+        toks: &[Tok],
+        line: usize,
+        allow_decl: bool,
+    ) -> Result<Pipeline, TemplateError> {
         let mut i = 0;
         let mut vars = Vec::new();
         let mut declare = false;
@@ -518,7 +619,9 @@ impl<'a> Parser<'a> {
                     if cur.is_empty() {
                         return Err(self.err(line, "missing command"));
                     }
-                    cmds.push(Command { args: std::mem::take(&mut cur) });
+                    cmds.push(Command {
+                        args: std::mem::take(&mut cur),
+                    });
                     i += 1;
                 }
                 _ => {
@@ -546,7 +649,12 @@ impl<'a> Parser<'a> {
                 scope.extend(vars.iter().cloned());
             }
         }
-        Ok(Pipeline { vars, declare, cmds, line })
+        Ok(Pipeline {
+            vars,
+            declare,
+            cmds,
+            line,
+        })
     }
 
     fn fields(toks: &[Tok], mut i: usize) -> (Vec<String>, usize) {
@@ -558,7 +666,12 @@ impl<'a> Parser<'a> {
         (f, i)
     }
 
-    fn parse_operand(&mut self, toks: &[Tok], i: usize, line: usize) -> Result<(Arg, usize), TemplateError> {
+    fn parse_operand(
+        &mut self,
+        toks: &[Tok],
+        i: usize,
+        line: usize,
+    ) -> Result<(Arg, usize), TemplateError> {
         match &toks[i] {
             Tok::Dot => {
                 let (f, n) = Self::fields(toks, i + 1);
@@ -643,20 +756,28 @@ impl Template {
         };
         let (nodes, end) = p.parse_list()?;
         match end {
-            End::Eof => Ok(Template {
+            ListEnd::Eof => Ok(Template {
                 name: name.to_string(),
                 nodes,
             }),
-            End::End => Err(p.err(0, "unexpected {{end}}")),
-            End::Else(_, line) => Err(p.err(line, "unexpected {{else}}")),
+            ListEnd::End => Err(p.err(0, "unexpected {{end}}")),
+            ListEnd::Else(_, line) => Err(p.err(line, "unexpected {{else}}")),
         }
     }
 
     /// Runs the template with `dot` as `.` and the given variables.
-    pub fn execute(&self, dot: Value, vars: Vec<(String, Value)>, funcs: &Funcs<'_>) -> Result<String, TemplateError> {
+    pub fn execute(
+        &self,
+        dot: Value,
+        vars: Vec<(String, Value)>,
+        funcs: &Funcs<'_>,
+    ) -> Result<String, TemplateError> {
         let mut ex = Exec {
             name: &self.name,
-            vars: vars.into_iter().chain([(String::new(), dot.clone())]).collect(),
+            vars: vars
+                .into_iter()
+                .chain([(String::new(), dot.clone())])
+                .collect(),
             funcs,
             out: String::new(),
             steps: 0,
@@ -708,31 +829,62 @@ impl<'a> Exec<'a> {
                         self.out.push_str(&v.print());
                     }
                 }
-                Node::If { pipe, then, otherwise } => {
+                Node::If {
+                    pipe,
+                    then,
+                    otherwise,
+                } => {
                     let mark = self.vars.len();
                     let v = self.pipeline(pipe, dot)?;
-                    let r = if v.truthy() { self.walk(then, dot) } else { self.walk(otherwise, dot) };
+                    let r = if v.truthy() {
+                        self.walk(then, dot)
+                    } else {
+                        self.walk(otherwise, dot)
+                    };
                     self.vars.truncate(mark);
                     r?;
                 }
-                Node::With { pipe, then, otherwise } => {
+                Node::With {
+                    pipe,
+                    then,
+                    otherwise,
+                } => {
                     let mark = self.vars.len();
                     let v = self.pipeline(pipe, dot)?;
-                    let r = if v.truthy() { self.walk(then, &v) } else { self.walk(otherwise, dot) };
+                    let r = if v.truthy() {
+                        self.walk(then, &v)
+                    } else {
+                        self.walk(otherwise, dot)
+                    };
                     self.vars.truncate(mark);
                     r?;
                 }
-                Node::Range { pipe, body, otherwise } => {
+                Node::Range {
+                    pipe,
+                    body,
+                    otherwise,
+                } => {
                     let mark = self.vars.len();
                     let mut p = pipe.clone();
                     let names = std::mem::take(&mut p.vars);
                     let v = self.pipeline(&p, dot)?;
                     let items: Vec<(Value, Value)> = match v {
                         Value::Map(m) => m.into_iter().map(|(k, v)| (Value::Str(k), v)).collect(),
-                        Value::List(l) => l.into_iter().enumerate().map(|(i, v)| (Value::Int(i as i64), v)).collect(),
-                        Value::Int(n) => (0..n.max(0)).map(|i| (Value::Int(i), Value::Int(i))).collect(),
+                        Value::List(l) => l
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, v)| (Value::Int(i as i64), v))
+                            .collect(),
+                        Value::Int(n) => (0..n.max(0))
+                            .map(|i| (Value::Int(i), Value::Int(i)))
+                            .collect(),
                         Value::Nil => Vec::new(),
-                        other => return Err(self.err(pipe.line, format!("range can't iterate over {}", other.print()))),
+                        other => {
+                            return Err(self.err(
+                                pipe.line,
+                                format!("range can't iterate over {}", other.print()),
+                            ))
+                        }
                     };
                     if items.is_empty() {
                         self.walk(otherwise, dot)?;
@@ -788,12 +940,27 @@ impl<'a> Exec<'a> {
                 // missingkey=zero: a missing label is "".
                 Value::Map(m) => m.get(f).cloned().unwrap_or(Value::Str(String::new())),
                 Value::Sample { labels, value } => match f.as_str() {
-                    "Labels" => Value::Map(labels.into_iter().map(|(k, v)| (k, Value::Str(v))).collect()),
+                    "Labels" => Value::Map(
+                        labels
+                            .into_iter()
+                            .map(|(k, v)| (k, Value::Str(v)))
+                            .collect(),
+                    ),
                     "Value" => Value::Float(value),
-                    _ => return Err(self.err(line, format!("can't evaluate field {f} in type *template.sample"))),
+                    _ => {
+                        return Err(self.err(
+                            line,
+                            format!("can't evaluate field {f} in type *template.sample"),
+                        ))
+                    }
                 },
                 Value::Nil => return Err(self.err(line, format!("nil pointer evaluating {f}"))),
-                other => return Err(self.err(line, format!("can't evaluate field {f} in type {}", other.type_name()))),
+                other => {
+                    return Err(self.err(
+                        line,
+                        format!("can't evaluate field {f} in type {}", other.type_name()),
+                    ))
+                }
             };
         }
         Ok(v)
@@ -815,7 +982,13 @@ impl<'a> Exec<'a> {
         }
     }
 
-    fn command(&mut self, c: &Command, dot: &Value, prev: Option<Value>, line: usize) -> Result<Value, TemplateError> {
+    fn command(
+        &mut self,
+        c: &Command,
+        dot: &Value,
+        prev: Option<Value>,
+        line: usize,
+    ) -> Result<Value, TemplateError> {
         match &c.args[0] {
             Arg::Func(name) => {
                 // `and`/`or` short-circuit.
@@ -824,7 +997,10 @@ impl<'a> Exec<'a> {
                     let mut last = Value::Nil;
                     let total = c.args.len() - 1 + usize::from(prev.is_some());
                     if total == 0 {
-                        return Err(self.err(line, format!("wrong number of args for {name}: want at least 1 got 0")));
+                        return Err(self.err(
+                            line,
+                            format!("wrong number of args for {name}: want at least 1 got 0"),
+                        ));
                     }
                     for a in &c.args[1..] {
                         last = self.arg(a, dot, line)?;
@@ -858,12 +1034,22 @@ impl<'a> Exec<'a> {
         let e = |m: String| self.err(line, format!("error calling {name}: {m}"));
         let want = |n: usize| -> Result<(), TemplateError> {
             if args.len() != n {
-                Err(self.err(line, format!("wrong number of args for {name}: want {n} got {}", args.len())))
+                Err(self.err(
+                    line,
+                    format!(
+                        "wrong number of args for {name}: want {n} got {}",
+                        args.len()
+                    ),
+                ))
             } else {
                 Ok(())
             }
         };
-        let float0 = |args: &[Value]| args[0].to_float().map_err(|m| self.err(line, format!("error calling {name}: {m}")));
+        let float0 = |args: &[Value]| {
+            args[0]
+                .to_float()
+                .map_err(|m| self.err(line, format!("error calling {name}: {m}")))
+        };
         let str_arg = |v: &Value| -> String {
             match v {
                 Value::Str(s) => s.clone(),
@@ -891,21 +1077,35 @@ impl<'a> Exec<'a> {
                 let mut v = args[0].clone();
                 for k in &args[1..] {
                     v = match (v, k) {
-                        (Value::Map(m), k) => m.get(&str_arg(k)).cloned().unwrap_or(Value::Str(String::new())),
+                        (Value::Map(m), k) => m
+                            .get(&str_arg(k))
+                            .cloned()
+                            .unwrap_or(Value::Str(String::new())),
                         (Value::List(l), Value::Int(i)) => l
                             .get(*i as usize)
                             .cloned()
                             .ok_or_else(|| e(format!("index out of range: {i}")))?,
-                        (other, _) => return Err(e(format!("can't index item of type {}", other.type_name()))),
+                        (other, _) => {
+                            return Err(e(format!(
+                                "can't index item of type {}",
+                                other.type_name()
+                            )))
+                        }
                     };
                 }
                 v
             }
             "print" => Value::Str(go_sprint(&args)),
-            "println" => Value::Str(format!("{}\n", args.iter().map(Value::print).collect::<Vec<_>>().join(" "))),
+            "println" => Value::Str(format!(
+                "{}\n",
+                args.iter().map(Value::print).collect::<Vec<_>>().join(" ")
+            )),
             "printf" => {
                 if args.is_empty() {
-                    return Err(self.err(line, "wrong number of args for printf: want at least 1 got 0"));
+                    return Err(self.err(
+                        line,
+                        "wrong number of args for printf: want at least 1 got 0",
+                    ));
                 }
                 Value::Str(sprintf(&str_arg(&args[0]), &args[1..]))
             }
@@ -936,8 +1136,15 @@ impl<'a> Exec<'a> {
                 })
             }
             "html" | "safeHtml" => Value::Str(html_escape(&go_sprint(&args))),
-            "js" => Value::Str(go_sprint(&args).replace('\\', "\\\\").replace('\'', "\\'").replace('"', "\\\"")),
-            "urlquery" => Value::Str(url::form_urlencoded::byte_serialize(go_sprint(&args).as_bytes()).collect()),
+            "js" => Value::Str(
+                go_sprint(&args)
+                    .replace('\\', "\\\\")
+                    .replace('\'', "\\'")
+                    .replace('"', "\\\""),
+            ),
+            "urlquery" => Value::Str(
+                url::form_urlencoded::byte_serialize(go_sprint(&args).as_bytes()).collect(),
+            ),
             "humanize" => {
                 want(1)?;
                 Value::Str(humanize(float0(&args)?))
@@ -952,7 +1159,10 @@ impl<'a> Exec<'a> {
             }
             "humanizePercentage" => {
                 want(1)?;
-                Value::Str(format!("{}%", gofmt::format_g(float0(&args)? * 100.0, Some(4), false)))
+                Value::Str(format!(
+                    "{}%",
+                    gofmt::format_g(float0(&args)? * 100.0, Some(4), false)
+                ))
             }
             "humanizeTimestamp" => {
                 want(1)?;
@@ -965,7 +1175,9 @@ impl<'a> Exec<'a> {
             "toDuration" => {
                 want(1)?;
                 let s = float0(&args)?;
-                Value::Str(crate::config::duration::format_duration(std::time::Duration::from_secs_f64(s.max(0.0))))
+                Value::Str(crate::config::duration::format_duration(
+                    std::time::Duration::from_secs_f64(s.max(0.0)),
+                ))
             }
             "parseDuration" => {
                 want(1)?;
@@ -993,7 +1205,9 @@ impl<'a> Exec<'a> {
                 want(1)?;
                 let s = str_arg(&args[0]);
                 let (host, port) = match s.rsplit_once(':') {
-                    Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => (h.to_string(), format!(":{p}")),
+                    Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) && !h.contains(':') => {
+                        (h.to_string(), format!(":{p}"))
+                    }
                     _ => (s.clone(), String::new()),
                 };
                 if host.parse::<std::net::IpAddr>().is_ok() {
@@ -1010,13 +1224,25 @@ impl<'a> Exec<'a> {
             "reReplaceAll" => {
                 want(3)?;
                 let re = regex::Regex::new(&str_arg(&args[0])).map_err(|x| e(x.to_string()))?;
-                Value::Str(re.replace_all(&str_arg(&args[2]), str_arg(&args[1]).as_str()).into_owned())
+                Value::Str(
+                    re.replace_all(&str_arg(&args[2]), str_arg(&args[1]).as_str())
+                        .into_owned(),
+                )
             }
-            "args" => Value::Map(args.iter().enumerate().map(|(i, v)| (format!("arg{i}"), v.clone())).collect()),
+            "args" => Value::Map(
+                args.iter()
+                    .enumerate()
+                    .map(|(i, v)| (format!("arg{i}"), v.clone()))
+                    .collect(),
+            ),
             "pathPrefix" | "externalURL" => {
                 let u = self.funcs.external_url.clone();
                 if name == "pathPrefix" {
-                    Value::Str(url::Url::parse(&u).map(|u| u.path().trim_end_matches('/').to_string()).unwrap_or_default())
+                    Value::Str(
+                        url::Url::parse(&u)
+                            .map(|u| u.path().trim_end_matches('/').to_string())
+                            .unwrap_or_default(),
+                    )
                 } else {
                     Value::Str(u)
                 }
@@ -1027,19 +1253,28 @@ impl<'a> Exec<'a> {
                     return Err(e("queries are not available here".into()));
                 };
                 let rows = q(&str_arg(&args[0])).map_err(e)?;
-                Value::List(rows.into_iter().map(|(labels, value)| Value::Sample { labels, value }).collect())
+                Value::List(
+                    rows.into_iter()
+                        .map(|(labels, value)| Value::Sample { labels, value })
+                        .collect(),
+                )
             }
             "first" => {
                 want(1)?;
                 match &args[0] {
-                    Value::List(l) => l.first().cloned().ok_or_else(|| e("first() called on vector with no elements".into()))?,
+                    Value::List(l) => l
+                        .first()
+                        .cloned()
+                        .ok_or_else(|| e("first() called on vector with no elements".into()))?,
                     other => return Err(e(format!("first of type {}", other.type_name()))),
                 }
             }
             "label" => {
                 want(2)?;
                 match &args[1] {
-                    Value::Sample { labels, .. } => Value::Str(labels.get(&str_arg(&args[0])).cloned().unwrap_or_default()),
+                    Value::Sample { labels, .. } => {
+                        Value::Str(labels.get(&str_arg(&args[0])).cloned().unwrap_or_default())
+                    }
                     other => return Err(e(format!("label of type {}", other.type_name()))),
                 }
             }
@@ -1053,7 +1288,9 @@ impl<'a> Exec<'a> {
             "strvalue" => {
                 want(1)?;
                 match &args[0] {
-                    Value::Sample { labels, .. } => Value::Str(labels.get("__value__").cloned().unwrap_or_default()),
+                    Value::Sample { labels, .. } => {
+                        Value::Str(labels.get("__value__").cloned().unwrap_or_default())
+                    }
                     other => return Err(e(format!("strvalue of type {}", other.type_name()))),
                 }
             }
@@ -1064,7 +1301,9 @@ impl<'a> Exec<'a> {
                     Value::List(l) => {
                         let mut l = l.clone();
                         l.sort_by_key(|v| match v {
-                            Value::Sample { labels, .. } => labels.get(&key).cloned().unwrap_or_default(),
+                            Value::Sample { labels, .. } => {
+                                labels.get(&key).cloned().unwrap_or_default()
+                            }
                             _ => String::new(),
                         });
                         Value::List(l)
@@ -1221,7 +1460,10 @@ pub fn humanize_timestamp(v: f64) -> String {
     // Prometheus goes through model.Time: millisecond precision, truncated.
     let ns = v * 1e9;
     if ns > i64::MAX as f64 || ns < i64::MIN as f64 {
-        return format!("{} cannot be represented as a nanoseconds timestamp since it overflows int64", gofmt::format_v(v));
+        return format!(
+            "{} cannot be represented as a nanoseconds timestamp since it overflows int64",
+            gofmt::format_v(v)
+        );
     }
     let ms = (ns as i64) / 1_000_000;
     let Some(t) = chrono::DateTime::from_timestamp_millis(ms) else {
@@ -1294,7 +1536,10 @@ pub fn sprintf(format: &str, args: &[Value]) -> String {
     }
     if argi < args.len() {
         out.push_str("%!(EXTRA ");
-        let extra: Vec<String> = args[argi..].iter().map(|a| format!("{}={}", a.type_name(), a.print())).collect();
+        let extra: Vec<String> = args[argi..]
+            .iter()
+            .map(|a| format!("{}={}", a.type_name(), a.print()))
+            .collect();
         out.push_str(&extra.join(", "));
         out.push(')');
     }
@@ -1305,7 +1550,16 @@ fn format_verb(verb: char, spec: &Spec, arg: &Value) -> String {
     let bad = || format!("%!{verb}({}={})", arg.type_name(), arg.print());
     match (verb, arg) {
         ('v', Value::Float(f)) => gofmt::pad(gofmt::signed(gofmt::format_v(*f), spec), spec, true),
-        ('v', other) | ('s', other @ (Value::Str(_) | Value::Map(_) | Value::List(_) | Value::Bool(_) | Value::Nil | Value::Sample { .. })) => {
+        ('v', other)
+        | (
+            's',
+            other @ (Value::Str(_)
+            | Value::Map(_)
+            | Value::List(_)
+            | Value::Bool(_)
+            | Value::Nil
+            | Value::Sample { .. }),
+        ) => {
             let mut s = other.print();
             if let (Some(p), Value::Str(_)) = (spec.prec, other) {
                 s = s.chars().take(p).collect();
@@ -1318,7 +1572,11 @@ fn format_verb(verb: char, spec: &Spec, arg: &Value) -> String {
         ('t', Value::Bool(b)) => gofmt::pad(b.to_string(), spec, false),
         ('d', Value::Int(i)) => gofmt::pad(gofmt::signed(i.to_string(), spec), spec, true),
         ('x' | 'X', Value::Int(i)) => {
-            let s = if verb == 'x' { format!("{i:x}") } else { format!("{i:X}") };
+            let s = if verb == 'x' {
+                format!("{i:x}")
+            } else {
+                format!("{i:X}")
+            };
             gofmt::pad(s, spec, true)
         }
         ('x' | 'X', Value::Str(s)) => {
@@ -1354,28 +1612,46 @@ pub struct AlertTemplateData<'a> {
 pub const PRESET_VARS: &[&str] = &["labels", "value", "externalLabels", "externalURL"];
 
 fn string_map<'a>(it: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
-    Value::Map(it.map(|(k, v)| (k.to_string(), Value::Str(v.to_string()))).collect())
+    Value::Map(
+        it.map(|(k, v)| (k.to_string(), Value::Str(v.to_string())))
+            .collect(),
+    )
 }
 
 /// Expands an alert label or annotation template the way Prometheus does. On
 /// error the result is `<error expanding template: …>`, never a failure.
-pub fn expand_alert_template(name: &str, text: &str, data: &AlertTemplateData<'_>, funcs: &Funcs<'_>) -> String {
+pub fn expand_alert_template(
+    name: &str,
+    text: &str,
+    data: &AlertTemplateData<'_>,
+    funcs: &Funcs<'_>,
+) -> String {
     if !text.contains("{{") {
         return text.to_string();
     }
     let result = Template::parse(name, text, PRESET_VARS).and_then(|t| {
         let labels = string_map(data.labels.iter().map(|l| (&*l.name, &*l.value)));
-        let ext = string_map(data.external_labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let ext = string_map(
+            data.external_labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         let dot = Value::Map(BTreeMap::from([
             ("Labels".to_string(), labels.clone()),
             ("ExternalLabels".to_string(), ext.clone()),
-            ("ExternalURL".to_string(), Value::Str(data.external_url.to_string())),
+            (
+                "ExternalURL".to_string(),
+                Value::Str(data.external_url.to_string()),
+            ),
             ("Value".to_string(), Value::Float(data.value)),
         ]));
         let vars = vec![
             ("labels".to_string(), labels),
             ("externalLabels".to_string(), ext),
-            ("externalURL".to_string(), Value::Str(data.external_url.to_string())),
+            (
+                "externalURL".to_string(),
+                Value::Str(data.external_url.to_string()),
+            ),
             ("value".to_string(), Value::Float(data.value)),
         ];
         t.execute(dot, vars, funcs)
@@ -1409,11 +1685,24 @@ mod tests {
 
     #[test]
     fn labels_value_and_externals() {
-        assert_eq!(expand("Instance {{ $labels.instance }} down", &[("instance", "a:1")], 0.0), "Instance a:1 down");
+        assert_eq!(
+            expand(
+                "Instance {{ $labels.instance }} down",
+                &[("instance", "a:1")],
+                0.0
+            ),
+            "Instance a:1 down"
+        );
         assert_eq!(expand("{{ $labels.missing }}|", &[], 0.0), "|");
         assert_eq!(expand("{{ $value }}", &[], 1e6), "1e+06");
-        assert_eq!(expand("{{ .Value }} {{ .Labels.job }}", &[("job", "j")], 0.25), "0.25 j");
-        assert_eq!(expand("{{ $externalLabels.cluster }} {{ $externalURL }}", &[], 0.0), "staging http://rg:9464");
+        assert_eq!(
+            expand("{{ .Value }} {{ .Labels.job }}", &[("job", "j")], 0.25),
+            "0.25 j"
+        );
+        assert_eq!(
+            expand("{{ $externalLabels.cluster }} {{ $externalURL }}", &[], 0.0),
+            "staging http://rg:9464"
+        );
     }
 
     #[test]
@@ -1425,8 +1714,14 @@ mod tests {
         assert_eq!(expand("{{ humanizeDuration 3725 }}", &[], 0.0), "1h 2m 5s");
         assert_eq!(expand("{{ humanizeDuration 0.25 }}", &[], 0.0), "250ms");
         assert_eq!(expand("{{ humanizeDuration 12.5 }}", &[], 0.0), "12.5s");
-        assert_eq!(expand("{{ $value | humanizePercentage }}", &[], 0.0523), "5.23%");
-        assert_eq!(expand("{{ humanizeTimestamp 1435065584.128 }}", &[], 0.0), "2015-06-23 13:19:44.128 +0000 UTC");
+        assert_eq!(
+            expand("{{ $value | humanizePercentage }}", &[], 0.0523),
+            "5.23%"
+        );
+        assert_eq!(
+            expand("{{ humanizeTimestamp 1435065584.128 }}", &[], 0.0),
+            "2015-06-23 13:19:44.128 +0000 UTC"
+        );
         assert_eq!(expand("{{ \"1234\" | humanize }}", &[], 0.0), "1.234k");
     }
 
@@ -1437,19 +1732,71 @@ mod tests {
         assert_eq!(expand(t, &[], 0.2), "mid");
         assert_eq!(expand(t, &[], 0.0), "low");
         assert_eq!(
-            expand("{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}", &[("a", "1"), ("b", "2")], 0.0),
+            expand(
+                "{{ range $k, $v := $labels }}{{ $k }}={{ $v }};{{ end }}",
+                &[("a", "1"), ("b", "2")],
+                0.0
+            ),
             "a=1;b=2;"
         );
-        assert_eq!(expand("{{ with $labels.job }}job {{ . }}{{ else }}none{{ end }}", &[], 0.0), "none");
-        assert_eq!(expand("{{ printf \"%.2f%%\" $value }}", &[], 12.3456), "12.35%");
-        assert_eq!(expand("{{ printf \"%s/%d/%5.1f|%-4s|\" \"x\" 3 2.25 \"ab\" }}", &[], 0.0), "x/3/  2.2|ab  |");
-        assert_eq!(expand("{{ toUpper \"ab\" }} {{ \"hello world\" | title }} {{ toLower \"AB\" }}", &[], 0.0), "AB Hello World ab");
-        assert_eq!(expand("{{ reReplaceAll \"(.*):.*\" \"$1\" $labels.instance }}", &[("instance", "host:9090")], 0.0), "host");
-        assert_eq!(expand("{{ if match \"^a\" \"abc\" }}y{{ end }}", &[], 0.0), "y");
+        assert_eq!(
+            expand(
+                "{{ with $labels.job }}job {{ . }}{{ else }}none{{ end }}",
+                &[],
+                0.0
+            ),
+            "none"
+        );
+        assert_eq!(
+            expand("{{ printf \"%.2f%%\" $value }}", &[], 12.3456),
+            "12.35%"
+        );
+        assert_eq!(
+            expand(
+                "{{ printf \"%s/%d/%5.1f|%-4s|\" \"x\" 3 2.25 \"ab\" }}",
+                &[],
+                0.0
+            ),
+            "x/3/  2.2|ab  |"
+        );
+        assert_eq!(
+            expand(
+                "{{ toUpper \"ab\" }} {{ \"hello world\" | title }} {{ toLower \"AB\" }}",
+                &[],
+                0.0
+            ),
+            "AB Hello World ab"
+        );
+        assert_eq!(
+            expand(
+                "{{ reReplaceAll \"(.*):.*\" \"$1\" $labels.instance }}",
+                &[("instance", "host:9090")],
+                0.0
+            ),
+            "host"
+        );
+        assert_eq!(
+            expand("{{ if match \"^a\" \"abc\" }}y{{ end }}", &[], 0.0),
+            "y"
+        );
         assert_eq!(expand("a  {{- $x := 3 }}  {{ $x -}}  !", &[], 0.0), "a  3!");
         assert_eq!(expand("a{{/* comment */}}b", &[], 0.0), "ab");
-        assert_eq!(expand("{{ and 1 0 }} {{ or 0 \"\" \"z\" }} {{ not true }}", &[], 0.0), "0 z false");
-        assert_eq!(expand("{{ len $labels }} {{ index $labels \"a\" }}", &[("a", "v")], 0.0), "1 v");
+        assert_eq!(
+            expand(
+                "{{ and 1 0 }} {{ or 0 \"\" \"z\" }} {{ not true }}",
+                &[],
+                0.0
+            ),
+            "0 z false"
+        );
+        assert_eq!(
+            expand(
+                "{{ len $labels }} {{ index $labels \"a\" }}",
+                &[("a", "v")],
+                0.0
+            ),
+            "1 v"
+        );
     }
 
     #[test]
@@ -1466,7 +1813,12 @@ mod tests {
 
     #[test]
     fn query_functions() {
-        let q = |_: &str| Ok(vec![(BTreeMap::from([("job".to_string(), "x".to_string())]), 2.5)]);
+        let q = |_: &str| {
+            Ok(vec![(
+                BTreeMap::from([("job".to_string(), "x".to_string())]),
+                2.5,
+            )])
+        };
         let funcs = Funcs {
             query: Some(&q),
             external_url: String::new(),
@@ -1484,7 +1836,12 @@ mod tests {
             "2.5 x"
         );
         assert_eq!(
-            expand_alert_template("t", "{{ range query \"up\" }}{{ .Labels.job }}={{ .Value }}{{ end }}", &data, &funcs),
+            expand_alert_template(
+                "t",
+                "{{ range query \"up\" }}{{ .Labels.job }}={{ .Value }}{{ end }}",
+                &data,
+                &funcs
+            ),
             "x=2.5"
         );
     }

@@ -142,7 +142,9 @@ fn start_ms(v: &Option<serde_yaml_ng::Value>) -> Result<i64, String> {
             }
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| t.timestamp_millis())
-                .map_err(|e| format!("invalid start_timestamp {s:?}: {e} (use Unix seconds or RFC 3339)"))
+                .map_err(|e| {
+                    format!("invalid start_timestamp {s:?}: {e} (use Unix seconds or RFC 3339)")
+                })
         }
         Some(other) => Err(format!("invalid start_timestamp {other:?}")),
     }
@@ -154,27 +156,39 @@ pub fn run_test_file(path: &Path, opts: &TestOptions) -> FileResult {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            result.errors.push(format!("  cannot read {}: {e}", path.display()));
+            result
+                .errors
+                .push(format!("  cannot read {}: {e}", path.display()));
             return result;
         }
     };
     let file: TestFile = match serde_yaml_ng::from_str(&text) {
         Ok(f) => f,
         Err(e) => {
-            result.errors.push(format!("  {}", crate::config::locate::from_yaml_error(path, &e)));
+            result.errors.push(format!(
+                "  {}",
+                crate::config::locate::from_yaml_error(path, &e)
+            ));
             return result;
         }
     };
-    let eval_interval = file.evaluation_interval.map(|d| d.0).unwrap_or(Duration::from_secs(60));
+    let eval_interval = file
+        .evaluation_interval
+        .map(|d| d.0)
+        .unwrap_or(Duration::from_secs(60));
     if eval_interval.is_zero() {
-        result.errors.push("  evaluation_interval must be greater than 0".into());
+        result
+            .errors
+            .push("  evaluation_interval must be greater than 0".into());
         return result;
     }
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     for g in &file.group_eval_order {
         if !seen.insert(g.clone()) {
-            result.errors.push(format!("  group name repeated in evaluation order: {g}"));
+            result
+                .errors
+                .push(format!("  group name repeated in evaluation order: {g}"));
             return result;
         }
         order.push(g.clone());
@@ -189,25 +203,45 @@ pub fn run_test_file(path: &Path, opts: &TestOptions) -> FileResult {
                 m.sort();
                 if m.is_empty() {
                     if pat.contains(['*', '?', '[']) {
-                        result.warnings.push(format!("  WARNING: no file match pattern {}", full.display()));
+                        result.warnings.push(format!(
+                            "  WARNING: no file match pattern {}",
+                            full.display()
+                        ));
                     } else {
                         m.push(full);
                     }
                 }
                 rule_paths.extend(m);
             }
-            Err(e) => result.errors.push(format!("  invalid rule file pattern {pat:?}: {e}")),
+            Err(e) => result
+                .errors
+                .push(format!("  invalid rule file pattern {pat:?}: {e}")),
         }
     }
     for tg in &file.tests {
         if !opts.run.is_empty() && !opts.run.iter().any(|r| r.is_match(&tg.name)) {
             continue;
         }
-        let prefix = if tg.name.is_empty() { String::new() } else { format!("    name: {},\n", tg.name) };
-        let (errs, hist) = run_group(tg, &rule_paths, eval_interval, &order, file.fuzzy_compare, opts);
+        let prefix = if tg.name.is_empty() {
+            String::new()
+        } else {
+            format!("    name: {},\n", tg.name)
+        };
+        let (errs, hist) = run_group(
+            tg,
+            &rule_paths,
+            eval_interval,
+            &order,
+            file.fuzzy_compare,
+            opts,
+        );
         result.histogram_failures += hist;
         for e in errs {
-            let e = if e.starts_with("    ") { e } else { format!("    {e}") };
+            let e = if e.starts_with("    ") {
+                e
+            } else {
+                format!("    {e}")
+            };
             result.errors.push(format!("{prefix}{e}"));
         }
     }
@@ -237,7 +271,14 @@ fn next_after(a: f64, b: f64) -> f64 {
 }
 
 /// Runs one test group; returns its errors and how many of them are native-histogram cases.
-fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, order: &[String], fuzzy: bool, opts: &TestOptions) -> (Vec<String>, usize) {
+fn run_group(
+    tg: &TestGroup,
+    rule_paths: &[PathBuf],
+    eval_interval: Duration,
+    order: &[String],
+    fuzzy: bool,
+    opts: &TestOptions,
+) -> (Vec<String>, usize) {
     let mut errs = Vec::new();
     let start = match start_ms(&tg.start_timestamp) {
         Ok(s) => s,
@@ -251,7 +292,12 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
     for p in rule_paths {
         let text = match std::fs::read_to_string(p) {
             Ok(t) => t,
-            Err(e) => return (vec![format!("cannot read rule file {}: {e}", p.display())], 0),
+            Err(e) => {
+                return (
+                    vec![format!("cannot read rule file {}: {e}", p.display())],
+                    0,
+                )
+            }
         };
         match parse_rule_file(p, &text, popts) {
             Ok(f) => groups.extend(f.groups.into_iter().map(|g| Group::new(g, eval_interval))),
@@ -269,17 +315,31 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
     let mut groups = ordered;
 
     // Input series.
-    let interval_ms = tg.interval.map(|d| d.0).unwrap_or(eval_interval).as_millis() as i64;
+    let interval_ms = tg
+        .interval
+        .map(|d| d.0)
+        .unwrap_or(eval_interval)
+        .as_millis() as i64;
     let mut input: Vec<(i64, Labels, f64)> = Vec::new();
     let mut histogram_series = HashSet::new();
     for s in &tg.input_series {
         let labels = match parse_metric(&s.series) {
             Ok(l) => l,
-            Err(e) => return (vec![format!("parse error in series {:?}: {e}", s.series)], 0),
+            Err(e) => {
+                return (
+                    vec![format!("parse error in series {:?}: {e}", s.series)],
+                    0,
+                )
+            }
         };
         let points = match parse_values(&s.values) {
             Ok(p) => p,
-            Err(e) => return (vec![format!("parse error in values of {:?}: {e}", s.series)], 0),
+            Err(e) => {
+                return (
+                    vec![format!("parse error in values of {:?}: {e}", s.series)],
+                    0,
+                )
+            }
         };
         for (i, p) in points.into_iter().enumerate() {
             match p {
@@ -333,14 +393,19 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
         for g in groups.iter_mut() {
             let out = block_on_ready(g.eval(ts, &querier, db.as_ref() as &dyn SampleSink, &env));
             for (rule, e) in out.failures {
-                eval_errs.push(format!("rule: {rule}, time: {}, err: {e}", format_duration(Duration::from_millis((ts - start).max(0) as u64))));
+                eval_errs.push(format!(
+                    "rule: {rule}, time: {}, err: {e}",
+                    format_duration(Duration::from_millis((ts - start).max(0) as u64))
+                ));
             }
         }
         if !eval_errs.is_empty() {
             return (eval_errs, 0);
         }
         // Alert tests that belong to this tick.
-        while next_alert < alert_tests.len() && alert_tests[next_alert].eval_time.as_millis() < (tick + 1) * step {
+        while next_alert < alert_tests.len()
+            && alert_tests[next_alert].eval_time.as_millis() < (tick + 1) * step
+        {
             let at = alert_tests[next_alert];
             next_alert += 1;
             if let Some(e) = check_alerts(at, &groups) {
@@ -357,7 +422,10 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
         let got = match querier.query_sync(&et.expr, t) {
             Some(Ok(s)) => s,
             Some(Err(e)) => {
-                errs.push(format!("    expr: {:?}, time: {}, err: {e}", et.expr, et.eval_time));
+                errs.push(format!(
+                    "    expr: {:?}, time: {}, err: {e}",
+                    et.expr, et.eval_time
+                ));
                 continue;
             }
             None => continue,
@@ -365,9 +433,18 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
         let mut exp: Vec<(Labels, f64, bool)> = Vec::new();
         let mut bad = None;
         for s in &et.exp_samples {
-            match if s.labels.trim().is_empty() { Ok(Labels::empty()) } else { parse_metric(&s.labels) } {
+            match if s.labels.trim().is_empty() {
+                Ok(Labels::empty())
+            } else {
+                parse_metric(&s.labels)
+            } {
                 Ok(l) => exp.push((l, s.value, s.histogram.is_some())),
-                Err(e) => bad = Some(format!("    expr: {:?}, time: {}, err: parse labels {:?}: {e}", et.expr, et.eval_time, s.labels)),
+                Err(e) => {
+                    bad = Some(format!(
+                        "    expr: {:?}, time: {}, err: parse labels {:?}: {e}",
+                        et.expr, et.eval_time, s.labels
+                    ))
+                }
             }
         }
         if let Some(b) = bad {
@@ -377,9 +454,14 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
         let mut got: Vec<(Labels, f64)> = got.into_iter().map(|s| (s.labels, s.value)).collect();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         exp.sort_by(|a, b| a.0.cmp(&b.0));
-        let equal = got.len() == exp.len() && got.iter().zip(&exp).all(|(g, e)| g.0 == e.0 && !e.2 && fuzzy_eq(g.1, e.1, fuzzy));
+        let equal = got.len() == exp.len()
+            && got
+                .iter()
+                .zip(&exp)
+                .all(|(g, e)| g.0 == e.0 && !e.2 && fuzzy_eq(g.1, e.1, fuzzy));
         if !equal {
-            let involves_histograms = exp.iter().any(|e| e.2) || touches(&et.expr, &histogram_series);
+            let involves_histograms =
+                exp.iter().any(|e| e.2) || touches(&et.expr, &histogram_series);
             if involves_histograms {
                 hist_failures += 1;
             }
@@ -387,10 +469,19 @@ fn run_group(tg: &TestGroup, rule_paths: &[PathBuf], eval_interval: Duration, or
                 if v.is_empty() {
                     return "nil".into();
                 }
-                v.iter().map(|(l, x)| format!("{} {}", l, format_e_shortest(*x))).collect::<Vec<_>>().join(", ")
+                v.iter()
+                    .map(|(l, x)| format!("{} {}", l, format_e_shortest(*x)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let exp_plain: Vec<(Labels, f64)> = exp.iter().map(|e| (e.0.clone(), e.1)).collect();
-            let mut msg = format!("    expr: {:?}, time: {},\n        exp: {}\n        got: {}", et.expr, et.eval_time, fmt(&exp_plain), fmt(&got));
+            let mut msg = format!(
+                "    expr: {:?}, time: {},\n        exp: {}\n        got: {}",
+                et.expr,
+                et.eval_time,
+                fmt(&exp_plain),
+                fmt(&got)
+            );
             if involves_histograms {
                 msg.push_str("\n        (native histograms are not supported by rearguard)");
             }
@@ -414,7 +505,9 @@ fn block_on_ready<F: std::future::Future>(f: F) -> F::Output {
 }
 
 fn touches(expr: &str, histogram_series: &HashSet<String>) -> bool {
-    histogram_series.iter().any(|h| !h.is_empty() && expr.contains(h.as_str()))
+    histogram_series
+        .iter()
+        .any(|h| !h.is_empty() && expr.contains(h.as_str()))
 }
 
 type LabelsAndAnnotations = Vec<(Labels, BTreeMap<String, String>)>;
@@ -429,7 +522,11 @@ fn format_alerts(v: &LabelsAndAnnotations) -> String {
             s.push(',');
         }
         let ann: Vec<String> = a.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
-        let _ = write!(s, "\n{i}:\n  Labels:{l}\n  Annotations:{{{}}}", ann.join(", "));
+        let _ = write!(
+            s,
+            "\n{i}:\n  Labels:{l}\n  Annotations:{{{}}}",
+            ann.join(", ")
+        );
     }
     s.push_str("\n]");
     s
@@ -475,7 +572,12 @@ fn check_alerts(at: &AlertTest, groups: &[Group]) -> Option<String> {
 }
 
 /// Runs every file and prints promtool's report; returns whether all passed.
-pub fn run_files(files: &[PathBuf], opts: &TestOptions, out: &mut impl std::io::Write, err: &mut impl std::io::Write) -> bool {
+pub fn run_files(
+    files: &[PathBuf],
+    opts: &TestOptions,
+    out: &mut impl std::io::Write,
+    err: &mut impl std::io::Write,
+) -> bool {
     let mut ok = true;
     for f in files {
         let _ = writeln!(out, "Unit Testing:  {}", f.display());

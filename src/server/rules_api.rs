@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::body::Bytes;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value as JsonValue};
@@ -99,7 +99,11 @@ struct RangeParams {
 fn engine_error(e: QueryError) -> Response {
     match e {
         QueryError::Parse(m) => bad_data(format!("invalid parameter \"query\": {m}")),
-        other => api_error(StatusCode::UNPROCESSABLE_ENTITY, "execution", other.to_string()),
+        other => api_error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "execution",
+            other.to_string(),
+        ),
     }
 }
 
@@ -161,13 +165,20 @@ async fn range(s: RulesApiState, p: RangeParams) -> Response {
     let Some(q) = p.query.filter(|q| !q.trim().is_empty()) else {
         return bad_data("invalid parameter \"query\": unknown position: parse error: no expression found in input");
     };
-    let param = |name: &str, v: Option<String>, f: fn(&str) -> Result<i64, String>| -> Result<i64, Response> {
-        let v = v.ok_or_else(|| bad_data(format!("invalid parameter \"{name}\": missing")))?;
-        f(&v).map_err(|e| bad_data(format!("invalid parameter \"{name}\": {e}")))
+    let param = |name: &str,
+                 v: Option<String>,
+                 f: fn(&str) -> Result<i64, String>|
+     -> Result<i64, String> {
+        let v = v.ok_or_else(|| format!("invalid parameter \"{name}\": missing"))?;
+        f(&v).map_err(|e| format!("invalid parameter \"{name}\": {e}"))
     };
-    let (start, end, step) = match (param("start", p.start, parse_time), param("end", p.end, parse_time), param("step", p.step, parse_step)) {
+    let (start, end, step) = match (
+        param("start", p.start, parse_time),
+        param("end", p.end, parse_time),
+        param("step", p.step, parse_step),
+    ) {
         (Ok(a), Ok(b), Ok(c)) => (a, b, c),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return e,
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad_data(e),
     };
     if end < start {
         return bad_data("invalid parameter \"end\": end timestamp must not be before start time");
@@ -179,7 +190,9 @@ async fn range(s: RulesApiState, p: RangeParams) -> Response {
         return bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)");
     }
     let (db, engine) = (s.db.clone(), s.engine.clone());
-    match tokio::task::spawn_blocking(move || engine.range_query(db.as_ref(), &q, start, end, step)).await {
+    match tokio::task::spawn_blocking(move || engine.range_query(db.as_ref(), &q, start, end, step))
+        .await
+    {
         Ok(Ok(r)) => Json(r.to_api_response()).into_response(),
         Ok(Err(e)) => engine_error(e),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -200,7 +213,11 @@ fn value_string(v: f64) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{v:e}");
     let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
@@ -233,13 +250,21 @@ async fn rules(State(s): State<RulesApiState>, Query(p): Query<RulesParams>) -> 
         None | Some("") => (true, true),
         Some("alert") => (true, false),
         Some("record") => (false, true),
-        Some(other) => return bad_data(format!("invalid parameter \"type\": unsupported value {other:?}; use alert or record")),
+        Some(other) => {
+            return bad_data(format!(
+                "invalid parameter \"type\": unsupported value {other:?}; use alert or record"
+            ))
+        }
     };
     let mut groups = Vec::new();
     for g in s.manager.groups() {
         let mut rules = Vec::new();
         for r in &g.rules {
-            let last = r.status.last_eval_ms.map(rfc3339).unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
+            let last = r
+                .status
+                .last_eval_ms
+                .map(rfc3339)
+                .unwrap_or_else(|| "0001-01-01T00:00:00Z".into());
             let common = |mut o: JsonValue| {
                 o["health"] = json!(r.status.health.as_str());
                 o["lastError"] = json!(r.status.last_error.clone().unwrap_or_default());
@@ -256,7 +281,11 @@ async fn rules(State(s): State<RulesApiState>, Query(p): Query<RulesParams>) -> 
                 }))),
                 RuleState::Alerting(a) if want_alert => {
                     let active: Vec<&ActiveAlert> = a.firing_and_pending().collect();
-                    let state = active.iter().map(|x| x.state).max().unwrap_or(AlertState::Inactive);
+                    let state = active
+                        .iter()
+                        .map(|x| x.state)
+                        .max()
+                        .unwrap_or(AlertState::Inactive);
                     rules.push(common(json!({
                         "state": state.as_str(),
                         "name": a.def.name,
@@ -309,7 +338,10 @@ mod tests {
     #[test]
     fn params() {
         assert_eq!(parse_time("1.5").unwrap(), 1500);
-        assert_eq!(parse_time("2024-01-01T00:00:00Z").unwrap(), 1_704_067_200_000);
+        assert_eq!(
+            parse_time("2024-01-01T00:00:00Z").unwrap(),
+            1_704_067_200_000
+        );
         assert!(parse_time("soon").is_err());
         assert_eq!(parse_step("15").unwrap(), 15_000);
         assert_eq!(parse_step("1m").unwrap(), 60_000);

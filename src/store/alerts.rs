@@ -172,11 +172,18 @@ impl Store {
     }
 
     /// When the group was last evaluated (before a restart).
-    pub async fn last_group_evaluation(&self, group_key: &str) -> Result<Option<TimestampMs>, StoreError> {
+    pub async fn last_group_evaluation(
+        &self,
+        group_key: &str,
+    ) -> Result<Option<TimestampMs>, StoreError> {
         let k = group_key.to_string();
         self.call(move |c| {
-            c.query_row("SELECT last_eval_ms FROM rule_group_evaluations WHERE group_key = ?1", params![k], |r| r.get(0))
-                .optional()
+            c.query_row(
+                "SELECT last_eval_ms FROM rule_group_evaluations WHERE group_key = ?1",
+                params![k],
+                |r| r.get(0),
+            )
+            .optional()
         })
         .await
     }
@@ -254,7 +261,10 @@ mod tests {
         assert_eq!(all[0].active_at_ms, 1000);
         assert_eq!(all[0].fired_at_ms, Some(2000));
         assert_eq!(all[0].value, None, "NaN is stored as NULL");
-        assert_eq!(s.last_group_evaluation("f\u{1f}g").await.unwrap(), Some(2000));
+        assert_eq!(
+            s.last_group_evaluation("f\u{1f}g").await.unwrap(),
+            Some(2000)
+        );
         assert_eq!(s.alert_history(10).await.unwrap()[0].value, Some(3.5));
         ch.upserts.clear();
         ch.transitions.clear();
