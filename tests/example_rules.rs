@@ -27,7 +27,12 @@ fn example_rule_files_are_valid() {
     for f in rearguard::rules::load_rule_files(&rules, Default::default()).unwrap() {
         for g in &f.groups {
             for r in g.rules.iter().filter(|r| r.is_alerting()) {
-                assert!(r.labels.contains_key("severity"), "{} in {}", r.name(), f.path.display());
+                assert!(
+                    r.labels.contains_key("severity"),
+                    "{} in {}",
+                    r.name(),
+                    f.path.display()
+                );
             }
         }
     }
@@ -36,7 +41,11 @@ fn example_rule_files_are_valid() {
 #[test]
 fn example_rule_unit_tests_pass() {
     let tests = files("rules/tests");
-    assert_eq!(tests.len(), files("rules").len(), "one test file per rule file");
+    assert_eq!(
+        tests.len(),
+        files("rules").len(),
+        "one test file per rule file"
+    );
     for t in tests {
         let r = run_test_file(&t, &TestOptions::default());
         assert!(r.passed(), "{}:\n{}", t.display(), r.errors.join("\n"));
