@@ -2,3 +2,5 @@
 
 pub mod check;
 pub mod probes;
+pub mod query;
+pub mod test_rules;

@@ -61,6 +61,9 @@ pub struct Config {
     pub rule_files: Vec<String>,
     #[serde(default)]
     pub query_sources: BTreeMap<String, QuerySourceConfig>,
+    /// Rule group name → `query_sources` entry that evaluates it (default: the local tsdb).
+    #[serde(default)]
+    pub rule_group_sources: BTreeMap<String, String>,
     #[serde(default)]
     pub route: Option<RouteConfig>,
     #[serde(default)]
@@ -235,6 +238,17 @@ pub fn load_str(
         .as_ref()
         .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
     let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
+    for e in crate::rules::check_files(&rule_file_paths) {
+        v.push(e);
+    }
+    for (group, source) in &config.rule_group_sources {
+        if !config.query_sources.contains_key(source) {
+            v.error(
+                &YamlPath::root().key("rule_group_sources").key(group),
+                format!("query source {source:?} is not defined under query_sources"),
+            );
+        }
+    }
     errors.extend(v.into_errors().into_iter().map(|mut e| {
         e.message = secret::redact(&e.message, &expanded.substituted);
         e
