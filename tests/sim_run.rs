@@ -8,6 +8,11 @@ use serde_json::{json, Value};
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";
 
+fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 async fn token(fake: &FakeGcp, http: &reqwest::Client) -> String {
     let v: Value = http
         .get(format!(
@@ -42,7 +47,7 @@ async fn patch_traffic_with_etag_and_wait_for_operation() {
     fake.settle().await;
     assert_eq!(fake.serving(SVC), vec![(bad.clone(), 100)]);
 
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = format!("{}/v2/{SVC}", fake.base_url());
     // No token: 401 UNAUTHENTICATED.
     let r = http.get(&url).send().await.unwrap();
@@ -128,7 +133,7 @@ async fn revisions_list_pages_newest_first() {
         .unwrap();
     }
     fake.settle().await;
-    let http = reqwest::Client::new();
+    let http = http_client();
     let mut names = Vec::new();
     let mut token = String::new();
     loop {
@@ -167,7 +172,7 @@ async fn faults_answer_as_injected() {
             .after(1)
             .times(1),
     );
-    let http = reqwest::Client::new();
+    let http = http_client();
     let url = format!("{}/v2/{SVC}", fake.base_url());
     let r = http.get(&url).send().await.unwrap();
     assert_eq!(r.status(), 429);
@@ -192,6 +197,7 @@ async fn google_cloud_auth_metadata_credentials_get_a_token() {
         .await
         .unwrap();
     fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let client = http_client();
     let creds = google_cloud_auth::credentials::mds::Builder::default()
         .with_endpoint(fake.base_url())
         .with_scopes(["https://www.googleapis.com/auth/cloud-platform"])
@@ -206,7 +212,7 @@ async fn google_cloud_auth_metadata_credentials_get_a_token() {
         .unwrap()
         .to_string();
     assert!(auth.starts_with("Bearer ya29.fake-"));
-    let r = reqwest::Client::new()
+    let r = client
         .get(format!("{}/v2/{SVC}", fake.base_url()))
         .header("authorization", auth)
         .send()

@@ -970,9 +970,11 @@ fn validate_traffic(
                     )));
                 }
             }
-            _ => return Err(ApiError::invalid_argument(format!(
+            _ => {
+                return Err(ApiError::invalid_argument(format!(
                 "service.traffic[{i}]: set type to {LATEST}, or to {BY_REVISION} with a revision"
-            ))),
+            )))
+            }
         }
     }
     if !targets.is_empty() && sum != 100 {
