@@ -25,6 +25,8 @@ mod util;
 
 pub use calls::Call;
 pub use faults::{Fault, FaultKind};
+pub use logging::LogEntrySpec;
+pub use monitoring::{BucketOptions, Distribution, MetricKind, PointValue, SeriesSpec};
 pub use run::{DeploySpec, RevisionBehaviour, ServiceSpec};
-pub use server::{FakeGcp, FakeOptions};
+pub use server::{methods, FakeGcp, FakeOptions};
 pub use util::ApiError;

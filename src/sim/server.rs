@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use super::auth::AuthState;
 use super::calls::Call;
 use super::faults::{status_name, Fault, FaultKind, Faults};
-use super::logging::LoggingState;
-use super::monitoring::MonitoringState;
+use super::logging::{LogEntrySpec, LoggingState};
+use super::monitoring::{MonitoringState, PointValue, SeriesSpec};
 use super::run::{BehaviourRule, DeploySpec, Revision, RevisionBehaviour, RunState, ServiceSpec};
 use super::util::{
     json_response, parse_duration_ms, parse_page_size, parse_page_token, query_get, query_pairs,
@@ -260,6 +260,53 @@ impl FakeGcp {
                 None => return,
             }
         }
+    }
+
+    // ---- Monitoring ---------------------------------------------------------------
+
+    /// Adds a point to a series (created on first use). For DELTA and
+    /// CUMULATIVE series `start_ms..end_ms` is the point's interval; GAUGE
+    /// points use `end_ms`. A point with the same end time replaces the old one.
+    pub fn add_point(
+        &self,
+        spec: &SeriesSpec,
+        start_ms: TimestampMs,
+        end_ms: TimestampMs,
+        value: PointValue,
+    ) -> Result<(), ApiError> {
+        self.lock()
+            .monitoring
+            .add_point(spec, start_ms, end_ms, value)
+    }
+
+    /// Points become visible this long after their end time (default 0).
+    pub fn set_monitoring_delay(&self, d: Duration) {
+        self.lock().monitoring.ingest_delay_ms = d.as_millis() as i64;
+    }
+
+    // ---- Logging -----------------------------------------------------------------
+
+    /// Writes a log entry; returns its insertId.
+    pub fn add_log_entry(&self, entry: LogEntrySpec) -> Result<String, ApiError> {
+        let now = self.now_ms();
+        self.lock().logging.add(now, entry)
+    }
+
+    /// Entries become visible this long after their timestamp (default 0).
+    pub fn set_logging_delay(&self, d: Duration) {
+        self.lock().logging.ingest_delay_ms = d.as_millis() as i64;
+    }
+
+    /// Each new `entries.list` query first gets `n` empty pages with a
+    /// `nextPageToken` (the search is still running), then its entries.
+    pub fn set_logging_empty_pages(&self, n: u32) {
+        self.lock().logging.empty_pages = n;
+    }
+
+    /// `entries.list` calls allowed per project per minute (default `Some(60)`,
+    /// Logging's quota); beyond it: 429 `RESOURCE_EXHAUSTED`.
+    pub fn set_logging_quota(&self, per_minute: Option<usize>) {
+        self.lock().logging.quota_per_minute = per_minute;
     }
 
     // ---- faults and the call log --------------------------------------------------
