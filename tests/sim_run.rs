@@ -225,3 +225,82 @@ async fn google_cloud_auth_metadata_credentials_get_a_token() {
         Some("https://www.googleapis.com/auth/cloud-platform")
     );
 }
+
+/// google-cloud-auth's service-account credentials sign their own JWT access
+/// token; the fake accepts it (and refuses a JWT without cloud-platform).
+#[tokio::test(start_paused = true)]
+async fn google_cloud_auth_key_file_self_signed_jwt_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem_path = dir.path().join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem_path)
+        .stderr(std::process::Stdio::null())
+        .status();
+    let Ok(status) = status else {
+        eprintln!("openssl is not installed: skipping the key-file check");
+        return;
+    };
+    assert!(status.success());
+    let pem = std::fs::read_to_string(&pem_path).unwrap();
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let client = http_client();
+    let key = json!({
+        "type": "service_account",
+        "project_id": "sim-project",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "rearguard@sim-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": fake.token_uri(),
+    });
+    let creds = google_cloud_auth::credentials::service_account::Builder::new(key)
+        .with_access_specifier(
+            google_cloud_auth::credentials::service_account::AccessSpecifier::from_scopes([
+                "https://www.googleapis.com/auth/cloud-platform",
+            ]),
+        )
+        .build()
+        .unwrap();
+    let headers = match creds.headers(http::Extensions::new()).await.unwrap() {
+        google_cloud_auth::credentials::CacheableResource::New { data, .. } => data,
+        google_cloud_auth::credentials::CacheableResource::NotModified => panic!("no headers"),
+    };
+    let auth = headers[http::header::AUTHORIZATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = client
+        .get(format!("{}/v2/{SVC}", fake.base_url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.tokens_issued(), 0, "no token endpoint was needed");
+    // The same JWT with its scope swapped for another is refused.
+    use base64::Engine as _;
+    let jwt = auth.trim_start_matches("Bearer ");
+    let mut parts: Vec<String> = jwt.split('.').map(String::from).collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!("https://www.googleapis.com/auth/logging.read");
+    parts[1] = b64.encode(claims.to_string());
+    let r = client
+        .get(format!("{}/v2/{SVC}", fake.base_url()))
+        .header("authorization", format!("Bearer {}", parts.join(".")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -35,6 +35,11 @@ pub struct FakeOptions {
     /// Whether API calls need a bearer token (from the fake's token endpoints or
     /// a self-signed service-account JWT).
     pub require_auth: bool,
+    /// Directory of Google's discovery documents. When set, the fake checks
+    /// every request body and query against them and answers 400
+    /// `INVALID_ARGUMENT` (like Google: "Invalid JSON payload received.
+    /// Unknown name ...") when a field does not exist or has the wrong type.
+    pub discovery_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for FakeOptions {
@@ -43,12 +48,14 @@ impl Default for FakeOptions {
             project: "sim-project".into(),
             operation_delay: Duration::from_secs(2),
             require_auth: true,
+            discovery_dir: None,
         }
     }
 }
 
 pub(crate) struct Shared {
     pub clock: Clock,
+    discovery: Option<Arc<super::discovery::DiscoverySet>>,
     state: Mutex<SimState>,
 }
 
@@ -98,8 +105,15 @@ impl FakeGcp {
         auth.require_auth = options.require_auth;
         let mut run = RunState::new();
         run.operation_delay_ms = options.operation_delay.as_millis() as i64;
+        let discovery = match &options.discovery_dir {
+            Some(dir) => Some(super::discovery::load_cached(dir).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+            })?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             clock,
+            discovery,
             state: Mutex::new(SimState {
                 auth,
                 run,
@@ -507,6 +521,9 @@ async fn handle(
             )
                 .into_response();
         }
+        if let Some(err) = strict_check(&shared, method_id, &query, &body, body_json.as_ref()) {
+            break 'resp err.into_response();
+        }
         let answer = if method_id == OPERATIONS_WAIT {
             wait(&shared, &name, body_json.as_ref(), authorization.as_deref()).await
         } else {
@@ -564,6 +581,50 @@ async fn handle(
         c.status = status;
     }
     response
+}
+
+/// With discovery documents loaded: Google's 400 for unknown or mistyped
+/// fields in the request body or query.
+fn strict_check(
+    shared: &Shared,
+    method: &str,
+    query: &[(String, String)],
+    raw: &[u8],
+    body: Option<&Value>,
+) -> Option<ApiError> {
+    let docs = shared.discovery.as_ref()?;
+    let doc = docs.for_method(method).ok()?;
+    let mut problems = Vec::new();
+    if let Ok(issues) = doc.validate_params(method, query) {
+        problems.extend(
+            issues
+                .iter()
+                .map(|i| format!("Invalid query parameter {i}")),
+        );
+    }
+    if doc.request_schema(method).is_some() {
+        match body {
+            Some(b) => {
+                if let Ok(issues) = doc.validate_request(method, b) {
+                    problems.extend(
+                        issues
+                            .iter()
+                            .map(|i| format!("Invalid JSON payload received. {i}")),
+                    );
+                }
+            }
+            None if raw.is_empty() && method == OPERATIONS_WAIT => {}
+            None => problems.push("Invalid JSON payload received. The body is not JSON.".into()),
+        }
+    } else if !raw.is_empty() && body.is_some_and(|b| b.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        problems.push("Invalid JSON payload received. This method takes no request body.".into());
+    }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(ApiError::invalid_argument(problems.join("; ")))
+    }
 }
 
 fn fault_message(code: u16) -> String {
