@@ -304,3 +304,63 @@ async fn google_cloud_auth_key_file_self_signed_jwt_is_accepted() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(start_paused = true)]
+async fn admin_routes_deploy_and_show_calls() {
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let http = http_client();
+    let v: Value = http
+        .post(format!("{}/sim/deploy", fake.base_url()))
+        .json(&json!({"service": SVC, "env": {"FLAG": "on"}, "behaviour": "bad"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rev = v["revision"].as_str().unwrap().to_string();
+    fake.settle().await;
+    assert_eq!(
+        fake.revision(&rev).unwrap().behaviour,
+        RevisionBehaviour::bad()
+    );
+    let r = http
+        .post(format!("{}/sim/faults", fake.base_url()))
+        .json(&json!({"method": "run.*", "status": 503, "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{}/v2/{SVC}", fake.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let calls: Value = http
+        .get(format!("{}/sim/calls", fake.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.as_array().unwrap().len(),
+        1,
+        "admin calls are not logged: {calls}"
+    );
+    assert_eq!(calls[0]["status"], 503);
+    let services: Value = http
+        .get(format!("{}/sim/services", fake.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(services[0]["serving"][0]["revision"], rev.as_str());
+}

@@ -12,7 +12,8 @@ const T0: i64 = 1_700_000_000_000;
 
 /// What the simulated service wrote, as the API answers it, must match the schema.
 fn assert_valid(method: &str, v: &Value) {
-    let docs = rearguard::sim::discovery::load_cached(&rearguard::sim::discovery::default_dir()).unwrap();
+    let docs =
+        rearguard::sim::discovery::load_cached(&rearguard::sim::discovery::default_dir()).unwrap();
     let issues = docs.validate_response(method, v).unwrap();
     assert!(issues.is_empty(), "{method}: {issues:?}");
 }
@@ -112,7 +113,10 @@ async fn bad_deploy_degrades_and_rollback_heals() {
     assert_eq!(logs["entries"].as_array().unwrap().len(), 5);
     assert_valid("logging.entries.list", &logs);
     // Raw latency and memory distributions as written.
-    for metric in ["run.googleapis.com/request_latencies", "run.googleapis.com/container/memory/utilizations"] {
+    for metric in [
+        "run.googleapis.com/request_latencies",
+        "run.googleapis.com/container/memory/utilizations",
+    ] {
         let v: Value = http
             .get(format!("{base}/v3/projects/sim-project/timeSeries"))
             .query(&[
@@ -126,7 +130,10 @@ async fn bad_deploy_degrades_and_rollback_heals() {
             .json()
             .await
             .unwrap();
-        assert!(v["timeSeries"][0]["points"][0]["value"]["distributionValue"]["count"].is_string(), "{v}");
+        assert!(
+            v["timeSeries"][0]["points"][0]["value"]["distributionValue"]["count"].is_string(),
+            "{v}"
+        );
         assert_valid("monitoring.projects.timeSeries.list", &v);
     }
 

@@ -11,6 +11,7 @@
 //! (create services, deploy revisions, add points and log entries, inject
 //! faults) and read what clients did through [`FakeGcp::calls`].
 
+mod admin;
 pub mod auth;
 pub mod calls;
 pub mod discovery;

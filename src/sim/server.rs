@@ -91,7 +91,8 @@ impl Drop for ServerTask {
 pub struct FakeGcp {
     pub(crate) shared: Arc<Shared>,
     addr: SocketAddr,
-    _task: Arc<ServerTask>,
+    /// `None` only for the transient handle the admin routes use.
+    _task: Option<Arc<ServerTask>>,
 }
 
 impl FakeGcp {
@@ -134,7 +135,7 @@ impl FakeGcp {
         Ok(Self {
             shared,
             addr,
-            _task: Arc::new(ServerTask(task)),
+            _task: Some(Arc::new(ServerTask(task))),
         })
     }
 
@@ -456,6 +457,18 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = percent_decode(uri.path());
+    if path.starts_with("/sim/") {
+        let fake = FakeGcp {
+            shared: shared.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _task: None,
+        };
+        let body_json: Option<Value> = serde_json::from_slice(&body).ok();
+        return match super::admin::handle(&fake, &method, &path, body_json.as_ref()) {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        };
+    }
     let query = query_pairs(uri.query().unwrap_or(""));
     let routed = route(&method, &path);
     let method_id = routed.as_ref().map(|r| r.0).unwrap_or("unknown");
