@@ -364,3 +364,46 @@ async fn admin_routes_deploy_and_show_calls() {
         .unwrap();
     assert_eq!(services[0]["serving"][0]["revision"], rev.as_str());
 }
+
+#[tokio::test(start_paused = true)]
+async fn prometheus_compatible_endpoint_answers_canned_results() {
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    let http = http_client();
+    let tok = token(&fake, &http).await;
+    let q = "sum(rate(run_googleapis_com:request_count{response_code_class=\"5xx\"}[5m]))";
+    fake.set_promql_response(
+        q,
+        json!({"resultType": "vector", "result": [{"metric": {}, "value": [1700000000, "0.5"]}]}),
+    );
+    let url = format!(
+        "{}/v1/projects/sim-project/location/global/prometheus/api/v1/query",
+        fake.base_url()
+    );
+    let v: Value = http
+        .post(&url)
+        .bearer_auth(&tok)
+        .form(&[("query", q), ("time", "1700000000")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["result"][0]["value"][1], "0.5");
+    let v: Value = http
+        .get(&url)
+        .bearer_auth(&tok)
+        .query(&[("query", "up")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0);
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}

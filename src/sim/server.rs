@@ -64,6 +64,8 @@ pub(crate) struct SimState {
     pub run: RunState,
     pub monitoring: MonitoringState,
     pub logging: LoggingState,
+    /// PromQL query text → Prometheus `data` object answered for it.
+    promql: std::collections::HashMap<String, Value>,
     faults: Faults,
     calls: Vec<Call>,
 }
@@ -120,6 +122,7 @@ impl FakeGcp {
                 run,
                 monitoring: MonitoringState::default(),
                 logging: LoggingState::default(),
+                promql: std::collections::HashMap::new(),
                 faults: Faults::default(),
                 calls: Vec::new(),
             }),
@@ -299,6 +302,15 @@ impl FakeGcp {
         self.lock().monitoring.ingest_delay_ms = d.as_millis() as i64;
     }
 
+    /// What the Prometheus-compatible endpoint
+    /// (`/v1/projects/P/location/global/prometheus/api/v1/query[_range]`)
+    /// answers for this exact query text: `data` is Prometheus's `data` object,
+    /// e.g. `{"resultType": "vector", "result": [...]}`. Unknown queries get an
+    /// empty vector (or matrix).
+    pub fn set_promql_response(&self, query: &str, data: Value) {
+        self.lock().promql.insert(query.to_string(), data);
+    }
+
     // ---- Logging -----------------------------------------------------------------
 
     /// Writes a log entry; returns its insertId.
@@ -372,6 +384,10 @@ pub mod methods {
     pub const OPERATIONS_WAIT: &str = "run.projects.locations.operations.wait";
     pub const TIME_SERIES_LIST: &str = "monitoring.projects.timeSeries.list";
     pub const ENTRIES_LIST: &str = "logging.entries.list";
+    /// Cloud Monitoring's Prometheus-compatible API (monitoring v1; not in the v3 document).
+    pub const PROMQL_QUERY: &str = "monitoring.projects.location.prometheus.api.v1.query";
+    pub const PROMQL_QUERY_RANGE: &str =
+        "monitoring.projects.location.prometheus.api.v1.query_range";
 }
 use methods::*;
 
@@ -414,6 +430,21 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, String)> {
     }
     if *method == Method::POST && path == "/v2/entries:list" {
         return Some((ENTRIES_LIST, String::new()));
+    }
+    if let Some(rest) = path.strip_prefix("/v1/projects/") {
+        let seg: Vec<&str> = rest.split('/').collect();
+        if let [project, "location", "global", "prometheus", "api", "v1", endpoint] = seg.as_slice()
+        {
+            if *method == Method::GET || *method == Method::POST {
+                let id = match *endpoint {
+                    "query" => PROMQL_QUERY,
+                    "query_range" => PROMQL_QUERY_RANGE,
+                    _ => return None,
+                };
+                return Some((id, format!("projects/{project}")));
+            }
+        }
+        return None;
     }
     if let Some(rest) = path.strip_prefix("/v3/") {
         let name = rest.strip_suffix("/timeSeries")?;
@@ -718,6 +749,28 @@ fn dispatch(
         REVISIONS_GET => s.run.get_revision(name),
         OPERATIONS_GET => s.run.get_operation(name),
         TIME_SERIES_LIST => s.monitoring.list(now, name, query),
+        PROMQL_QUERY | PROMQL_QUERY_RANGE => {
+            // Parameters come in the query string (GET) or a form body (POST).
+            let mut params = query.to_vec();
+            params.extend(query_pairs(&String::from_utf8_lossy(raw_body)));
+            let Some(q) = query_get(&params, "query").filter(|q| !q.trim().is_empty()) else {
+                return Answer::Raw(
+                    400,
+                    serde_json::json!({"status": "error", "errorType": "bad_data", "error": "invalid parameter \"query\": empty query"}),
+                );
+            };
+            let kind = if method_id == PROMQL_QUERY {
+                "vector"
+            } else {
+                "matrix"
+            };
+            let data = s
+                .promql
+                .get(q)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"resultType": kind, "result": []}));
+            return Answer::Json(serde_json::json!({"status": "success", "data": data}));
+        }
         ENTRIES_LIST => match body {
             Some(b) => s.logging.list(now, b),
             None => Err(ApiError::invalid_argument("Invalid JSON payload received.")),
