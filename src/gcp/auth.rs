@@ -176,15 +176,3 @@ impl TokenSource {
         }
     }
 }
-
-/// Builds and tries the credentials `gcp.credentials` names: for `rearguard check` and start.
-pub async fn check_credentials(
-    value: &str,
-    base_dir: &Path,
-    timeout: Duration,
-) -> Result<TokenSource, GcpError> {
-    let spec = CredentialSpec::parse(value, base_dir);
-    let source = TokenSource::new(&spec).await?;
-    source.check(timeout).await?;
-    Ok(source)
-}

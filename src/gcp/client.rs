@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use super::auth::TokenSource;
 use super::error::{api_error, GcpError};
+use super::quota::CallQuota;
 
 /// How requests are timed and retried.
 #[derive(Clone, Debug)]
@@ -107,6 +108,8 @@ pub struct Request<'a> {
     pub body: Option<serde_json::Value>,
     /// Overrides the policy's per-attempt timeout (long polls such as `operations.wait`).
     pub timeout: Option<Duration>,
+    /// A call quota every attempt must take a slot from (and that a 429 pauses).
+    pub quota: Option<CallQuota>,
 }
 
 impl<'a> Request<'a> {
@@ -119,6 +122,7 @@ impl<'a> Request<'a> {
             query: Vec::new(),
             body: None,
             timeout: None,
+            quota: None,
         }
     }
 
@@ -140,6 +144,7 @@ impl<'a> Request<'a> {
             query: Vec::new(),
             body: Some(body),
             timeout: None,
+            quota: None,
         })
     }
 
@@ -150,6 +155,11 @@ impl<'a> Request<'a> {
 
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = Some(t);
+        self
+    }
+
+    pub fn quota(mut self, q: CallQuota) -> Self {
+        self.quota = Some(q);
         self
     }
 }
@@ -215,11 +225,21 @@ impl GcpClient {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
+            if let Some(q) = &req.quota {
+                q.acquire().await;
+            }
             let result = self.attempt(req).await;
             let err = match result {
                 Ok(body) => return Ok(body),
                 Err(e) => e,
             };
+            if let (Some(q), Some(429)) = (&req.quota, err.http_status()) {
+                q.pause(
+                    err.retry_after()
+                        .unwrap_or(policy.initial_backoff * 4)
+                        .min(policy.max_retry_after),
+                );
+            }
             if !err.is_retryable() || attempt >= policy.max_attempts {
                 return Err(err);
             }

@@ -5,11 +5,22 @@
 
 pub mod auth;
 pub mod client;
+pub mod context;
 pub mod error;
 pub mod int64;
+pub mod logging;
+pub mod monitoring;
+pub mod promql;
+pub mod quota;
 pub mod run;
+pub mod tasks;
 
 pub use auth::{CredentialSpec, TokenSource, CLOUD_PLATFORM_SCOPE};
 pub use client::{GcpClient, Request, RetryPolicy, UpstreamMetrics};
+pub use context::GcpContext;
 pub use error::GcpError;
+pub use logging::LoggingClient;
+pub use monitoring::MonitoringClient;
+pub use promql::PromqlClient;
+pub use quota::CallQuota;
 pub use run::CloudRunClient;

@@ -9,8 +9,14 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, name, SQL)
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "probe state transitions", super::probes::MIGRATION)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "probe state transitions", super::probes::MIGRATION),
+    (
+        3,
+        "google sources state and cloud run views",
+        super::gcp::MIGRATION,
+    ),
+];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {
     conn.execute_batch(

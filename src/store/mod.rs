@@ -4,6 +4,7 @@
 //! here and exposes typed async methods; every call runs on tokio's blocking
 //! pool, never on the async runtime.
 
+pub mod gcp;
 mod migrations;
 pub mod probes;
 
