@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rearguard::clock::Clock;
 use rearguard::config::gcp::{GcpConfig, GcpEndpoints};
-use rearguard::gcp::{CredentialSpec, GcpContext, GcpError, RetryPolicy, TokenSource, UpstreamMetrics};
+use rearguard::gcp::{
+    CredentialSpec, GcpContext, GcpError, RetryPolicy, TokenSource, UpstreamMetrics,
+};
 use rearguard::sim::{methods, FakeGcp, ServiceSpec};
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";
@@ -42,16 +44,26 @@ async fn metadata_server_tokens() {
     let calls = fake.calls_to(methods::SERVICES_GET);
     assert!(calls.iter().all(|c| c.authorized && c.status == 200));
     // Without credentials the fake refuses, as Google would.
-    let err = get_service_with(&fake, TokenSource::anonymous()).await.unwrap_err();
+    let err = get_service_with(&fake, TokenSource::anonymous())
+        .await
+        .unwrap_err();
     assert_eq!(err.http_status(), Some(401), "{err}");
 }
 
 fn rsa_key_pem() -> Option<String> {
     let out = std::process::Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .output()
         .ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).to_string())
 }
 
 #[tokio::test]
@@ -90,17 +102,32 @@ async fn service_account_key_file() {
 #[tokio::test]
 async fn unusable_credentials_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let missing = TokenSource::new(&CredentialSpec::KeyFile(dir.path().join("nope.json"))).await.unwrap_err();
-    assert!(missing.to_string().contains("cannot read key file"), "{missing}");
+    let missing = TokenSource::new(&CredentialSpec::KeyFile(dir.path().join("nope.json")))
+        .await
+        .unwrap_err();
+    assert!(
+        missing.to_string().contains("cannot read key file"),
+        "{missing}"
+    );
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "{\"private_key\": \"-----BEGIN").unwrap();
-    let e = TokenSource::new(&CredentialSpec::KeyFile(garbage)).await.unwrap_err();
+    let e = TokenSource::new(&CredentialSpec::KeyFile(garbage))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("is not JSON"), "{e}");
-    assert!(!e.to_string().contains("BEGIN"), "no key material in errors: {e}");
+    assert!(
+        !e.to_string().contains("BEGIN"),
+        "no key material in errors: {e}"
+    );
     let other = dir.path().join("other.json");
     std::fs::write(&other, "{\"type\": \"external_account\"}").unwrap();
-    let e = TokenSource::new(&CredentialSpec::KeyFile(other)).await.unwrap_err();
-    assert!(e.to_string().contains("expected \"service_account\""), "{e}");
+    let e = TokenSource::new(&CredentialSpec::KeyFile(other))
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("expected \"service_account\""),
+        "{e}"
+    );
     let bad_key = dir.path().join("bad-key.json");
     std::fs::write(&bad_key, serde_json::json!({"type": "service_account", "client_email": "x@y", "private_key": "not a key", "private_key_id": "1"}).to_string()).unwrap();
     let e = match TokenSource::new(&CredentialSpec::KeyFile(bad_key)).await {
@@ -108,7 +135,10 @@ async fn unusable_credentials_are_clear_errors() {
         Err(e) => e,
     };
     assert!(matches!(e, GcpError::Credentials(_)), "{e}");
-    assert!(!e.to_string().contains("not a key"), "no key material in errors: {e}");
+    assert!(
+        !e.to_string().contains("not a key"),
+        "no key material in errors: {e}"
+    );
     // A metadata server that is not there.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

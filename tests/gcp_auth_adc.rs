@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use rearguard::clock::Clock;
-use rearguard::gcp::context;
 use rearguard::config::gcp::{GcpConfig, GcpEndpoints};
+use rearguard::gcp::context;
 use rearguard::sim::FakeGcp;
 
 #[tokio::test]
@@ -22,10 +22,11 @@ async fn adc_uses_gce_metadata_host() {
         credentials: "adc".into(),
         endpoints: GcpEndpoints::default(),
     };
-    let described = tokio::time::timeout(Duration::from_secs(30), context::check(&cfg, home.path()))
-        .await
-        .unwrap()
-        .unwrap();
+    let described =
+        tokio::time::timeout(Duration::from_secs(30), context::check(&cfg, home.path()))
+            .await
+            .unwrap()
+            .unwrap();
     assert!(described.contains("application default"), "{described}");
     assert!(fake.tokens_issued() >= 1);
 }
