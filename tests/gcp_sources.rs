@@ -604,3 +604,114 @@ async fn cloud_run_series_and_views_survive_a_restart() {
     assert_eq!(e.metrics.count("run", "services.get", "503"), 2);
     assert_requests_valid(&e.fake);
 }
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_retry_after_and_size_limit() {
+    let clock = Clock::starting_at(T0);
+    let fake = FakeGcp::start_with(
+        clock.clone(),
+        FakeOptions {
+            require_auth: false,
+            ..FakeOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    fake.settle().await;
+    let cfg = GcpConfig {
+        project: fake.project(),
+        credentials: "adc".into(),
+        endpoints: GcpEndpoints {
+            run: fake.base_url(),
+            monitoring: fake.base_url(),
+            logging: fake.base_url(),
+        },
+    };
+    let registry = prometheus::Registry::new();
+    let metrics = UpstreamMetrics::register(&registry).unwrap();
+    let policy = RetryPolicy {
+        timeout: Duration::from_secs(5),
+        max_attempts: 3,
+        ..RetryPolicy::default()
+    };
+    let ctx = GcpContext::new(&cfg, TokenSource::anonymous(), policy, metrics.clone()).unwrap();
+    // A slow answer times out and is retried.
+    fake.inject(
+        Fault::new(
+            methods::SERVICES_GET,
+            FaultKind::Delay(Duration::from_secs(60)),
+        )
+        .times(1),
+    );
+    ctx.run.get_service(SVC).await.unwrap();
+    assert_eq!(metrics.count("run", "services.get", "timeout"), 1);
+    assert_eq!(metrics.count("run", "services.get", "200"), 1);
+    // Retry-After is honoured.
+    fake.inject(Fault::rate_limited(methods::SERVICES_GET, 7).times(1));
+    let before = tokio::time::Instant::now();
+    ctx.run.get_service(SVC).await.unwrap();
+    assert!(
+        before.elapsed() >= Duration::from_secs(7),
+        "{:?}",
+        before.elapsed()
+    );
+    // Persistent failure gives up after max_attempts, with Google's error.
+    fake.inject(Fault::status(methods::SERVICES_GET, 503));
+    let err = ctx.run.get_service(SVC).await.unwrap_err();
+    assert_eq!(err.google_status(), Some("UNAVAILABLE"), "{err}");
+    assert_eq!(metrics.count("run", "services.get", "503"), 3);
+    fake.clear_faults();
+    // Answers larger than the limit are refused.
+    let small = GcpContext::new(
+        &cfg,
+        TokenSource::anonymous(),
+        RetryPolicy {
+            max_response_bytes: 200,
+            ..RetryPolicy::default()
+        },
+        UpstreamMetrics::register(&prometheus::Registry::new()).unwrap(),
+    )
+    .unwrap();
+    let err = small.run.get_service(SVC).await.unwrap_err();
+    assert!(
+        matches!(err, rearguard::gcp::GcpError::TooLarge { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn managers_apply_and_shut_down() {
+    let e = env().await;
+    e.fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    e.fake.settle().await;
+    let manager = rearguard::source::cloud_run::CloudRunManager::new(e.ctx.clone(), e.deps());
+    let views = manager.views();
+    let cfg = CloudRunConfig {
+        service: SVC.into(),
+        interval: Dur::secs(30),
+    };
+    manager.apply(std::slice::from_ref(&cfg));
+    tokio::time::sleep(Duration::from_secs(65)).await;
+    assert!(views.get(SVC).is_some());
+    let gets = e.fake.calls_to(methods::SERVICES_GET).len();
+    assert!((3..=4).contains(&gets), "polled every 30s: {gets}");
+    // Re-applying the same config keeps the schedule; removing stops the task.
+    manager.apply(std::slice::from_ref(&cfg));
+    assert_eq!(manager.names(), vec![SVC.to_string()]);
+    manager.apply(&[]);
+    assert!(views.get(SVC).is_none());
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let after = e.fake.calls_to(methods::SERVICES_GET).len();
+    assert!(after <= gets + 1, "stopped polling: {gets} → {after}");
+    manager.shutdown().await;
+    let mon =
+        rearguard::source::cloud_monitoring::CloudMonitoringManager::new(e.ctx.clone(), e.deps());
+    mon.apply(&[monitoring_cfg(
+        "requests",
+        "run.googleapis.com/request_count",
+    )]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    mon.shutdown().await;
+    assert!(mon.names().is_empty());
+}
