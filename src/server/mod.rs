@@ -1,6 +1,7 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` admin API.
 
 pub mod rules_api;
+pub mod gcp_api;
 
 use std::future::Future;
 use std::sync::Arc;

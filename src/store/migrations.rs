@@ -11,7 +11,15 @@ use super::StoreError;
 /// (version, name, SQL)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "probe state transitions", super::probes::MIGRATION),
+<<<<<<< ours
     (2, "alert states of alerting rules", super::alerts::MIGRATION),
+=======
+    (
+        3,
+        "google sources state and cloud run views",
+        super::gcp::MIGRATION,
+    ),
+>>>>>>> theirs
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! pool, never on the async runtime.
 
 pub mod alerts;
+pub mod gcp;
 mod migrations;
 pub mod probes;
 
