@@ -583,7 +583,11 @@ impl Actor {
                     None => break,
                     Some(Command::Alerts(alerts)) => self.ingest(alerts),
                     Some(Command::Apply(cfg)) => self.reconfigure(cfg),
-                    Some(Command::Sync(done)) => { let _ = done.send(()); }
+                    Some(Command::Sync(done)) => {
+                        // Flushes due by now count as "handled" too.
+                        self.flush_due().await;
+                        let _ = done.send(());
+                    }
                 },
                 _ = clock.sleep_until_ms(next.unwrap_or(0)), if next.is_some() => {
                     self.flush_due().await;
