@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::TimestampMs;
 use crate::labels::Labels;
@@ -21,7 +21,7 @@ use super::matchers::{MatchType, Matcher, Matchers};
 /// How long an expired silence is kept.
 pub const SILENCE_RETENTION_MS: i64 = 120 * 3_600_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SilenceState {
     Pending,
