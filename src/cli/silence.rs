@@ -43,6 +43,7 @@ pub enum SilenceCommand {
         /// Who creates it; default $USER.
         #[arg(long, short)]
         author: Option<String>,
+        /// Why (shown to everyone who sees the silence).
         #[arg(long, short)]
         comment: String,
     },
