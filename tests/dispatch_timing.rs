@@ -305,3 +305,37 @@ async fn an_alert_no_longer_sent_resolves_after_the_resolve_timeout() {
         "resolve_timeout 5m"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn reload_rebuilds_groups_without_resending() {
+    let base = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n{}",
+        receivers(true)
+    );
+    let h = Harness::new(&base).await;
+    let t0 = h.now();
+    h.fire(&[("alertname", "Down"), ("severity", "critical")])
+        .await;
+    h.advance(MIN).await;
+    assert_eq!(h.take().len(), 1);
+    // Reload: critical alerts now also go to `mail` (continue on a child route).
+    let reloaded = format!(
+        "route:\n  receiver: hook\n  group_by: [alertname]\n  routes:\n    - matchers: ['severity=\"critical\"']\n      receiver: mail\n      continue: true\n    - matchers: ['severity=~\".+\"']\n      receiver: hook\n{}",
+        receivers(true)
+    );
+    h.dispatcher.apply(&load(&reloaded));
+    h.dispatcher.sync().await;
+    h.advance(Duration::from_secs(1)).await;
+    let got = h.take_summary(t0);
+    // The alert is older than group_wait, so the new `mail` group flushes at once;
+    // the hook group has a new key (a child route), so hook hears of it again too.
+    let mut receivers_told: Vec<String> = got.iter().map(|g| g.1.clone()).collect();
+    receivers_told.sort();
+    assert_eq!(receivers_told, s(&["hook", "mail"]), "{got:?}");
+    assert!(got.iter().all(|g| g.0 == 60), "{got:?}");
+    // Reloading the same config again does not resend anything.
+    h.dispatcher.apply(&load(&reloaded));
+    h.advance(10 * MIN).await;
+    assert!(h.take().is_empty());
+    assert_eq!(h.dispatcher.routes().len(), 3);
+}
