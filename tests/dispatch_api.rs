@@ -162,6 +162,36 @@ async fn silences_in_alertmanager_shapes() {
         json!({"name": "service", "value": "back.*", "isRegex": true, "isEqual": true})
     );
     assert_eq!(s["createdBy"], "alice");
+    let filtered = |q: &'static str| {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/silences?{q}");
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        filtered("filter=service%3D%22back.*%22")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        filtered("filter=service%3D%22other%22")
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(filtered("state=expired").await.as_array().unwrap().len(), 0);
     assert_eq!(s["comment"], "deploying");
     assert!(s["startsAt"].as_str().unwrap().ends_with('Z'));
 
@@ -319,6 +349,13 @@ async fn cli_adds_lists_and_expires() {
     .unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     assert_eq!(d.silence_state(&d.silences()[0]).as_str(), "expired");
+    // `rearguard alerts` falls back to the dispatch view when /api/v1/alerts is not served.
+    assert_eq!(
+        rearguard::cli::alerts::run(api.clone(), false)
+            .await
+            .unwrap(),
+        std::process::ExitCode::SUCCESS
+    );
     // Without the token the CLI reports the 401 with a hint.
     let err = run(SilenceCommand::Add {
         api: ApiArgs {

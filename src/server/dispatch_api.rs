@@ -1,6 +1,6 @@
 //! The dispatch part of the admin API, in Alertmanager's API shapes:
 //!
-//! - `GET    /api/v1/silences`            every silence (`?state=active|pending|expired` filters)
+//! - `GET    /api/v1/silences`            every silence (`?state=active|pending|expired`, `?filter=<matchers>`)
 //! - `GET    /api/v1/silences/{id}`       one silence
 //! - `POST   /api/v1/silences`            create or update (admin token) → `{"silenceID": "..."}`
 //! - `DELETE /api/v1/silences/{id}`       expire (admin token; `/api/v1/silence/{id}` too)
@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -117,20 +117,41 @@ fn gettable(d: &Dispatcher, s: SilenceRecord) -> GettableSilence {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    state: Option<String>,
+/// Alertmanager's silence filter: every filter matcher must name a label the
+/// silence matches on and accept the silence's value for it.
+fn silence_matches_filter(
+    s: &SilenceRecord,
+    filter: &[crate::dispatch::matchers::Matcher],
+) -> bool {
+    filter.iter().all(|f| {
+        s.matchers
+            .iter()
+            .any(|m| m.name == f.name && f.matches_value(&m.value))
+    })
 }
 
-async fn list_silences(State(s): State<DispatchApiState>, Query(q): Query<ListQuery>) -> Response {
+/// `?state=active|pending|expired` and `?filter=<matchers>` (repeatable, Alertmanager's `filter`).
+async fn list_silences(State(s): State<DispatchApiState>, RawQuery(query): RawQuery) -> Response {
+    let mut state = None;
+    let mut filter = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "state" => state = Some(v.into_owned()),
+            "filter" => match crate::dispatch::matchers::parse_matchers(&v) {
+                Ok(ms) => filter.extend(ms.0),
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad filter: {e}")),
+            },
+            _ => {}
+        }
+    }
     let list: Vec<GettableSilence> = s
         .dispatcher
         .silences()
         .into_iter()
+        .filter(|r| silence_matches_filter(r, &filter))
         .map(|r| gettable(&s.dispatcher, r))
         .filter(|g| {
-            q.state
+            state
                 .as_deref()
                 .is_none_or(|st| g.status.state.as_str() == st)
         })
