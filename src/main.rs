@@ -59,6 +59,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add, list or expire silences on a running daemon.
+    Silence {
+        #[command(subcommand)]
+        command: rearguard::cli::silence::SilenceCommand,
+    },
+    /// List a running daemon's active alerts: receivers, and what silences, inhibits or mutes them.
+    Alerts {
+        #[command(flatten)]
+        api: rearguard::cli::silence::ApiArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -108,6 +121,8 @@ fn main() -> ExitCode {
                 what: TestCommand::Rules { run, ignore_unknown_fields, files, .. },
             } => rearguard::cli::test_rules::run(files, run, ignore_unknown_fields).await,
             Command::Query { expr, time, url, json } => rearguard::cli::query::run(&expr, time.as_deref(), &url, json).await,
+            Command::Silence { command } => rearguard::cli::silence::run(command).await,
+            Command::Alerts { api, json } => rearguard::cli::alerts::run(api, json).await,
         }
     });
     // Do not wait for lingering blocking tasks (a hung probe) at exit.

@@ -1,6 +1,8 @@
 //! Subcommands that read files or talk to a running daemon. `main.rs` only parses arguments.
 
+pub mod alerts;
 pub mod check;
 pub mod probes;
 pub mod query;
 pub mod test_rules;
+pub mod silence;

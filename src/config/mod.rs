@@ -219,6 +219,7 @@ pub fn load_str(
     let mut v = Validator::new(path, &locator, &base_dir);
     probe::validate(&config.probes, &mut v);
     gcp::validate(&config, &mut v);
+    routing::validate(&config, &mut v);
     if config.evaluation_interval.0.is_zero() {
         v.error(
             &YamlPath::root().key("evaluation_interval"),

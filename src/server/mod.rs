@@ -2,6 +2,8 @@
 
 pub mod rules_api;
 pub mod gcp_api;
+pub mod auth;
+pub mod dispatch_api;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -11,15 +11,15 @@ use super::StoreError;
 /// (version, name, SQL)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "probe state transitions", super::probes::MIGRATION),
-<<<<<<< ours
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "probe state transitions", super::probes::MIGRATION),
     (2, "alert states of alerting rules", super::alerts::MIGRATION),
+    (3, "google sources state and cloud run views", super::gcp::MIGRATION),
+    (4, "silences and the notification log", super::silences::MIGRATION),
+];
 =======
-    (
-        3,
-        "google sources state and cloud run views",
-        super::gcp::MIGRATION,
-    ),
->>>>>>> theirs
+    (4, "silences and the notification log", super::silences::MIGRATION),
+>>>>>>> dispatch
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {
