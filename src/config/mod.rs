@@ -22,7 +22,9 @@ pub use locate::{LocatedError, LocatedErrors, Locator, Pos, YamlPath};
 pub use secret::Secret;
 
 use actions::ActionConfig;
-use gcp::{CloudLoggingConfig, CloudMonitoringConfig, CloudRunConfig, GcpConfig, QuerySourceConfig};
+use gcp::{
+    CloudLoggingConfig, CloudMonitoringConfig, CloudRunConfig, GcpConfig, QuerySourceConfig,
+};
 use probe::ProbeConfig;
 use receivers::{ReceiverConfig, ReportConfig};
 use routing::{InhibitRuleConfig, RouteConfig, TimeIntervalConfig};
@@ -98,6 +100,8 @@ pub struct LoadedConfig {
     pub admin_token: Option<Secret>,
     /// Files named by `rule_files`, resolved and expanded (for `check` and the rules engine).
     pub rule_file_paths: Vec<PathBuf>,
+    /// Secrets and TLS files of `receivers:` and `reports:` (read at load).
+    pub receiver_secrets: receivers::ReceiverSecrets,
 }
 
 impl LoadedConfig {
@@ -214,11 +218,17 @@ pub fn load_str(
     let mut v = Validator::new(path, &locator, &base_dir);
     probe::validate(&config.probes, &mut v);
     if config.evaluation_interval.0.is_zero() {
-        v.error(&YamlPath::root().key("evaluation_interval"), "evaluation_interval must be greater than 0");
+        v.error(
+            &YamlPath::root().key("evaluation_interval"),
+            "evaluation_interval must be greater than 0",
+        );
     }
     if let Some(u) = &config.external_url {
         if url::Url::parse(u).is_err() {
-            v.error(&YamlPath::root().key("external_url"), format!("invalid url {u:?}"));
+            v.error(
+                &YamlPath::root().key("external_url"),
+                format!("invalid url {u:?}"),
+            );
         }
     }
     let admin_token = config
@@ -226,6 +236,7 @@ pub fn load_str(
         .token_file
         .as_ref()
         .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
+    let receiver_secrets = receivers::validate(&config.receivers, &config.reports, &mut v);
     let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
     errors.extend(v.into_errors().into_iter().map(|mut e| {
         e.message = secret::redact(&e.message, &expanded.substituted);
@@ -240,6 +251,7 @@ pub fn load_str(
         base_dir,
         admin_token,
         rule_file_paths,
+        receiver_secrets,
     })
 }
 
@@ -256,7 +268,10 @@ fn resolve_rule_files(patterns: &[String], base_dir: &Path, v: &mut Validator) -
                 let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
                 matched.sort();
                 if matched.is_empty() && !is_glob {
-                    v.error(&path, format!("rule file {} does not exist", full.display()));
+                    v.error(
+                        &path,
+                        format!("rule file {} does not exist", full.display()),
+                    );
                 }
                 out.extend(matched);
             }
