@@ -506,3 +506,89 @@ fn validate_webhook(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::load_str;
+
+    #[test]
+    fn defaults_follow_alertmanager() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "hunter2\n").unwrap();
+        std::fs::write(dir.path().join("hmac"), "k").unwrap();
+        let text = "
+receivers:
+  - name: team
+    email_configs:
+      - { to: a@example.com, from: r@example.com, smarthost: 'smtp.example.com:587', auth_username: r, auth_password_file: pw }
+    webhook_configs:
+      - { url: 'https://hooks.example.com/x', hmac_secret_file: hmac }
+reports:
+  - name: weekly
+    schedule: '0 8 * * Mon'
+    email_configs:
+      - { to: a@example.com, from: r@example.com, smarthost: 'smtp.example.com:465' }
+";
+        let c = load_str(&dir.path().join("c.yaml"), text, |_| None).unwrap();
+        let r = &c.config.receivers[0];
+        assert!(!r.email_configs[0].send_resolved());
+        assert!(r.email_configs[0].require_tls());
+        assert!(r.webhook_configs[0].send_resolved());
+        assert_eq!(
+            r.webhook_configs[0].timeout(),
+            std::time::Duration::from_secs(10)
+        );
+        let id = |kind, receiver: &str| super::IntegrationId {
+            receiver: receiver.into(),
+            kind,
+            index: 0,
+        };
+        assert_eq!(
+            c.receiver_secrets.smtp_passwords[&id(super::IntegrationKind::Email, "team")].expose(),
+            "hunter2"
+        );
+        assert_eq!(
+            c.receiver_secrets.hmac_secrets[&id(super::IntegrationKind::Webhook, "team")].expose(),
+            "k"
+        );
+        assert!(c.config.reports[0].cron_schedule().is_some());
+    }
+
+    #[test]
+    fn errors_are_located() {
+        let text = "receivers:
+  - name: team
+    email_configs:
+      - to: 'not an address'
+        from: r@example.com
+        smarthost: smtp.example.com
+        auth_username: r
+        text: '{{ range .Alerts }}'
+    webhook_configs:
+      - url: ftp://x/
+        hmac_secret_file: missing-secret
+  - name: team
+reports:
+  - name: r
+    schedule: 'every day'
+    email_configs: []
+";
+        let err = load_str(Path::new("/tmp/rg-x/c.yaml"), text, |_| None).unwrap_err();
+        let s = err.to_string();
+        for needle in [
+            "c.yaml:4:13: invalid email address \"not an address\"",
+            "c.yaml:6:20: smarthost \"smtp.example.com\" must be host:port",
+            "c.yaml:7:24: auth_username needs auth_password_file",
+            "c.yaml:8:15: invalid template",
+            "c.yaml:10:14: invalid webhook url",
+            "c.yaml:11:27: cannot read secret file /tmp/rg-x/missing-secret",
+            "c.yaml:12:11: duplicate receiver name \"team\"",
+            "c.yaml:15:15: invalid cron schedule \"every day\"",
+            "c.yaml:16:20: a report needs at least one email_configs entry",
+        ] {
+            assert!(s.contains(needle), "missing {needle:?} in:\n{s}");
+        }
+    }
+}
