@@ -26,7 +26,7 @@ use crate::notify::evidence::EvidenceSource;
 use crate::notify::metrics::NotifyMetrics;
 use crate::notify::payload::{Payload, RenderedReport, StoredNotification, WebhookMessage};
 use crate::notify::{email, webhook, DeliveryError};
-use crate::store::outbox::{NewOutboxRow, NotificationLogEntry, OutboxRow};
+use crate::store::outbox::{NewOutboxRow, OutboxRow};
 use crate::store::{Store, StoreError};
 
 /// Retry policy of the outbox.
@@ -307,8 +307,8 @@ impl Outbox {
     }
 
     /// Writes a notification for every email and webhook integration of its
-    /// receiver (honouring `send_resolved`), records it in the notification
-    /// log, and wakes the workers. Returns the number of rows written.
+    /// receiver (honouring `send_resolved`) and wakes the workers. Returns the
+    /// number of rows written (0 when the same notification was written before).
     pub async fn enqueue(&self, n: &Notification) -> Result<usize, OutboxError> {
         let cfg = self.config();
         let receiver = cfg
@@ -353,14 +353,7 @@ impl Outbox {
             });
             ids.push(id);
         }
-        let log = NotificationLogEntry {
-            receiver: n.receiver.clone(),
-            group_key: n.group_key.clone(),
-            firing: stored.firing().map(|a| a.fingerprint_hex()).collect(),
-            resolved: stored.resolved().map(|a| a.fingerprint_hex()).collect(),
-            at_ms: n.created_at_ms,
-        };
-        let written = self.inner.store.outbox_enqueue(rows, Some(log)).await?;
+        let written = self.inner.store.outbox_enqueue(rows).await?;
         for id in ids {
             self.wake(id);
         }
@@ -406,7 +399,7 @@ impl Outbox {
                 index,
             });
         }
-        let written = self.inner.store.outbox_enqueue(rows, None).await?;
+        let written = self.inner.store.outbox_enqueue(rows).await?;
         for id in ids {
             self.wake(id);
         }

@@ -102,13 +102,15 @@ impl Report {
     }
 }
 
+/// A rule name and a series' labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
 /// Builds the summary of `[from_ms, to_ms)`.
 pub fn build(input: &ReportInput) -> Report {
     let (from, to) = (input.from_ms, input.to_ms.max(input.from_ms));
     let mut rules: BTreeMap<String, RuleSummary> = BTreeMap::new();
     // Per series: its changes in time order.
-    let mut series: BTreeMap<(String, Vec<(String, String)>), Vec<&AlertStateChange>> =
-        BTreeMap::new();
+    let mut series: BTreeMap<SeriesKey, Vec<&AlertStateChange>> = BTreeMap::new();
     for c in &input.alert_changes {
         let key = (
             c.rule.clone(),

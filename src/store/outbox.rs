@@ -1,6 +1,6 @@
-//! The notification outbox (one row per notification and integration, written
-//! before anything is sent) and the notification log (what was last notified
-//! per receiver and group key, Alertmanager's nflog).
+//! The notification outbox: one row per notification and integration, written
+//! before anything is sent. (The notification log, Alertmanager's nflog, is
+//! dispatch's: `store/silences.rs`.)
 
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
@@ -27,14 +27,6 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_pending ON outbox (state, receiver, integration, integration_index, id);
 CREATE INDEX outbox_finished ON outbox (finished_at_ms);
-CREATE TABLE notification_log (
-    receiver TEXT NOT NULL,
-    group_key TEXT NOT NULL,
-    firing TEXT NOT NULL,
-    resolved TEXT NOT NULL,
-    at_ms INTEGER NOT NULL,
-    PRIMARY KEY (receiver, group_key)
-);
 ";
 
 pub const STATE_PENDING: &str = "pending";
@@ -71,16 +63,6 @@ pub struct OutboxRow {
     pub finished_at_ms: Option<TimestampMs>,
 }
 
-/// What was last notified for a receiver and group (fingerprints as 16 hex digits).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct NotificationLogEntry {
-    pub receiver: String,
-    pub group_key: String,
-    pub firing: Vec<String>,
-    pub resolved: Vec<String>,
-    pub at_ms: TimestampMs,
-}
-
 /// Deliveries of one integration kind of one receiver within a period.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct OutboxStats {
@@ -112,13 +94,9 @@ fn row_to_outbox(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
 }
 
 impl Store {
-    /// Writes the rows (skipping ones already written) and the notification-log
-    /// entry in one transaction. Returns how many rows were new.
-    pub async fn outbox_enqueue(
-        &self,
-        rows: Vec<NewOutboxRow>,
-        log: Option<NotificationLogEntry>,
-    ) -> Result<usize, StoreError> {
+    /// Writes the rows (skipping ones already written) in one transaction.
+    /// Returns how many rows were new.
+    pub async fn outbox_enqueue(&self, rows: Vec<NewOutboxRow>) -> Result<usize, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let mut inserted = 0;
@@ -138,19 +116,6 @@ impl Store {
                         r.created_at_ms
                     ])?;
                 }
-            }
-            if let Some(l) = log {
-                tx.execute(
-                    "INSERT INTO notification_log (receiver, group_key, firing, resolved, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT (receiver, group_key) DO UPDATE SET firing = ?3, resolved = ?4, at_ms = ?5",
-                    params![
-                        l.receiver,
-                        l.group_key,
-                        serde_json::to_string(&l.firing).unwrap_or_default(),
-                        serde_json::to_string(&l.resolved).unwrap_or_default(),
-                        l.at_ms
-                    ],
-                )?;
             }
             tx.commit()?;
             Ok(inserted)
@@ -308,34 +273,6 @@ impl Store {
         })
         .await
     }
-
-    /// The notification log entry of a receiver and group (what was last queued for it).
-    pub async fn notification_log(
-        &self,
-        receiver: &str,
-        group_key: &str,
-    ) -> Result<Option<NotificationLogEntry>, StoreError> {
-        let (receiver, group_key) = (receiver.to_string(), group_key.to_string());
-        self.call(move |c| {
-            c.query_row(
-                "SELECT receiver, group_key, firing, resolved, at_ms FROM notification_log WHERE receiver = ?1 AND group_key = ?2",
-                params![receiver, group_key],
-                |r| {
-                    let firing: String = r.get(2)?;
-                    let resolved: String = r.get(3)?;
-                    Ok(NotificationLogEntry {
-                        receiver: r.get(0)?,
-                        group_key: r.get(1)?,
-                        firing: serde_json::from_str(&firing).unwrap_or_default(),
-                        resolved: serde_json::from_str(&resolved).unwrap_or_default(),
-                        at_ms: r.get(4)?,
-                    })
-                },
-            )
-            .optional()
-        })
-        .await
-    }
 }
 
 #[cfg(test)]
@@ -357,25 +294,14 @@ mod tests {
     #[tokio::test]
     async fn enqueue_is_idempotent_and_rows_move_through_states() {
         let s = Store::open_in_memory().unwrap();
-        let log = NotificationLogEntry {
-            receiver: "team".into(),
-            group_key: "{}:{}".into(),
-            firing: vec!["00000000000000aa".into()],
-            resolved: vec![],
-            at_ms: 1000,
-        };
         assert_eq!(
-            s.outbox_enqueue(vec![row("n1", 0), row("n1", 1)], Some(log.clone()))
+            s.outbox_enqueue(vec![row("n1", 0), row("n1", 1)])
                 .await
                 .unwrap(),
             2
         );
-        assert_eq!(s.outbox_enqueue(vec![row("n1", 0)], None).await.unwrap(), 0);
+        assert_eq!(s.outbox_enqueue(vec![row("n1", 0)]).await.unwrap(), 0);
         assert_eq!(s.outbox_queue_depth().await.unwrap(), 2);
-        assert_eq!(
-            s.notification_log("team", "{}:{}").await.unwrap(),
-            Some(log)
-        );
         let head = s.outbox_head("team", "email", 0).await.unwrap().unwrap();
         assert_eq!(head.next_attempt_ms, 1000);
         s.outbox_mark_retry(head.id, 1, 5000, "refused".into())

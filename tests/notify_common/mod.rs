@@ -68,11 +68,14 @@ pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Headers and body of a request the receiver got.
+pub type Request = (http::HeaderMap, Vec<u8>);
+
 /// A webhook receiver (axum) that records every request, answering with the
 /// status codes in `answers` in turn (200 once they run out).
 #[derive(Clone, Default)]
 pub struct WebhookReceiver {
-    pub requests: Arc<Mutex<Vec<(http::HeaderMap, Vec<u8>)>>>,
+    pub requests: Arc<Mutex<Vec<Request>>>,
     pub answers: Arc<Mutex<Vec<u16>>>,
 }
 
