@@ -7,6 +7,7 @@
 mod migrations;
 pub mod outbox;
 pub mod probes;
+pub mod silences;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
