@@ -298,9 +298,9 @@ impl Outbox {
         let _ = self.inner.shutdown.send(true);
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        let grace = self.inner.options.shutdown_grace;
+        let deadline = tokio::time::Instant::now() + self.inner.options.shutdown_grace;
         for mut t in tasks {
-            if tokio::time::timeout(grace, &mut t).await.is_err() {
+            if tokio::time::timeout_at(deadline, &mut t).await.is_err() {
                 t.abort();
             }
         }

@@ -11,7 +11,11 @@ use super::StoreError;
 /// (version, name, SQL)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "probe state transitions", super::probes::MIGRATION),
-    (4, "silences and the notification log", super::silences::MIGRATION),
+    (
+        4,
+        "silences and the notification log",
+        super::silences::MIGRATION,
+    ),
     (5, "notification outbox", super::outbox::MIGRATION),
 ];
 
