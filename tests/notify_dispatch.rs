@@ -17,8 +17,11 @@ use rearguard::store::Store;
 
 const T0: i64 = 1_795_392_000_000;
 
+/// (integration, delivery time, `name:status` of each alert)
+type Delivery = (String, i64, Vec<String>);
+
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(String, i64, Vec<String>)>>>);
+struct Capture(Arc<Mutex<Vec<Delivery>>>);
 
 impl Transport for Capture {
     fn deliver<'a>(&'a self, job: &'a DeliveryJob) -> BoxFuture<'a, Result<(), DeliveryError>> {

@@ -239,9 +239,11 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, String> {
                     ('=', _) => (MatchType::Equal, 1),
                     ('!', Some('=')) => (MatchType::NotEqual, 2),
                     ('!', Some('~')) => (MatchType::NotRegex, 2),
-                    _ => return Err(format!(
+                    _ => {
+                        return Err(format!(
                         "unexpected {c:?} at offset {pos}: expected an operator (=, !=, =~, !~)"
-                    )),
+                    ))
+                    }
                 };
                 toks.push((Tok::Op(op), pos));
                 i += len;
