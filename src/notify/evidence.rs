@@ -90,3 +90,100 @@ pub fn gather(source: &dyn EvidenceSource, a: &StoredAlert) -> AlertEvidence {
         probe_status,
     }
 }
+
+/// Evidence that sources push in as they see it (the Cloud Logging source its
+/// newest entries per query, the probe engine each probe's state) and emails
+/// read: a ready-made [`EvidenceSource`] for the daemon to share.
+#[derive(Default)]
+pub struct SharedEvidence {
+    logs: std::sync::RwLock<
+        std::collections::HashMap<String, std::collections::VecDeque<LogEvidence>>,
+    >,
+    probes: std::sync::RwLock<std::collections::HashMap<String, ProbeEvidence>>,
+}
+
+/// How many entries per query [`SharedEvidence`] keeps.
+pub const KEEP_LOG_ENTRIES: usize = 20;
+
+impl SharedEvidence {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds entries (oldest first) of a query, keeping the newest [`KEEP_LOG_ENTRIES`].
+    pub fn push_log_entries(&self, query: &str, entries: impl IntoIterator<Item = LogEvidence>) {
+        let mut logs = self.logs.write().unwrap_or_else(|p| p.into_inner());
+        let q = logs.entry(query.to_string()).or_default();
+        for e in entries {
+            q.push_back(e);
+            while q.len() > KEEP_LOG_ENTRIES {
+                q.pop_front();
+            }
+        }
+    }
+
+    pub fn set_probe_status(&self, probe: &str, status: ProbeEvidence) {
+        self.probes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(probe.to_string(), status);
+    }
+}
+
+impl EvidenceSource for SharedEvidence {
+    fn log_entries(&self, query: &str, limit: usize) -> Vec<LogEvidence> {
+        let logs = self.logs.read().unwrap_or_else(|p| p.into_inner());
+        logs.get(query)
+            .map(|q| {
+                q.iter()
+                    .skip(q.len().saturating_sub(limit))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    fn probe_status(&self, probe: &str) -> Option<ProbeEvidence> {
+        self.probes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(probe)
+            .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_evidence_keeps_the_newest() {
+        let ev = SharedEvidence::new();
+        ev.push_log_entries(
+            "q",
+            (0..30).map(|i| LogEvidence {
+                timestamp_ms: i,
+                severity: "ERROR".into(),
+                message: format!("m{i}"),
+            }),
+        );
+        let got = ev.log_entries("q", 3);
+        assert_eq!(
+            got.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>(),
+            [27, 28, 29]
+        );
+        assert!(ev.log_entries("other", 3).is_empty());
+        ev.set_probe_status(
+            "p",
+            ProbeEvidence {
+                up: false,
+                reason: Some("timeout".into()),
+                status_code: None,
+                since_ms: Some(5),
+            },
+        );
+        assert_eq!(
+            ev.probe_status("p").unwrap().reason.as_deref(),
+            Some("timeout")
+        );
+    }
+}

@@ -34,7 +34,7 @@ pub mod report;
 pub mod template;
 pub mod webhook;
 
-pub use evidence::{EvidenceSource, LogEvidence, NoEvidence, ProbeEvidence};
+pub use evidence::{EvidenceSource, LogEvidence, NoEvidence, ProbeEvidence, SharedEvidence};
 pub use outbox::{NotifierConfig, Outbox, OutboxError, OutboxOptions, OutboxStartError};
 
 /// A failed delivery: permanent ones are dead-lettered at once, others retried.
