@@ -103,6 +103,8 @@ pub struct LoadedConfig {
     pub admin_token: Option<Secret>,
     /// Files named by `rule_files`, resolved and expanded (for `check` and the rules engine).
     pub rule_file_paths: Vec<PathBuf>,
+    /// Secrets and TLS files of `receivers:` and `reports:` (read at load).
+    pub receiver_secrets: receivers::ReceiverSecrets,
 }
 
 impl LoadedConfig {
@@ -239,6 +241,7 @@ pub fn load_str(
         .token_file
         .as_ref()
         .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
+    let receiver_secrets = receivers::validate(&config.receivers, &config.reports, &mut v);
     let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
     for e in crate::rules::check_files(&rule_file_paths) {
         v.push(e);
@@ -264,6 +267,7 @@ pub fn load_str(
         base_dir,
         admin_token,
         rule_file_paths,
+        receiver_secrets,
     })
 }
 

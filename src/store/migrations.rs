@@ -16,6 +16,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "alert states of alerting rules", super::alerts::MIGRATION),
     (3, "google sources state and cloud run views", super::gcp::MIGRATION),
     (4, "silences and the notification log", super::silences::MIGRATION),
+    (5, "notification outbox", super::outbox::MIGRATION),
+];
 ];
 =======
     (4, "silences and the notification log", super::silences::MIGRATION),

@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod gcp;
 mod migrations;
+pub mod outbox;
 pub mod probes;
 pub mod silences;
 
