@@ -207,8 +207,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// Every exported sample of `metric` for `probe`, as `name{labels} value` lines
-/// without the probe's constant labels, from the Prometheus text output.
+/// The registry in Prometheus text format, as `/metrics` serves it.
 fn exported(registry: &prometheus::Registry) -> String {
     let mut buf = Vec::new();
     prometheus::Encoder::encode(

@@ -94,6 +94,8 @@ pub struct CompiledProbe {
     pub body_regex: Option<regex::Regex>,
     /// `probe`, `instance` and the configured labels (no metric name).
     pub labels: Labels,
+    /// The label sets of this probe's series, built once.
+    pub series: super::export::SeriesLabels,
     pub https: bool,
 }
 
@@ -124,11 +126,13 @@ impl CompiledProbe {
             .url
             .get(..8)
             .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let labels = b.build();
         Ok(Self {
             method,
             headers,
             body_regex,
-            labels: b.build(),
+            series: super::export::SeriesLabels::new(&labels),
+            labels,
             https,
             config,
         })

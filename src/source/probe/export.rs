@@ -6,7 +6,7 @@ use std::sync::Arc;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::check::{CompiledProbe, ProbeResult};
+use super::check::{CompiledProbe, FailureReason, ProbeResult};
 use super::Shared;
 use crate::labels::{Labels, Sample, METRIC_NAME};
 
@@ -44,27 +44,96 @@ const FAMILIES: [(&str, &str); 6] = [
     ),
 ];
 
-/// The values one result yields: (metric name, extra label, value).
-fn values(r: &ProbeResult) -> Vec<(&'static str, Option<(&'static str, &'static str)>, f64)> {
+/// One of the series a probe exports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Series {
+    Success,
+    Duration,
+    StatusCode,
+    ContentLength,
+    CertExpiry,
+    Failure(FailureReason),
+}
+
+impl Series {
+    fn family(self) -> usize {
+        match self {
+            Series::Success => 0,
+            Series::Duration => 1,
+            Series::StatusCode => 2,
+            Series::ContentLength => 3,
+            Series::CertExpiry => 4,
+            Series::Failure(_) => 5,
+        }
+    }
+
+    pub fn metric_name(self) -> &'static str {
+        FAMILIES[self.family()].0
+    }
+
+    /// The label a series adds to the probe's labels.
+    fn extra_label(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Series::Failure(reason) => Some(("reason", reason.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The full label set (metric name included) of this series for a probe.
+    pub fn labels(self, probe_labels: &Labels) -> Labels {
+        let mut b = probe_labels.builder().set(METRIC_NAME, self.metric_name());
+        if let Some((k, v)) = self.extra_label() {
+            b.insert(k, v);
+        }
+        b.build()
+    }
+}
+
+/// The label sets of every series of one probe, built once per probe.
+#[derive(Debug)]
+pub struct SeriesLabels {
+    fixed: [Labels; 5],
+    failure: [Labels; 6],
+}
+
+impl SeriesLabels {
+    pub fn new(probe_labels: &Labels) -> Self {
+        Self {
+            fixed: [
+                Series::Success,
+                Series::Duration,
+                Series::StatusCode,
+                Series::ContentLength,
+                Series::CertExpiry,
+            ]
+            .map(|s| s.labels(probe_labels)),
+            failure: FailureReason::ALL.map(|r| Series::Failure(r).labels(probe_labels)),
+        }
+    }
+
+    fn get(&self, s: Series) -> &Labels {
+        match s {
+            Series::Failure(r) => {
+                &self.failure[FailureReason::ALL.iter().position(|x| *x == r).unwrap_or(0)]
+            }
+            other => &self.fixed[other.family()],
+        }
+    }
+}
+
+/// The values one result yields.
+fn values(r: &ProbeResult) -> Vec<(Series, f64)> {
     let mut v = vec![
-        (PROBE_SUCCESS, None, if r.success { 1.0 } else { 0.0 }),
-        (PROBE_DURATION, None, r.duration.as_secs_f64()),
-        (
-            PROBE_STATUS_CODE,
-            None,
-            f64::from(r.status_code.unwrap_or(0)),
-        ),
-        (
-            PROBE_CONTENT_LENGTH,
-            None,
-            r.content_length.unwrap_or(0) as f64,
-        ),
+        (Series::Success, if r.success { 1.0 } else { 0.0 }),
+        (Series::Duration, r.duration.as_secs_f64()),
+        (Series::StatusCode, f64::from(r.status_code.unwrap_or(0))),
+        (Series::ContentLength, r.content_length.unwrap_or(0) as f64),
     ];
     if let Some(t) = r.cert_not_after {
-        v.push((PROBE_CERT_EXPIRY, None, t as f64));
+        v.push((Series::CertExpiry, t as f64));
     }
     if let Some(reason) = r.reason {
-        v.push((PROBE_FAILURE_INFO, Some(("reason", reason.as_str())), 1.0));
+        v.push((Series::Failure(reason), 1.0));
     }
     v
 }
@@ -73,16 +142,10 @@ fn values(r: &ProbeResult) -> Vec<(&'static str, Option<(&'static str, &'static 
 pub fn samples(probe: &CompiledProbe, r: &ProbeResult) -> Vec<Sample> {
     values(r)
         .into_iter()
-        .map(|(name, extra, value)| {
-            let mut b = probe.labels.builder().set(METRIC_NAME, name);
-            if let Some((k, v)) = extra {
-                b.insert(k, v);
-            }
-            Sample {
-                labels: b.build(),
-                timestamp_ms: r.at_ms,
-                value,
-            }
+        .map(|(series, value)| Sample {
+            labels: probe.series.get(series).clone(),
+            timestamp_ms: r.at_ms,
+            value,
         })
         .collect()
 }
@@ -119,14 +182,13 @@ impl Collector for ProbeCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut metrics: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         self.shared.for_each_result(|probe, result| {
-            for (name, extra, value) in values(result) {
-                let idx = FAMILIES.iter().position(|(n, _)| *n == name).unwrap_or(0);
+            for (series, value) in values(result) {
                 let mut pairs: Vec<LabelPair> = probe
                     .labels
                     .iter()
                     .map(|l| pair(&l.name, &l.value))
                     .collect();
-                if let Some((k, v)) = extra {
+                if let Some((k, v)) = series.extra_label() {
                     pairs.push(pair(k, v));
                     pairs.sort_by(|a, b| a.name().cmp(b.name()));
                 }
@@ -134,7 +196,7 @@ impl Collector for ProbeCollector {
                 g.set_value(value);
                 let mut m = Metric::from_label(pairs);
                 m.set_gauge(g);
-                metrics[idx].push(m);
+                metrics[series.family()].push(m);
             }
         });
         FAMILIES
