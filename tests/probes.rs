@@ -842,3 +842,31 @@ async fn no_probes_means_ready() {
     assert!(h.manager.first_round_done());
     assert!(h.manager.statuses().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn first_runs_are_spread_by_jitter() {
+    let h = harness_with(
+        Clock::starting_at(1_000_000),
+        Store::open_in_memory().unwrap(),
+    );
+    let yaml: String = (0..1000)
+        .map(|i| format!("  - name: p{i}\n    url: http://127.0.0.1:9/{i}\n    interval: 10s\n"))
+        .collect();
+    // No task has been polled yet (nothing awaited): only the schedule exists.
+    h.manager.apply(&probes(&yaml));
+    let due: Vec<TimestampMs> = h.manager.statuses().iter().map(|s| s.next_run_ms).collect();
+    assert_eq!(due.len(), 1000);
+    assert!(
+        due.iter().all(|d| (1_000_000..=1_001_000).contains(d)),
+        "within 10% of the interval"
+    );
+    let mut distinct = due.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert!(
+        distinct.len() > 500,
+        "only {} distinct start times",
+        distinct.len()
+    );
+    h.manager.shutdown().await;
+}

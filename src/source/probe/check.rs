@@ -89,6 +89,7 @@ fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::
 #[derive(Debug)]
 pub struct CompiledProbe {
     pub config: ProbeConfig,
+    pub url: reqwest::Url,
     pub method: Method,
     pub headers: HeaderMap,
     pub body_regex: Option<regex::Regex>,
@@ -103,6 +104,8 @@ impl CompiledProbe {
     /// Compiles a config. The config was validated at load, so errors here are
     /// unexpected; they are reported rather than panicking.
     pub fn new(config: ProbeConfig) -> Result<Self, String> {
+        let url = reqwest::Url::parse(&config.url)
+            .map_err(|e| format!("invalid url {:?}: {e}", config.url))?;
         let method = Method::from_bytes(config.method.as_bytes())
             .map_err(|_| format!("invalid HTTP method {:?}", config.method))?;
         let mut headers = HeaderMap::new();
@@ -122,12 +125,10 @@ impl CompiledProbe {
         let mut b = Labels::from_map(&config.labels).builder();
         b.insert("probe", &config.name);
         b.insert("instance", &config.url);
-        let https = config
-            .url
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let https = url.scheme() == "https";
         let labels = b.build();
         Ok(Self {
+            url,
             method,
             headers,
             body_regex,
@@ -194,7 +195,7 @@ async fn request(
     out: &mut ProbeResult,
 ) -> Result<Vec<u8>, Failure> {
     let mut req = client
-        .request(probe.method.clone(), &probe.config.url)
+        .request(probe.method.clone(), probe.url.clone())
         .headers(probe.headers.clone());
     if let Some(body) = &probe.config.body {
         req = req.body(body.clone());
