@@ -13,8 +13,13 @@ LISTEN=${LISTEN:-127.0.0.1:19464}
 
 cd "$(dirname "$0")/.."
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-echo "building (release)..." >&2
-cargo build --release --quiet --bin rearguard --example bench_target
+PROFILE=${PROFILE:-release} # PROFILE=debug checks the script quickly; the figures need release
+echo "building ($PROFILE)..." >&2
+if [ "$PROFILE" = release ]; then
+    cargo build --release --quiet --bin rearguard --example bench_target
+else
+    cargo build --quiet --bin rearguard --example bench_target
+fi
 
 # 1,000 keep-alive connections need more than the usual 1,024 descriptors.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
@@ -30,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$TARGET_DIR"/release/examples/bench_target "$PROBES" "$WORK/ports" &
+"$TARGET_DIR/$PROFILE"/examples/bench_target "$PROBES" "$WORK/ports" &
 TARGET_PID=$!
 for _ in $(seq 100); do [ -f "$WORK/ports" ] && break; sleep 0.1; done
 [ -f "$WORK/ports" ] || { echo "bench_target did not start" >&2; exit 1; }
@@ -50,7 +55,7 @@ for _ in $(seq 100); do [ -f "$WORK/ports" ] && break; sleep 0.1; done
     done <"$WORK/ports"
 } >"$WORK/rearguard.yaml"
 
-"$TARGET_DIR"/release/rearguard run --config "$WORK/rearguard.yaml" 2>"$WORK/rearguard.log" &
+"$TARGET_DIR/$PROFILE"/rearguard run --config "$WORK/rearguard.yaml" 2>"$WORK/rearguard.log" &
 REARGUARD_PID=$!
 
 # Ready = every probe has run once.
@@ -87,7 +92,7 @@ BEGIN {
     secs = t1 - t0; runs = r1 - r0; cpu = (c1 - c0) / hz
     printf "probes configured:        %d (1 s interval), measured over %.1f s\n", n, secs
     printf "probes per second:        %.1f (%d runs, %d failed)\n", runs / secs, runs, f1 - f0
-    printf "CPU seconds per 1,000:    %.3f\n", runs > 0 ? cpu / runs * 1000 : 0
+    printf "CPU seconds per 1,000:    %.3f\n", (runs > 0 ? cpu / runs * 1000 : 0)
     printf "share of one core:        %.1f%%\n", cpu / secs * 100
     printf "peak RSS:                 %.1f MiB (now %.1f MiB)\n", hwm / 1024, rss / 1024
 }'
