@@ -27,6 +27,18 @@ pub struct ProbeConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub expect: ProbeExpect,
+    #[serde(default)]
+    pub tls: ProbeTls,
+}
+
+/// How a probe's TLS connection is verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTls {
+    /// Accept any certificate (self-signed, wrong host, expired). The
+    /// certificate's expiry is still read, so `cert_min_days` still applies.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
