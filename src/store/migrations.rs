@@ -9,7 +9,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, name, SQL)
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "probe state transitions", super::probes::MIGRATION)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "probe state transitions", super::probes::MIGRATION),
+    (6, "action intents, audit, holds, quarantine", super::actions::MIGRATION),
+];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {
     conn.execute_batch(

@@ -4,6 +4,7 @@
 //! here and exposes typed async methods; every call runs on tokio's blocking
 //! pool, never on the async runtime.
 
+pub mod actions;
 mod migrations;
 pub mod probes;
 
@@ -12,6 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+pub use actions::{AuditEntry, Hold, Intent, IntentState, Quarantined};
 pub use probes::ProbeTransition;
 
 #[derive(Debug, thiserror::Error)]
