@@ -28,7 +28,10 @@ pub fn alert_env(alert: Option<&Alert>, service: Option<&str>) -> Vec<(String, S
     if let Some(a) = alert {
         env.push(("REARGUARD_ALERTNAME".into(), a.name().to_string()));
         env.push(("REARGUARD_VALUE".into(), a.value.to_string()));
-        env.push(("REARGUARD_LABELS_JSON".into(), serde_json::to_string(&a.labels.to_map()).unwrap_or_default()));
+        env.push((
+            "REARGUARD_LABELS_JSON".into(),
+            serde_json::to_string(&a.labels.to_map()).unwrap_or_default(),
+        ));
     }
     let svc = service
         .map(str::to_string)
@@ -98,7 +101,12 @@ pub async fn run(argv: &[String], env: &[(String, String)], timeout: Duration) -
         timed_out,
         stdout,
         stderr,
-        error: timed_out.then(|| format!("timed out after {}", crate::config::duration::format_duration(timeout))),
+        error: timed_out.then(|| {
+            format!(
+                "timed out after {}",
+                crate::config::duration::format_duration(timeout)
+            )
+        }),
     }
 }
 
@@ -114,7 +122,11 @@ mod tests {
     async fn captures_output_env_and_exit_code() {
         let env = vec![("REARGUARD_ALERTNAME".to_string(), "HighErrors".to_string())];
         let out = run(
-            &argv(&["sh", "-c", "echo $REARGUARD_ALERTNAME; echo oops >&2; exit 3"]),
+            &argv(&[
+                "sh",
+                "-c",
+                "echo $REARGUARD_ALERTNAME; echo oops >&2; exit 3",
+            ]),
             &env,
             Duration::from_secs(10),
         )

@@ -88,7 +88,11 @@ impl EventEmitter {
     }
 
     pub fn to_alert(&self, e: &Event, now_ms: TimestampMs) -> Alert {
-        let trigger_name = e.trigger.as_ref().map(|a| a.name().to_string()).unwrap_or_else(|| "manual".into());
+        let trigger_name = e
+            .trigger
+            .as_ref()
+            .map(|a| a.name().to_string())
+            .unwrap_or_else(|| "manual".into());
         let labels = Labels::from_pairs([
             (ALERTNAME, EVENT_ALERTNAME.to_string()),
             ("target", e.target.clone()),
@@ -139,6 +143,9 @@ impl RecordingSink {
 
 impl AlertSink for RecordingSink {
     fn send_alerts(&self, alerts: Vec<Alert>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(alerts);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(alerts);
     }
 }

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::cloud_run::{CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch, ServiceState, TrafficTarget};
+use super::cloud_run::{
+    CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch, ServiceState,
+    TrafficTarget,
+};
 use crate::clock::{Clock, TimestampMs};
 use crate::dispatch::notification::BoxFuture;
 
@@ -186,10 +189,14 @@ impl FakeCloudRun {
             .map(|(k, _)| k.clone())
             .collect();
         for name in due {
-            let Some(op) = inner.ops.get_mut(&name) else { continue };
+            let Some(op) = inner.ops.get_mut(&name) else {
+                continue;
+            };
             op.applied = true;
             let (service, new_rev) = (op.service.clone(), op.new_revision.clone());
-            let Some(s) = inner.services.get_mut(&service) else { continue };
+            let Some(s) = inner.services.get_mut(&service) else {
+                continue;
+            };
             s.state.observed_generation = s.state.generation;
             let mut failed = false;
             if let Some(rev) = new_rev {
@@ -225,7 +232,10 @@ impl FakeCloudRun {
 }
 
 impl CloudRunApi for FakeCloudRun {
-    fn get_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, CloudRunError>> {
+    fn get_service<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<ServiceState, CloudRunError>> {
         Box::pin(async move {
             let mut inner = self.lock();
             inner.calls.push(FakeCall::GetService(service.to_string()));
@@ -238,10 +248,15 @@ impl CloudRunApi for FakeCloudRun {
         })
     }
 
-    fn list_revisions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>> {
+    fn list_revisions<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            inner.calls.push(FakeCall::ListRevisions(service.to_string()));
+            inner
+                .calls
+                .push(FakeCall::ListRevisions(service.to_string()));
             self.settle(&mut inner);
             inner
                 .services
@@ -286,7 +301,11 @@ impl CloudRunApi for FakeCloudRun {
             let mut new_revision = None;
             if let Some(env) = &patch.env {
                 s.state.env.extend(env.clone());
-                let rev = format!("{}-{:05}", super::cloud_run::short_name(service), s.revisions.len() + 1);
+                let rev = format!(
+                    "{}-{:05}",
+                    super::cloud_run::short_name(service),
+                    s.revisions.len() + 1
+                );
                 s.revisions.push(RevisionState {
                     name: rev.clone(),
                     create_time_ms: now,
@@ -317,10 +336,15 @@ impl CloudRunApi for FakeCloudRun {
         })
     }
 
-    fn get_operation<'a>(&'a self, operation: &'a str) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
+    fn get_operation<'a>(
+        &'a self,
+        operation: &'a str,
+    ) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            inner.calls.push(FakeCall::GetOperation(operation.to_string()));
+            inner
+                .calls
+                .push(FakeCall::GetOperation(operation.to_string()));
             self.settle(&mut inner);
             let op = inner
                 .ops

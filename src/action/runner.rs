@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::task::AbortHandle;
 
-use super::cloud_run::{short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget};
+use super::cloud_run::{
+    short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget,
+};
 use super::command;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
@@ -254,7 +256,15 @@ impl View {
                 .receivers
                 .iter()
                 .filter(|r| !r.rollback_configs.is_empty())
-                .map(|r| (r.name.clone(), r.rollback_configs.iter().map(|c| c.action.clone()).collect()))
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.rollback_configs
+                            .iter()
+                            .map(|c| c.action.clone())
+                            .collect(),
+                    )
+                })
                 .collect(),
         }
     }
@@ -320,7 +330,8 @@ fn alert_json(a: &Alert) -> serde_json::Value {
 fn alert_from_json(v: &serde_json::Value) -> Option<Alert> {
     let labels: BTreeMap<String, String> = serde_json::from_value(v.get("labels")?.clone()).ok()?;
     let annotations: BTreeMap<String, String> =
-        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({}))).unwrap_or_default();
+        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({})))
+            .unwrap_or_default();
     Some(Alert {
         labels: Labels::from_map(&labels),
         annotations,
@@ -369,11 +380,16 @@ impl ActionRunner {
     /// Takes a reloaded config's actions and receivers. Runs in flight finish
     /// with the config they started with.
     pub fn apply(&self, config: &Config) {
-        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View::from_config(config));
+        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(View::from_config(config));
     }
 
     fn view(&self) -> Arc<View> {
-        self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn deps(&self) -> &ActionDeps {
@@ -399,7 +415,10 @@ impl ActionRunner {
         let matches: Vec<&String> = view
             .actions
             .iter()
-            .filter(|(_, a)| a.service().is_some_and(|s| s == name || short_name(&s) == name))
+            .filter(|(_, a)| {
+                a.service()
+                    .is_some_and(|s| s == name || short_name(&s) == name)
+            })
             .map(|(k, _)| k)
             .collect();
         (matches.len() == 1).then(|| matches[0].clone())
@@ -456,7 +475,8 @@ impl ActionRunner {
     /// unfinished in the store and are reconciled at the next start.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        let tasks: Vec<AbortHandle> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<AbortHandle> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in &tasks {
             t.abort();
         }
@@ -493,7 +513,12 @@ impl ActionRunner {
     }
 
     /// Holds `target` (or every target with `None`).
-    pub async fn hold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<(), StoreError> {
+    pub async fn hold(
+        &self,
+        target: Option<&str>,
+        reason: &str,
+        set_by: &str,
+    ) -> Result<(), StoreError> {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let now = self.now();
         self.deps()
@@ -505,17 +530,24 @@ impl ActionRunner {
                 at_ms: now,
             })
             .await?;
-        self.audit_plain(&target, "hold", reason, json!({"set_by": set_by})).await;
+        self.audit_plain(&target, "hold", reason, json!({"set_by": set_by}))
+            .await;
         self.refresh_held_gauge().await;
         Ok(())
     }
 
     /// Lifts the hold on `target` (or the global one with `None`).
-    pub async fn unhold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<bool, StoreError> {
+    pub async fn unhold(
+        &self,
+        target: Option<&str>,
+        reason: &str,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let removed = self.deps().store.remove_hold(&target).await?;
         if removed {
-            self.audit_plain(&target, "unhold", reason, json!({"set_by": set_by})).await;
+            self.audit_plain(&target, "unhold", reason, json!({"set_by": set_by}))
+                .await;
         }
         self.refresh_held_gauge().await;
         Ok(removed)
@@ -529,13 +561,23 @@ impl ActionRunner {
         let global = file || holds.iter().any(|h| h.target == GLOBAL_HOLD);
         for t in self.targets() {
             let held = global || holds.iter().any(|h| h.target == t);
-            self.inner.metrics.held.with_label_values(&[&t]).set(held as i64);
+            self.inner
+                .metrics
+                .held
+                .with_label_values(&[&t])
+                .set(held as i64);
         }
     }
 
     // ---------------------------------------------------------------- audit and events
 
-    async fn audit_plain(&self, target: &str, decision: &str, reason: &str, evidence: serde_json::Value) {
+    async fn audit_plain(
+        &self,
+        target: &str,
+        decision: &str,
+        reason: &str,
+        evidence: serde_json::Value,
+    ) {
         let entry = AuditEntry {
             id: 0,
             at_ms: self.now(),
@@ -619,7 +661,11 @@ impl ActionRunner {
     async fn alert_evidence(&self, run: &Run) -> serde_json::Value {
         let mut ev = json!({ "trigger": run.trigger.alert.as_ref().map(alert_json), "actor": run.trigger.actor });
         if let Some(a) = &run.trigger.alert {
-            let extra = self.deps().evidence.collect(a, run.service.as_deref()).await;
+            let extra = self
+                .deps()
+                .evidence
+                .collect(a, run.service.as_deref())
+                .await;
             if !extra.is_null() {
                 ev["evidence"] = extra;
             }
@@ -635,7 +681,8 @@ impl ActionRunner {
             .inc();
         let mut ev = self.alert_evidence(run).await;
         ev["detail"] = json!(detail);
-        self.audit(run, "skipped", reason, None, None, None, ev).await;
+        self.audit(run, "skipped", reason, None, None, None, ev)
+            .await;
         tracing::info!(target_name = %run.target, reason, %detail, "action skipped");
         if notify {
             self.event(
@@ -668,7 +715,10 @@ impl ActionRunner {
                 .inc();
             return Outcome::Skipped {
                 reason: reason::UNKNOWN_TARGET.into(),
-                detail: format!("no action named {target:?} (defined: {})", self.targets().join(", ")),
+                detail: format!(
+                    "no action named {target:?} (defined: {})",
+                    self.targets().join(", ")
+                ),
             };
         };
         let mut run = Run {
@@ -718,7 +768,11 @@ impl ActionRunner {
                 .inc();
             if result != "dry_run" {
                 let secs = (self.now() - run.started_ms).max(0) as f64 / 1000.0;
-                self.inner.metrics.duration.with_label_values(&[target]).observe(secs);
+                self.inner
+                    .metrics
+                    .duration
+                    .with_label_values(&[target])
+                    .observe(secs);
             }
         }
         self.refresh_held_gauge().await;
@@ -761,7 +815,10 @@ impl ActionRunner {
     async fn check_guard_rails(&self, run: &Run, now: TimestampMs) -> Option<Outcome> {
         match self.hold_for(&run.target).await {
             Ok(Some(h)) => {
-                let detail = format!("{} is on hold: {} (set by {})", run.target, h.reason, h.set_by);
+                let detail = format!(
+                    "{} is on hold: {} (set by {})",
+                    run.target, h.reason, h.set_by
+                );
                 return Some(self.skip(run, reason::HOLD, detail, false).await);
             }
             Ok(None) => {}
@@ -815,18 +872,32 @@ impl ActionRunner {
                 "budget of {budget} actions per {} used up; it keeps failing after rollbacks: investigate, then `rearguard unhold {}`",
                 run.action.max_per_window.window, run.target
             );
-            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+            if let Err(e) = self
+                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
+                .await
+            {
                 tracing::error!(error = %e, "cannot hold the target");
             }
-            self.audit(run, "escalated", reason::BUDGET, None, None, None, json!({"detail": detail}))
-                .await;
+            self.audit(
+                run,
+                "escalated",
+                reason::BUDGET,
+                None,
+                None,
+                None,
+                json!({"detail": detail}),
+            )
+            .await;
             self.event(
                 run,
                 Phase::Escalated,
                 reason::BUDGET,
                 None,
                 None,
-                format!("{} keeps failing: automatic rollback stopped, a human is needed", run.service_label()),
+                format!(
+                    "{} keeps failing: automatic rollback stopped, a human is needed",
+                    run.service_label()
+                ),
                 format!("{} fired again. {detail}. {hold_reason}.", run.because()),
             );
             return Some(outcome);
@@ -841,15 +912,27 @@ impl ActionRunner {
     }
 
     /// The bake window and another actor's recent rollback.
-    async fn check_deploy(&self, run: &Run, service: &str, svc: &ServiceState, now: TimestampMs) -> Option<Outcome> {
+    async fn check_deploy(
+        &self,
+        run: &Run,
+        service: &str,
+        svc: &ServiceState,
+        now: TimestampMs,
+    ) -> Option<Outcome> {
         let origin = run.origin.clone()?;
         if svc.annotations.get(ANNOTATION_TO) == Some(&origin) {
-            let at: Option<i64> = svc.annotations.get(ANNOTATION_AT).and_then(|v| v.parse().ok());
+            let at: Option<i64> = svc
+                .annotations
+                .get(ANNOTATION_AT)
+                .and_then(|v| v.parse().ok());
             if at.is_some_and(|at| at >= now - run.action.cooldown.as_millis()) {
                 let detail = format!(
                     "{} was already rolled back to {origin} by another actor (from {})",
                     short_name(service),
-                    svc.annotations.get(ANNOTATION_FROM).map(String::as_str).unwrap_or("?")
+                    svc.annotations
+                        .get(ANNOTATION_FROM)
+                        .map(String::as_str)
+                        .unwrap_or("?")
                 );
                 return Some(self.skip(run, reason::OTHER_ACTOR, detail, false).await);
             }
@@ -864,7 +947,10 @@ impl ActionRunner {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("cannot list revisions of {service}: {e}");
-                return Some(self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true).await);
+                return Some(
+                    self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true)
+                        .await,
+                );
             }
         };
         let since = plan::serving_since(&origin, &history, &revisions);
@@ -888,11 +974,18 @@ impl ActionRunner {
                         run.action.bake_window
                     )
                 };
-                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
+                Some(
+                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
+                        .await,
+                )
             }
             None => {
-                let detail = format!("not a deploy regression: cannot tell when {origin} began serving");
-                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
+                let detail =
+                    format!("not a deploy regression: cannot tell when {origin} began serving");
+                Some(
+                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
+                        .await,
+                )
             }
         }
     }
@@ -916,16 +1009,38 @@ impl ActionRunner {
             };
             match step {
                 Step::AlreadyAtTarget(detail) => {
-                    self.audit(run, "skipped", reason::ALREADY_AT_TARGET, None, None, None, json!({"step": i, "detail": detail}))
-                        .await;
+                    self.audit(
+                        run,
+                        "skipped",
+                        reason::ALREADY_AT_TARGET,
+                        None,
+                        None,
+                        None,
+                        json!({"step": i, "detail": detail}),
+                    )
+                    .await;
                     first_skip.get_or_insert((reason::ALREADY_AT_TARGET, detail, false));
                 }
-                Step::Skip { reason, detail, notify } => {
-                    if total == 1 || (i + 1 == total && first_skip.is_none() && last_failure.is_none()) {
+                Step::Skip {
+                    reason,
+                    detail,
+                    notify,
+                } => {
+                    if total == 1
+                        || (i + 1 == total && first_skip.is_none() && last_failure.is_none())
+                    {
                         return self.skip(run, reason, detail, notify).await;
                     }
-                    self.audit(run, "skipped", reason, None, None, None, json!({"step": i, "detail": detail}))
-                        .await;
+                    self.audit(
+                        run,
+                        "skipped",
+                        reason,
+                        None,
+                        None,
+                        None,
+                        json!({"step": i, "detail": detail}),
+                    )
+                    .await;
                     first_skip.get_or_insert((reason, detail, notify));
                 }
                 Step::DryRun(line) => plan_lines.push(format!("{label}: {line}")),
@@ -936,7 +1051,10 @@ impl ActionRunner {
                         reason::OTHER_ACTOR,
                         None,
                         None,
-                        format!("{} was already rolled back by another actor", run.service_label()),
+                        format!(
+                            "{} was already rolled back by another actor",
+                            run.service_label()
+                        ),
                         detail.clone(),
                     );
                     return Outcome::Superseded { detail };
@@ -953,16 +1071,39 @@ impl ActionRunner {
                     );
                     last_failure = Some(format!("{label}: {detail}"));
                 }
-                Step::Done { intent_id, from, to } => match self.verify(run).await {
+                Step::Done {
+                    intent_id,
+                    from,
+                    to,
+                } => match self.verify(run).await {
                     Ok(attempts) => {
                         let detail = format!("verified after {attempts} check(s)");
-                        self.audit(run, "verified", &detail, Some(intent_id), from.as_deref(), to.as_deref(), json!({"step": i}))
-                            .await;
+                        self.audit(
+                            run,
+                            "verified",
+                            &detail,
+                            Some(intent_id),
+                            from.as_deref(),
+                            to.as_deref(),
+                            json!({"step": i}),
+                        )
+                        .await;
                         let summary = match (&from, &to) {
-                            (Some(f), Some(t)) => format!("rolled back {} from {f} to {t} and verified", run.service_label()),
+                            (Some(f), Some(t)) => format!(
+                                "rolled back {} from {f} to {t} and verified",
+                                run.service_label()
+                            ),
                             _ => format!("{label} on {} done and verified", run.service_label()),
                         };
-                        self.event(run, Phase::Verified, "verified", from.as_deref(), to.as_deref(), summary, format!("{} fired; {detail}", run.because()));
+                        self.event(
+                            run,
+                            Phase::Verified,
+                            "verified",
+                            from.as_deref(),
+                            to.as_deref(),
+                            summary,
+                            format!("{} fired; {detail}", run.because()),
+                        );
                         return Outcome::Verified {
                             step: i + 1,
                             from_revision: from,
@@ -970,8 +1111,16 @@ impl ActionRunner {
                         };
                     }
                     Err(detail) => {
-                        self.audit(run, "not_verified", &detail, Some(intent_id), from.as_deref(), to.as_deref(), json!({"step": i}))
-                            .await;
+                        self.audit(
+                            run,
+                            "not_verified",
+                            &detail,
+                            Some(intent_id),
+                            from.as_deref(),
+                            to.as_deref(),
+                            json!({"step": i}),
+                        )
+                        .await;
                         last_failure = Some(format!("{label}: not verified: {detail}"));
                         if i + 1 < total {
                             tracing::warn!(target_name = %run.target, %detail, "step not verified; trying the next step");
@@ -982,7 +1131,16 @@ impl ActionRunner {
         }
         if run.dry_run && !plan_lines.is_empty() {
             let text = plan_lines.join("; ");
-            self.audit(run, "dry_run", &text, None, None, None, self.alert_evidence(run).await).await;
+            self.audit(
+                run,
+                "dry_run",
+                &text,
+                None,
+                None,
+                None,
+                self.alert_evidence(run).await,
+            )
+            .await;
             self.event(
                 run,
                 Phase::DryRun,
@@ -996,8 +1154,12 @@ impl ActionRunner {
         }
         if let Some(failure) = last_failure {
             // Acted (or tried) and it did not help: stop acting here.
-            let hold_reason = format!("rollback did not fix it ({failure}); no further automatic action");
-            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+            let hold_reason =
+                format!("rollback did not fix it ({failure}); no further automatic action");
+            if let Err(e) = self
+                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
+                .await
+            {
                 tracing::error!(error = %e, "cannot hold the target");
             }
             self.inner
@@ -1005,8 +1167,16 @@ impl ActionRunner {
                 .skipped
                 .with_label_values(&[&run.target, reason::VERIFICATION_FAILED])
                 .inc();
-            self.audit(run, "failed", reason::VERIFICATION_FAILED, None, None, None, json!({"detail": failure}))
-                .await;
+            self.audit(
+                run,
+                "failed",
+                reason::VERIFICATION_FAILED,
+                None,
+                None,
+                None,
+                json!({"detail": failure}),
+            )
+            .await;
             self.event(
                 run,
                 Phase::Failed,
@@ -1014,7 +1184,11 @@ impl ActionRunner {
                 None,
                 None,
                 format!("rollback did not fix {}", run.service_label()),
-                format!("{} fired; {failure}. {} is now on hold.", run.because(), run.target),
+                format!(
+                    "{} fired; {failure}. {} is now on hold.",
+                    run.because(),
+                    run.target
+                ),
             );
             let acted = failure.contains("not verified");
             return if acted {
@@ -1025,7 +1199,15 @@ impl ActionRunner {
         }
         match first_skip {
             Some((reason, detail, notify)) => self.skip(run, reason, detail, notify).await,
-            None => self.skip(run, reason::ALREADY_AT_TARGET, "nothing to do".into(), false).await,
+            None => {
+                self.skip(
+                    run,
+                    reason::ALREADY_AT_TARGET,
+                    "nothing to do".into(),
+                    false,
+                )
+                .await
+            }
         }
     }
 
@@ -1055,13 +1237,29 @@ impl ActionRunner {
         }
     }
 
-    async fn set_intent(&self, id: i64, state: IntentState, operation: Option<String>, note: Option<String>) {
-        if let Err(e) = self.deps().store.update_intent(id, state, operation, note, self.now()).await {
+    async fn set_intent(
+        &self,
+        id: i64,
+        state: IntentState,
+        operation: Option<String>,
+        note: Option<String>,
+    ) {
+        if let Err(e) = self
+            .deps()
+            .store
+            .update_intent(id, state, operation, note, self.now())
+            .await
+        {
             tracing::error!(error = %e, intent = id, "cannot update the intent");
         }
     }
 
-    async fn excluded_revisions(&self, service: &str, svc: &ServiceState, run: &Run) -> BTreeSet<String> {
+    async fn excluded_revisions(
+        &self,
+        service: &str,
+        svc: &ServiceState,
+        run: &Run,
+    ) -> BTreeSet<String> {
         let mut excluded: BTreeSet<String> = self
             .deps()
             .store
@@ -1097,7 +1295,11 @@ impl ActionRunner {
             };
         };
         let excluded = self.excluded_revisions(&service, &svc, run).await;
-        let pinned = run.trigger.to_revision.clone().or_else(|| cfg.revision.clone());
+        let pinned = run
+            .trigger
+            .to_revision
+            .clone()
+            .or_else(|| cfg.revision.clone());
         let to = match pinned {
             Some(p) => {
                 let p = short_name(&p).to_string();
@@ -1158,7 +1360,10 @@ impl ActionRunner {
             return Step::AlreadyAtTarget(format!("{} already serves {to}", short_name(&service)));
         }
         if run.dry_run {
-            return Step::DryRun(format!("would send 100% of {} traffic from {current} to {to}", short_name(&service)));
+            return Step::DryRun(format!(
+                "would send 100% of {} traffic from {current} to {to}",
+                short_name(&service)
+            ));
         }
         let mut intent = self.new_intent(
             run,
@@ -1171,45 +1376,85 @@ impl ActionRunner {
         intent.etag = Some(svc.etag.clone());
         let id = match self.deps().store.insert_intent(intent.clone()).await {
             Ok(id) => id,
-            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+            Err(e) => {
+                return Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            }
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
         ev["before"] = traffic_json(&svc);
-        self.audit(run, "started", "rolling back", Some(id), Some(&current), Some(&to), ev)
-            .await;
+        self.audit(
+            run,
+            "started",
+            "rolling back",
+            Some(id),
+            Some(&current),
+            Some(&to),
+            ev,
+        )
+        .await;
         self.event(
             run,
             Phase::Started,
             "rolling_back",
             Some(&current),
             Some(&to),
-            format!("rolling back {} from {current} to {to} because {}", short_name(&service), run.because()),
+            format!(
+                "rolling back {} from {current} to {to} because {}",
+                short_name(&service),
+                run.because()
+            ),
             format!("Sending 100% of traffic to {to}; then verifying."),
         );
-        let result = self.execute_traffic(&intent, run.action.operation_timeout.0).await;
+        let result = self
+            .execute_traffic(&intent, run.action.operation_timeout.0)
+            .await;
         if let Step::Done { .. } = result {
             run.left_behind.insert(current.clone());
             if let Some(o) = &run.origin {
                 run.left_behind.insert(o.clone());
             }
             self.quarantine_after(&service, &run.left_behind, &to).await;
-            let after = api.get_service(&service).await.ok().map(|s| traffic_json(&s));
-            self.audit(run, "done", "traffic moved", Some(id), Some(&current), Some(&to), json!({"after": after}))
-                .await;
+            let after = api
+                .get_service(&service)
+                .await
+                .ok()
+                .map(|s| traffic_json(&s));
+            self.audit(
+                run,
+                "done",
+                "traffic moved",
+                Some(id),
+                Some(&current),
+                Some(&to),
+                json!({"after": after}),
+            )
+            .await;
         } else {
-            self.audit_step_result(run, &result, id, Some(&current), Some(&to)).await;
+            self.audit_step_result(run, &result, id, Some(&current), Some(&to))
+                .await;
         }
         result
     }
 
-    async fn audit_step_result(&self, run: &Run, result: &Step, id: i64, from: Option<&str>, to: Option<&str>) {
+    async fn audit_step_result(
+        &self,
+        run: &Run,
+        result: &Step,
+        id: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) {
         match result {
             Step::Superseded(d) => {
-                self.audit(run, "superseded", d, Some(id), from, to, json!({})).await;
+                self.audit(run, "superseded", d, Some(id), from, to, json!({}))
+                    .await;
             }
             Step::Failed(d) => {
-                self.audit(run, "failed", d, Some(id), from, to, json!({})).await;
+                self.audit(run, "failed", d, Some(id), from, to, json!({}))
+                    .await;
             }
             _ => {}
         }
@@ -1241,8 +1486,13 @@ impl ActionRunner {
     /// the retry path of reconciliation.
     async fn execute_traffic(&self, intent: &Intent, timeout: Duration) -> Step {
         let (Some(service), Some(to)) = (intent.service.clone(), intent.to_revision.clone()) else {
-            self.set_intent(intent.id, IntentState::Failed, None, Some("intent without service or revision".into()))
-                .await;
+            self.set_intent(
+                intent.id,
+                IntentState::Failed,
+                None,
+                Some("intent without service or revision".into()),
+            )
+            .await;
             return Step::Failed("intent without service or revision".into());
         };
         let api = &self.deps().cloud_run;
@@ -1254,18 +1504,27 @@ impl ActionRunner {
         };
         let op = match api.patch_service(&service, patch).await {
             Ok(op) => op,
-            Err(e) => return self.patch_refused(intent, &service, e, |s| s.requests_fully(&to)).await,
+            Err(e) => {
+                return self
+                    .patch_refused(intent, &service, e, |s| s.requests_fully(&to))
+                    .await
+            }
         };
         self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
             .await;
         let deadline = self.now() + timeout.as_millis() as i64;
         if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
-            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone())).await;
+            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                .await;
             return Step::Failed(e);
         }
-        match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
+        match self
+            .wait_service(&service, deadline, |s| s.serves_fully(&to))
+            .await
+        {
             Ok(_) => {
-                self.set_intent(intent.id, IntentState::Done, None, None).await;
+                self.set_intent(intent.id, IntentState::Done, None, None)
+                    .await;
                 Step::Done {
                     intent_id: intent.id,
                     from: intent.from_revision.clone(),
@@ -1274,7 +1533,8 @@ impl ActionRunner {
             }
             Err(e) => {
                 let detail = format!("traffic did not move to {to}: {e}");
-                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone())).await;
+                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+                    .await;
                 Step::Failed(detail)
             }
         }
@@ -1292,23 +1552,46 @@ impl ActionRunner {
         if let CloudRunError::StaleEtag(_) = err {
             if let Ok(now_svc) = self.deps().cloud_run.get_service(service).await {
                 if already(&now_svc) {
-                    let by = now_svc.annotations.get(ANNOTATION_AT).map(|_| "another rearguard").unwrap_or("another actor");
-                    let detail = format!("already rolled back by {by}: {} was changed since it was read", short_name(service));
-                    self.set_intent(intent.id, IntentState::Superseded, None, Some(detail.clone())).await;
+                    let by = now_svc
+                        .annotations
+                        .get(ANNOTATION_AT)
+                        .map(|_| "another rearguard")
+                        .unwrap_or("another actor");
+                    let detail = format!(
+                        "already rolled back by {by}: {} was changed since it was read",
+                        short_name(service)
+                    );
+                    self.set_intent(
+                        intent.id,
+                        IntentState::Superseded,
+                        None,
+                        Some(detail.clone()),
+                    )
+                    .await;
                     return Step::Superseded(detail);
                 }
             }
-            let detail = format!("{} changed while rearguard planned ({err}); not retrying", short_name(service));
-            self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone())).await;
+            let detail = format!(
+                "{} changed while rearguard planned ({err}); not retrying",
+                short_name(service)
+            );
+            self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+                .await;
             return Step::Failed(detail);
         }
         let detail = format!("{} refused the change: {err}", short_name(service));
-        self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone())).await;
+        self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+            .await;
         Step::Failed(detail)
     }
 
     /// Polls an operation with backoff (1s doubling to 10s) until done or the deadline.
-    async fn wait_operation(&self, name: &str, done: bool, deadline: TimestampMs) -> Result<(), String> {
+    async fn wait_operation(
+        &self,
+        name: &str,
+        done: bool,
+        deadline: TimestampMs,
+    ) -> Result<(), String> {
         if done {
             return Ok(());
         }
@@ -1323,8 +1606,12 @@ impl ActionRunner {
                     }
                 }
                 Ok(_) => {}
-                Err(CloudRunError::NotFound(_)) => return Err(format!("operation {name} not found")),
-                Err(e) => tracing::warn!(error = %e, operation = name, "polling the operation failed; retrying"),
+                Err(CloudRunError::NotFound(_)) => {
+                    return Err(format!("operation {name} not found"))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, operation = name, "polling the operation failed; retrying")
+                }
             }
             if self.now() >= deadline {
                 return Err(format!("operation {name} not done in time"));
@@ -1345,7 +1632,9 @@ impl ActionRunner {
             match self.deps().cloud_run.get_service(service).await {
                 Ok(s) if ok(&s) => return Ok(s),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, service, "reading the service failed; retrying"),
+                Err(e) => {
+                    tracing::warn!(error = %e, service, "reading the service failed; retrying")
+                }
             }
             if self.now() >= deadline {
                 return Err("not in effect in time".into());
@@ -1372,7 +1661,10 @@ impl ActionRunner {
         }
         let current = svc.serving_revision();
         if run.dry_run {
-            return Step::DryRun(format!("would set {vars} on {} (a new revision)", short_name(&service)));
+            return Step::DryRun(format!(
+                "would set {vars} on {} (a new revision)",
+                short_name(&service)
+            ));
         }
         let mut intent = self.new_intent(
             run,
@@ -1384,38 +1676,76 @@ impl ActionRunner {
         intent.etag = Some(svc.etag.clone());
         let id = match self.deps().store.insert_intent(intent.clone()).await {
             Ok(id) => id,
-            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+            Err(e) => {
+                return Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            }
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
         ev["before"] = traffic_json(&svc);
         ev["env"] = json!(cfg.env);
-        self.audit(run, "started", &format!("setting {vars}"), Some(id), current.as_deref(), None, ev)
-            .await;
+        self.audit(
+            run,
+            "started",
+            &format!("setting {vars}"),
+            Some(id),
+            current.as_deref(),
+            None,
+            ev,
+        )
+        .await;
         self.event(
             run,
             Phase::Started,
             "setting_env",
             current.as_deref(),
             None,
-            format!("setting {vars} on {} because {}", short_name(&service), run.because()),
+            format!(
+                "setting {vars} on {} because {}",
+                short_name(&service),
+                run.because()
+            ),
             "A new revision with the variables is deployed; then verifying.".into(),
         );
-        let result = self.execute_env(&intent, &cfg.env, run.action.operation_timeout.0).await;
+        let result = self
+            .execute_env(&intent, &cfg.env, run.action.operation_timeout.0)
+            .await;
         if let Step::Done { to, .. } = &result {
             if let Some(c) = &current {
                 run.left_behind.insert(c.clone());
             }
-            let after = self.deps().cloud_run.get_service(&service).await.ok().map(|s| traffic_json(&s));
-            self.audit(run, "done", "env set", Some(id), current.as_deref(), to.as_deref(), json!({"after": after}))
-                .await;
+            let after = self
+                .deps()
+                .cloud_run
+                .get_service(&service)
+                .await
+                .ok()
+                .map(|s| traffic_json(&s));
+            self.audit(
+                run,
+                "done",
+                "env set",
+                Some(id),
+                current.as_deref(),
+                to.as_deref(),
+                json!({"after": after}),
+            )
+            .await;
         } else {
-            self.audit_step_result(run, &result, id, current.as_deref(), None).await;
+            self.audit_step_result(run, &result, id, current.as_deref(), None)
+                .await;
         }
         result
     }
 
-    async fn execute_env(&self, intent: &Intent, env: &BTreeMap<String, String>, timeout: Duration) -> Step {
+    async fn execute_env(
+        &self,
+        intent: &Intent,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Step {
         let Some(service) = intent.service.clone() else {
             return Step::Failed("intent without service".into());
         };
@@ -1428,29 +1758,43 @@ impl ActionRunner {
         };
         let op = match api.patch_service(&service, patch).await {
             Ok(op) => op,
-            Err(e) => return self.patch_refused(intent, &service, e, |s| s.has_env(env)).await,
+            Err(e) => {
+                return self
+                    .patch_refused(intent, &service, e, |s| s.has_env(env))
+                    .await
+            }
         };
         self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
             .await;
         let deadline = self.now() + timeout.as_millis() as i64;
         if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
-            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone())).await;
+            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                .await;
             return Step::Failed(e);
         }
         self.finish_env(intent, &service, env, deadline).await
     }
 
     /// Waits until the new revision is Ready and serves everything.
-    async fn finish_env(&self, intent: &Intent, service: &str, env: &BTreeMap<String, String>, deadline: TimestampMs) -> Step {
+    async fn finish_env(
+        &self,
+        intent: &Intent,
+        service: &str,
+        env: &BTreeMap<String, String>,
+        deadline: TimestampMs,
+    ) -> Step {
         let ready = |s: &ServiceState| {
             s.has_env(env)
                 && s.latest_created_revision.is_some()
                 && s.latest_created_revision == s.latest_ready_revision
-                && s.latest_ready_revision.as_deref().is_some_and(|r| s.serves_fully(r))
+                && s.latest_ready_revision
+                    .as_deref()
+                    .is_some_and(|r| s.serves_fully(r))
         };
         match self.wait_service(service, deadline, ready).await {
             Ok(s) => {
-                self.set_intent(intent.id, IntentState::Done, None, None).await;
+                self.set_intent(intent.id, IntentState::Done, None, None)
+                    .await;
                 Step::Done {
                     intent_id: intent.id,
                     from: intent.from_revision.clone(),
@@ -1459,7 +1803,8 @@ impl ActionRunner {
             }
             Err(e) => {
                 let detail = format!("the new revision did not become Ready and serving: {e}");
-                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone())).await;
+                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+                    .await;
                 Step::Failed(detail)
             }
         }
@@ -1478,10 +1823,22 @@ impl ActionRunner {
         );
         let id = match self.deps().store.insert_intent(intent).await {
             Ok(id) => id,
-            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+            Err(e) => {
+                return Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            }
         };
-        self.audit(run, "started", &format!("running {shown}"), Some(id), None, None, self.alert_evidence(run).await)
-            .await;
+        self.audit(
+            run,
+            "started",
+            &format!("running {shown}"),
+            Some(id),
+            None,
+            None,
+            self.alert_evidence(run).await,
+        )
+        .await;
         self.event(
             run,
             Phase::Started,
@@ -1497,7 +1854,16 @@ impl ActionRunner {
         let evidence = json!({ "command": out });
         if out.success {
             self.set_intent(id, IntentState::Done, None, None).await;
-            self.audit(run, "done", "command exited 0", Some(id), None, None, evidence).await;
+            self.audit(
+                run,
+                "done",
+                "command exited 0",
+                Some(id),
+                None,
+                None,
+                evidence,
+            )
+            .await;
             Step::Done {
                 intent_id: id,
                 from: None,
@@ -1509,8 +1875,10 @@ impl ActionRunner {
                 (None, Some(code)) => format!("{shown} exited {code}"),
                 (None, None) => format!("{shown} was killed by a signal"),
             };
-            self.set_intent(id, IntentState::Failed, None, Some(detail.clone())).await;
-            self.audit(run, "failed", &detail, Some(id), None, None, evidence).await;
+            self.set_intent(id, IntentState::Failed, None, Some(detail.clone()))
+                .await;
+            self.audit(run, "failed", &detail, Some(id), None, None, evidence)
+                .await;
             Step::Failed(detail)
         }
     }
@@ -1585,7 +1953,11 @@ impl ActionRunner {
             trigger,
             run_id: intent.run_id.clone(),
             started_ms: intent.created_at_ms,
-            origin: intent.detail.get("origin").and_then(|o| o.as_str()).map(str::to_string),
+            origin: intent
+                .detail
+                .get("origin")
+                .and_then(|o| o.as_str())
+                .map(str::to_string),
             left_behind: BTreeSet::new(),
         })
     }
@@ -1593,8 +1965,13 @@ impl ActionRunner {
     async fn reconcile_one(&self, intent: Intent) {
         let note_abandon = |why: &str| format!("found unfinished at start; {why}");
         let Some(mut run) = self.run_for_intent(&intent) else {
-            self.set_intent(intent.id, IntentState::Abandoned, None, Some(note_abandon("its action is no longer configured")))
-                .await;
+            self.set_intent(
+                intent.id,
+                IntentState::Abandoned,
+                None,
+                Some(note_abandon("its action is no longer configured")),
+            )
+            .await;
             return;
         };
         let timeout = run.action.operation_timeout.0;
@@ -1603,24 +1980,48 @@ impl ActionRunner {
             .detail
             .get("env")
             .and_then(|e| serde_json::from_value(e.clone()).ok());
-        let (done_check, kind): (Box<dyn Fn(&ServiceState) -> bool + Send + Sync>, &str) = match intent.kind.as_str() {
-            "cloud_run_traffic" => {
-                let to = intent.to_revision.clone().unwrap_or_default();
-                (Box::new(move |s: &ServiceState| s.requests_fully(&to) || s.serves_fully(&to)), "traffic")
-            }
-            "cloud_run_env" => {
-                let env = env.clone().unwrap_or_default();
-                (Box::new(move |s: &ServiceState| s.has_env(&env)), "env")
-            }
-            _ => {
-                let why = note_abandon("a command is never re-run automatically (it may or may not have run)");
-                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone())).await;
-                self.audit(&run, "reconciled", &why, Some(intent.id), None, None, json!({})).await;
-                return;
-            }
-        };
+        let (done_check, kind): (Box<dyn Fn(&ServiceState) -> bool + Send + Sync>, &str) =
+            match intent.kind.as_str() {
+                "cloud_run_traffic" => {
+                    let to = intent.to_revision.clone().unwrap_or_default();
+                    (
+                        Box::new(move |s: &ServiceState| {
+                            s.requests_fully(&to) || s.serves_fully(&to)
+                        }),
+                        "traffic",
+                    )
+                }
+                "cloud_run_env" => {
+                    let env = env.clone().unwrap_or_default();
+                    (Box::new(move |s: &ServiceState| s.has_env(&env)), "env")
+                }
+                _ => {
+                    let why = note_abandon(
+                        "a command is never re-run automatically (it may or may not have run)",
+                    );
+                    self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
+                        .await;
+                    self.audit(
+                        &run,
+                        "reconciled",
+                        &why,
+                        Some(intent.id),
+                        None,
+                        None,
+                        json!({}),
+                    )
+                    .await;
+                    return;
+                }
+            };
         let Some(service) = intent.service.clone() else {
-            self.set_intent(intent.id, IntentState::Abandoned, None, Some(note_abandon("no service"))).await;
+            self.set_intent(
+                intent.id,
+                IntentState::Abandoned,
+                None,
+                Some(note_abandon("no service")),
+            )
+            .await;
             return;
         };
         let svc = match self.deps().cloud_run.get_service(&service).await {
@@ -1634,10 +2035,18 @@ impl ActionRunner {
         let step = if done_check(&svc) {
             let result = if kind == "traffic" {
                 let to = intent.to_revision.clone().unwrap_or_default();
-                match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
+                match self
+                    .wait_service(&service, deadline, |s| s.serves_fully(&to))
+                    .await
+                {
                     Ok(_) => {
-                        self.set_intent(intent.id, IntentState::Done, None, Some("completed after a restart".into()))
-                            .await;
+                        self.set_intent(
+                            intent.id,
+                            IntentState::Done,
+                            None,
+                            Some("completed after a restart".into()),
+                        )
+                        .await;
                         Step::Done {
                             intent_id: intent.id,
                             from: intent.from_revision.clone(),
@@ -1645,16 +2054,30 @@ impl ActionRunner {
                         }
                     }
                     Err(e) => {
-                        self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone())).await;
+                        self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                            .await;
                         Step::Failed(e)
                     }
                 }
             } else {
-                self.finish_env(&intent, &service, env.as_ref().unwrap_or(&BTreeMap::new()), deadline)
-                    .await
+                self.finish_env(
+                    &intent,
+                    &service,
+                    env.as_ref().unwrap_or(&BTreeMap::new()),
+                    deadline,
+                )
+                .await
             };
-            self.audit(&run, "reconciled", "the change was already made; completed after a restart", Some(intent.id), intent.from_revision.as_deref(), intent.to_revision.as_deref(), json!({"service": traffic_json(&svc)}))
-                .await;
+            self.audit(
+                &run,
+                "reconciled",
+                "the change was already made; completed after a restart",
+                Some(intent.id),
+                intent.from_revision.as_deref(),
+                intent.to_revision.as_deref(),
+                json!({"service": traffic_json(&svc)}),
+            )
+            .await;
             result
         } else {
             let firing = run
@@ -1663,12 +2086,28 @@ impl ActionRunner {
                 .as_ref()
                 .and_then(|a| self.deps().alert_state.is_firing(a.fingerprint()));
             if firing != Some(true) {
-                let why = note_abandon("the change was not made and its alert is not known to fire");
-                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone())).await;
-                self.audit(&run, "reconciled", &why, Some(intent.id), intent.from_revision.as_deref(), intent.to_revision.as_deref(), json!({})).await;
+                let why =
+                    note_abandon("the change was not made and its alert is not known to fire");
+                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
+                    .await;
+                self.audit(
+                    &run,
+                    "reconciled",
+                    &why,
+                    Some(intent.id),
+                    intent.from_revision.as_deref(),
+                    intent.to_revision.as_deref(),
+                    json!({}),
+                )
+                .await;
                 return;
             }
-            if let Err(e) = self.deps().store.rearm_intent(intent.id, Some(svc.etag.clone()), self.now()).await {
+            if let Err(e) = self
+                .deps()
+                .store
+                .rearm_intent(intent.id, Some(svc.etag.clone()), self.now())
+                .await
+            {
                 tracing::error!(error = %e, "cannot re-arm the intent");
                 return;
             }
@@ -1678,11 +2117,16 @@ impl ActionRunner {
             if kind == "traffic" {
                 self.execute_traffic(&fresh, timeout).await
             } else {
-                self.execute_env(&fresh, env.as_ref().unwrap_or(&BTreeMap::new()), timeout).await
+                self.execute_env(&fresh, env.as_ref().unwrap_or(&BTreeMap::new()), timeout)
+                    .await
             }
         };
         match step {
-            Step::Done { intent_id, from, to } => {
+            Step::Done {
+                intent_id,
+                from,
+                to,
+            } => {
                 if let (Some(f), Some(t)) = (&from, &to) {
                     let mut left: BTreeSet<String> = [f.clone()].into();
                     left.extend(run.origin.clone());
@@ -1706,29 +2150,92 @@ impl ActionRunner {
                     .push(handle.abort_handle());
             }
             other => {
-                self.audit_step_result(&run, &other, intent.id, intent.from_revision.as_deref(), intent.to_revision.as_deref())
-                    .await;
+                self.audit_step_result(
+                    &run,
+                    &other,
+                    intent.id,
+                    intent.from_revision.as_deref(),
+                    intent.to_revision.as_deref(),
+                )
+                .await;
             }
         }
     }
 
-    async fn finish_reconciled(&self, run: Run, intent_id: i64, from: Option<String>, to: Option<String>) {
-        let Some(_busy) = self.try_busy(&run.target) else { return };
+    async fn finish_reconciled(
+        &self,
+        run: Run,
+        intent_id: i64,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
+        let Some(_busy) = self.try_busy(&run.target) else {
+            return;
+        };
         match self.verify(&run).await {
             Ok(n) => {
                 let detail = format!("verified after {n} check(s)");
-                self.audit(&run, "verified", &detail, Some(intent_id), from.as_deref(), to.as_deref(), json!({})).await;
-                self.inner.metrics.rollbacks.with_label_values(&[&run.target, "verified"]).inc();
-                self.event(&run, Phase::Verified, "verified", from.as_deref(), to.as_deref(), format!("rolled back {} and verified (after a restart)", run.service_label()), detail);
+                self.audit(
+                    &run,
+                    "verified",
+                    &detail,
+                    Some(intent_id),
+                    from.as_deref(),
+                    to.as_deref(),
+                    json!({}),
+                )
+                .await;
+                self.inner
+                    .metrics
+                    .rollbacks
+                    .with_label_values(&[&run.target, "verified"])
+                    .inc();
+                self.event(
+                    &run,
+                    Phase::Verified,
+                    "verified",
+                    from.as_deref(),
+                    to.as_deref(),
+                    format!(
+                        "rolled back {} and verified (after a restart)",
+                        run.service_label()
+                    ),
+                    detail,
+                );
             }
             Err(detail) => {
-                let hold_reason = format!("rollback did not fix it ({detail}); no further automatic action");
-                if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+                let hold_reason =
+                    format!("rollback did not fix it ({detail}); no further automatic action");
+                if let Err(e) = self
+                    .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
+                    .await
+                {
                     tracing::error!(error = %e, "cannot hold the target");
                 }
-                self.audit(&run, "not_verified", &detail, Some(intent_id), from.as_deref(), to.as_deref(), json!({})).await;
-                self.inner.metrics.rollbacks.with_label_values(&[&run.target, "not_verified"]).inc();
-                self.event(&run, Phase::Failed, reason::VERIFICATION_FAILED, from.as_deref(), to.as_deref(), format!("rollback did not fix {}", run.service_label()), hold_reason);
+                self.audit(
+                    &run,
+                    "not_verified",
+                    &detail,
+                    Some(intent_id),
+                    from.as_deref(),
+                    to.as_deref(),
+                    json!({}),
+                )
+                .await;
+                self.inner
+                    .metrics
+                    .rollbacks
+                    .with_label_values(&[&run.target, "not_verified"])
+                    .inc();
+                self.event(
+                    &run,
+                    Phase::Failed,
+                    reason::VERIFICATION_FAILED,
+                    from.as_deref(),
+                    to.as_deref(),
+                    format!("rollback did not fix {}", run.service_label()),
+                    hold_reason,
+                );
             }
         }
     }
