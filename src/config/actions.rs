@@ -149,9 +149,7 @@ impl ActionConfig {
 
     /// The first Cloud Run service the action changes (its "deploy").
     pub fn service(&self) -> Option<String> {
-        self.effects()
-            .iter()
-            .find_map(|e| e.service().map(str::to_string))
+        self.effects().iter().find_map(|e| e.service().map(str::to_string))
     }
 }
 
@@ -235,9 +233,7 @@ fn validate_traffic(c: &CloudRunTrafficConfig, path: &YamlPath, v: &mut Validato
         );
     }
     if let Some(r) = &c.revision {
-        if r.trim().is_empty()
-            || (r.contains('/') && !r.starts_with(&format!("{}/revisions/", c.service)))
-        {
+        if r.trim().is_empty() || (r.contains('/') && !r.starts_with(&format!("{}/revisions/", c.service))) {
             v.error(
                 &path.key("revision"),
                 format!("invalid revision {r:?}: write the revision's short name (e.g. backend-00042-abc)"),
@@ -257,17 +253,12 @@ fn validate_env(c: &CloudRunEnvConfig, path: &YamlPath, v: &mut Validator) {
         );
     }
     if c.env.is_empty() {
-        v.error(
-            &path.key("env"),
-            "env is empty: name at least one variable to set",
-        );
+        v.error(&path.key("env"), "env is empty: name at least one variable to set");
     }
     for name in c.env.keys() {
         let ok = !name.is_empty()
             && !name.starts_with(|ch: char| ch.is_ascii_digit())
-            && name
-                .chars()
-                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !ok {
             v.error(
                 &path.key("env").key(name),
@@ -279,7 +270,10 @@ fn validate_env(c: &CloudRunEnvConfig, path: &YamlPath, v: &mut Validator) {
 
 fn validate_command(argv: &[String], path: &YamlPath, v: &mut Validator) {
     if argv.is_empty() || argv[0].trim().is_empty() {
-        v.error(path, "command is empty: give the program and its arguments as a list, e.g. [kubectl, rollout, undo, deploy/x]");
+        v.error(
+            path,
+            "command is empty: give the program and its arguments as a list, e.g. [kubectl, rollout, undo, deploy/x]",
+        );
     }
 }
 
@@ -303,11 +297,7 @@ fn validate_effects(
 }
 
 /// Checks every action; `time_intervals` are the names defined in the config.
-pub fn validate(
-    actions: &BTreeMap<String, ActionConfig>,
-    time_intervals: &BTreeSet<String>,
-    v: &mut Validator,
-) {
+pub fn validate(actions: &BTreeMap<String, ActionConfig>, time_intervals: &BTreeSet<String>, v: &mut Validator) {
     let root = YamlPath::root().key("actions");
     for (name, a) in actions {
         let path = root.key(name);
@@ -319,7 +309,9 @@ pub fn validate(
             if n == 0 {
                 v.error(
                     &path,
-                    format!("action {name:?} does nothing: give one of cloud_run_traffic, cloud_run_env, command or steps"),
+                    format!(
+                        "action {name:?} does nothing: give one of cloud_run_traffic, cloud_run_env, command or steps"
+                    ),
                 );
             } else if n > 1 {
                 v.error(
@@ -335,13 +327,7 @@ pub fn validate(
         }
         for (i, step) in a.steps.iter().enumerate() {
             let sp = path.key("steps").index(i);
-            let k = validate_effects(
-                &step.cloud_run_traffic,
-                &step.cloud_run_env,
-                &step.command,
-                &sp,
-                v,
-            );
+            let k = validate_effects(&step.cloud_run_traffic, &step.cloud_run_env, &step.command, &sp, v);
             if k != 1 {
                 v.error(
                     &sp,
@@ -376,10 +362,7 @@ pub fn validate(
         }
         for (i, p) in a.verify.probes.iter().enumerate() {
             if p.trim().is_empty() {
-                v.error(
-                    &path.key("verify").key("probes").index(i),
-                    "empty probe name",
-                );
+                v.error(&path.key("verify").key("probes").index(i), "empty probe name");
             }
         }
         if a.max_per_window.count == 0 {
@@ -431,10 +414,7 @@ pub fn validate_references(
                     .key("rollback_configs")
                     .index(*ci)
                     .key("action"),
-                format!(
-                    "unknown action {name:?} (defined actions: {})",
-                    known.join(", ")
-                ),
+                format!("unknown action {name:?} (defined actions: {})", known.join(", ")),
             );
         }
     }
