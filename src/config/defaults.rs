@@ -29,4 +29,6 @@ pub const GCP_MONITORING_ENDPOINT: &str = "https://monitoring.googleapis.com";
 pub const GCP_LOGGING_ENDPOINT: &str = "https://logging.googleapis.com";
 pub const CLOUD_MONITORING_INTERVAL: Dur = Dur::secs(60);
 pub const CLOUD_LOGGING_INTERVAL: Dur = Dur::secs(30);
+pub const CLOUD_MONITORING_OVERLAP: Dur = Dur::secs(10 * 60);
+pub const CLOUD_LOGGING_OVERLAP: Dur = Dur::secs(2 * 60);
 pub const CLOUD_RUN_INTERVAL: Dur = Dur::secs(30);

@@ -63,6 +63,9 @@ pub struct CloudMonitoringConfig {
     pub filter: Option<String>,
     #[serde(default = "default_monitoring_interval")]
     pub interval: Dur,
+    /// How far back every poll re-reads, because points arrive minutes late.
+    #[serde(default = "default_monitoring_overlap")]
+    pub overlap: Dur,
     #[serde(default)]
     pub aggregation: Option<AggregationConfig>,
 }
@@ -83,6 +86,9 @@ pub struct AggregationConfig {
 fn default_monitoring_interval() -> Dur {
     defaults::CLOUD_MONITORING_INTERVAL
 }
+fn default_monitoring_overlap() -> Dur {
+    defaults::CLOUD_MONITORING_OVERLAP
+}
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,10 +97,17 @@ pub struct CloudLoggingConfig {
     pub filter: String,
     #[serde(default = "default_logging_interval")]
     pub interval: Dur,
+    /// How far before the cursor every poll re-reads (entries arrive late);
+    /// insertIds de-duplicate what is read twice.
+    #[serde(default = "default_logging_overlap")]
+    pub overlap: Dur,
 }
 
 fn default_logging_interval() -> Dur {
     defaults::CLOUD_LOGGING_INTERVAL
+}
+fn default_logging_overlap() -> Dur {
+    defaults::CLOUD_LOGGING_OVERLAP
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -1,4 +1,7 @@
-//! Sources produce samples: HTTP probes here; Cloud Monitoring, Cloud Logging and
-//! Cloud Run status arrive with the Google issue.
+//! Sources produce samples: HTTP probes, Cloud Monitoring, Cloud Logging and
+//! Cloud Run status.
 
+pub mod cloud_logging;
+pub mod cloud_monitoring;
+pub mod cloud_run;
 pub mod probe;

@@ -1,0 +1,353 @@
+//! `cloud_logging:` entries: one filter each, read with `entries.list` over a
+//! window that starts a little before a persisted cursor (entries arrive late),
+//! de-duplicated by insertId across windows and restarts, counted into
+//! `log_entries_total{query,severity[,revision_name]}`. The last entries of each
+//! query are kept as evidence for notifications and the API. Every query of the
+//! project shares one call quota (Cloud Logging allows 60 calls a minute).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{to_datetime, TimestampMs};
+use crate::config::gcp::CloudLoggingConfig;
+use crate::gcp::logging::{ListLogEntriesRequest, LogEntry};
+use crate::gcp::monitoring::rfc3339;
+use crate::gcp::tasks::{sleep_or_stop, TaskSet};
+use crate::gcp::{GcpContext, GcpError};
+use crate::labels::{Labels, Sample, METRIC_NAME};
+use crate::store::gcp::KIND_LOGGING;
+
+pub use super::cloud_monitoring::GcpSourceDeps;
+
+pub const METRIC: &str = "log_entries_total";
+/// Entries kept per query as evidence.
+pub const EVIDENCE_PER_QUERY: usize = 20;
+const MAX_MESSAGE_CHARS: usize = 2000;
+const PAGE_SIZE: i32 = 1000;
+/// Pages read per poll at most (each is a call against the quota).
+const MAX_PAGES_PER_POLL: usize = 20;
+
+/// One log entry kept as evidence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogEvidence {
+    pub query: String,
+    pub timestamp: Option<DateTime<Utc>>,
+    pub severity: String,
+    pub revision: Option<String>,
+    /// `textPayload`, `jsonPayload.message`, or the JSON payload as text (shortened).
+    pub message: String,
+    /// The JSON payload, when the entry had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_payload: Option<serde_json::Value>,
+    pub insert_id: String,
+    pub log_name: String,
+}
+
+/// The evidence of every query, shared by the sources (writers) and
+/// notifications, templates and the API (readers). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct LogEvidenceStore {
+    inner: Arc<RwLock<HashMap<String, VecDeque<LogEvidence>>>>,
+}
+
+impl LogEvidenceStore {
+    /// The last entries of `query`, oldest first (at most [`EVIDENCE_PER_QUERY`]).
+    pub fn entries(&self, query: &str) -> Option<Vec<LogEvidence>> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        g.get(query).map(|q| q.iter().cloned().collect())
+    }
+
+    /// The names of the queries that have evidence (or are configured).
+    pub fn queries(&self) -> Vec<String> {
+        let g = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<String> = g.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn set(&self, query: &str, entries: VecDeque<LogEvidence>) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        g.insert(query.to_string(), entries);
+    }
+
+    fn retain(&self, keep: &[String]) {
+        let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        g.retain(|k, _| keep.contains(k));
+    }
+}
+
+/// What a log query persists.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoggingState {
+    /// The end of the last window read.
+    pub cursor_ms: Option<TimestampMs>,
+    /// insertIds read in the overlap, with their entry time (pruned as the window moves).
+    pub seen: BTreeMap<String, TimestampMs>,
+    /// Counter totals keyed by `severity` + `\u{1}` + `revision_name`.
+    pub counts: BTreeMap<String, f64>,
+    pub evidence: VecDeque<LogEvidence>,
+    /// The last poll stopped at its page limit: the next one starts exactly at the cursor.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// One `cloud_logging:` entry.
+pub struct CloudLoggingSource {
+    cfg: CloudLoggingConfig,
+    ctx: GcpContext,
+    deps: GcpSourceDeps,
+    evidence: LogEvidenceStore,
+    state: LoggingState,
+}
+
+fn dedup_key(e: &LogEntry) -> String {
+    if e.insert_id.is_empty() {
+        // No insertId (rare): the entry's identity is its log, time and text.
+        format!(
+            "{}|{}|{}",
+            e.log_name,
+            e.timestamp
+                .map(|t| t.timestamp_nanos_opt().unwrap_or(0))
+                .unwrap_or(0),
+            e.message()
+        )
+    } else {
+        e.insert_id.clone()
+    }
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() <= MAX_MESSAGE_CHARS {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(MAX_MESSAGE_CHARS).collect();
+        t.push('…');
+        t
+    }
+}
+
+impl CloudLoggingSource {
+    pub async fn load(
+        cfg: CloudLoggingConfig,
+        ctx: GcpContext,
+        deps: GcpSourceDeps,
+        evidence: LogEvidenceStore,
+    ) -> Self {
+        let state: LoggingState = match deps.store.gcp_state(KIND_LOGGING, &cfg.name).await {
+            Ok(Some(text)) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                tracing::warn!(query = %cfg.name, error = %e, "stored cloud_logging state unreadable; starting afresh");
+                LoggingState::default()
+            }),
+            Ok(None) => LoggingState::default(),
+            Err(e) => {
+                tracing::warn!(query = %cfg.name, error = %e, "cannot read cloud_logging state; starting afresh");
+                LoggingState::default()
+            }
+        };
+        evidence.set(&cfg.name, state.evidence.clone());
+        Self {
+            cfg,
+            ctx,
+            deps,
+            evidence,
+            state,
+        }
+    }
+
+    pub fn state(&self) -> &LoggingState {
+        &self.state
+    }
+
+    fn labels(&self, key: &str) -> Labels {
+        let (severity, revision) = key.split_once('\u{1}').unwrap_or((key, ""));
+        Labels::from_pairs([
+            (METRIC_NAME, METRIC),
+            ("query", self.cfg.name.as_str()),
+            ("severity", severity),
+            ("revision_name", revision),
+        ])
+    }
+
+    /// One poll: reads `[cursor - overlap, now]` page by page, counts entries not
+    /// seen before, persists the state, then writes the counters. Returns the new entries.
+    pub async fn poll_once(&mut self) -> Result<usize, GcpError> {
+        let now = self.deps.clock.now_ms();
+        let start = match self.state.cursor_ms {
+            Some(c) if self.state.partial => c.min(now),
+            Some(c) => c.min(now) - self.cfg.overlap.as_millis(),
+            None => now - self.cfg.interval.as_millis(),
+        };
+        let filter = format!(
+            "({}) AND timestamp >= \"{}\" AND timestamp <= \"{}\"",
+            self.cfg.filter.trim(),
+            rfc3339(to_datetime(start)),
+            rfc3339(to_datetime(now))
+        );
+        let mut body = ListLogEntriesRequest {
+            resource_names: vec![format!("projects/{}", self.ctx.project)],
+            filter,
+            order_by: "timestamp asc".into(),
+            page_size: Some(PAGE_SIZE),
+            page_token: None,
+        };
+        let mut new_counts: BTreeMap<String, f64> = BTreeMap::new();
+        let mut new_entries = 0usize;
+        let mut complete = false;
+        let mut newest_read: Option<TimestampMs> = None;
+        for _ in 0..MAX_PAGES_PER_POLL {
+            let page = self
+                .ctx
+                .logging
+                .list(&body, Some(&self.ctx.log_quota))
+                .await?;
+            for e in &page.entries {
+                let key = dedup_key(e);
+                let ts = e.timestamp.map(|t| t.timestamp_millis()).unwrap_or(now);
+                newest_read = Some(newest_read.map_or(ts, |n| n.max(ts)));
+                if self.state.seen.contains_key(&key) {
+                    continue;
+                }
+                self.state.seen.insert(key, ts);
+                new_entries += 1;
+                let ck = format!("{}\u{1}{}", e.severity(), e.revision_name().unwrap_or(""));
+                *new_counts.entry(ck).or_insert(0.0) += 1.0;
+                self.state.evidence.push_back(LogEvidence {
+                    query: self.cfg.name.clone(),
+                    timestamp: e.timestamp,
+                    severity: e.severity().to_string(),
+                    revision: e.revision_name().map(str::to_string),
+                    message: shorten(&e.message()),
+                    json_payload: e.json_payload.clone().map(serde_json::Value::Object),
+                    insert_id: e.insert_id.clone(),
+                    log_name: e.log_name.clone(),
+                });
+                while self.state.evidence.len() > EVIDENCE_PER_QUERY {
+                    self.state.evidence.pop_front();
+                }
+            }
+            // An empty page with a token means the search is not finished: keep paging.
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => body.page_token = Some(t),
+                None => {
+                    complete = true;
+                    break;
+                }
+            }
+        }
+        // What was read is in `seen` and will not count twice when read again.
+        let first_new_series: Vec<String> = new_counts
+            .keys()
+            .filter(|k| !self.state.counts.contains_key(*k))
+            .cloned()
+            .collect();
+        for (k, n) in &new_counts {
+            *self.state.counts.entry(k.clone()).or_insert(0.0) += n;
+        }
+        self.state.partial = !complete;
+        if complete {
+            self.state.cursor_ms = Some(now);
+        } else {
+            // Entries come oldest first: go on from the newest one read.
+            self.state.cursor_ms = Some(newest_read.unwrap_or(start).max(start));
+            tracing::warn!(query = %self.cfg.name, pages = MAX_PAGES_PER_POLL, "entries.list: more pages than one poll reads; continuing next poll");
+        }
+        let horizon = self.state.cursor_ms.unwrap_or(start) - self.cfg.overlap.as_millis() - 60_000;
+        self.state.seen.retain(|_, t| *t >= horizon);
+        match serde_json::to_string(&self.state) {
+            Ok(text) => {
+                if let Err(e) = self
+                    .deps
+                    .store
+                    .put_gcp_state(KIND_LOGGING, &self.cfg.name, now, text)
+                    .await
+                {
+                    tracing::warn!(query = %self.cfg.name, error = %e, "cannot persist cloud_logging state");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(query = %self.cfg.name, error = %e, "cannot encode cloud_logging state")
+            }
+        }
+        self.evidence
+            .set(&self.cfg.name, self.state.evidence.clone());
+        let mut samples = Vec::new();
+        // A new series starts at 0 just before its first count, so increase() sees it.
+        for k in &first_new_series {
+            samples.push(Sample {
+                labels: self.labels(k),
+                timestamp_ms: now - 1,
+                value: 0.0,
+            });
+        }
+        for (k, v) in &self.state.counts {
+            samples.push(Sample {
+                labels: self.labels(k),
+                timestamp_ms: now,
+                value: *v,
+            });
+        }
+        self.deps.sink.append(&samples);
+        Ok(new_entries)
+    }
+}
+
+/// Runs every `cloud_logging:` entry and owns the shared evidence.
+pub struct CloudLoggingManager {
+    ctx: GcpContext,
+    deps: GcpSourceDeps,
+    evidence: LogEvidenceStore,
+    tasks: TaskSet<CloudLoggingConfig>,
+}
+
+impl CloudLoggingManager {
+    pub fn new(ctx: GcpContext, deps: GcpSourceDeps) -> Self {
+        Self {
+            ctx,
+            deps,
+            evidence: LogEvidenceStore::default(),
+            tasks: TaskSet::default(),
+        }
+    }
+
+    /// The evidence accessor for notifications, templates and the API.
+    pub fn evidence(&self) -> LogEvidenceStore {
+        self.evidence.clone()
+    }
+
+    /// Starts new queries, restarts changed ones, stops removed ones.
+    pub fn apply(&self, entries: &[CloudLoggingConfig]) {
+        let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
+        self.evidence.retain(&names);
+        let (ctx, deps, evidence) = (self.ctx.clone(), self.deps.clone(), self.evidence.clone());
+        self.tasks.apply(
+            entries.iter().map(|e| (e.name.clone(), e.clone())).collect(),
+            move |cfg, mut stop| {
+                let (ctx, deps, evidence) = (ctx.clone(), deps.clone(), evidence.clone());
+                async move {
+                    let interval: Duration = cfg.interval.into();
+                    let mut source = CloudLoggingSource::load(cfg, ctx, deps, evidence).await;
+                    loop {
+                        if let Err(e) = source.poll_once().await {
+                            tracing::warn!(query = %source.cfg.name, error = %e, "cloud_logging poll failed");
+                        }
+                        if sleep_or_stop(interval, &mut stop).await {
+                            break;
+                        }
+                    }
+                }
+            },
+        );
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tasks.names()
+    }
+
+    pub async fn shutdown(&self) {
+        self.tasks.shutdown().await
+    }
+}
