@@ -10,6 +10,7 @@ pub mod command;
 pub mod deps;
 pub mod events;
 pub mod fake;
+mod gcp_adapter;
 pub mod metrics;
 pub mod plan;
 mod runner;
