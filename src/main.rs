@@ -40,6 +40,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add, list or expire silences on a running daemon.
+    Silence {
+        #[command(subcommand)]
+        command: rearguard::cli::silence::SilenceCommand,
+    },
+    /// List a running daemon's active alerts: receivers, and what silences, inhibits or mutes them.
+    Alerts {
+        #[command(flatten)]
+        api: rearguard::cli::silence::ApiArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +77,8 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
             Command::Check { config } => Ok(rearguard::cli::check::run(&config).await),
             Command::Probes { config, json } => rearguard::cli::probes::run(&config, json).await,
+            Command::Silence { command } => rearguard::cli::silence::run(command).await,
+            Command::Alerts { api, json } => rearguard::cli::alerts::run(api, json).await,
         }
     });
     // Do not wait for lingering blocking tasks (a hung probe) at exit.

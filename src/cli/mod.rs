@@ -1,4 +1,6 @@
 //! Subcommands that read files or talk to a running daemon. `main.rs` only parses arguments.
 
+pub mod alerts;
 pub mod check;
 pub mod probes;
+pub mod silence;

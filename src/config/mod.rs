@@ -215,6 +215,7 @@ pub fn load_str(
         .unwrap_or_else(|| PathBuf::from("."));
     let mut v = Validator::new(path, &locator, &base_dir);
     probe::validate(&config.probes, &mut v);
+    routing::validate(&config, &mut v);
     validate_actions(&config, &mut v);
     if config.evaluation_interval.0.is_zero() {
         v.error(

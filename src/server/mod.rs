@@ -1,5 +1,8 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` admin API.
 
+pub mod auth;
+pub mod dispatch_api;
+
 use std::future::Future;
 use std::sync::Arc;
 

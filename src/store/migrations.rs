@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "google sources state and cloud run views",
         super::gcp::MIGRATION,
     ),
+    (4, "silences and the notification log", super::silences::MIGRATION),
     (6, "action intents, audit, holds, quarantine", super::actions::MIGRATION),
 ];
 

@@ -8,6 +8,7 @@ pub mod actions;
 pub mod gcp;
 mod migrations;
 pub mod probes;
+pub mod silences;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
