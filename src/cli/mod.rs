@@ -2,5 +2,8 @@
 
 pub mod alerts;
 pub mod check;
+pub mod history;
+pub mod hold;
 pub mod probes;
+pub mod rollback;
 pub mod silence;

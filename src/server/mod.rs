@@ -1,5 +1,6 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` admin API.
 
+pub mod action_api;
 pub mod auth;
 pub mod dispatch_api;
 
