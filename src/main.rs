@@ -72,6 +72,50 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Roll TARGET back now through the running daemon (same path as an automatic rollback).
+    Rollback {
+        #[arg(long, short, default_value = "rearguard.yaml")]
+        config: PathBuf,
+        /// The action name (or the service it changes).
+        target: String,
+        /// The revision to send traffic to (default: the one that served before, if Ready).
+        #[arg(long = "to")]
+        to: Option<String>,
+        /// Decide and tell, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the daemon's JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The audit of action decisions (acted and skipped, with reasons), from the state store.
+    History {
+        #[arg(long, short, default_value = "rearguard.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop automatic actions on TARGET (all targets without one).
+    Hold {
+        #[arg(long, short, default_value = "rearguard.yaml")]
+        config: PathBuf,
+        target: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume automatic actions on TARGET (the global hold without one).
+    Unhold {
+        #[arg(long, short, default_value = "rearguard.yaml")]
+        config: PathBuf,
+        target: Option<String>,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -123,6 +167,14 @@ fn main() -> ExitCode {
             Command::Query { expr, time, url, json } => rearguard::cli::query::run(&expr, time.as_deref(), &url, json).await,
             Command::Silence { command } => rearguard::cli::silence::run(command).await,
             Command::Alerts { api, json } => rearguard::cli::alerts::run(api, json).await,
+            Command::Rollback { config, target, to, dry_run, json } => {
+                rearguard::cli::rollback::run(&config, target, to, dry_run, json).await
+            }
+            Command::History { config, target, limit, json } => {
+                rearguard::cli::history::run(&config, target, limit, json).await
+            }
+            Command::Hold { config, target, reason } => rearguard::cli::hold::run(&config, target, reason, true).await,
+            Command::Unhold { config, target, reason } => rearguard::cli::hold::run(&config, target, reason, false).await,
         }
     });
     // Do not wait for lingering blocking tasks (a hung probe) at exit.

@@ -1,1 +1,21 @@
-//! Rollback actions, guard rails, verification and audit (the rollback issue).
+//! Actions: what a receiver's `rollback_configs` runs when a critical alert
+//! holds. Cloud Run traffic back to the last good revision, a feature-flag
+//! env revert, a command, or a ladder of them; behind guard rails (dry run,
+//! holds, mute windows, cooldown, budget, bake window, quarantine), written
+//! to the store as an intent before acting (exactly once), verified, audited
+//! and announced through the alert pipeline.
+
+pub mod cloud_run;
+pub mod command;
+pub mod deps;
+pub mod events;
+pub mod fake;
+mod gcp_adapter;
+pub mod metrics;
+pub mod plan;
+mod runner;
+
+pub use cloud_run::{CloudRunApi, CloudRunError, RevisionState, ServicePatch, ServiceState, TrafficTarget};
+pub use deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod, TimeIntervals, Unknown};
+pub use events::{is_own_alert, EVENT_ALERTNAME};
+pub use runner::{reason, ActionDeps, ActionRunner, Outcome, Trigger};

@@ -222,6 +222,7 @@ pub fn load_str(
     probe::validate(&config.probes, &mut v);
     gcp::validate(&config, &mut v);
     routing::validate(&config, &mut v);
+    validate_actions(&config, &mut v);
     if config.evaluation_interval.0.is_zero() {
         v.error(
             &YamlPath::root().key("evaluation_interval"),
@@ -269,6 +270,23 @@ pub fn load_str(
         rule_file_paths,
         receiver_secrets,
     })
+}
+
+fn validate_actions(config: &Config, v: &mut Validator) {
+    let intervals = config.time_intervals.iter().map(|t| t.name.clone()).collect();
+    actions::validate(&config.actions, &intervals, v);
+    let refs: Vec<(usize, usize, String)> = config
+        .receivers
+        .iter()
+        .enumerate()
+        .flat_map(|(ri, r)| {
+            r.rollback_configs
+                .iter()
+                .enumerate()
+                .map(move |(ci, c)| (ri, ci, c.action.clone()))
+        })
+        .collect();
+    actions::validate_references(&config.actions, &refs, v);
 }
 
 /// Expands `rule_files` globs relative to the config's folder. A pattern that

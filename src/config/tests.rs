@@ -139,5 +139,5 @@ actions:
 "#;
     let c = load_text(text).unwrap().config;
     assert_eq!(c.probes[0].expect.status, vec![200]);
-    assert_eq!(c.actions["backend"].bake_window, Some(Dur::secs(7200)));
+    assert_eq!(c.actions["backend"].bake_window, Dur::secs(7200));
 }

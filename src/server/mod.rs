@@ -2,6 +2,7 @@
 
 pub mod rules_api;
 pub mod gcp_api;
+pub mod action_api;
 pub mod auth;
 pub mod dispatch_api;
 

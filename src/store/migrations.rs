@@ -17,11 +17,17 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "google sources state and cloud run views", super::gcp::MIGRATION),
     (4, "silences and the notification log", super::silences::MIGRATION),
     (5, "notification outbox", super::outbox::MIGRATION),
-];
+    (6, "action intents, audit, holds, quarantine", super::actions::MIGRATION),
 ];
 =======
+    (
+        3,
+        "google sources state and cloud run views",
+        super::gcp::MIGRATION,
+    ),
     (4, "silences and the notification log", super::silences::MIGRATION),
->>>>>>> dispatch
+    (6, "action intents, audit, holds, quarantine", super::actions::MIGRATION),
+>>>>>>> action
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@
 //! pool, never on the async runtime.
 
 pub mod alerts;
+pub mod actions;
 pub mod gcp;
 mod migrations;
 pub mod outbox;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+pub use actions::{AuditEntry, Hold, Intent, IntentState, Quarantined};
 pub use probes::ProbeTransition;
 
 #[derive(Debug, thiserror::Error)]

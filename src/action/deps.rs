@@ -1,0 +1,76 @@
+//! What the action runner asks of the rest of the daemon, as small traits the
+//! daemon wires (rule manager, probe engine, dispatch time intervals, the
+//! Cloud Run source's history, the tsdb). Each has a neutral default.
+
+use crate::alert::Alert;
+use crate::clock::TimestampMs;
+use crate::dispatch::notification::BoxFuture;
+
+/// Whether an alert fires now, by fingerprint (the rule manager knows).
+pub trait AlertState: Send + Sync {
+    /// `Some(true)` firing, `Some(false)` not firing (resolved or gone),
+    /// `None` when unknown (e.g. rules not restored yet).
+    fn is_firing(&self, fingerprint: u64) -> Option<bool>;
+}
+
+/// Runs a probe now and says whether it passed (the probe engine's `probe_now`).
+pub trait ProbeCheck: Send + Sync {
+    /// `Some(passed)`, or `None` when no probe has that name.
+    fn check<'a>(&'a self, probe: &'a str) -> BoxFuture<'a, Option<bool>>;
+}
+
+/// Whether a named `time_intervals` entry is active at a time (dispatch's time intervals).
+pub trait TimeIntervals: Send + Sync {
+    fn is_active(&self, name: &str, at_ms: TimestampMs) -> bool;
+}
+
+/// One revision serving a service from `since_ms` (the Cloud Run source's traffic history).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct ServingPeriod {
+    pub revision: String,
+    pub since_ms: TimestampMs,
+}
+
+/// Which revisions served a service, oldest first.
+pub trait ServingHistory: Send + Sync {
+    fn serving_history<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Vec<ServingPeriod>>;
+}
+
+/// Extra evidence for the audit: the alert's series over its `for` window,
+/// the last log entries of the service.
+pub trait EvidenceSource: Send + Sync {
+    fn collect<'a>(&'a self, alert: &'a Alert, service: Option<&'a str>) -> BoxFuture<'a, serde_json::Value>;
+}
+
+/// The neutral default for every trait above: knows nothing.
+pub struct Unknown;
+
+impl AlertState for Unknown {
+    fn is_firing(&self, _: u64) -> Option<bool> {
+        None
+    }
+}
+
+impl ProbeCheck for Unknown {
+    fn check<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(async { None })
+    }
+}
+
+impl TimeIntervals for Unknown {
+    fn is_active(&self, _: &str, _: TimestampMs) -> bool {
+        false
+    }
+}
+
+impl ServingHistory for Unknown {
+    fn serving_history<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Vec<ServingPeriod>> {
+        Box::pin(async { Vec::new() })
+    }
+}
+
+impl EvidenceSource for Unknown {
+    fn collect<'a>(&'a self, _: &'a Alert, _: Option<&'a str>) -> BoxFuture<'a, serde_json::Value> {
+        Box::pin(async { serde_json::Value::Null })
+    }
+}

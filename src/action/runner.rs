@@ -1,0 +1,2009 @@
+//! The action runner: guard rails, intents, effects, verification, audit.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::task::AbortHandle;
+
+use super::cloud_run::{short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget};
+use super::command;
+use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
+use super::events::{is_own_alert, Event, EventEmitter, Phase};
+use super::metrics::ActionMetrics;
+use super::plan::{self, Candidate, ANNOTATION_AT, ANNOTATION_FROM, ANNOTATION_TO};
+use crate::alert::{Alert, AlertSink, AlertStatus};
+use crate::clock::{to_datetime, Clock, TimestampMs};
+use crate::config::actions::{ActionConfig, CloudRunEnvConfig, CloudRunTrafficConfig, Effect};
+use crate::config::duration::format_duration;
+use crate::config::Config;
+use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
+use crate::labels::Labels;
+use crate::store::actions::GLOBAL_HOLD;
+use crate::store::{AuditEntry, Hold, Intent, IntentState, Quarantined, Store, StoreError};
+
+/// The stable words a skip is recorded and counted with.
+pub mod reason {
+    pub const HOLD: &str = "hold";
+    pub const MUTED: &str = "muted";
+    pub const COOLDOWN: &str = "cooldown";
+    pub const BUDGET: &str = "budget";
+    pub const ALERT_RESOLVED: &str = "alert_resolved";
+    pub const NOT_DEPLOY_REGRESSION: &str = "not_deploy_regression";
+    pub const NO_EARLIER_READY_REVISION: &str = "no_earlier_ready_revision";
+    pub const QUARANTINED: &str = "quarantined";
+    pub const ALREADY_AT_TARGET: &str = "already_at_target";
+    pub const OTHER_ACTOR: &str = "other_actor";
+    pub const IN_PROGRESS: &str = "in_progress";
+    pub const UNKNOWN_TARGET: &str = "unknown_target";
+    pub const SHUTTING_DOWN: &str = "shutting_down";
+    pub const CLOUD_RUN_UNAVAILABLE: &str = "cloud_run_unavailable";
+    pub const VERIFICATION_FAILED: &str = "verification_failed";
+}
+
+/// Whether a service already shows an intent's change.
+type DoneCheck = Box<dyn Fn(&ServiceState) -> bool + Send + Sync>;
+
+/// Who set a hold or started a manual action when nobody says.
+const SYSTEM_ACTOR: &str = "rearguard";
+
+/// Everything the runner needs from the daemon. [`ActionDeps::new`] fills the
+/// optional parts with [`Unknown`]; the daemon replaces them as it wires.
+#[derive(Clone)]
+pub struct ActionDeps {
+    pub clock: Clock,
+    pub store: Store,
+    pub cloud_run: Arc<dyn CloudRunApi>,
+    /// Where action events go (the alert pipeline: routing decides who hears).
+    pub events: Arc<dyn AlertSink>,
+    pub registry: prometheus::Registry,
+    /// The folder of `HOLD`.
+    pub state_dir: PathBuf,
+    /// `generatorURL` of event alerts (the external URL of the rollbacks API).
+    pub generator_url: String,
+    pub alert_state: Arc<dyn AlertState>,
+    pub probes: Arc<dyn ProbeCheck>,
+    pub time_intervals: Arc<dyn TimeIntervals>,
+    pub serving_history: Arc<dyn ServingHistory>,
+    pub evidence: Arc<dyn EvidenceSource>,
+}
+
+impl ActionDeps {
+    pub fn new(
+        clock: Clock,
+        store: Store,
+        cloud_run: Arc<dyn CloudRunApi>,
+        events: Arc<dyn AlertSink>,
+        registry: prometheus::Registry,
+        state_dir: PathBuf,
+    ) -> Self {
+        Self {
+            clock,
+            store,
+            cloud_run,
+            events,
+            registry,
+            state_dir,
+            generator_url: String::new(),
+            alert_state: Arc::new(Unknown),
+            probes: Arc::new(Unknown),
+            time_intervals: Arc::new(Unknown),
+            serving_history: Arc::new(Unknown),
+            evidence: Arc::new(Unknown),
+        }
+    }
+}
+
+/// Why an action runs.
+#[derive(Clone, Debug)]
+pub struct Trigger {
+    /// The alert that triggered it (none for a manual action).
+    pub alert: Option<Alert>,
+    /// Manual actions skip holds, mute windows, cooldown, budget, the bake
+    /// window and the firing re-check; quarantine and dry run still apply.
+    pub manual: bool,
+    /// A revision to roll back to, overriding the action's choice.
+    pub to_revision: Option<String>,
+    /// Decide and tell, change nothing (also when the action says so).
+    pub dry_run: bool,
+    /// Who asked (for the audit).
+    pub actor: String,
+}
+
+impl Trigger {
+    pub fn alert(alert: Alert) -> Self {
+        Self {
+            alert: Some(alert),
+            manual: false,
+            to_revision: None,
+            dry_run: false,
+            actor: SYSTEM_ACTOR.into(),
+        }
+    }
+
+    pub fn manual(to_revision: Option<String>, dry_run: bool, actor: impl Into<String>) -> Self {
+        Self {
+            alert: None,
+            manual: true,
+            to_revision,
+            dry_run,
+            actor: actor.into(),
+        }
+    }
+
+    fn fingerprint(&self) -> String {
+        self.alert
+            .as_ref()
+            .map(|a| a.labels.fingerprint_hex())
+            .unwrap_or_else(|| "manual".into())
+    }
+
+    fn alertname(&self) -> String {
+        self.alert
+            .as_ref()
+            .map(|a| a.name().to_string())
+            .unwrap_or_else(|| "manual".into())
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A guard rail stopped it (`reason` is one of [`reason`]).
+    Skipped { reason: String, detail: String },
+    /// Dry run: what would have been done.
+    DryRun { plan: Vec<String> },
+    /// Acted, and the service is healthy again. `step` is 1-based.
+    Verified {
+        step: usize,
+        from_revision: Option<String>,
+        to_revision: Option<String>,
+    },
+    /// Acted, but the alert kept firing or probes kept failing: target held.
+    NotVerified { detail: String },
+    /// The action itself failed (API refused, command exit != 0): target held.
+    Failed { detail: String },
+    /// Another actor made the change first (etag conflict).
+    Superseded { detail: String },
+}
+
+impl Outcome {
+    pub fn skip_reason(&self) -> Option<&str> {
+        match self {
+            Outcome::Skipped { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// The result of one step of a ladder.
+#[derive(Debug)]
+enum Step {
+    Done {
+        intent_id: i64,
+        from: Option<String>,
+        to: Option<String>,
+    },
+    AlreadyAtTarget(String),
+    Skip {
+        reason: &'static str,
+        detail: String,
+        notify: bool,
+    },
+    DryRun(String),
+    Superseded(String),
+    Failed(String),
+}
+
+/// One run of an action.
+struct Run {
+    target: String,
+    action: ActionConfig,
+    trigger: Trigger,
+    run_id: String,
+    started_ms: TimestampMs,
+    /// Full service name, when the action changes a Cloud Run service.
+    service: Option<String>,
+    /// The revision serving when the run began (the deploy being undone).
+    origin: Option<String>,
+    /// Revisions the run created or left (never a rollback target).
+    left_behind: BTreeSet<String>,
+    dry_run: bool,
+}
+
+impl Run {
+    fn service_label(&self) -> String {
+        self.service
+            .as_deref()
+            .map(|s| short_name(s).to_string())
+            .or_else(|| {
+                self.trigger
+                    .alert
+                    .as_ref()
+                    .and_then(|a| a.labels.get("service").map(str::to_string))
+            })
+            .unwrap_or_else(|| self.target.clone())
+    }
+
+    fn because(&self) -> String {
+        match &self.trigger.alert {
+            Some(a) => format!(
+                "{} (value {}, active since {})",
+                a.name(),
+                a.value,
+                to_datetime(a.active_at_ms).format("%Y-%m-%d %H:%M:%S UTC")
+            ),
+            None => format!("a manual request by {}", self.trigger.actor),
+        }
+    }
+}
+
+struct View {
+    actions: BTreeMap<String, ActionConfig>,
+    /// receiver name → action names of its rollback_configs.
+    receivers: BTreeMap<String, Vec<String>>,
+}
+
+impl View {
+    fn from_config(config: &Config) -> Self {
+        Self {
+            actions: config.actions.clone(),
+            receivers: config
+                .receivers
+                .iter()
+                .filter(|r| !r.rollback_configs.is_empty())
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        r.rollback_configs.iter().map(|c| c.action.clone()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+struct Inner {
+    deps: ActionDeps,
+    emitter: EventEmitter,
+    metrics: ActionMetrics,
+    view: RwLock<Arc<View>>,
+    busy: Mutex<HashSet<String>>,
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+    tasks: Mutex<Vec<AbortHandle>>,
+    stopping: AtomicBool,
+}
+
+/// Runs actions; cheap to clone. Implements [`NotificationSink`] for the
+/// `rollback_configs` of receivers.
+#[derive(Clone)]
+pub struct ActionRunner {
+    inner: Arc<Inner>,
+}
+
+/// Releases a target's busy mark when dropped.
+struct BusyGuard {
+    inner: Arc<Inner>,
+    target: String,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.inner
+            .busy
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.target);
+    }
+}
+
+/// Decrements the running count (and wakes `idle`) when dropped, also on abort.
+struct RunningGuard(Arc<Inner>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+fn alert_json(a: &Alert) -> serde_json::Value {
+    json!({
+        "labels": a.labels.to_map(),
+        "annotations": a.annotations,
+        "value": a.value,
+        "active_at_ms": a.active_at_ms,
+        "starts_at_ms": a.starts_at_ms,
+        "generator_url": a.generator_url,
+    })
+}
+
+fn alert_from_json(v: &serde_json::Value) -> Option<Alert> {
+    let labels: BTreeMap<String, String> = serde_json::from_value(v.get("labels")?.clone()).ok()?;
+    let annotations: BTreeMap<String, String> =
+        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({}))).unwrap_or_default();
+    Some(Alert {
+        labels: Labels::from_map(&labels),
+        annotations,
+        active_at_ms: v.get("active_at_ms")?.as_i64()?,
+        starts_at_ms: v.get("starts_at_ms").and_then(|x| x.as_i64()).unwrap_or(0),
+        ends_at_ms: None,
+        value: v.get("value").and_then(|x| x.as_f64()).unwrap_or(0.0),
+        generator_url: v
+            .get("generator_url")
+            .and_then(|x| x.as_str())
+            .unwrap_or("")
+            .to_string(),
+    })
+}
+
+fn traffic_json(s: &ServiceState) -> serde_json::Value {
+    json!({
+        "etag": s.etag,
+        "serving": s.serving_revision(),
+        "traffic": s.traffic,
+        "traffic_statuses": s.traffic_statuses,
+        "latest_ready_revision": s.latest_ready_revision,
+    })
+}
+
+impl ActionRunner {
+    /// Registers the metrics and takes the actions and receivers of `config`.
+    pub fn new(deps: ActionDeps, config: &Config) -> Result<Self, prometheus::Error> {
+        let metrics = ActionMetrics::register(&deps.registry)?;
+        let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                deps,
+                emitter,
+                metrics,
+                view: RwLock::new(Arc::new(View::from_config(config))),
+                busy: Mutex::default(),
+                running: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
+                tasks: Mutex::default(),
+                stopping: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Takes a reloaded config's actions and receivers. Runs in flight finish
+    /// with the config they started with.
+    pub fn apply(&self, config: &Config) {
+        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View::from_config(config));
+    }
+
+    fn view(&self) -> Arc<View> {
+        self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn deps(&self) -> &ActionDeps {
+        &self.inner.deps
+    }
+
+    fn now(&self) -> TimestampMs {
+        self.inner.deps.clock.now_ms()
+    }
+
+    /// The configured action names.
+    pub fn targets(&self) -> Vec<String> {
+        self.view().actions.keys().cloned().collect()
+    }
+
+    /// Resolves a name given on the command line: an action name, or the
+    /// (short or full) name of the one service an action changes.
+    pub fn resolve_target(&self, name: &str) -> Option<String> {
+        let view = self.view();
+        if view.actions.contains_key(name) {
+            return Some(name.to_string());
+        }
+        let matches: Vec<&String> = view
+            .actions
+            .iter()
+            .filter(|(_, a)| a.service().is_some_and(|s| s == name || short_name(&s) == name))
+            .map(|(k, _)| k)
+            .collect();
+        (matches.len() == 1).then(|| matches[0].clone())
+    }
+
+    /// Starts a run in the background (tracked for [`idle`](Self::idle) and shutdown).
+    pub fn spawn(&self, target: String, trigger: Trigger) {
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        self.inner.running.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard(self.inner.clone());
+        let this = self.clone();
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            this.run(&target, trigger).await;
+        });
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.retain(|h| !h.is_finished());
+        tasks.push(handle.abort_handle());
+    }
+
+    /// Acts on a notification for a receiver with `rollback_configs`: for each
+    /// action, the earliest firing alert of the group (not one of our own
+    /// events) is the trigger. Resolved notifications do nothing.
+    pub fn handle_notification(&self, n: &Notification) {
+        let view = self.view();
+        let Some(actions) = view.receivers.get(&n.receiver) else {
+            return;
+        };
+        let trigger = n
+            .alerts
+            .iter()
+            .filter(|a| !is_own_alert(a) && a.status_at(n.created_at_ms) == AlertStatus::Firing)
+            .min_by_key(|a| a.active_at_ms);
+        let Some(alert) = trigger else { return };
+        for target in actions {
+            self.spawn(target.clone(), Trigger::alert(alert.clone()));
+        }
+    }
+
+    /// Waits until no run is in flight.
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.inner.idle.notified();
+            if self.inner.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Stops accepting runs and aborts those in flight. Their intents stay
+    /// unfinished in the store and are reconciled at the next start.
+    pub async fn shutdown(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        let tasks: Vec<AbortHandle> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in &tasks {
+            t.abort();
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.idle()).await;
+    }
+
+    fn try_busy(&self, target: &str) -> Option<BusyGuard> {
+        let mut busy = self.inner.busy.lock().unwrap_or_else(|p| p.into_inner());
+        busy.insert(target.to_string()).then(|| BusyGuard {
+            inner: self.inner.clone(),
+            target: target.to_string(),
+        })
+    }
+
+    // ---------------------------------------------------------------- holds
+
+    /// The hold that applies to `target`, if any: `state_dir/HOLD`, a global
+    /// hold, or one on the target.
+    pub async fn hold_for(&self, target: &str) -> Result<Option<Hold>, StoreError> {
+        if let Some(reason) = plan::hold_file(&self.deps().state_dir).await {
+            return Ok(Some(Hold {
+                target: GLOBAL_HOLD.into(),
+                reason,
+                set_by: "HOLD file".into(),
+                at_ms: 0,
+            }));
+        }
+        let holds = self.deps().store.holds().await?;
+        Ok(holds
+            .iter()
+            .find(|h| h.target == GLOBAL_HOLD)
+            .or_else(|| holds.iter().find(|h| h.target == target))
+            .cloned())
+    }
+
+    /// Holds `target` (or every target with `None`).
+    pub async fn hold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<(), StoreError> {
+        let target = target.unwrap_or(GLOBAL_HOLD).to_string();
+        let now = self.now();
+        self.deps()
+            .store
+            .set_hold(Hold {
+                target: target.clone(),
+                reason: reason.to_string(),
+                set_by: set_by.to_string(),
+                at_ms: now,
+            })
+            .await?;
+        self.audit_plain(&target, "hold", reason, json!({"set_by": set_by}))
+            .await;
+        self.refresh_held_gauge().await;
+        Ok(())
+    }
+
+    /// Lifts the hold on `target` (or the global one with `None`).
+    pub async fn unhold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<bool, StoreError> {
+        let target = target.unwrap_or(GLOBAL_HOLD).to_string();
+        let removed = self.deps().store.remove_hold(&target).await?;
+        if removed {
+            self.audit_plain(&target, "unhold", reason, json!({"set_by": set_by}))
+                .await;
+        }
+        self.refresh_held_gauge().await;
+        Ok(removed)
+    }
+
+    /// Sets `rearguard_target_held` from the store and the HOLD file (holds
+    /// may be set by `rearguard hold` in another process).
+    pub async fn refresh_held_gauge(&self) {
+        let holds = self.deps().store.holds().await.unwrap_or_default();
+        let file = plan::hold_file(&self.deps().state_dir).await.is_some();
+        let global = file || holds.iter().any(|h| h.target == GLOBAL_HOLD);
+        for t in self.targets() {
+            let held = global || holds.iter().any(|h| h.target == t);
+            self.inner.metrics.held.with_label_values(&[&t]).set(held as i64);
+        }
+    }
+
+    // ---------------------------------------------------------------- audit and events
+
+    async fn audit_plain(&self, target: &str, decision: &str, reason: &str, evidence: serde_json::Value) {
+        let entry = AuditEntry {
+            id: 0,
+            at_ms: self.now(),
+            run_id: None,
+            target: target.to_string(),
+            service: None,
+            intent_id: None,
+            alertname: None,
+            fingerprint: None,
+            decision: decision.to_string(),
+            reason: reason.to_string(),
+            from_revision: None,
+            to_revision: None,
+            dry_run: false,
+            evidence,
+        };
+        if let Err(e) = self.deps().store.append_audit(entry).await {
+            tracing::error!(error = %e, "cannot write the action audit");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn audit(
+        &self,
+        run: &Run,
+        decision: &str,
+        reason: &str,
+        intent_id: Option<i64>,
+        from: Option<&str>,
+        to: Option<&str>,
+        evidence: serde_json::Value,
+    ) {
+        let entry = AuditEntry {
+            id: 0,
+            at_ms: self.now(),
+            run_id: Some(run.run_id.clone()),
+            target: run.target.clone(),
+            service: run.service.clone(),
+            intent_id,
+            alertname: Some(run.trigger.alertname()),
+            fingerprint: Some(run.trigger.fingerprint()),
+            decision: decision.to_string(),
+            reason: reason.to_string(),
+            from_revision: from.map(str::to_string),
+            to_revision: to.map(str::to_string),
+            dry_run: run.dry_run,
+            evidence,
+        };
+        if let Err(e) = self.deps().store.append_audit(entry).await {
+            tracing::error!(error = %e, target_name = %run.target, "cannot write the action audit");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        run: &Run,
+        phase: Phase,
+        reason: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        summary: String,
+        description: String,
+    ) {
+        self.inner.emitter.emit(
+            &Event {
+                phase,
+                target: run.target.clone(),
+                service: run.service_label(),
+                reason: reason.to_string(),
+                trigger: run.trigger.alert.clone(),
+                from_revision: from.map(str::to_string),
+                to_revision: to.map(str::to_string),
+                summary,
+                description,
+            },
+            self.now(),
+        );
+    }
+
+    async fn alert_evidence(&self, run: &Run) -> serde_json::Value {
+        let mut ev = json!({ "trigger": run.trigger.alert.as_ref().map(alert_json), "actor": run.trigger.actor });
+        if let Some(a) = &run.trigger.alert {
+            let extra = self.deps().evidence.collect(a, run.service.as_deref()).await;
+            if !extra.is_null() {
+                ev["evidence"] = extra;
+            }
+        }
+        ev
+    }
+
+    async fn skip(&self, run: &Run, reason: &'static str, detail: String, notify: bool) -> Outcome {
+        self.inner
+            .metrics
+            .skipped
+            .with_label_values(&[&run.target, reason])
+            .inc();
+        let mut ev = self.alert_evidence(run).await;
+        ev["detail"] = json!(detail);
+        self.audit(run, "skipped", reason, None, None, None, ev).await;
+        tracing::info!(target_name = %run.target, reason, %detail, "action skipped");
+        if notify {
+            self.event(
+                run,
+                Phase::Skipped,
+                reason,
+                None,
+                None,
+                format!("not acting on {}: {}", run.service_label(), detail),
+                format!("{} fired; {detail}", run.because()),
+            );
+        }
+        Outcome::Skipped {
+            reason: reason.to_string(),
+            detail,
+        }
+    }
+
+    // ---------------------------------------------------------------- the run
+
+    /// Runs `target` for `trigger` to the end (verification included).
+    pub async fn run(&self, target: &str, trigger: Trigger) -> Outcome {
+        let view = self.view();
+        let now = self.now();
+        let Some(action) = view.actions.get(target).cloned() else {
+            self.inner
+                .metrics
+                .skipped
+                .with_label_values(&[target, reason::UNKNOWN_TARGET])
+                .inc();
+            return Outcome::Skipped {
+                reason: reason::UNKNOWN_TARGET.into(),
+                detail: format!("no action named {target:?} (defined: {})", self.targets().join(", ")),
+            };
+        };
+        let mut run = Run {
+            target: target.to_string(),
+            service: action.service(),
+            dry_run: action.dry_run || trigger.dry_run,
+            action,
+            trigger,
+            run_id: format!("{target}-{now}"),
+            started_ms: now,
+            origin: None,
+            left_behind: BTreeSet::new(),
+        };
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return Outcome::Skipped {
+                reason: reason::SHUTTING_DOWN.into(),
+                detail: "rearguard is stopping".into(),
+            };
+        }
+        let Some(_busy) = self.try_busy(target) else {
+            // Dispatch repeats notifications while an action runs: count, do not audit each.
+            self.inner
+                .metrics
+                .skipped
+                .with_label_values(&[target, reason::IN_PROGRESS])
+                .inc();
+            return Outcome::Skipped {
+                reason: reason::IN_PROGRESS.into(),
+                detail: format!("an action on {target} is already running"),
+            };
+        };
+        self.refresh_held_gauge().await;
+        let outcome = self.run_guarded(&mut run).await;
+        let result = match &outcome {
+            Outcome::Skipped { .. } => None,
+            Outcome::DryRun { .. } => Some("dry_run"),
+            Outcome::Verified { .. } => Some("verified"),
+            Outcome::NotVerified { .. } => Some("not_verified"),
+            Outcome::Failed { .. } => Some("failed"),
+            Outcome::Superseded { .. } => Some("superseded"),
+        };
+        if let Some(result) = result {
+            self.inner.metrics.rollbacks.with_label_values(&[target, result]).inc();
+            if result != "dry_run" {
+                let secs = (self.now() - run.started_ms).max(0) as f64 / 1000.0;
+                self.inner.metrics.duration.with_label_values(&[target]).observe(secs);
+            }
+        }
+        self.refresh_held_gauge().await;
+        outcome
+    }
+
+    async fn run_guarded(&self, run: &mut Run) -> Outcome {
+        let now = self.now();
+        if !run.trigger.manual {
+            if let Some(outcome) = self.check_guard_rails(run, now).await {
+                return outcome;
+            }
+        }
+        // The deploy being judged: what serves now.
+        if let Some(service) = run.service.clone() {
+            let svc = match self.deps().cloud_run.get_service(&service).await {
+                Ok(s) => s,
+                Err(e) => {
+                    return self
+                        .skip(
+                            run,
+                            reason::CLOUD_RUN_UNAVAILABLE,
+                            format!("cannot read {service}: {e}"),
+                            true,
+                        )
+                        .await
+                }
+            };
+            run.origin = svc.serving_revision();
+            if !run.trigger.manual {
+                if let Some(outcome) = self.check_deploy(run, &service, &svc, now).await {
+                    return outcome;
+                }
+            }
+        }
+        self.run_ladder(run).await
+    }
+
+    /// Holds, mute windows, cooldown, budget, and the firing re-check.
+    async fn check_guard_rails(&self, run: &Run, now: TimestampMs) -> Option<Outcome> {
+        match self.hold_for(&run.target).await {
+            Ok(Some(h)) => {
+                let detail = format!("{} is on hold: {} (set by {})", run.target, h.reason, h.set_by);
+                return Some(self.skip(run, reason::HOLD, detail, false).await);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                // Cannot tell whether held: do not act.
+                let detail = format!("cannot read holds from the store: {e}");
+                return Some(self.skip(run, reason::HOLD, detail, true).await);
+            }
+        }
+        if let Some(ti) = run
+            .action
+            .mute_time_intervals
+            .iter()
+            .find(|ti| self.deps().time_intervals.is_active(ti, now))
+        {
+            let detail = format!("time interval {ti:?} is active");
+            return Some(self.skip(run, reason::MUTED, detail, false).await);
+        }
+        let cooldown = run.action.cooldown.as_millis();
+        let window = run.action.max_per_window.window.as_millis();
+        let runs = match self
+            .deps()
+            .store
+            .action_runs_since(&run.target, now - cooldown.max(window))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let detail = format!("cannot read earlier actions from the store: {e}");
+                return Some(self.skip(run, reason::COOLDOWN, detail, true).await);
+            }
+        };
+        if let Some(last) = runs.iter().find(|t| **t >= now - cooldown) {
+            let detail = format!(
+                "the last action on {} was {} ago (cooldown {})",
+                run.target,
+                format_duration(Duration::from_millis((now - last).max(0) as u64)),
+                run.action.cooldown
+            );
+            return Some(self.skip(run, reason::COOLDOWN, detail, false).await);
+        }
+        let in_window = runs.iter().filter(|t| **t >= now - window).count();
+        let budget = run.action.max_per_window.count as usize;
+        if in_window >= budget {
+            let detail = format!(
+                "{in_window} actions on {} within {} (budget {budget}): holding it and escalating",
+                run.target, run.action.max_per_window.window
+            );
+            let outcome = self.skip(run, reason::BUDGET, detail.clone(), false).await;
+            let hold_reason = format!(
+                "budget of {budget} actions per {} used up; it keeps failing after rollbacks: investigate, then `rearguard unhold {}`",
+                run.action.max_per_window.window, run.target
+            );
+            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+                tracing::error!(error = %e, "cannot hold the target");
+            }
+            self.audit(
+                run,
+                "escalated",
+                reason::BUDGET,
+                None,
+                None,
+                None,
+                json!({"detail": detail}),
+            )
+            .await;
+            self.event(
+                run,
+                Phase::Escalated,
+                reason::BUDGET,
+                None,
+                None,
+                format!(
+                    "{} keeps failing: automatic rollback stopped, a human is needed",
+                    run.service_label()
+                ),
+                format!("{} fired again. {detail}. {hold_reason}.", run.because()),
+            );
+            return Some(outcome);
+        }
+        if let Some(a) = &run.trigger.alert {
+            if self.deps().alert_state.is_firing(a.fingerprint()) == Some(false) {
+                let detail = format!("{} is no longer firing", a.name());
+                return Some(self.skip(run, reason::ALERT_RESOLVED, detail, false).await);
+            }
+        }
+        None
+    }
+
+    /// The bake window and another actor's recent rollback.
+    async fn check_deploy(&self, run: &Run, service: &str, svc: &ServiceState, now: TimestampMs) -> Option<Outcome> {
+        let origin = run.origin.clone()?;
+        if svc.annotations.get(ANNOTATION_TO) == Some(&origin) {
+            let at: Option<i64> = svc.annotations.get(ANNOTATION_AT).and_then(|v| v.parse().ok());
+            if at.is_some_and(|at| at >= now - run.action.cooldown.as_millis()) {
+                let detail = format!(
+                    "{} was already rolled back to {origin} by another actor (from {})",
+                    short_name(service),
+                    svc.annotations.get(ANNOTATION_FROM).map(String::as_str).unwrap_or("?")
+                );
+                return Some(self.skip(run, reason::OTHER_ACTOR, detail, false).await);
+            }
+        }
+        let bake = run.action.bake_window.as_millis();
+        let alert = run.trigger.alert.as_ref()?;
+        if bake == 0 {
+            return None;
+        }
+        let history = self.deps().serving_history.serving_history(service).await;
+        let revisions = match self.deps().cloud_run.list_revisions(service).await {
+            Ok(r) => r,
+            Err(e) => {
+                let detail = format!("cannot list revisions of {service}: {e}");
+                return Some(self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true).await);
+            }
+        };
+        let since = plan::serving_since(&origin, &history, &revisions);
+        let fmt = |ms: i64| to_datetime(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
+        match since {
+            Some(since) if plan::is_deploy_regression(since, alert.active_at_ms, bake) => None,
+            Some(since) => {
+                let detail = if since > alert.active_at_ms {
+                    format!(
+                        "not a deploy regression: {origin} began serving at {}, after {} became active at {}",
+                        fmt(since),
+                        alert.name(),
+                        fmt(alert.active_at_ms)
+                    )
+                } else {
+                    format!(
+                        "not a deploy regression: {origin} has served since {}, {} before {} became active (bake window {})",
+                        fmt(since),
+                        format_duration(Duration::from_millis((alert.active_at_ms - since) as u64)),
+                        alert.name(),
+                        run.action.bake_window
+                    )
+                };
+                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
+            }
+            None => {
+                let detail = format!("not a deploy regression: cannot tell when {origin} began serving");
+                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
+            }
+        }
+    }
+
+    async fn run_ladder(&self, run: &mut Run) -> Outcome {
+        let effects = run.action.effects();
+        let total = effects.len();
+        let mut first_skip: Option<(&'static str, String, bool)> = None;
+        let mut plan_lines = Vec::new();
+        let mut last_failure: Option<String> = None;
+        for (i, effect) in effects.iter().enumerate() {
+            let step = match effect {
+                Effect::CloudRunTraffic(c) => self.step_traffic(run, i, c).await,
+                Effect::CloudRunEnv(c) => self.step_env(run, i, c).await,
+                Effect::Command(argv) => self.step_command(run, i, argv).await,
+            };
+            let label = if total > 1 {
+                format!("step {}/{total} ({})", i + 1, effect.kind())
+            } else {
+                effect.kind().to_string()
+            };
+            match step {
+                Step::AlreadyAtTarget(detail) => {
+                    self.audit(
+                        run,
+                        "skipped",
+                        reason::ALREADY_AT_TARGET,
+                        None,
+                        None,
+                        None,
+                        json!({"step": i, "detail": detail}),
+                    )
+                    .await;
+                    first_skip.get_or_insert((reason::ALREADY_AT_TARGET, detail, false));
+                }
+                Step::Skip { reason, detail, notify } => {
+                    if total == 1 || (i + 1 == total && first_skip.is_none() && last_failure.is_none()) {
+                        return self.skip(run, reason, detail, notify).await;
+                    }
+                    self.audit(
+                        run,
+                        "skipped",
+                        reason,
+                        None,
+                        None,
+                        None,
+                        json!({"step": i, "detail": detail}),
+                    )
+                    .await;
+                    first_skip.get_or_insert((reason, detail, notify));
+                }
+                Step::DryRun(line) => plan_lines.push(format!("{label}: {line}")),
+                Step::Superseded(detail) => {
+                    self.event(
+                        run,
+                        Phase::Superseded,
+                        reason::OTHER_ACTOR,
+                        None,
+                        None,
+                        format!("{} was already rolled back by another actor", run.service_label()),
+                        detail.clone(),
+                    );
+                    return Outcome::Superseded { detail };
+                }
+                Step::Failed(detail) => {
+                    self.event(
+                        run,
+                        Phase::Failed,
+                        "action_failed",
+                        None,
+                        None,
+                        format!("{label} on {} failed", run.service_label()),
+                        format!("{} fired; {detail}", run.because()),
+                    );
+                    last_failure = Some(format!("{label}: {detail}"));
+                }
+                Step::Done { intent_id, from, to } => match self.verify(run).await {
+                    Ok(attempts) => {
+                        let detail = format!("verified after {attempts} check(s)");
+                        self.audit(
+                            run,
+                            "verified",
+                            &detail,
+                            Some(intent_id),
+                            from.as_deref(),
+                            to.as_deref(),
+                            json!({"step": i}),
+                        )
+                        .await;
+                        let summary = match (&from, &to) {
+                            (Some(f), Some(t)) => {
+                                format!("rolled back {} from {f} to {t} and verified", run.service_label())
+                            }
+                            _ => format!("{label} on {} done and verified", run.service_label()),
+                        };
+                        self.event(
+                            run,
+                            Phase::Verified,
+                            "verified",
+                            from.as_deref(),
+                            to.as_deref(),
+                            summary,
+                            format!("{} fired; {detail}", run.because()),
+                        );
+                        return Outcome::Verified {
+                            step: i + 1,
+                            from_revision: from,
+                            to_revision: to,
+                        };
+                    }
+                    Err(detail) => {
+                        self.audit(
+                            run,
+                            "not_verified",
+                            &detail,
+                            Some(intent_id),
+                            from.as_deref(),
+                            to.as_deref(),
+                            json!({"step": i}),
+                        )
+                        .await;
+                        last_failure = Some(format!("{label}: not verified: {detail}"));
+                        if i + 1 < total {
+                            tracing::warn!(target_name = %run.target, %detail, "step not verified; trying the next step");
+                        }
+                    }
+                },
+            }
+        }
+        if run.dry_run && !plan_lines.is_empty() {
+            let text = plan_lines.join("; ");
+            self.audit(run, "dry_run", &text, None, None, None, self.alert_evidence(run).await)
+                .await;
+            self.event(
+                run,
+                Phase::DryRun,
+                "dry_run",
+                None,
+                None,
+                format!("dry run: would act on {}: {text}", run.service_label()),
+                format!("{} fired; dry run, nothing changed", run.because()),
+            );
+            return Outcome::DryRun { plan: plan_lines };
+        }
+        if let Some(failure) = last_failure {
+            // Acted (or tried) and it did not help: stop acting here.
+            let hold_reason = format!("rollback did not fix it ({failure}); no further automatic action");
+            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+                tracing::error!(error = %e, "cannot hold the target");
+            }
+            self.inner
+                .metrics
+                .skipped
+                .with_label_values(&[&run.target, reason::VERIFICATION_FAILED])
+                .inc();
+            self.audit(
+                run,
+                "failed",
+                reason::VERIFICATION_FAILED,
+                None,
+                None,
+                None,
+                json!({"detail": failure}),
+            )
+            .await;
+            self.event(
+                run,
+                Phase::Failed,
+                reason::VERIFICATION_FAILED,
+                None,
+                None,
+                format!("rollback did not fix {}", run.service_label()),
+                format!("{} fired; {failure}. {} is now on hold.", run.because(), run.target),
+            );
+            let acted = failure.contains("not verified");
+            return if acted {
+                Outcome::NotVerified { detail: failure }
+            } else {
+                Outcome::Failed { detail: failure }
+            };
+        }
+        match first_skip {
+            Some((reason, detail, notify)) => self.skip(run, reason, detail, notify).await,
+            None => {
+                self.skip(run, reason::ALREADY_AT_TARGET, "nothing to do".into(), false)
+                    .await
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- steps
+
+    fn new_intent(&self, run: &Run, step: usize, kind: &str, detail: serde_json::Value) -> Intent {
+        let now = self.now();
+        Intent {
+            id: 0,
+            run_id: run.run_id.clone(),
+            target: run.target.clone(),
+            kind: kind.to_string(),
+            service: run.service.clone(),
+            step: step as u32,
+            fingerprint: run.trigger.fingerprint(),
+            alertname: run.trigger.alertname(),
+            from_revision: None,
+            to_revision: None,
+            etag: None,
+            detail,
+            state: IntentState::Pending,
+            operation: None,
+            note: None,
+            manual: run.trigger.manual,
+            created_at_ms: now,
+            updated_at_ms: now,
+        }
+    }
+
+    async fn set_intent(&self, id: i64, state: IntentState, operation: Option<String>, note: Option<String>) {
+        if let Err(e) = self
+            .deps()
+            .store
+            .update_intent(id, state, operation, note, self.now())
+            .await
+        {
+            tracing::error!(error = %e, intent = id, "cannot update the intent");
+        }
+    }
+
+    async fn excluded_revisions(&self, service: &str, svc: &ServiceState, run: &Run) -> BTreeSet<String> {
+        let mut excluded: BTreeSet<String> = self
+            .deps()
+            .store
+            .quarantine(Some(service.to_string()))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|q| q.revision)
+            .collect();
+        if let Some(from) = svc.annotations.get(ANNOTATION_FROM) {
+            excluded.insert(from.clone());
+        }
+        excluded.extend(run.left_behind.iter().cloned());
+        excluded
+    }
+
+    async fn step_traffic(&self, run: &mut Run, step: usize, cfg: &CloudRunTrafficConfig) -> Step {
+        let service = cfg.service.clone();
+        let api = &self.deps().cloud_run;
+        let svc = match api.get_service(&service).await {
+            Ok(s) => s,
+            Err(e) => return Step::Failed(format!("cannot read {service}: {e}")),
+        };
+        let revisions = match api.list_revisions(&service).await {
+            Ok(r) => r,
+            Err(e) => return Step::Failed(format!("cannot list revisions of {service}: {e}")),
+        };
+        let Some(current) = svc.serving_revision() else {
+            return Step::Skip {
+                reason: reason::NO_EARLIER_READY_REVISION,
+                detail: format!("{} serves no revision", short_name(&service)),
+                notify: true,
+            };
+        };
+        let excluded = self.excluded_revisions(&service, &svc, run).await;
+        let pinned = run.trigger.to_revision.clone().or_else(|| cfg.revision.clone());
+        let to = match pinned {
+            Some(p) => {
+                let p = short_name(&p).to_string();
+                if excluded.contains(&p) {
+                    return Step::Skip {
+                        reason: reason::QUARANTINED,
+                        detail: format!("{p} is quarantined (it was rolled back from); lift it with DELETE /api/v1/quarantine/{}/{p} if it is good", short_name(&service)),
+                        notify: true,
+                    };
+                }
+                match revisions.iter().find(|r| r.name == p) {
+                    Some(r) if r.ready => p,
+                    Some(_) => {
+                        return Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!("{p} is not Ready"),
+                            notify: true,
+                        }
+                    }
+                    None => {
+                        return Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!("{p} is not a revision of {}", short_name(&service)),
+                            notify: true,
+                        }
+                    }
+                }
+            }
+            None => {
+                let reference = run.origin.clone().unwrap_or_else(|| current.clone());
+                let history = self.deps().serving_history.serving_history(&service).await;
+                let mut excl = excluded.clone();
+                excl.insert(current.clone());
+                match plan::previous_ready(&reference, &history, &revisions, &excl) {
+                    Candidate::Found(r) => r,
+                    Candidate::OnlyQuarantined(q) => {
+                        return Step::Skip {
+                            reason: reason::QUARANTINED,
+                            detail: format!(
+                                "every earlier Ready revision of {} is quarantined ({}): not rolling back to a revision that was rolled back from",
+                                short_name(&service),
+                                q.join(", ")
+                            ),
+                            notify: true,
+                        }
+                    }
+                    Candidate::None => {
+                        return Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!("{} has no Ready revision that served before {reference}", short_name(&service)),
+                            notify: true,
+                        }
+                    }
+                }
+            }
+        };
+        if svc.serves_fully(&to) {
+            return Step::AlreadyAtTarget(format!("{} already serves {to}", short_name(&service)));
+        }
+        if run.dry_run {
+            return Step::DryRun(format!(
+                "would send 100% of {} traffic from {current} to {to}",
+                short_name(&service)
+            ));
+        }
+        let mut intent = self.new_intent(
+            run,
+            step,
+            "cloud_run_traffic",
+            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "origin": run.origin }),
+        );
+        intent.from_revision = Some(current.clone());
+        intent.to_revision = Some(to.clone());
+        intent.etag = Some(svc.etag.clone());
+        let id = match self.deps().store.insert_intent(intent.clone()).await {
+            Ok(id) => id,
+            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+        };
+        intent.id = id;
+        let mut ev = self.alert_evidence(run).await;
+        ev["before"] = traffic_json(&svc);
+        self.audit(run, "started", "rolling back", Some(id), Some(&current), Some(&to), ev)
+            .await;
+        self.event(
+            run,
+            Phase::Started,
+            "rolling_back",
+            Some(&current),
+            Some(&to),
+            format!(
+                "rolling back {} from {current} to {to} because {}",
+                short_name(&service),
+                run.because()
+            ),
+            format!("Sending 100% of traffic to {to}; then verifying."),
+        );
+        let result = self.execute_traffic(&intent, run.action.operation_timeout.0).await;
+        if let Step::Done { .. } = result {
+            run.left_behind.insert(current.clone());
+            if let Some(o) = &run.origin {
+                run.left_behind.insert(o.clone());
+            }
+            self.quarantine_after(&service, &run.left_behind, &to).await;
+            let after = api.get_service(&service).await.ok().map(|s| traffic_json(&s));
+            self.audit(
+                run,
+                "done",
+                "traffic moved",
+                Some(id),
+                Some(&current),
+                Some(&to),
+                json!({"after": after}),
+            )
+            .await;
+        } else {
+            self.audit_step_result(run, &result, id, Some(&current), Some(&to))
+                .await;
+        }
+        result
+    }
+
+    async fn audit_step_result(&self, run: &Run, result: &Step, id: i64, from: Option<&str>, to: Option<&str>) {
+        match result {
+            Step::Superseded(d) => {
+                self.audit(run, "superseded", d, Some(id), from, to, json!({})).await;
+            }
+            Step::Failed(d) => {
+                self.audit(run, "failed", d, Some(id), from, to, json!({})).await;
+            }
+            _ => {}
+        }
+    }
+
+    async fn quarantine_after(&self, service: &str, left: &BTreeSet<String>, to: &str) {
+        for rev in left.iter().filter(|r| r.as_str() != to) {
+            let q = Quarantined {
+                service: service.to_string(),
+                revision: rev.clone(),
+                reason: format!("rolled back from {rev} to {to}"),
+                at_ms: self.now(),
+            };
+            if let Err(e) = self.deps().store.quarantine_revision(q).await {
+                tracing::error!(error = %e, "cannot quarantine a revision");
+            }
+        }
+    }
+
+    fn rollback_annotations(&self, from: Option<&str>, to: &str) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::new();
+        a.insert(ANNOTATION_FROM.to_string(), from.unwrap_or("").to_string());
+        a.insert(ANNOTATION_TO.to_string(), to.to_string());
+        a.insert(ANNOTATION_AT.to_string(), self.now().to_string());
+        a
+    }
+
+    /// Sends the traffic change of a written intent and waits for it; also
+    /// the retry path of reconciliation.
+    async fn execute_traffic(&self, intent: &Intent, timeout: Duration) -> Step {
+        let (Some(service), Some(to)) = (intent.service.clone(), intent.to_revision.clone()) else {
+            self.set_intent(
+                intent.id,
+                IntentState::Failed,
+                None,
+                Some("intent without service or revision".into()),
+            )
+            .await;
+            return Step::Failed("intent without service or revision".into());
+        };
+        let api = &self.deps().cloud_run;
+        let patch = ServicePatch {
+            etag: intent.etag.clone().unwrap_or_default(),
+            traffic: Some(vec![TrafficTarget::pinned(&to, 100)]),
+            env: None,
+            annotations: self.rollback_annotations(intent.from_revision.as_deref(), &to),
+        };
+        let op = match api.patch_service(&service, patch).await {
+            Ok(op) => op,
+            Err(e) => return self.patch_refused(intent, &service, e, |s| s.requests_fully(&to)).await,
+        };
+        self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
+            .await;
+        let deadline = self.now() + timeout.as_millis() as i64;
+        if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
+            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                .await;
+            return Step::Failed(e);
+        }
+        match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
+            Ok(_) => {
+                self.set_intent(intent.id, IntentState::Done, None, None).await;
+                Step::Done {
+                    intent_id: intent.id,
+                    from: intent.from_revision.clone(),
+                    to: Some(to),
+                }
+            }
+            Err(e) => {
+                let detail = format!("traffic did not move to {to}: {e}");
+                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+                    .await;
+                Step::Failed(detail)
+            }
+        }
+    }
+
+    /// A patch was refused. A stale etag means someone changed the service
+    /// since we read it: if the change is ours in effect, another actor did it.
+    async fn patch_refused(
+        &self,
+        intent: &Intent,
+        service: &str,
+        err: CloudRunError,
+        already: impl Fn(&ServiceState) -> bool,
+    ) -> Step {
+        if let CloudRunError::StaleEtag(_) = err {
+            if let Ok(now_svc) = self.deps().cloud_run.get_service(service).await {
+                if already(&now_svc) {
+                    let by = now_svc
+                        .annotations
+                        .get(ANNOTATION_AT)
+                        .map(|_| "another rearguard")
+                        .unwrap_or("another actor");
+                    let detail = format!(
+                        "already rolled back by {by}: {} was changed since it was read",
+                        short_name(service)
+                    );
+                    self.set_intent(intent.id, IntentState::Superseded, None, Some(detail.clone()))
+                        .await;
+                    return Step::Superseded(detail);
+                }
+            }
+            let detail = format!(
+                "{} changed while rearguard planned ({err}); not retrying",
+                short_name(service)
+            );
+            self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+                .await;
+            return Step::Failed(detail);
+        }
+        let detail = format!("{} refused the change: {err}", short_name(service));
+        self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+            .await;
+        Step::Failed(detail)
+    }
+
+    /// Polls an operation with backoff (1s doubling to 10s) until done or the deadline.
+    async fn wait_operation(&self, name: &str, done: bool, deadline: TimestampMs) -> Result<(), String> {
+        if done {
+            return Ok(());
+        }
+        let mut wait = Duration::from_secs(1);
+        loop {
+            tokio::time::sleep(wait).await;
+            match self.deps().cloud_run.get_operation(name).await {
+                Ok(op) if op.done => {
+                    return match op.error {
+                        Some(e) => Err(format!("operation {name} failed: {e}")),
+                        None => Ok(()),
+                    }
+                }
+                Ok(_) => {}
+                Err(CloudRunError::NotFound(_)) => return Err(format!("operation {name} not found")),
+                Err(e) => {
+                    tracing::warn!(error = %e, operation = name, "polling the operation failed; retrying")
+                }
+            }
+            if self.now() >= deadline {
+                return Err(format!("operation {name} not done in time"));
+            }
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Polls the service with backoff until `ok` holds or the deadline.
+    async fn wait_service(
+        &self,
+        service: &str,
+        deadline: TimestampMs,
+        ok: impl Fn(&ServiceState) -> bool,
+    ) -> Result<ServiceState, String> {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            match self.deps().cloud_run.get_service(service).await {
+                Ok(s) if ok(&s) => return Ok(s),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, service, "reading the service failed; retrying")
+                }
+            }
+            if self.now() >= deadline {
+                return Err("not in effect in time".into());
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    async fn step_env(&self, run: &mut Run, step: usize, cfg: &CloudRunEnvConfig) -> Step {
+        let service = cfg.service.clone();
+        let svc = match self.deps().cloud_run.get_service(&service).await {
+            Ok(s) => s,
+            Err(e) => return Step::Failed(format!("cannot read {service}: {e}")),
+        };
+        let vars = cfg
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if svc.has_env(&cfg.env) {
+            return Step::AlreadyAtTarget(format!("{} already has {vars}", short_name(&service)));
+        }
+        let current = svc.serving_revision();
+        if run.dry_run {
+            return Step::DryRun(format!("would set {vars} on {} (a new revision)", short_name(&service)));
+        }
+        let mut intent = self.new_intent(
+            run,
+            step,
+            "cloud_run_env",
+            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "env": cfg.env, "origin": run.origin }),
+        );
+        intent.from_revision = current.clone();
+        intent.etag = Some(svc.etag.clone());
+        let id = match self.deps().store.insert_intent(intent.clone()).await {
+            Ok(id) => id,
+            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+        };
+        intent.id = id;
+        let mut ev = self.alert_evidence(run).await;
+        ev["before"] = traffic_json(&svc);
+        ev["env"] = json!(cfg.env);
+        self.audit(
+            run,
+            "started",
+            &format!("setting {vars}"),
+            Some(id),
+            current.as_deref(),
+            None,
+            ev,
+        )
+        .await;
+        self.event(
+            run,
+            Phase::Started,
+            "setting_env",
+            current.as_deref(),
+            None,
+            format!("setting {vars} on {} because {}", short_name(&service), run.because()),
+            "A new revision with the variables is deployed; then verifying.".into(),
+        );
+        let result = self
+            .execute_env(&intent, &cfg.env, run.action.operation_timeout.0)
+            .await;
+        if let Step::Done { to, .. } = &result {
+            if let Some(c) = &current {
+                run.left_behind.insert(c.clone());
+            }
+            let after = self
+                .deps()
+                .cloud_run
+                .get_service(&service)
+                .await
+                .ok()
+                .map(|s| traffic_json(&s));
+            self.audit(
+                run,
+                "done",
+                "env set",
+                Some(id),
+                current.as_deref(),
+                to.as_deref(),
+                json!({"after": after}),
+            )
+            .await;
+        } else {
+            self.audit_step_result(run, &result, id, current.as_deref(), None).await;
+        }
+        result
+    }
+
+    async fn execute_env(&self, intent: &Intent, env: &BTreeMap<String, String>, timeout: Duration) -> Step {
+        let Some(service) = intent.service.clone() else {
+            return Step::Failed("intent without service".into());
+        };
+        let api = &self.deps().cloud_run;
+        let patch = ServicePatch {
+            etag: intent.etag.clone().unwrap_or_default(),
+            traffic: Some(vec![TrafficTarget::latest(100)]),
+            env: Some(env.clone()),
+            annotations: BTreeMap::new(),
+        };
+        let op = match api.patch_service(&service, patch).await {
+            Ok(op) => op,
+            Err(e) => return self.patch_refused(intent, &service, e, |s| s.has_env(env)).await,
+        };
+        self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
+            .await;
+        let deadline = self.now() + timeout.as_millis() as i64;
+        if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
+            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                .await;
+            return Step::Failed(e);
+        }
+        self.finish_env(intent, &service, env, deadline).await
+    }
+
+    /// Waits until the new revision is Ready and serves everything.
+    async fn finish_env(
+        &self,
+        intent: &Intent,
+        service: &str,
+        env: &BTreeMap<String, String>,
+        deadline: TimestampMs,
+    ) -> Step {
+        let ready = |s: &ServiceState| {
+            s.has_env(env)
+                && s.latest_created_revision.is_some()
+                && s.latest_created_revision == s.latest_ready_revision
+                && s.latest_ready_revision.as_deref().is_some_and(|r| s.serves_fully(r))
+        };
+        match self.wait_service(service, deadline, ready).await {
+            Ok(s) => {
+                self.set_intent(intent.id, IntentState::Done, None, None).await;
+                Step::Done {
+                    intent_id: intent.id,
+                    from: intent.from_revision.clone(),
+                    to: s.latest_ready_revision,
+                }
+            }
+            Err(e) => {
+                let detail = format!("the new revision did not become Ready and serving: {e}");
+                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
+                    .await;
+                Step::Failed(detail)
+            }
+        }
+    }
+
+    async fn step_command(&self, run: &mut Run, step: usize, argv: &[String]) -> Step {
+        let shown = argv.join(" ");
+        if run.dry_run {
+            return Step::DryRun(format!("would run {shown}"));
+        }
+        let intent = self.new_intent(
+            run,
+            step,
+            "command",
+            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "argv": argv }),
+        );
+        let id = match self.deps().store.insert_intent(intent).await {
+            Ok(id) => id,
+            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+        };
+        self.audit(
+            run,
+            "started",
+            &format!("running {shown}"),
+            Some(id),
+            None,
+            None,
+            self.alert_evidence(run).await,
+        )
+        .await;
+        self.event(
+            run,
+            Phase::Started,
+            "running_command",
+            None,
+            None,
+            format!("running {shown} because {}", run.because()),
+            "Then verifying.".into(),
+        );
+        self.set_intent(id, IntentState::Applied, None, None).await;
+        let env = command::alert_env(run.trigger.alert.as_ref(), run.service.as_deref());
+        let out = command::run(argv, &env, run.action.timeout.0).await;
+        let evidence = json!({ "command": out });
+        if out.success {
+            self.set_intent(id, IntentState::Done, None, None).await;
+            self.audit(run, "done", "command exited 0", Some(id), None, None, evidence)
+                .await;
+            Step::Done {
+                intent_id: id,
+                from: None,
+                to: None,
+            }
+        } else {
+            let detail = match (&out.error, out.exit_code) {
+                (Some(e), _) => format!("{shown}: {e}"),
+                (None, Some(code)) => format!("{shown} exited {code}"),
+                (None, None) => format!("{shown} was killed by a signal"),
+            };
+            self.set_intent(id, IntentState::Failed, None, Some(detail.clone()))
+                .await;
+            self.audit(run, "failed", &detail, Some(id), None, None, evidence).await;
+            Step::Failed(detail)
+        }
+    }
+
+    // ---------------------------------------------------------------- verification
+
+    /// Checks with backoff until the trigger alert stopped firing and every
+    /// `verify.probes` passes; returns the number of checks made.
+    async fn verify(&self, run: &Run) -> Result<usize, String> {
+        let mut last = String::from("not checked");
+        for (i, wait) in run.action.verify.backoff.iter().enumerate() {
+            tokio::time::sleep(wait.0).await;
+            match self.check_healthy(run).await {
+                Ok(()) => return Ok(i + 1),
+                Err(why) => last = why,
+            }
+        }
+        let total: Duration = run.action.verify.backoff.iter().map(|d| d.0).sum();
+        Err(format!("after {}: {last}", format_duration(total)))
+    }
+
+    async fn check_healthy(&self, run: &Run) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if let Some(a) = &run.trigger.alert {
+            if self.deps().alert_state.is_firing(a.fingerprint()) == Some(true) {
+                problems.push(format!("{} still firing", a.name()));
+            }
+        }
+        for p in &run.action.verify.probes {
+            match self.deps().probes.check(p).await {
+                Some(true) => {}
+                Some(false) => problems.push(format!("probe {p} failing")),
+                None => problems.push(format!("probe {p} unknown")),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join(", "))
+        }
+    }
+
+    // ---------------------------------------------------------------- reconciliation
+
+    /// At start: finishes what a crash interrupted. For each unfinished
+    /// intent, reads the service: already at the target → done (and verified
+    /// in the background); not, and its alert still fires → tried once more
+    /// with a fresh etag; otherwise abandoned. Commands are never re-run.
+    /// Call after the rule manager has restored its alert states.
+    pub async fn reconcile(&self) -> Result<usize, StoreError> {
+        let intents = self.deps().store.unfinished_intents().await?;
+        let n = intents.len();
+        for intent in intents {
+            let _busy = self.try_busy(&intent.target);
+            self.reconcile_one(intent).await;
+        }
+        Ok(n)
+    }
+
+    fn run_for_intent(&self, intent: &Intent) -> Option<Run> {
+        let action = self.view().actions.get(&intent.target).cloned()?;
+        let alert = intent.detail.get("alert").and_then(alert_from_json);
+        let trigger = match alert {
+            Some(a) => Trigger::alert(a),
+            None => Trigger::manual(intent.to_revision.clone(), false, "reconcile"),
+        };
+        Some(Run {
+            target: intent.target.clone(),
+            service: intent.service.clone(),
+            dry_run: false,
+            action,
+            trigger,
+            run_id: intent.run_id.clone(),
+            started_ms: intent.created_at_ms,
+            origin: intent.detail.get("origin").and_then(|o| o.as_str()).map(str::to_string),
+            left_behind: BTreeSet::new(),
+        })
+    }
+
+    async fn reconcile_one(&self, intent: Intent) {
+        let note_abandon = |why: &str| format!("found unfinished at start; {why}");
+        let Some(mut run) = self.run_for_intent(&intent) else {
+            self.set_intent(
+                intent.id,
+                IntentState::Abandoned,
+                None,
+                Some(note_abandon("its action is no longer configured")),
+            )
+            .await;
+            return;
+        };
+        let timeout = run.action.operation_timeout.0;
+        let deadline = self.now() + timeout.as_millis() as i64;
+        let env: Option<BTreeMap<String, String>> = intent
+            .detail
+            .get("env")
+            .and_then(|e| serde_json::from_value(e.clone()).ok());
+        let (done_check, kind): (DoneCheck, &str) = match intent.kind.as_str() {
+            "cloud_run_traffic" => {
+                let to = intent.to_revision.clone().unwrap_or_default();
+                (
+                    Box::new(move |s: &ServiceState| s.requests_fully(&to) || s.serves_fully(&to)),
+                    "traffic",
+                )
+            }
+            "cloud_run_env" => {
+                let env = env.clone().unwrap_or_default();
+                (Box::new(move |s: &ServiceState| s.has_env(&env)), "env")
+            }
+            _ => {
+                let why = note_abandon("a command is never re-run automatically (it may or may not have run)");
+                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
+                    .await;
+                self.audit(&run, "reconciled", &why, Some(intent.id), None, None, json!({}))
+                    .await;
+                return;
+            }
+        };
+        let Some(service) = intent.service.clone() else {
+            self.set_intent(
+                intent.id,
+                IntentState::Abandoned,
+                None,
+                Some(note_abandon("no service")),
+            )
+            .await;
+            return;
+        };
+        let svc = match self.deps().cloud_run.get_service(&service).await {
+            Ok(s) => s,
+            Err(e) => {
+                // Leave it unfinished: the next start tries again.
+                tracing::error!(error = %e, intent = intent.id, "cannot read the service to reconcile an intent");
+                return;
+            }
+        };
+        let step = if done_check(&svc) {
+            let result = if kind == "traffic" {
+                let to = intent.to_revision.clone().unwrap_or_default();
+                match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
+                    Ok(_) => {
+                        self.set_intent(
+                            intent.id,
+                            IntentState::Done,
+                            None,
+                            Some("completed after a restart".into()),
+                        )
+                        .await;
+                        Step::Done {
+                            intent_id: intent.id,
+                            from: intent.from_revision.clone(),
+                            to: Some(to),
+                        }
+                    }
+                    Err(e) => {
+                        self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                            .await;
+                        Step::Failed(e)
+                    }
+                }
+            } else {
+                self.finish_env(&intent, &service, env.as_ref().unwrap_or(&BTreeMap::new()), deadline)
+                    .await
+            };
+            self.audit(
+                &run,
+                "reconciled",
+                "the change was already made; completed after a restart",
+                Some(intent.id),
+                intent.from_revision.as_deref(),
+                intent.to_revision.as_deref(),
+                json!({"service": traffic_json(&svc)}),
+            )
+            .await;
+            result
+        } else {
+            let firing = run
+                .trigger
+                .alert
+                .as_ref()
+                .and_then(|a| self.deps().alert_state.is_firing(a.fingerprint()));
+            if firing != Some(true) {
+                let why = note_abandon("the change was not made and its alert is not known to fire");
+                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
+                    .await;
+                self.audit(
+                    &run,
+                    "reconciled",
+                    &why,
+                    Some(intent.id),
+                    intent.from_revision.as_deref(),
+                    intent.to_revision.as_deref(),
+                    json!({}),
+                )
+                .await;
+                return;
+            }
+            if let Err(e) = self
+                .deps()
+                .store
+                .rearm_intent(intent.id, Some(svc.etag.clone()), self.now())
+                .await
+            {
+                tracing::error!(error = %e, "cannot re-arm the intent");
+                return;
+            }
+            self.audit(
+                &run,
+                "reconciled",
+                "the change was not made and the alert still fires: trying once more with a fresh etag",
+                Some(intent.id),
+                intent.from_revision.as_deref(),
+                intent.to_revision.as_deref(),
+                json!({}),
+            )
+            .await;
+            let mut fresh = intent.clone();
+            fresh.etag = Some(svc.etag.clone());
+            if kind == "traffic" {
+                self.execute_traffic(&fresh, timeout).await
+            } else {
+                self.execute_env(&fresh, env.as_ref().unwrap_or(&BTreeMap::new()), timeout)
+                    .await
+            }
+        };
+        match step {
+            Step::Done { intent_id, from, to } => {
+                if let (Some(f), Some(t)) = (&from, &to) {
+                    let mut left: BTreeSet<String> = [f.clone()].into();
+                    left.extend(run.origin.clone());
+                    if kind == "traffic" {
+                        self.quarantine_after(&service, &left, t).await;
+                    }
+                }
+                run.left_behind.extend(from.clone());
+                // Verify in the background, as the interrupted run would have.
+                let this = self.clone();
+                self.inner.running.fetch_add(1, Ordering::SeqCst);
+                let guard = RunningGuard(self.inner.clone());
+                let handle = tokio::spawn(async move {
+                    let _guard = guard;
+                    this.finish_reconciled(run, intent_id, from, to).await;
+                });
+                self.inner
+                    .tasks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(handle.abort_handle());
+            }
+            other => {
+                self.audit_step_result(
+                    &run,
+                    &other,
+                    intent.id,
+                    intent.from_revision.as_deref(),
+                    intent.to_revision.as_deref(),
+                )
+                .await;
+            }
+        }
+    }
+
+    async fn finish_reconciled(&self, run: Run, intent_id: i64, from: Option<String>, to: Option<String>) {
+        let Some(_busy) = self.try_busy(&run.target) else {
+            return;
+        };
+        match self.verify(&run).await {
+            Ok(n) => {
+                let detail = format!("verified after {n} check(s)");
+                self.audit(
+                    &run,
+                    "verified",
+                    &detail,
+                    Some(intent_id),
+                    from.as_deref(),
+                    to.as_deref(),
+                    json!({}),
+                )
+                .await;
+                self.inner
+                    .metrics
+                    .rollbacks
+                    .with_label_values(&[&run.target, "verified"])
+                    .inc();
+                self.event(
+                    &run,
+                    Phase::Verified,
+                    "verified",
+                    from.as_deref(),
+                    to.as_deref(),
+                    format!("rolled back {} and verified (after a restart)", run.service_label()),
+                    detail,
+                );
+            }
+            Err(detail) => {
+                let hold_reason = format!("rollback did not fix it ({detail}); no further automatic action");
+                if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+                    tracing::error!(error = %e, "cannot hold the target");
+                }
+                self.audit(
+                    &run,
+                    "not_verified",
+                    &detail,
+                    Some(intent_id),
+                    from.as_deref(),
+                    to.as_deref(),
+                    json!({}),
+                )
+                .await;
+                self.inner
+                    .metrics
+                    .rollbacks
+                    .with_label_values(&[&run.target, "not_verified"])
+                    .inc();
+                self.event(
+                    &run,
+                    Phase::Failed,
+                    reason::VERIFICATION_FAILED,
+                    from.as_deref(),
+                    to.as_deref(),
+                    format!("rollback did not fix {}", run.service_label()),
+                    hold_reason,
+                );
+            }
+        }
+    }
+}
+
+impl NotificationSink for ActionRunner {
+    /// Starts the actions of the notification's receiver; returns at once
+    /// (the intent, written before acting, is what survives a restart).
+    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.handle_notification(&notification);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,608 @@
+//! Rollback scenarios on simulated time: an in-memory Cloud Run, a real store,
+//! the ActionRunner with its guard rails, verification and events.
+
+mod rollback_support;
+
+use std::sync::Arc;
+
+use rearguard::action::fake::FakeCall;
+use rearguard::action::{reason, Outcome, Trigger};
+use rearguard::dispatch::NotificationSink;
+use rearguard::store::{Hold, Intent, IntentState, Quarantined};
+use rollback_support::*;
+
+fn phases(h: &Harness) -> Vec<String> {
+    h.sink.phases()
+}
+
+/// Healthy backend-00001 serves; backend-00002 is deployed and breaks; the
+/// alert goes active 30 s later and fires after `for: 5m`; dispatch hands the
+/// notification over: traffic goes back to 00001 exactly once and is verified.
+#[tokio::test(start_paused = true)]
+async fn bad_deploy_is_rolled_back_exactly_once_and_verified() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+
+    h.runner.send(h.notification(&a)).await.unwrap();
+    h.runner.idle().await;
+
+    assert_eq!(h.serving(), "backend-00001");
+    assert_eq!(h.fake.accepted_patches(), 1);
+    let patch = h
+        .fake
+        .calls()
+        .into_iter()
+        .find_map(|c| match c {
+            FakeCall::Patch(_, p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let traffic = patch.traffic.unwrap();
+    assert_eq!(
+        (traffic[0].revision.as_deref(), traffic[0].percent),
+        (Some("backend-00001"), 100)
+    );
+    assert_eq!(patch.env, None);
+    assert_eq!(phases(&h), ["started", "verified"]);
+    let started = &h.sink.alerts()[0];
+    let summary = &started.annotations["summary"];
+    assert!(
+        summary.contains("from backend-00002 to backend-00001 because BackendDown (value 0.42"),
+        "{summary}"
+    );
+    assert_eq!(started.labels.get("alertname"), Some("RearguardRollback"));
+    assert_eq!(started.labels.get("service"), Some("backend"));
+    let decisions = h.audit_decisions().await;
+    let names: Vec<&str> = decisions.iter().map(|(d, _)| d.as_str()).collect();
+    assert_eq!(names, ["started", "done", "verified"]);
+    let audit = h.store.audit(None, 10).await.unwrap();
+    assert_eq!(audit[0].evidence["before"]["serving"], "backend-00002");
+    assert_eq!(audit[0].evidence["trigger"]["labels"]["alertname"], "BackendDown");
+    assert_eq!(audit[1].evidence["after"]["serving"], "backend-00001");
+    let q = h.store.quarantine(None).await.unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].revision, "backend-00002");
+    assert_eq!(
+        h.metric(
+            "rearguard_rollbacks_total",
+            &[("target", "backend"), ("result", "verified")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        h.metric("rearguard_rollback_duration_seconds", &[("target", "backend")]),
+        1.0
+    );
+
+    // Dispatch repeats the notification (the alert has not resolved in its
+    // view yet): cooldown, no second rollback.
+    h.runner.send(h.notification(&a)).await.unwrap();
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 1);
+    assert_eq!(
+        h.metric(
+            "rearguard_rollback_skipped_total",
+            &[("target", "backend"), ("reason", "cooldown")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn outage_long_after_the_last_deploy_is_not_rolled_back_and_says_why() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    // The outage starts 5 hours after the deploy (bake window 2h).
+    let a = alert(T0 + 5 * HOUR);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::NOT_DEPLOY_REGRESSION), "{out:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(phases(&h), ["skipped"]);
+    let ev = &h.sink.alerts()[0];
+    assert_eq!(ev.labels.get("reason"), Some("not_deploy_regression"));
+    let text = &ev.annotations["summary"];
+    assert!(
+        text.contains("not a deploy regression") && text.contains("bake window 2h"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn flapping_stops_at_the_budget_then_holds_and_escalates() {
+    let h = Harness::new(&traffic_action(
+        "    cooldown: 10m\n    max_per_window: {count: 2, window: 24h}\n",
+    ));
+    let mut outcomes = Vec::new();
+    for (i, rev) in ["backend-00002", "backend-00003", "backend-00004"].iter().enumerate() {
+        let deploy_at = T0 + i as i64 * HOUR;
+        sleep_until(&h.clock, deploy_at).await;
+        h.deploy(rev, true);
+        let a = alert(deploy_at + 30_000);
+        sleep_until(&h.clock, a.starts_at_ms).await;
+        outcomes.push(h.runner.run("backend", Trigger::alert(a)).await);
+    }
+    assert!(matches!(outcomes[0], Outcome::Verified { .. }), "{outcomes:?}");
+    assert!(matches!(outcomes[1], Outcome::Verified { .. }), "{outcomes:?}");
+    assert_eq!(outcomes[2].skip_reason(), Some(reason::BUDGET));
+    assert_eq!(h.fake.accepted_patches(), 2);
+    assert_eq!(h.serving(), "backend-00004");
+    let holds = h.store.holds().await.unwrap();
+    assert_eq!(holds.len(), 1);
+    assert!(
+        holds[0].reason.contains("budget of 2 actions per 1d"),
+        "{}",
+        holds[0].reason
+    );
+    assert_eq!(h.metric("rearguard_target_held", &[("target", "backend")]), 1.0);
+    let escalation = h
+        .sink
+        .alerts()
+        .into_iter()
+        .find(|a| a.labels.get("phase") == Some("escalated"))
+        .unwrap();
+    assert_eq!(escalation.labels.get("severity"), Some("critical"));
+
+    // Held now: the next alert does nothing, without another escalation.
+    let a = alert(h.clock.now_ms());
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::HOLD));
+    assert_eq!(h.sink.phases().iter().filter(|p| *p == "escalated").count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dry_run_decides_and_tells_but_changes_nothing() {
+    let h = Harness::new(&traffic_action("    dry_run: true\n"));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    let Outcome::DryRun { plan } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(plan[0].contains("from backend-00002 to backend-00001"), "{plan:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.serving(), "backend-00002");
+    assert_eq!(phases(&h), ["dry_run"]);
+    assert!(h.store.intents_since(None, 0, 10).await.unwrap().is_empty());
+    let audit = h.store.audit(None, 10).await.unwrap();
+    assert!(audit.iter().any(|e| e.decision == "dry_run" && e.dry_run));
+    assert_eq!(h.metric("rearguard_rollbacks_total", &[("result", "dry_run")]), 1.0);
+
+    // A manual dry run of a live action does the same.
+    let h2 = Harness::new(&traffic_action(""));
+    h2.deploy("backend-00002", true);
+    let out = h2.runner.run("backend", Trigger::manual(None, true, "alice")).await;
+    assert!(matches!(out, Outcome::DryRun { .. }), "{out:?}");
+    assert_eq!(h2.fake.accepted_patches(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn holds_from_the_store_and_the_hold_file_stop_automatic_actions() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+
+    h.runner.hold(Some("backend"), "investigating", "alice").await.unwrap();
+    let out = h.runner.run("backend", Trigger::alert(a.clone())).await;
+    assert_eq!(out.skip_reason(), Some(reason::HOLD));
+    assert!(h.runner.unhold(Some("backend"), "done", "alice").await.unwrap());
+
+    h.store
+        .set_hold(Hold {
+            target: "*".into(),
+            reason: "freeze".into(),
+            set_by: "cli".into(),
+            at_ms: 0,
+        })
+        .await
+        .unwrap();
+    let out = h.runner.run("backend", Trigger::alert(a.clone())).await;
+    let Outcome::Skipped { detail, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(detail.contains("freeze"), "{detail}");
+    h.store.remove_hold("*").await.unwrap();
+
+    std::fs::write(h.dir.path().join("HOLD"), "release week\n").unwrap();
+    let out = h.runner.run("backend", Trigger::alert(a.clone())).await;
+    let Outcome::Skipped { detail, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(detail.contains("release week"), "{detail}");
+    assert_eq!(h.metric("rearguard_target_held", &[("target", "backend")]), 1.0);
+    std::fs::remove_file(h.dir.path().join("HOLD")).unwrap();
+
+    assert_eq!(h.fake.accepted_patches(), 0);
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+    assert_eq!(h.metric("rearguard_target_held", &[("target", "backend")]), 0.0);
+    let decisions = h.audit_decisions().await;
+    assert!(decisions.iter().any(|(d, r)| d == "hold" && r == "investigating"));
+    assert!(decisions.iter().any(|(d, _)| d == "unhold"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_that_does_not_fix_it_holds_the_target_and_says_so() {
+    let h = Harness::new(&format!(
+        "  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\n      probes: [backend-health]\n      backoff: [2s, 4s, 8s]\n"
+    ));
+    h.deploy("backend-00002", true);
+    *h.world.always_firing.lock().unwrap() = true;
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let started = h.clock.now_ms();
+    let out = h.runner.run("backend", Trigger::alert(a.clone())).await;
+    let Outcome::NotVerified { detail } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(detail.contains("BackendDown still firing"), "{detail}");
+    // The verification waited 2+4+8 s after the operation (20 s).
+    assert!(h.clock.now_ms() - started >= 34_000, "{}", h.clock.now_ms() - started);
+    assert_eq!(h.fake.accepted_patches(), 1);
+    assert_eq!(phases(&h), ["started", "failed"]);
+    let failed = &h.sink.alerts()[1];
+    assert_eq!(failed.labels.get("severity"), Some("critical"));
+    assert!(failed.annotations["summary"].contains("rollback did not fix backend"));
+    assert_eq!(h.store.holds().await.unwrap()[0].target, "backend");
+
+    sleep_until(&h.clock, T0 + 2 * HOUR).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::HOLD));
+    assert_eq!(h.fake.accepted_patches(), 1);
+}
+
+/// Flip the flag first; when that does not help, shift traffic.
+#[tokio::test(start_paused = true)]
+async fn a_ladder_tries_each_step_and_verifies_before_the_next() {
+    let yaml = format!(
+        "  backend:\n    steps:\n      - cloud_run_env: {{service: {SVC}, env: {{USE_SANDBOX: \"false\"}}}}\n      - cloud_run_traffic: {{service: {SVC}}}\n    verify:\n      probes: [backend-health]\n      backoff: [2s, 4s]\n"
+    );
+    let h = Harness::new(&yaml);
+    h.deploy("backend-00002", true);
+    // The env revision carries the same bad code.
+    h.world.bad.lock().unwrap().push("backend-00003".into());
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    let Outcome::Verified {
+        step,
+        from_revision,
+        to_revision,
+    } = &out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(*step, 2);
+    assert_eq!(from_revision.as_deref(), Some("backend-00003"));
+    assert_eq!(to_revision.as_deref(), Some("backend-00001"));
+    assert_eq!(h.fake.accepted_patches(), 2);
+    let svc = h.fake.service(SVC).unwrap();
+    assert_eq!(svc.env.get("USE_SANDBOX").map(String::as_str), Some("false"));
+    assert_eq!(h.serving(), "backend-00001");
+    assert_eq!(phases(&h), ["started", "started", "verified"]);
+    let q: Vec<String> = h
+        .store
+        .quarantine(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.revision)
+        .collect();
+    assert_eq!(q, ["backend-00002", "backend-00003"]);
+    // One run counts once against the budget.
+    assert_eq!(h.store.action_runs_since("backend", 0).await.unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_earlier_ready_revision_means_no_rollback() {
+    let h = Harness::new(&traffic_action(""));
+    // The only earlier revision is not Ready.
+    h.fake.set_revision_ready(SVC, "backend-00001", false);
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::NO_EARLIER_READY_REVISION), "{out:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(
+        h.sink.alerts()[0].labels.get("reason"),
+        Some("no_earlier_ready_revision")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quarantined_revision_is_never_a_target() {
+    let h = Harness::new(&traffic_action(""));
+    h.store
+        .quarantine_revision(Quarantined {
+            service: SVC.into(),
+            revision: "backend-00001".into(),
+            reason: "rolled back from earlier".into(),
+            at_ms: 0,
+        })
+        .await
+        .unwrap();
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::QUARANTINED), "{out:?}");
+    // A manual rollback pinned to it is refused too.
+    let out = h
+        .runner
+        .run("backend", Trigger::manual(Some("backend-00001".into()), false, "bob"))
+        .await;
+    assert_eq!(out.skip_reason(), Some(reason::QUARANTINED), "{out:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_alert_must_still_fire_when_the_action_starts() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    // Someone fixed it by hand meanwhile.
+    h.world.bad.lock().unwrap().clear();
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::ALERT_RESOLVED));
+    assert_eq!(h.fake.accepted_patches(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn two_rearguards_on_one_service_roll_back_once() {
+    let first = Harness::new(&traffic_action(""));
+    let second = Harness::with(
+        first.clock.clone(),
+        first.fake.clone(),
+        tempfile::tempdir().unwrap(),
+        &traffic_action(""),
+        first.world.clone(),
+    );
+    first.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&first.clock, a.starts_at_ms).await;
+
+    // Both read the service (same etag) before either patch lands.
+    let gate = first.fake.hold_patches().await;
+    first.runner.spawn("backend".into(), Trigger::alert(a.clone()));
+    second.runner.spawn("backend".into(), Trigger::alert(a.clone()));
+    while first
+        .fake
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, FakeCall::Patch(..)))
+        .count()
+        < 2
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(gate);
+    first.runner.idle().await;
+    second.runner.idle().await;
+
+    assert_eq!(first.fake.accepted_patches(), 1);
+    assert_eq!(first.serving(), "backend-00001");
+    let results: Vec<f64> = [&first, &second]
+        .iter()
+        .map(|h| h.metric("rearguard_rollbacks_total", &[("result", "superseded")]))
+        .collect();
+    assert_eq!(results.iter().sum::<f64>(), 1.0, "{results:?}");
+    let loser = if results[0] == 1.0 { &first } else { &second };
+    let decisions = loser.audit_decisions().await;
+    assert!(
+        decisions
+            .iter()
+            .any(|(d, r)| d == "superseded" && r.contains("already rolled back by another")),
+        "{decisions:?}"
+    );
+
+    // A third rearguard that reads the service after the rollback sees the
+    // annotations and does not roll back further.
+    let third = Harness::with(
+        first.clock.clone(),
+        first.fake.clone(),
+        tempfile::tempdir().unwrap(),
+        &traffic_action(""),
+        first.world.clone(),
+    );
+    *first.world.always_firing.lock().unwrap() = true;
+    let out = third.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::OTHER_ACTOR), "{out:?}");
+    assert_eq!(first.fake.accepted_patches(), 1);
+}
+
+/// A crash between writing the intent and the API call: the restarted runner
+/// reads the service, sees no change, the alert still fires, and patches once.
+#[tokio::test(start_paused = true)]
+async fn restart_between_intent_and_call_rolls_back_once() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+
+    let gate = h.fake.hold_patches().await;
+    h.runner.spawn("backend".into(), Trigger::alert(a.clone()));
+    while !h.fake.calls().iter().any(|c| matches!(c, FakeCall::Patch(..))) {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // "kill": the held request never reaches the service.
+    h.runner.shutdown().await;
+    drop(gate);
+    assert_eq!(h.fake.accepted_patches(), 0);
+    let open = h.store.unfinished_intents().await.unwrap();
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0].state, IntentState::Pending);
+
+    let Harness {
+        clock,
+        fake,
+        dir,
+        world,
+        ..
+    } = h;
+    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+    assert_eq!(restarted.serving(), "backend-00001");
+    assert!(restarted.store.unfinished_intents().await.unwrap().is_empty());
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+
+    // Dispatch re-sends the still-known alert after the restart: cooldown.
+    let out = restarted.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::COOLDOWN));
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+}
+
+/// A crash after the API accepted the patch, before completion: the restarted
+/// runner finds the change made and only waits and verifies.
+#[tokio::test(start_paused = true)]
+async fn restart_between_call_and_completion_does_not_patch_again() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+
+    h.runner.spawn("backend".into(), Trigger::alert(a));
+    while h.fake.accepted_patches() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.runner.shutdown().await;
+    let open = h.store.unfinished_intents().await.unwrap();
+    assert_eq!(open.len(), 1, "{open:?}");
+
+    let Harness {
+        clock,
+        fake,
+        dir,
+        world,
+        ..
+    } = h;
+    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    restarted.runner.reconcile().await.unwrap();
+    restarted.runner.idle().await;
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+    assert_eq!(restarted.serving(), "backend-00001");
+    let intent = restarted.store.intents_since(None, 0, 10).await.unwrap();
+    assert_eq!(intent[0].state, IntentState::Done);
+    assert_eq!(intent[0].note.as_deref(), Some("completed after a restart"));
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+}
+
+/// An unfinished intent whose alert no longer fires is abandoned, not retried,
+/// and does not count against the budget.
+#[tokio::test(start_paused = true)]
+async fn reconcile_abandons_what_is_no_longer_needed() {
+    let h = Harness::new(&traffic_action(""));
+    h.store
+        .insert_intent(Intent {
+            id: 0,
+            run_id: "backend-1".into(),
+            target: "backend".into(),
+            kind: "cloud_run_traffic".into(),
+            service: Some(SVC.into()),
+            step: 0,
+            fingerprint: "00".into(),
+            alertname: "BackendDown".into(),
+            from_revision: Some("backend-00002".into()),
+            to_revision: Some("backend-00001".into()),
+            etag: Some("old".into()),
+            detail: serde_json::json!({"alert": {"labels": {"alertname": "BackendDown"}, "active_at_ms": T0}}),
+            state: IntentState::Pending,
+            operation: None,
+            note: None,
+            manual: false,
+            created_at_ms: T0,
+            updated_at_ms: T0,
+        })
+        .await
+        .unwrap();
+    // backend-00001 serves and nothing is bad: the alert does not fire.
+    h.runner.reconcile().await.unwrap();
+    assert_eq!(h.fake.accepted_patches(), 0);
+    let all = h.store.intents_since(None, 0, 10).await.unwrap();
+    // Already at the target: done.
+    assert_eq!(all[0].state, IntentState::Done);
+}
+
+// Real time: a child process does not run on tokio's paused clock.
+#[tokio::test]
+async fn a_command_action_gets_the_alert_and_its_output_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_file = dir.path().join("ran");
+    let yaml = format!(
+        "  backend:\n    command: [sh, -c, 'echo \"$REARGUARD_ALERTNAME $REARGUARD_SERVICE $REARGUARD_VALUE\" | tee {}']\n    bake_window: 0\n    verify:\n      backoff: [200ms]\n",
+        out_file.display()
+    );
+    let h = Harness::new(&yaml);
+    *h.world.fixed_by_file.lock().unwrap() = Some(out_file.clone());
+    let out = h.runner.run("backend", Trigger::alert(alert(T0))).await;
+    // The alert fires until the command wrote its file: verified.
+    assert!(matches!(out, Outcome::Verified { step: 1, .. }), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap().trim(),
+        "BackendDown backend 0.42"
+    );
+    let audit = h.store.audit(None, 10).await.unwrap();
+    let done = audit.iter().find(|e| e.decision == "done").unwrap();
+    assert_eq!(
+        done.evidence["command"]["stdout"].as_str().unwrap().trim(),
+        "BackendDown backend 0.42"
+    );
+    assert_eq!(done.evidence["command"]["exit_code"], 0);
+}
+
+#[tokio::test]
+async fn a_failing_command_fails_and_holds() {
+    let h = Harness::new("  backend:\n    command: [sh, -c, 'echo nope >&2; exit 4']\n    bake_window: 0\n    verify:\n      backoff: [200ms]\n");
+    *h.world.always_firing.lock().unwrap() = true;
+    let out = h.runner.run("backend", Trigger::alert(alert(T0))).await;
+    let Outcome::Failed { detail } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(detail.contains("exited 4"), "{detail}");
+    assert_eq!(h.store.holds().await.unwrap().len(), 1);
+    let failed = h.store.audit(None, 10).await.unwrap();
+    assert!(failed
+        .iter()
+        .any(|e| e.evidence["command"]["stderr"].as_str() == Some("nope\n")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_events_and_resolved_notifications_never_trigger() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let mut own = a.clone();
+    own.labels = rearguard::labels::Labels::from_pairs([("alertname", "RearguardRollback"), ("severity", "critical")]);
+    h.runner.send(h.notification(&own)).await.unwrap();
+    let mut resolved = a.clone();
+    resolved.ends_at_ms = Some(h.clock.now_ms() - 1000);
+    h.runner.send(h.notification(&resolved)).await.unwrap();
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert!(h.sink.alerts().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_rollback_to_a_pinned_revision_skips_the_alert_guards() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", false);
+    h.deploy("backend-00003", false);
+    let out = h
+        .runner
+        .run("backend", Trigger::manual(Some("backend-00001".into()), false, "carol"))
+        .await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+    assert_eq!(h.serving(), "backend-00001");
+    let audit = h.store.audit(None, 10).await.unwrap();
+    assert_eq!(audit[0].evidence["actor"], "carol");
+    assert_eq!(audit[0].fingerprint.as_deref(), Some("manual"));
+    let _ = Arc::clone(&h.world);
+}
