@@ -64,9 +64,14 @@ fn load_manifest(path: &Path) -> Result<HashMap<(String, usize), String>, String
         if cols.len() < 4 {
             continue;
         }
-        let n: usize = cols[1]
-            .parse()
-            .map_err(|_| format!("{}:{}: bad line number {:?}", path.display(), i + 1, cols[1]))?;
+        let n: usize = cols[1].parse().map_err(|_| {
+            format!(
+                "{}:{}: bad line number {:?}",
+                path.display(),
+                i + 1,
+                cols[1]
+            )
+        })?;
         out.insert((cols[0].to_string(), n), cols[3].to_string());
     }
     Ok(out)

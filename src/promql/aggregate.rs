@@ -5,10 +5,14 @@ use std::collections::HashMap;
 use promql_parser::parser::token::*;
 use promql_parser::parser::{AggregateExpr, LabelModifier};
 
-use super::engine::{err, keep_labels, remove_labels, set_label, Evaluator, QueryError, VSample, Val};
+use super::engine::{
+    err, histogram_error, keep_labels, remove_labels, set_label, Evaluator, QueryError, VSample,
+    Val,
+};
 use super::functions::{kahan_sum_inc, quantile};
 use super::value::format_value;
 use crate::labels::Labels;
+use crate::tsdb::is_native_histogram_marker;
 
 struct Group {
     labels: Labels,
@@ -49,24 +53,29 @@ fn less_nan_first(a: f64, b: f64) -> bool {
     a.is_nan() && !b.is_nan() || a < b
 }
 
-/// Whether a float is a valid Prometheus label name (UTF-8 names are allowed in 3.x).
-pub(crate) fn valid_label_name(name: &str) -> bool {
-    !name.is_empty()
-}
-
 impl Evaluator<'_> {
     pub(crate) fn aggregate(&mut self, a: &AggregateExpr, t: i64) -> Result<Val, QueryError> {
         let op = a.op.id();
         match op {
-            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR | T_QUANTILE
-            | T_TOPK | T_BOTTOMK | T_COUNT_VALUES | T_LIMITK | T_LIMIT_RATIO => {}
+            T_SUM | T_AVG | T_MIN | T_MAX | T_COUNT | T_GROUP | T_STDDEV | T_STDVAR
+            | T_QUANTILE | T_TOPK | T_BOTTOMK | T_COUNT_VALUES | T_LIMITK | T_LIMIT_RATIO => {}
             _ => return err(format!("unsupported aggregation {}", a.op)),
         }
         let param = match &a.param {
             Some(p) => Some(self.eval(p, t)?),
             None => None,
         };
-        let input = self.eval_vector(&a.expr, t)?;
+        let mut input = self.eval_vector_raw(&a.expr, t)?;
+        if input.iter().any(|s| is_native_histogram_marker(s.f)) {
+            match op {
+                T_MAX | T_MIN | T_STDDEV | T_STDVAR | T_QUANTILE | T_TOPK | T_BOTTOMK => {
+                    self.info(format!("ignored histogram in {} aggregation", a.op));
+                    input.retain(|s| !is_native_histogram_marker(s.f));
+                }
+                T_COUNT | T_GROUP | T_LIMITK | T_LIMIT_RATIO => {}
+                _ => return Err(histogram_error()),
+            }
+        }
         match op {
             T_TOPK | T_BOTTOMK | T_LIMITK => return self.aggregate_k(a, op, param, input),
             T_LIMIT_RATIO => return self.limit_ratio(a, param, input),
@@ -76,7 +85,11 @@ impl Evaluator<'_> {
         let q = match (op, &param) {
             (T_QUANTILE, Some(Val::Scalar(q))) => {
                 if q.is_nan() || *q < 0.0 || *q > 1.0 {
-                    self.warn(format!("quantile value should be between 0 and 1, got {}", format_value(*q)));
+                    let pos = a.param.as_deref().map(|p| self.pos(p)).unwrap_or_default();
+                    self.warn(format!(
+                        "quantile value should be between 0 and 1, got {}{pos}",
+                        format_value(*q)
+                    ));
                 }
                 *q
             }
@@ -97,7 +110,11 @@ impl Evaluator<'_> {
                     g.mean = f;
                     match op {
                         T_STDDEV | T_STDVAR => {
-                            g.value = if f.is_nan() || f.is_infinite() { f64::NAN } else { 0.0 };
+                            g.value = if f.is_nan() || f.is_infinite() {
+                                f64::NAN
+                            } else {
+                                0.0
+                            };
                         }
                         T_QUANTILE => g.values.push(f),
                         T_GROUP => g.value = 1.0,
@@ -134,16 +151,8 @@ impl Evaluator<'_> {
                     g.kahan = c;
                 }
                 T_GROUP => {}
-                T_MAX => {
-                    if g.value < f || g.value.is_nan() {
-                        g.value = f;
-                    }
-                }
-                T_MIN => {
-                    if g.value > f || g.value.is_nan() {
-                        g.value = f;
-                    }
-                }
+                T_MAX if g.value < f || g.value.is_nan() => g.value = f,
+                T_MIN if g.value > f || g.value.is_nan() => g.value = f,
                 T_COUNT => g.count += 1.0,
                 T_STDDEV | T_STDVAR => {
                     g.count += 1.0;
@@ -199,7 +208,10 @@ impl Evaluator<'_> {
         input: Vec<VSample>,
     ) -> Result<Val, QueryError> {
         let kf = self.k_param(param, "topk")?;
-        if kf.is_nan() || kf >= 9.223372036854776e18 || kf < -9.223372036854776e18 {
+        if kf.is_nan() {
+            return err("Parameter value is NaN");
+        }
+        if !(-9.223372036854776e18..9.223372036854776e18).contains(&kf) {
             return err(format!("Scalar value {} overflows int64", format_value(kf)));
         }
         let k = kf as i64;
@@ -259,7 +271,7 @@ impl Evaluator<'_> {
     ) -> Result<Val, QueryError> {
         let r = self.k_param(param, "limit_ratio")?;
         if r.is_nan() {
-            return err(format!("Ratio value {} is NaN", format_value(r)));
+            return err("Ratio value is NaN");
         }
         let r = r.clamp(-1.0, 1.0);
         let out = input
@@ -286,8 +298,11 @@ impl Evaluator<'_> {
             Some(Val::Str(s)) => s,
             _ => return err("count_values requires a string parameter"),
         };
-        if !valid_label_name(&label) {
-            return err(format!("invalid label name {}", super::engine::go_quote(&label)));
+        if !self.valid_label_name(&label) {
+            return err(format!(
+                "invalid label name {}",
+                super::engine::go_quote(&label)
+            ));
         }
         let t = input.first().map_or(0, |s| s.t);
         let mut index: HashMap<Labels, usize> = HashMap::new();
@@ -295,7 +310,9 @@ impl Evaluator<'_> {
         for s in &input {
             let base = match &a.modifier {
                 Some(LabelModifier::Include(names)) => keep_labels(&s.metric, &names.labels),
-                Some(LabelModifier::Exclude(names)) => remove_labels(&s.metric, &names.labels, true),
+                Some(LabelModifier::Exclude(names)) => {
+                    remove_labels(&s.metric, &names.labels, true)
+                }
                 None => Labels::empty(),
             };
             let key = set_label(&base, &label, &format_value(s.f));
@@ -320,4 +337,3 @@ impl Evaluator<'_> {
         ))
     }
 }
-

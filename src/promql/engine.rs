@@ -15,7 +15,7 @@ use promql_parser::parser::{
 
 use super::value::{InstantSample, QueryResult, RangeSeries, Value};
 use crate::labels::{Label, Labels, METRIC_NAME};
-use crate::tsdb::{is_stale_nan, Queryable, SeriesData};
+use crate::tsdb::{is_native_histogram_marker, is_stale_nan, Queryable, SeriesData};
 
 /// Engine settings.
 #[derive(Clone, Debug)]
@@ -124,7 +124,7 @@ impl Engine {
         t_ms: i64,
     ) -> Result<QueryResult, QueryError> {
         let e = parse(expr)?;
-        self.instant_query_expr(db, &e, t_ms)
+        self.instant(db, &e, t_ms, Some(expr))
     }
 
     /// Evaluates a parsed expression at `t_ms` (rules parse once, evaluate often).
@@ -134,7 +134,18 @@ impl Engine {
         e: &Expr,
         t_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.instant(db, e, t_ms, None)
+    }
+
+    fn instant(
+        &self,
+        db: &dyn Queryable,
+        e: &Expr,
+        t_ms: i64,
+        source: Option<&str>,
+    ) -> Result<QueryResult, QueryError> {
         let mut ev = Evaluator::new(db, &self.options, t_ms, t_ms, 0);
+        ev.set_source(source);
         ev.prepare(e, t_ms, t_ms);
         let v = ev.eval(e, t_ms)?;
         let value = match v {
@@ -154,6 +165,9 @@ impl Engine {
                 )
             }
             Val::Matrix(series) => {
+                for s in &series {
+                    reject_histogram_points(&s.points)?;
+                }
                 let mut out: Vec<RangeSeries> = series
                     .into_iter()
                     .map(|s| RangeSeries {
@@ -188,7 +202,7 @@ impl Engine {
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
         let e = parse(expr)?;
-        self.range_query_expr(db, &e, start_ms, end_ms, step_ms)
+        self.range(db, &e, start_ms, end_ms, step_ms, Some(expr))
     }
 
     pub fn range_query_expr(
@@ -199,6 +213,18 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.range(db, e, start_ms, end_ms, step_ms, None)
+    }
+
+    fn range(
+        &self,
+        db: &dyn Queryable,
+        e: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        source: Option<&str>,
+    ) -> Result<QueryResult, QueryError> {
         if step_ms <= 0 {
             return err(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
@@ -206,6 +232,9 @@ impl Engine {
         }
         if end_ms < start_ms {
             return err("end timestamp must not be before start time");
+        }
+        if (end_ms - start_ms) / step_ms >= 11_000 {
+            return err("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)");
         }
         match e.value_type() {
             promql_parser::parser::value::ValueType::Vector
@@ -222,6 +251,7 @@ impl Engine {
             }
         }
         let mut ev = Evaluator::new(db, &self.options, start_ms, end_ms, step_ms);
+        ev.set_source(source);
         ev.prepare(e, start_ms, end_ms);
         let mut series: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<RangeSeries> = Vec::new();
@@ -295,8 +325,8 @@ pub(crate) fn remove_labels(l: &Labels, names: &[String], and_name: bool) -> Lab
     Labels::from_sorted_labels(
         l.iter()
             .filter(|x| {
-                !(and_name && &*x.name == METRIC_NAME)
-                    && !names.iter().any(|n| n.as_str() == &*x.name)
+                let listed = names.iter().any(|n| n.as_str() == &*x.name);
+                !(listed || and_name && &*x.name == METRIC_NAME)
             })
             .cloned()
             .collect(),
@@ -357,7 +387,6 @@ pub(crate) struct Evaluator<'a> {
     pub(crate) opts: &'a EngineOptions,
     start: i64,
     end: i64,
-    #[allow(dead_code)]
     step: i64,
     /// Series fetched per selector (keyed by the selector's address).
     cache: HashMap<usize, Vec<SeriesData>>,
@@ -365,10 +394,21 @@ pub(crate) struct Evaluator<'a> {
     ranges: HashMap<usize, (i64, i64)>,
     warnings: Vec<String>,
     infos: Vec<String>,
+    /// The query text, for annotation positions.
+    source: Option<String>,
+    /// String literals of the query that are not valid UTF-8 in Go (as
+    /// promql-parser decoded them): invalid as label names.
+    invalid_strings: HashSet<String>,
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(db: &'a dyn Queryable, opts: &'a EngineOptions, start: i64, end: i64, step: i64) -> Self {
+    fn new(
+        db: &'a dyn Queryable,
+        opts: &'a EngineOptions,
+        start: i64,
+        end: i64,
+        step: i64,
+    ) -> Self {
         Self {
             db,
             opts,
@@ -379,7 +419,50 @@ impl<'a> Evaluator<'a> {
             ranges: HashMap::new(),
             warnings: Vec::new(),
             infos: Vec::new(),
+            source: None,
+            invalid_strings: HashSet::new(),
         }
+    }
+
+    pub(crate) fn query_start(&self) -> i64 {
+        self.start
+    }
+
+    pub(crate) fn query_end(&self) -> i64 {
+        self.end
+    }
+
+    /// The range query's step; 0 for an instant query.
+    pub(crate) fn query_step(&self) -> i64 {
+        self.step
+    }
+
+    fn set_source(&mut self, source: Option<&str>) {
+        if let Some(src) = source {
+            self.invalid_strings = invalid_utf8_literals(src);
+        }
+        self.source = source.map(str::to_string);
+    }
+
+    /// Prometheus 3 label names: any non-empty valid UTF-8.
+    pub(crate) fn valid_label_name(&self, name: &str) -> bool {
+        !name.is_empty() && !self.invalid_strings.contains(name)
+    }
+
+    /// Where `e` starts in the query text, as Prometheus appends it to
+    /// annotations: ` (line:column)`; empty when it cannot be found.
+    pub(crate) fn pos(&self, e: &Expr) -> String {
+        let needle = e.to_string();
+        let Some(src) = self.source.as_deref() else {
+            return String::new();
+        };
+        let Some(off) = src.find(&needle) else {
+            return String::new();
+        };
+        let before = &src[..off];
+        let line = before.matches('\n').count() + 1;
+        let col = off - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+        format!(" ({line}:{col})")
     }
 
     fn result(self, value: Value) -> QueryResult {
@@ -406,6 +489,7 @@ impl<'a> Evaluator<'a> {
 
     /// Removes names marked for removal and rejects duplicate label sets.
     fn finish_vector(&self, mut v: Vec<VSample>) -> Result<Vec<VSample>, QueryError> {
+        reject_histograms(&v)?;
         for s in &mut v {
             if s.drop_name {
                 s.metric = strip_metadata(&s.metric);
@@ -504,14 +588,23 @@ impl<'a> Evaluator<'a> {
     fn series_for(&mut self, vs: &VectorSelector) -> Result<&Vec<SeriesData>, QueryError> {
         let key = vs as *const VectorSelector as usize;
         if !self.cache.contains_key(&key) {
-            let (mint, maxt) = self.ranges.get(&key).copied().unwrap_or((i64::MIN, i64::MAX));
+            let (mint, maxt) = self
+                .ranges
+                .get(&key)
+                .copied()
+                .unwrap_or((i64::MIN, i64::MAX));
             let data = self.fetch(vs, mint, maxt)?;
             self.cache.insert(key, data);
         }
         Ok(&self.cache[&key])
     }
 
-    fn fetch(&self, vs: &VectorSelector, mint: i64, maxt: i64) -> Result<Vec<SeriesData>, QueryError> {
+    fn fetch(
+        &self,
+        vs: &VectorSelector,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SeriesData>, QueryError> {
         let mut base: Vec<Matcher> = Vec::new();
         if let Some(n) = &vs.name {
             base.push(Matcher::new(MatchOp::Equal, METRIC_NAME, n));
@@ -551,6 +644,7 @@ impl<'a> Evaluator<'a> {
             Expr::Unary(u) => match self.eval(&u.expr, t)? {
                 Val::Scalar(v) => Ok(Val::Scalar(-v)),
                 Val::Vector(mut v) => {
+                    reject_histograms(&v)?;
                     for s in &mut v {
                         s.f = -s.f;
                         self.drop_name(s);
@@ -595,10 +689,21 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// An instant vector of floats only (a native histogram is an error).
     pub(crate) fn eval_vector(&mut self, e: &Expr, t: i64) -> Result<Vec<VSample>, QueryError> {
+        let v = self.eval_vector_raw(e, t)?;
+        reject_histograms(&v)?;
+        Ok(v)
+    }
+
+    /// An instant vector that may hold native-histogram placeholders.
+    pub(crate) fn eval_vector_raw(&mut self, e: &Expr, t: i64) -> Result<Vec<VSample>, QueryError> {
         match self.eval(e, t)? {
             Val::Vector(v) => Ok(v),
-            other => err(format!("expected instant vector, got {}", other.type_name())),
+            other => err(format!(
+                "expected instant vector, got {}",
+                other.type_name()
+            )),
         }
     }
 
@@ -665,7 +770,11 @@ impl<'a> Evaluator<'a> {
         Ok(out)
     }
 
-    pub(crate) fn subquery(&mut self, sq: &SubqueryExpr, t: i64) -> Result<Vec<MSeries>, QueryError> {
+    pub(crate) fn subquery(
+        &mut self,
+        sq: &SubqueryExpr,
+        t: i64,
+    ) -> Result<Vec<MSeries>, QueryError> {
         let te = self.effective_time(&sq.at, &sq.offset, t);
         let step = sq
             .step
@@ -680,6 +789,9 @@ impl<'a> Evaluator<'a> {
         let mut ts = lower.div_euclid(step) * step;
         if ts <= lower {
             ts += step;
+        }
+        if (te - ts) / step >= self.opts.max_samples as i64 {
+            return Err(QueryError::TooManySamples);
         }
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<MSeries> = Vec::new();
@@ -790,6 +902,13 @@ impl<'a> Evaluator<'a> {
         }
         let mut out = Vec::with_capacity(v.len());
         for mut sample in v {
+            if is_native_histogram_marker(sample.f) {
+                if is_comparison(op) && !return_bool {
+                    self.info("ignored histogram in comparison with a float".to_string());
+                    continue;
+                }
+                return Err(histogram_error());
+            }
             let (l, r) = if swap { (s, sample.f) } else { (sample.f, s) };
             let (mut value, mut keep) = scalar_binop(op, l, r)?;
             if is_comparison(op) && swap {
@@ -821,11 +940,12 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Val, QueryError> {
         use promql_parser::label::Labels as PLabels;
         use promql_parser::parser::{LabelModifier, VectorMatchCardinality};
-        let (on, names): (bool, Vec<String>) = match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
-            Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
-            Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
-            None => (false, Vec::new()),
-        };
+        let (on, names): (bool, Vec<String>) =
+            match b.modifier.as_ref().and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(l)) => (true, l.labels.clone()),
+                Some(LabelModifier::Exclude(l)) => (false, l.labels.clone()),
+                None => (false, Vec::new()),
+            };
         let card = b
             .modifier
             .as_ref()
@@ -839,7 +959,9 @@ impl<'a> Evaluator<'a> {
                 }
                 let right: HashSet<Vec<u8>> = rhs.iter().map(sig).collect();
                 Ok(Val::Vector(
-                    lhs.into_iter().filter(|s| right.contains(&sig(s))).collect(),
+                    lhs.into_iter()
+                        .filter(|s| right.contains(&sig(s)))
+                        .collect(),
                 ))
             }
             T_LOR => {
@@ -851,13 +973,17 @@ impl<'a> Evaluator<'a> {
             T_LUNLESS => {
                 let right: HashSet<Vec<u8>> = rhs.iter().map(sig).collect();
                 Ok(Val::Vector(
-                    lhs.into_iter().filter(|s| !right.contains(&sig(s))).collect(),
+                    lhs.into_iter()
+                        .filter(|s| !right.contains(&sig(s)))
+                        .collect(),
                 ))
             }
             _ => {
                 if lhs.is_empty() || rhs.is_empty() {
                     return Ok(Val::Vector(Vec::new()));
                 }
+                reject_histograms(&lhs)?;
+                reject_histograms(&rhs)?;
                 let (include, one_to_many, one_to_one) = match &card {
                     VectorMatchCardinality::ManyToOne(l) => (l.labels.clone(), false, false),
                     VectorMatchCardinality::OneToMany(l) => (l.labels.clone(), true, false),
@@ -896,13 +1022,12 @@ impl<'a> Evaluator<'a> {
                         continue;
                     };
                     let rs = &one[ri];
-                    let (fl, fr) = if one_to_many { (rs.f, ls.f) } else { (ls.f, rs.f) };
+                    let (fl, fr) = if one_to_many {
+                        (rs.f, ls.f)
+                    } else {
+                        (ls.f, rs.f)
+                    };
                     let (mut value, keep) = scalar_binop(op, fl, fr)?;
-                    if return_bool {
-                        value = if keep { 1.0 } else { 0.0 };
-                    } else if !keep {
-                        continue;
-                    }
                     let mut metric = ls.metric.clone();
                     if drops_name(op) {
                         metric = strip_metadata(&metric);
@@ -920,6 +1045,7 @@ impl<'a> Evaluator<'a> {
                     if return_bool && !self.opts.delayed_name_removal {
                         metric = strip_metadata(&metric);
                     }
+                    // Matching errors count even for pairs a comparison filters out.
                     let entry = matched.entry(k);
                     if one_to_one {
                         if let std::collections::hash_map::Entry::Occupied(_) = entry {
@@ -932,6 +1058,11 @@ impl<'a> Evaluator<'a> {
                             return err("multiple matches for labels: grouping labels must ensure unique matches");
                         }
                     }
+                    if return_bool {
+                        value = if keep { 1.0 } else { 0.0 };
+                    } else if !keep {
+                        continue;
+                    }
                     out.push(VSample {
                         metric,
                         t,
@@ -943,6 +1074,89 @@ impl<'a> Evaluator<'a> {
             }
         }
     }
+}
+
+/// The quoted string literals of `src` whose Go decoding (`\xHH` and octal
+/// escapes are raw bytes) is not valid UTF-8, as promql-parser decodes them.
+fn invalid_utf8_literals(src: &str) -> HashSet<String> {
+    let mut out = HashSet::new();
+    let b = src.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let q = b[i];
+        if q != b'"' && q != b'\'' && q != b'`' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        let mut bytes: Vec<u8> = Vec::new();
+        while i < b.len() && b[i] != q {
+            if b[i] == b'\\' && q != b'`' && i + 1 < b.len() {
+                let c = b[i + 1];
+                let hex = |s: &[u8]| {
+                    std::str::from_utf8(s)
+                        .ok()
+                        .and_then(|s| u32::from_str_radix(s, 16).ok())
+                };
+                match c {
+                    b'x' if i + 3 < b.len() => {
+                        if let Some(v) = hex(&b[i + 2..i + 4]) {
+                            bytes.push(v as u8);
+                        }
+                        i += 4;
+                        continue;
+                    }
+                    b'0'..=b'7' if i + 3 < b.len() => {
+                        let oct = std::str::from_utf8(&b[i + 1..i + 4])
+                            .ok()
+                            .and_then(|s| u32::from_str_radix(s, 8).ok());
+                        if let Some(v) = oct {
+                            bytes.push(v as u8);
+                        }
+                        i += 4;
+                        continue;
+                    }
+                    _ => {
+                        bytes.push(b[i]);
+                        bytes.push(c);
+                        i += 2;
+                        continue;
+                    }
+                }
+            }
+            bytes.push(b[i]);
+            i += 1;
+        }
+        let end = (i + 1).min(b.len());
+        if std::str::from_utf8(&bytes).is_err() {
+            if let Ok(decoded) = promql_parser::util::unquote_string(&src[start..end]) {
+                out.insert(decoded);
+            }
+        }
+        i = end;
+    }
+    out
+}
+
+pub(crate) fn histogram_error() -> QueryError {
+    QueryError::NativeHistogram("the query reads a native histogram sample".into())
+}
+
+/// Fails when a vector holds a native histogram (placeholder).
+pub(crate) fn reject_histograms(v: &[VSample]) -> Result<(), QueryError> {
+    if v.iter().any(|s| is_native_histogram_marker(s.f)) {
+        return Err(histogram_error());
+    }
+    Ok(())
+}
+
+/// Fails when range points hold a native histogram (placeholder).
+pub(crate) fn reject_histogram_points(p: &[(i64, f64)]) -> Result<(), QueryError> {
+    if p.iter().any(|x| is_native_histogram_marker(x.1)) {
+        return Err(histogram_error());
+    }
+    Ok(())
 }
 
 /// Formats labels the way Go's `labels.Labels.String()` does:

@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Datelike, Timelike};
 use promql_parser::parser::{Call, Expr};
 
-use super::aggregate::valid_label_name;
-use super::engine::{err, set_label, Evaluator, MSeries, QueryError, VSample, Val};
+use super::engine::{
+    err, reject_histogram_points, set_label, Evaluator, MSeries, QueryError, VSample, Val,
+};
 use super::value::format_value;
 use crate::labels::{Labels, METRIC_NAME};
+use crate::tsdb::is_native_histogram_marker;
 
 /// Kahan–Neumaier summation step, as Prometheus's `kahanSumInc`.
 pub(crate) fn kahan_sum_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
@@ -235,8 +237,27 @@ impl Evaluator<'_> {
         match name {
             "time" => return Ok(Val::Scalar(t as f64 / 1000.0)),
             "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
+            "start" => return Ok(Val::Scalar(self.query_start() as f64 / 1000.0)),
+            "end" => return Ok(Val::Scalar(self.query_end() as f64 / 1000.0)),
+            "range" => {
+                return Ok(Val::Scalar(
+                    (self.query_end() - self.query_start()) as f64 / 1000.0,
+                ))
+            }
+            "step" => return Ok(Val::Scalar(self.query_step() as f64 / 1000.0)),
+            "min_of" | "max_of" => {
+                let a = self.eval_scalar(args[0], t)?;
+                let b = self.eval_scalar(args[1], t)?;
+                return Ok(Val::Scalar(if name == "min_of" {
+                    go_min(a, b)
+                } else {
+                    go_max(a, b)
+                }));
+            }
             "scalar" => {
-                let v = self.eval_vector(args[0], t)?;
+                // Like Prometheus, only float samples count.
+                let mut v = self.eval_vector_raw(args[0], t)?;
+                v.retain(|s| !is_native_histogram_marker(s.f));
                 return Ok(Val::Scalar(if v.len() == 1 { v[0].f } else { f64::NAN }));
             }
             "vector" => {
@@ -251,7 +272,9 @@ impl Evaluator<'_> {
             _ => {}
         }
         if let Some(f) = simple_math(name) {
-            let mut v = self.eval_vector(args[0], t)?;
+            // Like Prometheus, math functions skip native histograms.
+            let mut v = self.eval_vector_raw(args[0], t)?;
+            v.retain(|s| !is_native_histogram_marker(s.f));
             for s in &mut v {
                 s.f = f(s.f);
                 self.drop_name(s);
@@ -259,23 +282,42 @@ impl Evaluator<'_> {
             return Ok(Val::Vector(v));
         }
         match name {
-            "rate" | "increase" | "delta" | "irate" | "idelta" | "deriv" | "changes" | "resets"
-            | "avg_over_time" | "min_over_time" | "max_over_time" | "sum_over_time"
-            | "count_over_time" | "stddev_over_time" | "stdvar_over_time" | "last_over_time"
-            | "first_over_time" | "present_over_time" | "mad_over_time"
-            | "ts_of_min_over_time" | "ts_of_max_over_time" | "ts_of_last_over_time"
+            "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "deriv"
+            | "changes"
+            | "resets"
+            | "avg_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "sum_over_time"
+            | "count_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "mad_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_last_over_time"
             | "ts_of_first_over_time" => self.range_function(name, args[0], t),
             "quantile_over_time" => {
                 let q = self.eval_scalar(args[0], t)?;
                 if q.is_nan() || !(0.0..=1.0).contains(&q) {
+                    let pos = self.pos(args[0]);
                     self.warn(format!(
-                        "quantile value should be between 0 and 1, got {}",
+                        "quantile value should be between 0 and 1, got {}{pos}",
                         format_value(q)
                     ));
                 }
                 let (m, _, _) = self.matrix_arg(args[1], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
+                    reject_histogram_points(&s.points)?;
                     let f = quantile(q, s.points.iter().map(|p| p.1).collect());
                     self.drop_name_series(&mut s);
                     out.push(to_sample(s, t, f));
@@ -284,13 +326,15 @@ impl Evaluator<'_> {
             }
             "predict_linear" => {
                 let d = self.eval_scalar(args[1], t)?;
-                let (m, te, _) = self.matrix_arg(args[0], t)?;
+                let (m, _, _) = self.matrix_arg(args[0], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
+                    reject_histogram_points(&s.points)?;
                     if s.points.len() < 2 {
                         continue;
                     }
-                    let (slope, intercept) = linear_regression(&s.points, te);
+                    // Prometheus predicts from the evaluation time, even with `@`.
+                    let (slope, intercept) = linear_regression(&s.points, t);
                     self.drop_name_series(&mut s);
                     out.push(to_sample(s, t, slope * d + intercept));
                 }
@@ -314,6 +358,7 @@ impl Evaluator<'_> {
                 let (m, _, _) = self.matrix_arg(args[0], t)?;
                 let mut out = Vec::new();
                 for mut s in m {
+                    reject_histogram_points(&s.points)?;
                     if s.points.len() < 2 {
                         continue;
                     }
@@ -472,6 +517,9 @@ impl Evaluator<'_> {
         let (m, te, range) = self.matrix_arg(arg, t)?;
         let mut out = Vec::with_capacity(m.len());
         for mut s in m {
+            if !matches!(name, "count_over_time" | "present_over_time") {
+                reject_histogram_points(&s.points)?;
+            }
             let p = &s.points;
             let f = match name {
                 "rate" | "increase" | "delta" => {
@@ -482,8 +530,9 @@ impl Evaluator<'_> {
                     if counter {
                         if let Some(n) = s.metric.metric_name() {
                             if !counter_suffix_ok(n) {
+                                let pos = self.pos(arg);
                                 self.info(format!(
-                                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}",
+                                    "metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {}{pos}",
                                     super::engine::go_quote(n)
                                 ));
                             }
@@ -540,7 +589,11 @@ impl Evaluator<'_> {
                 "min_over_time" | "max_over_time" => {
                     let mut r = p[0].1;
                     for &(_, v) in &p[1..] {
-                        let better = if name == "max_over_time" { v > r } else { v < r };
+                        let better = if name == "max_over_time" {
+                            v > r
+                        } else {
+                            v < r
+                        };
                         if better || r.is_nan() {
                             r = v;
                         }
@@ -550,7 +603,11 @@ impl Evaluator<'_> {
                 "ts_of_min_over_time" | "ts_of_max_over_time" => {
                     let (mut rt, mut r) = p[0];
                     for &(pt, v) in &p[1..] {
-                        let better = if name == "ts_of_max_over_time" { v >= r } else { v <= r };
+                        let better = if name == "ts_of_max_over_time" {
+                            v >= r
+                        } else {
+                            v <= r
+                        };
                         if better || r.is_nan() {
                             r = v;
                             rt = pt;
@@ -565,6 +622,11 @@ impl Evaluator<'_> {
                 "stdvar_over_time" => variance_of(p),
                 "mad_over_time" => {
                     let values: Vec<f64> = p.iter().map(|x| x.1).collect();
+                    if values.iter().any(|v| v.is_nan()) {
+                        self.drop_name_series(&mut s);
+                        out.push(to_sample(s, t, f64::NAN));
+                        continue;
+                    }
                     let median = quantile(0.5, values.clone());
                     quantile(0.5, values.iter().map(|v| (v - median).abs()).collect())
                 }
@@ -604,7 +666,7 @@ impl Evaluator<'_> {
                 "invalid regular expression in label_replace(): {re_src}"
             ))
         })?;
-        if !valid_label_name(&dst) {
+        if !self.valid_label_name(&dst) {
             return err(format!(
                 "invalid destination label name in label_replace(): {dst}"
             ));
@@ -631,13 +693,13 @@ impl Evaluator<'_> {
         for a in &args[3..] {
             srcs.push(self.string_arg(a, t)?);
         }
-        if !valid_label_name(&dst) {
+        if !self.valid_label_name(&dst) {
             return err(format!(
                 "invalid destination label name in label_join(): {dst}"
             ));
         }
         for s in &srcs {
-            if !valid_label_name(s) {
+            if !self.valid_label_name(s) {
                 return err(format!("invalid source label name in label_join(): {s}"));
             }
         }
@@ -659,8 +721,9 @@ impl Evaluator<'_> {
     fn histogram_quantile(&mut self, args: &[&Expr], t: i64) -> Result<Val, QueryError> {
         let q = self.eval_scalar(args[0], t)?;
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
+            let pos = self.pos(args[0]);
             self.warn(format!(
-                "quantile value should be between 0 and 1, got {}",
+                "quantile value should be between 0 and 1, got {}{pos}",
                 format_value(q)
             ));
         }
@@ -962,4 +1025,3 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
     (ab.len() - i).cmp(&(bb.len() - j))
 }
-

@@ -10,3 +10,6 @@ pub mod value;
 
 pub use engine::{parse, Engine, EngineOptions, QueryError};
 pub use value::{format_value, InstantSample, QueryResult, RangeSeries, Value};
+
+#[cfg(test)]
+mod tests;

@@ -36,7 +36,10 @@ pub fn parse_series_line(line: &str) -> Result<(Labels, Vec<Point>), NotationErr
 pub fn parse_metric(s: &str) -> Result<Labels, NotationError> {
     let (labels, rest) = parse_metric_prefix(s)?;
     if !rest.trim().is_empty() {
-        return nerr(format!("unexpected {:?} after the series {s:?}", rest.trim()));
+        return nerr(format!(
+            "unexpected {:?} after the series {s:?}",
+            rest.trim()
+        ));
     }
     Ok(labels)
 }
@@ -350,12 +353,27 @@ mod tests {
 
     #[test]
     fn expands_sequences() {
-        assert_eq!(floats("-2+4x3"), vec![Some(-2.0), Some(2.0), Some(6.0), Some(10.0)]);
-        assert_eq!(floats("1-2x4"), vec![Some(1.0), Some(-1.0), Some(-3.0), Some(-5.0), Some(-7.0)]);
+        assert_eq!(
+            floats("-2+4x3"),
+            vec![Some(-2.0), Some(2.0), Some(6.0), Some(10.0)]
+        );
+        assert_eq!(
+            floats("1-2x4"),
+            vec![Some(1.0), Some(-1.0), Some(-3.0), Some(-5.0), Some(-7.0)]
+        );
         assert_eq!(floats("1x4").len(), 5);
-        assert_eq!(floats("0+10x2 100"), vec![Some(0.0), Some(10.0), Some(20.0), Some(100.0)]);
-        assert_eq!(floats("1 _x3 2"), vec![Some(1.0), None, None, None, Some(2.0)]);
-        assert_eq!(floats("1e3 .5 +Inf 1_000"), vec![Some(1000.0), Some(0.5), Some(f64::INFINITY), Some(1000.0)]);
+        assert_eq!(
+            floats("0+10x2 100"),
+            vec![Some(0.0), Some(10.0), Some(20.0), Some(100.0)]
+        );
+        assert_eq!(
+            floats("1 _x3 2"),
+            vec![Some(1.0), None, None, None, Some(2.0)]
+        );
+        assert_eq!(
+            floats("1e3 .5 +Inf 1_000"),
+            vec![Some(1000.0), Some(0.5), Some(f64::INFINITY), Some(1000.0)]
+        );
         assert_eq!(floats("1e-1+1e1x1"), vec![Some(0.1), Some(10.1)]);
         assert!(floats("NaN")[0].unwrap().is_nan());
         let p = parse_values("1 stale").unwrap();
@@ -394,6 +412,9 @@ mod tests {
         assert_eq!(l.metric_name(), Some("a.b"));
         assert_eq!(l.get("c d"), Some("e"));
         assert!(parse_metric("m{a=~\"x\"}").is_err());
-        assert_eq!(parse_metric("expect{}").unwrap().metric_name(), Some("expect"));
+        assert_eq!(
+            parse_metric("expect{}").unwrap().metric_name(),
+            Some("expect")
+        );
     }
 }

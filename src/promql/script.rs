@@ -11,7 +11,7 @@ use super::functions::almost_equal;
 use super::notation::{parse_metric_prefix, parse_series_line, Point};
 use super::value::{format_value, QueryResult, Value};
 use crate::labels::Labels;
-use crate::tsdb::{is_stale_nan, Tsdb};
+use crate::tsdb::{is_stale_nan, native_histogram_marker, Tsdb};
 
 /// How an expected message is matched.
 #[derive(Clone, Debug)]
@@ -72,24 +72,61 @@ pub enum Command {
         line: usize,
         step: i64,
         series: Vec<(Labels, Vec<Point>)>,
+        /// `load_with_nhcb`: classic histograms also become native ones.
+        nhcb: bool,
     },
     Eval(Box<EvalCmd>),
     /// A command that could not be parsed (reported as a failure).
-    Invalid { line: usize, error: String },
+    Invalid {
+        line: usize,
+        error: String,
+    },
 }
 
-/// Parses a duration (`5m`, `1h30m`, `0`) into milliseconds.
+/// Parses a duration (`5m`, `1h30m`, `0`, `0s`) into milliseconds.
 pub fn parse_duration_ms(s: &str) -> Result<i64, String> {
     let s = s.trim();
-    if s == "0" {
-        return Ok(0);
-    }
     if let Some(rest) = s.strip_prefix('-') {
         return parse_duration_ms(rest).map(|v| -v);
     }
-    promql_parser::util::parse_duration(s)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|e| format!("invalid duration {s:?}: {e}"))
+    if s == "0" {
+        return Ok(0);
+    }
+    let bad = || format!("invalid duration {s:?}");
+    let b = s.as_bytes();
+    let (mut i, mut total) = (0usize, 0i64);
+    if b.is_empty() {
+        return Err(bad());
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        if start == i {
+            return Err(bad());
+        }
+        let n: i64 = s[start..i].parse().map_err(|_| bad())?;
+        let unit_start = i;
+        while i < b.len() && b[i].is_ascii_alphabetic() {
+            i += 1;
+        }
+        let mult = match &s[unit_start..i] {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "w" => 7 * 86_400_000,
+            "y" => 365 * 86_400_000,
+            _ => return Err(bad()),
+        };
+        total = n
+            .checked_mul(mult)
+            .and_then(|v| v.checked_add(total))
+            .ok_or_else(bad)?;
+    }
+    Ok(total)
 }
 
 fn instant_re() -> Regex {
@@ -98,8 +135,10 @@ fn instant_re() -> Regex {
 }
 
 fn range_re() -> Regex {
-    Regex::new(r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$")
-        .expect("valid regex")
+    Regex::new(
+        r"^eval(?:_(fail|warn|info))?\s+range\s+from\s+(.+)\s+to\s+(.+)\s+step\s+(.+?)\s+(.+)$",
+    )
+    .expect("valid regex")
 }
 
 /// Splits a script into commands.
@@ -131,14 +170,21 @@ pub fn parse_script(text: &str) -> Vec<Command> {
         }
         let body: Vec<&str> = lines[i + 1..j].iter().map(String::as_str).collect();
         let word = l.split_whitespace().next().unwrap_or("");
-        let cmd = if word == "clear" {
-            Command::Clear
-        } else if word == "load" || word == "load_with_nhcb" {
+        if word == "clear" {
+            // `clear` is one line; a `load` may follow without a blank line.
+            cmds.push(Command::Clear);
+            i += 1;
+            continue;
+        }
+        let cmd = if word == "load" || word == "load_with_nhcb" {
             parse_load(lineno, l, &body)
         } else if word.starts_with("eval") {
             match parse_eval(lineno, l, &body, &ire, &rre) {
                 Ok(e) => Command::Eval(Box::new(e)),
-                Err(error) => Command::Invalid { line: lineno, error },
+                Err(error) => Command::Invalid {
+                    line: lineno,
+                    error,
+                },
             }
         } else {
             Command::Invalid {
@@ -185,7 +231,12 @@ fn parse_load(line: usize, header: &str, body: &[&str]) -> Command {
             }
         }
     }
-    Command::Load { line, step, series }
+    Command::Load {
+        line,
+        step,
+        series,
+        nhcb: header.starts_with("load_with_nhcb"),
+    }
 }
 
 fn parse_msg(rest: &str) -> Result<MsgMatch, String> {
@@ -257,6 +308,8 @@ fn parse_eval(
     }
     let mut series: Vec<(Labels, Vec<Point>)> = Vec::new();
     let mut range_vector: Option<(i64, i64)> = None;
+    let range_vector_re =
+        Regex::new(r"^vector\s+from\s+(\S+)\s+to\s+(\S+)\s+step\s+(\S+)$").expect("valid regex");
     for l in body {
         if let Some(rest) = l.strip_prefix("expected_fail_message") {
             cmd.fail = Some(MsgMatch::Exact(rest.trim().to_string()));
@@ -283,9 +336,7 @@ fn parse_eval(
                     cmd.expected = Expected::Str(s);
                 }
                 "range" => {
-                    let re = Regex::new(r"^vector\s+from\s+(\S+)\s+to\s+(\S+)\s+step\s+(\S+)$")
-                        .expect("valid regex");
-                    let c = re
+                    let c = range_vector_re
                         .captures(tail.trim())
                         .ok_or_else(|| format!("invalid expect range vector line {l:?}"))?;
                     let from = parse_duration_ms(&c[1])?;
@@ -402,13 +453,26 @@ pub fn run_script(text: &str, options: EngineOptions, skip: &SkipFn<'_>) -> Vec<
                 expr: String::new(),
                 verdict: Verdict::Fail(format!("invalid test command: {error}")),
             }),
-            Command::Load { step, series, .. } => {
+            Command::Load {
+                step, series, nhcb, ..
+            } => {
                 for (labels, points) in series {
+                    if nhcb {
+                        // load_with_nhcb also makes a native histogram `X` from `X_bucket` etc.
+                        if let Some(n) = labels.metric_name() {
+                            for suffix in ["_bucket", "_count", "_sum"] {
+                                if let Some(base) = n.strip_suffix(suffix) {
+                                    histogram_names.insert(base.to_string());
+                                }
+                            }
+                        }
+                    }
                     for (i, p) in points.iter().enumerate() {
                         let t = i as i64 * step;
                         match p {
                             Point::Float(v) => db.insert_unordered(&labels, t, *v),
                             Point::Histogram => {
+                                db.insert_unordered(&labels, t, native_histogram_marker());
                                 if let Some(n) = labels.metric_name() {
                                     histogram_names.insert(n.to_string());
                                 }
@@ -512,10 +576,7 @@ pub fn run_eval(engine: &Engine, db: &Tsdb, e: &EvalCmd) -> Verdict {
         }
         (Err(err), None) => return Verdict::Fail(format!("got error {:?}", err_text(&err))),
         (Ok(r), Some(m)) => {
-            return Verdict::Fail(format!(
-                "expected error {m:?} got {}",
-                describe(&r.value)
-            ))
+            return Verdict::Fail(format!("expected error {m:?} got {}", describe(&r.value)))
         }
         (Ok(r), None) => r,
     };
@@ -538,13 +599,17 @@ fn check_annotations(e: &EvalCmd, r: &QueryResult) -> Option<Verdict> {
         ("info", &e.info, &r.infos, e.no_info),
     ] {
         if none && !got.is_empty() {
-            return Some(Verdict::Fail(format!("expected no {kind} annotations, got {got:?}")));
+            return Some(Verdict::Fail(format!(
+                "expected no {kind} annotations, got {got:?}"
+            )));
         }
         if expects.is_empty() {
             continue;
         }
         if got.is_empty() {
-            return Some(Verdict::Fail(format!("expected {kind} annotations, got none")));
+            return Some(Verdict::Fail(format!(
+                "expected {kind} annotations, got none"
+            )));
         }
         for m in expects.iter() {
             if !got.iter().any(|g| m.matches(g)) {
@@ -744,4 +809,3 @@ fn match_matrix(
     }
     Verdict::Pass
 }
-

@@ -143,8 +143,14 @@ mod tests {
             v.to_api_json(),
             json!({"resultType":"vector","result":[{"metric":{"__name__":"up","job":"x"},"value":[1.5,"1"]}]})
         );
-        let s = Value::Scalar { t: 0, v: f64::INFINITY };
-        assert_eq!(s.to_api_json(), json!({"resultType":"scalar","result":[0.0,"+Inf"]}));
+        let s = Value::Scalar {
+            t: 0,
+            v: f64::INFINITY,
+        };
+        assert_eq!(
+            s.to_api_json(),
+            json!({"resultType":"scalar","result":[0.0,"+Inf"]})
+        );
         assert_eq!(format_value(0.1), "0.1");
         assert_eq!(format_value(1e21), "1000000000000000000000");
         assert_eq!(format_value(-0.0), "-0");

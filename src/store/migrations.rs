@@ -74,10 +74,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(super::super::Store::open(dir.path()).unwrap());
         let c = Connection::open(dir.path().join("state.db")).unwrap();
-        c.execute("INSERT INTO schema_migrations VALUES (9999, 'future', 0)", [])
-            .unwrap();
+        c.execute(
+            "INSERT INTO schema_migrations VALUES (9999, 'future', 0)",
+            [],
+        )
+        .unwrap();
         drop(c);
         let err = super::super::Store::open(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("newer than this rearguard knows"), "{err}");
+        assert!(
+            err.to_string().contains("newer than this rearguard knows"),
+            "{err}"
+        );
     }
 }

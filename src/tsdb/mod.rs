@@ -6,11 +6,13 @@
 //! shape; the PromQL engine reads through [`Queryable`].
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use promql_parser::label::{MatchOp, Matcher};
 
-use crate::clock::TimestampMs;
+use crate::clock::{Clock, TimestampMs};
 use crate::labels::{Label, Labels, Sample};
 
 #[cfg(test)]
@@ -44,6 +46,22 @@ pub fn stale_nan() -> f64 {
 /// Whether `v` is the staleness marker (not just any NaN).
 pub fn is_stale_nan(v: f64) -> bool {
     v.to_bits() == STALE_NAN_BITS
+}
+
+/// A placeholder for a native histogram sample. rearguard stores no native
+/// histograms; test loaders write this marker where a test file has one, so
+/// the engine can refuse (or, where Prometheus ignores histograms, skip) it
+/// instead of answering wrongly.
+pub const NATIVE_HISTOGRAM_MARKER_BITS: u64 = 0x7ff0000000000003;
+
+/// The native-histogram placeholder value.
+pub fn native_histogram_marker() -> f64 {
+    f64::from_bits(NATIVE_HISTOGRAM_MARKER_BITS)
+}
+
+/// Whether `v` is the native-histogram placeholder.
+pub fn is_native_histogram_marker(v: f64) -> bool {
+    v.to_bits() == NATIVE_HISTOGRAM_MARKER_BITS
 }
 
 /// The default retention: 6 hours.
@@ -383,7 +401,7 @@ pub struct TsdbStats {
 /// The in-memory tsdb. Share it as `Arc<Tsdb>`; all methods take `&self`.
 pub struct Tsdb {
     inner: RwLock<Inner>,
-    retention_ms: i64,
+    retention_ms: AtomicI64,
     series_gauge: prometheus::IntGauge,
     appended: prometheus::IntCounter,
     rejected: prometheus::IntCounter,
@@ -401,7 +419,7 @@ impl Tsdb {
     pub fn new(retention_ms: i64) -> Self {
         Self {
             inner: RwLock::new(Inner::default()),
-            retention_ms: retention_ms.max(1),
+            retention_ms: AtomicI64::new(retention_ms.max(1)),
             series_gauge: prometheus::IntGauge::new(
                 "rearguard_tsdb_series",
                 "Series currently held in the in-memory tsdb.",
@@ -430,7 +448,33 @@ impl Tsdb {
     }
 
     pub fn retention_ms(&self) -> i64 {
+        self.retention_ms.load(Ordering::Relaxed)
+    }
+
+    /// Changes the retention (config reload); takes effect at the next append or gc.
+    pub fn set_retention_ms(&self, retention_ms: i64) {
         self.retention_ms
+            .store(retention_ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Calls [`Tsdb::gc`] every `every` (by `clock`) until `shutdown` turns true.
+    pub async fn run_gc(
+        self: Arc<Self>,
+        clock: Clock,
+        every: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let every_ms = every.as_millis().max(1) as i64;
+        loop {
+            let next = clock.now_ms() + every_ms;
+            tokio::select! {
+                _ = clock.sleep_until_ms(next) => self.gc(clock.now_ms()),
+                r = shutdown.wait_for(|stop| *stop) => {
+                    let _ = r;
+                    return;
+                }
+            }
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -447,7 +491,7 @@ impl Tsdb {
     /// accepted and ignored.
     pub fn append_sample(&self, labels: &Labels, t: i64, v: f64) -> Result<(), AppendError> {
         let mut inner = self.write();
-        let cutoff = Self::cutoff_for(&inner, labels, t, self.retention_ms);
+        let cutoff = Self::cutoff_for(&inner, labels, t, self.retention_ms());
         let r = inner.append(labels, t, v, cutoff);
         self.account(&inner, usize::from(r.is_ok()), usize::from(r.is_err()));
         r
@@ -474,7 +518,7 @@ impl Tsdb {
         let mut inner = self.write();
         let mut failed = 0;
         for s in samples {
-            let cutoff = Self::cutoff_for(&inner, &s.labels, s.timestamp_ms, self.retention_ms);
+            let cutoff = Self::cutoff_for(&inner, &s.labels, s.timestamp_ms, self.retention_ms());
             if inner
                 .append(&s.labels, s.timestamp_ms, s.value, cutoff)
                 .is_err()
@@ -528,7 +572,7 @@ impl Tsdb {
     /// Drops samples older than `now_ms - retention` (whole chunks) and series
     /// left without samples. Call it periodically.
     pub fn gc(&self, now_ms: TimestampMs) {
-        let cutoff = now_ms.saturating_sub(self.retention_ms);
+        let cutoff = now_ms.saturating_sub(self.retention_ms());
         let mut inner = self.write();
         let mut empty = Vec::new();
         let mut dropped = 0;
