@@ -11,7 +11,11 @@ use super::StoreError;
 /// (version, name, SQL)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "probe state transitions", super::probes::MIGRATION),
-    (2, "alert states of alerting rules", super::alerts::MIGRATION),
+    (
+        2,
+        "alert states of alerting rules",
+        super::alerts::MIGRATION,
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {
