@@ -293,7 +293,7 @@ impl RuleManager {
                                 .cloned()
                                 .collect();
                             restored += keep.len();
-                            rule.restore(&keep);
+                            rule.restore(&keep, &cfg.external_labels, &cfg.external_url);
                         }
                     }
                     if restored > 0 {
