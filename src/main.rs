@@ -162,7 +162,13 @@ fn main() -> ExitCode {
             Command::Check { config } => Ok(rearguard::cli::check::run(&config).await),
             Command::Probes { config, json } => rearguard::cli::probes::run(&config, json).await,
             Command::Test {
-                what: TestCommand::Rules { run, ignore_unknown_fields, files, .. },
+                what:
+                    TestCommand::Rules {
+                        run,
+                        ignore_unknown_fields,
+                        files,
+                        ..
+                    },
             } => rearguard::cli::test_rules::run(files, run, ignore_unknown_fields).await,
             Command::Query { expr, time, url, json } => rearguard::cli::query::run(&expr, time.as_deref(), &url, json).await,
             Command::Silence { command } => rearguard::cli::silence::run(command).await,
