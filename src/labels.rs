@@ -54,6 +54,13 @@ impl Labels {
         )
     }
 
+    /// Builds a set from labels already sorted by name, with unique names and
+    /// non-empty values (the caller guarantees it; used by the tsdb and engine).
+    pub fn from_sorted_labels(labels: Vec<Label>) -> Self {
+        debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
+        Self(labels.into())
+    }
+
     pub fn from_map(map: &BTreeMap<String, String>) -> Self {
         Self::from_pairs(map.iter())
     }
@@ -112,7 +119,13 @@ impl Labels {
         }
         let mut h = OFFSET;
         for l in self.0.iter() {
-            for b in l.name.bytes().chain([0xffu8]).chain(l.value.bytes()).chain([0xffu8]) {
+            for b in l
+                .name
+                .bytes()
+                .chain([0xffu8])
+                .chain(l.value.bytes())
+                .chain([0xffu8])
+            {
                 h ^= b as u64;
                 h = h.wrapping_mul(PRIME);
             }
@@ -226,7 +239,10 @@ mod tests {
         let a = Labels::from_pairs([("alertname", "A"), ("x", "1")]);
         let b = Labels::from_pairs([("x", "1"), ("alertname", "A")]);
         assert_eq!(a.fingerprint(), b.fingerprint());
-        assert_ne!(a.fingerprint(), Labels::from_pairs([("alertname", "A")]).fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            Labels::from_pairs([("alertname", "A")]).fingerprint()
+        );
         assert_eq!(a.fingerprint_hex().len(), 16);
     }
 }
