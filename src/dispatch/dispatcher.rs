@@ -750,7 +750,10 @@ impl Actor {
         };
         // Ticks stay on the group's own grid, so repeat_interval lands on a group_interval multiple.
         let tick = group.next_flush_ms;
-        group.next_flush_ms = tick + group.opts.group_interval.as_millis() as i64;
+        let interval = (group.opts.group_interval.as_millis() as i64).max(1);
+        // After a stall (a suspended host), skip the missed ticks instead of flushing in a burst.
+        let missed = (now - tick).max(0) / interval;
+        group.next_flush_ms = tick + (missed + 1) * interval;
         group.has_flushed = true;
         let snapshot: Vec<(u64, u64, Alert)> = group
             .alerts
