@@ -222,6 +222,12 @@ time_intervals:
         Some(false)
     );
     assert_eq!(h.dispatcher.time_interval_active("nope"), None);
+    assert_eq!(
+        h.dispatcher
+            .time_interval_active_at("business-hours", t0 + 8 * 3_600_000),
+        Some(true),
+        "Monday 09:00 in Berlin"
+    );
     h.fire(&[("alertname", "WebDown"), ("team", "web")]).await;
     h.fire(&[("alertname", "Printer"), ("team", "office")])
         .await;

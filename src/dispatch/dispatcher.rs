@@ -460,6 +460,14 @@ impl Dispatcher {
 
     // ----- questions other areas ask -----
 
+    /// Whether the named time interval is active at `at_ms`; `None` if the config has no such interval.
+    pub fn time_interval_active_at(&self, name: &str, at_ms: TimestampMs) -> Option<bool> {
+        self.shared
+            .config()
+            .intervals
+            .is_active(name, crate::clock::to_datetime(at_ms))
+    }
+
     /// Whether the named time interval is active now; `None` if the config has no such interval.
     pub fn time_interval_active(&self, name: &str) -> Option<bool> {
         self.shared
