@@ -116,9 +116,7 @@ impl<'de> Deserialize<'de> for Dur {
             N(u64),
         }
         match Raw::deserialize(d)? {
-            Raw::S(s) => parse_duration(&s)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_duration(&s).map(Dur).map_err(serde::de::Error::custom),
             Raw::N(0) => Ok(Dur(Duration::ZERO)),
             Raw::N(n) => Err(serde::de::Error::custom(format!(
                 "not a valid duration: {n} has no unit (write e.g. {n}s)"
@@ -141,15 +139,9 @@ mod tests {
     fn parses() {
         assert_eq!(parse_duration("15s").unwrap(), Duration::from_secs(15));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(
-            parse_duration("10s53ms").unwrap(),
-            Duration::from_millis(10053)
-        );
+        assert_eq!(parse_duration("10s53ms").unwrap(), Duration::from_millis(10053));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(
-            parse_duration("1y").unwrap(),
-            Duration::from_secs(365 * 86400)
-        );
+        assert_eq!(parse_duration("1y").unwrap(), Duration::from_secs(365 * 86400));
         for bad in ["", "5", "m", "5x", "1m1h", "1.5s", "-1s", "5m5m"] {
             assert!(parse_duration(bad).is_err(), "{bad} should fail");
         }

@@ -29,18 +29,11 @@ impl FromRef<AppState> for AdminToken {
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let ha = Sha256::digest(a);
     let hb = Sha256::digest(b);
-    ha.iter()
-        .zip(hb.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    ha.iter().zip(hb.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn error(status: StatusCode, message: &str) -> Response {
-    let mut r = (
-        status,
-        axum::Json(serde_json::json!({ "status": "error", "error": message })),
-    )
-        .into_response();
+    let mut r = (status, axum::Json(serde_json::json!({ "status": "error", "error": message }))).into_response();
     if status == StatusCode::UNAUTHORIZED {
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -113,23 +106,11 @@ mod tests {
         let t = AdminToken(Some(Secret::new("s3cret")));
         assert!(check(&headers("Bearer s3cret"), &t).is_ok());
         assert!(check(&headers("bearer  s3cret "), &t).is_ok());
-        assert_eq!(
-            check(&headers("Bearer nope"), &t).unwrap_err().status(),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            check(&headers("Basic s3cret"), &t).unwrap_err().status(),
-            StatusCode::UNAUTHORIZED
-        );
-        assert_eq!(
-            check(&HeaderMap::new(), &t).unwrap_err().status(),
-            StatusCode::UNAUTHORIZED
-        );
+        assert_eq!(check(&headers("Bearer nope"), &t).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(check(&headers("Basic s3cret"), &t).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(check(&HeaderMap::new(), &t).unwrap_err().status(), StatusCode::UNAUTHORIZED);
         let off = AdminToken(None);
-        assert_eq!(
-            check(&headers("Bearer s3cret"), &off).unwrap_err().status(),
-            StatusCode::FORBIDDEN
-        );
+        assert_eq!(check(&headers("Bearer s3cret"), &off).unwrap_err().status(), StatusCode::FORBIDDEN);
         assert!(constant_time_eq(b"a", b"a"));
         assert!(!constant_time_eq(b"a", b"ab"));
     }

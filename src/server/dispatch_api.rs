@@ -48,10 +48,7 @@ impl axum::extract::FromRef<DispatchApiState> for AdminToken {
 pub fn router(state: DispatchApiState) -> Router {
     Router::new()
         .route("/api/v1/silences", get(list_silences).post(post_silence))
-        .route(
-            "/api/v1/silences/{id}",
-            get(get_silence).delete(delete_silence),
-        )
+        .route("/api/v1/silences/{id}", get(get_silence).delete(delete_silence))
         .route("/api/v1/silence/{id}", delete(delete_silence))
         .route("/api/v1/status", get(status))
         .route("/api/v1/dispatch/alerts", get(dispatch_alerts))
@@ -129,11 +126,7 @@ async fn list_silences(State(s): State<DispatchApiState>, Query(q): Query<ListQu
         .silences()
         .into_iter()
         .map(|r| gettable(&s.dispatcher, r))
-        .filter(|g| {
-            q.state
-                .as_deref()
-                .is_none_or(|st| g.status.state.as_str() == st)
-        })
+        .filter(|g| q.state.as_deref().is_none_or(|st| g.status.state.as_str() == st))
         .collect();
     Json(list).into_response()
 }
@@ -145,11 +138,7 @@ async fn get_silence(State(s): State<DispatchApiState>, Path(id): Path<String>) 
     }
 }
 
-async fn post_silence(
-    _admin: RequireAdmin,
-    State(s): State<DispatchApiState>,
-    body: Bytes,
-) -> Response {
+async fn post_silence(_admin: RequireAdmin, State(s): State<DispatchApiState>, body: Bytes) -> Response {
     let p: PostableSilence = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -163,16 +152,10 @@ async fn post_silence(
     let starts = p.starts_at.timestamp_millis();
     let ends = p.ends_at.timestamp_millis();
     if starts >= ends {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Failed to create silence: start time must be before end time",
-        );
+        return error(StatusCode::BAD_REQUEST, "Failed to create silence: start time must be before end time");
     }
     if ends < now {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "Failed to create silence: end time can't be in the past",
-        );
+        return error(StatusCode::BAD_REQUEST, "Failed to create silence: end time can't be in the past");
     }
     let input = SilenceInput {
         id: p.id.filter(|i| !i.is_empty()),
@@ -200,11 +183,7 @@ fn silence_error(e: SilenceError) -> Response {
     }
 }
 
-async fn delete_silence(
-    _admin: RequireAdmin,
-    State(s): State<DispatchApiState>,
-    Path(id): Path<String>,
-) -> Response {
+async fn delete_silence(_admin: RequireAdmin, State(s): State<DispatchApiState>, Path(id): Path<String>) -> Response {
     match s.dispatcher.expire_silence(&id).await {
         Ok(()) => {
             tracing::info!(silence = %id, "silence expired through the API");

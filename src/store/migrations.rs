@@ -11,11 +11,7 @@ use super::StoreError;
 /// (version, name, SQL)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "probe state transitions", super::probes::MIGRATION),
-    (
-        4,
-        "silences and the notification log",
-        super::silences::MIGRATION,
-    ),
+    (4, "silences and the notification log", super::silences::MIGRATION),
     (5, "notification outbox", super::outbox::MIGRATION),
 ];
 
@@ -79,16 +75,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         drop(super::super::Store::open(dir.path()).unwrap());
         let c = Connection::open(dir.path().join("state.db")).unwrap();
-        c.execute(
-            "INSERT INTO schema_migrations VALUES (9999, 'future', 0)",
-            [],
-        )
-        .unwrap();
+        c.execute("INSERT INTO schema_migrations VALUES (9999, 'future', 0)", [])
+            .unwrap();
         drop(c);
         let err = super::super::Store::open(dir.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("newer than this rearguard knows"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("newer than this rearguard knows"), "{err}");
     }
 }
