@@ -801,3 +801,43 @@ async fn a_logging_429_is_waited_out() {
     assert!(calls[1].at_ms - calls[0].at_ms >= 20_000);
     assert_eq!(e.metrics.count("logging", "entries.list", "429"), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn logging_after_a_long_outage_does_not_count_old_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let e = env_with(store).await;
+    let cfg = logging_cfg("errors", ERRORS);
+    let mut src = CloudLoggingSource::load(
+        cfg.clone(),
+        e.ctx.clone(),
+        e.deps(),
+        LogEvidenceStore::default(),
+    )
+    .await;
+    src.poll_once().await.unwrap();
+    drop(src);
+    // rearguard is down for 3 hours; errors happen all along.
+    for m in 0..180 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        e.fake
+            .add_log_entry(LogEntrySpec::cloud_run(
+                "sim-project",
+                "us-central1",
+                "backend",
+                "r1",
+                e.clock.now_ms(),
+                "ERROR",
+                &format!("old {m}"),
+            ))
+            .unwrap();
+    }
+    let mut src =
+        CloudLoggingSource::load(cfg, e.ctx.clone(), e.deps(), LogEvidenceStore::default()).await;
+    let counted = src.poll_once().await.unwrap();
+    assert!(
+        counted <= 18,
+        "only the last overlap + catch-up window counts: {counted}"
+    );
+    assert!(counted >= 15, "{counted}");
+}
