@@ -54,6 +54,13 @@ impl Labels {
         )
     }
 
+    /// Builds a set from labels already sorted by name, with unique names and
+    /// non-empty values (the caller guarantees it; used by the tsdb and engine).
+    pub fn from_sorted_labels(labels: Vec<Label>) -> Self {
+        debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
+        Self(labels.into())
+    }
+
     pub fn from_map(map: &BTreeMap<String, String>) -> Self {
         Self::from_pairs(map.iter())
     }

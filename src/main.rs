@@ -32,6 +32,25 @@ enum Command {
         #[arg(long, short, default_value = "rearguard.yaml")]
         config: PathBuf,
     },
+    /// Test tools: `rearguard test rules FILE...` runs promtool rule unit tests.
+    Test {
+        #[command(subcommand)]
+        what: TestCommand,
+    },
+    /// Run a PromQL instant query against a running rearguard (or any Prometheus API).
+    Query {
+        /// The PromQL expression.
+        expr: String,
+        /// Evaluation time: RFC 3339 or Unix seconds (default: now).
+        #[arg(long)]
+        time: Option<String>,
+        /// The server to ask (default: http://127.0.0.1:9464).
+        #[arg(long, default_value = "http://127.0.0.1:9464")]
+        url: String,
+        /// Print the raw JSON response.
+        #[arg(long)]
+        json: bool,
+    },
     /// List each probe's current state and last transition, from the state store.
     Probes {
         #[arg(long, short, default_value = "rearguard.yaml")]
@@ -99,6 +118,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TestCommand {
+    /// Run `promtool test rules` files, with promtool's output and exit codes.
+    Rules {
+        /// Only run test groups whose name matches this regex (repeatable; OR-ed).
+        #[arg(long)]
+        run: Vec<String>,
+        /// Accept unknown fields in rule files.
+        #[arg(long)]
+        ignore_unknown_fields: bool,
+        /// Accepted for promtool compatibility; no effect.
+        #[arg(long, hide = true)]
+        debug: bool,
+        /// Accepted for promtool compatibility; no effect.
+        #[arg(long, hide = true)]
+        diff: bool,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
@@ -121,6 +161,10 @@ fn main() -> ExitCode {
                 .map_err(anyhow::Error::from),
             Command::Check { config } => Ok(rearguard::cli::check::run(&config).await),
             Command::Probes { config, json } => rearguard::cli::probes::run(&config, json).await,
+            Command::Test {
+                what: TestCommand::Rules { run, ignore_unknown_fields, files, .. },
+            } => rearguard::cli::test_rules::run(files, run, ignore_unknown_fields).await,
+            Command::Query { expr, time, url, json } => rearguard::cli::query::run(&expr, time.as_deref(), &url, json).await,
             Command::Silence { command } => rearguard::cli::silence::run(command).await,
             Command::Alerts { api, json } => rearguard::cli::alerts::run(api, json).await,
             Command::Rollback { config, target, to, dry_run, json } => {

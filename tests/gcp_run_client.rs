@@ -220,3 +220,46 @@ async fn operations_wait_until_done() {
     let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
     assert!(body["timeout"].as_str().unwrap().ends_with('s'));
 }
+
+#[tokio::test]
+async fn remote_promql_query() {
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path("/v1/projects/netra-staging/location/global/prometheus/api/v1/query"))
+        .and(query_param("query", "up == 0"))
+        .and(query_param("time", "1800000000.500"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "success",
+            "data": {"resultType": "vector", "result": [{"metric": {"__name__": "up", "job": "backend"}, "value": [1800000000.5, "0"]}]}
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(query_param("query", "rate(("))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"status": "error", "errorType": "bad_data", "error": "parse error"}),
+        ))
+        .mount(&server)
+        .await;
+    let registry = prometheus::Registry::new();
+    let metrics = UpstreamMetrics::register(&registry).unwrap();
+    let gcp = GcpClient::new(
+        TokenSource::anonymous(),
+        RetryPolicy::default(),
+        metrics.clone(),
+    )
+    .unwrap();
+    let q = rearguard::gcp::PromqlClient::new(
+        gcp,
+        &server.uri(),
+        "netra-staging",
+        Some(Duration::from_secs(10)),
+    );
+    let samples = q.query("up == 0", 1_800_000_000_500).await.unwrap();
+    assert_eq!(samples.len(), 1);
+    assert_eq!(samples[0].labels.get("job"), Some("backend"));
+    assert_eq!(samples[0].value, 0.0);
+    let err = q.query("rate((", 1_800_000_000_500).await.unwrap_err();
+    assert!(err.to_string().contains("parse error"), "{err}");
+    assert_eq!(metrics.count("promql", "query", "400"), 1);
+}

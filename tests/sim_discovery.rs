@@ -442,3 +442,56 @@ fn validator_catches_what_google_would_reject() {
         1
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn strict_fake_refuses_unknown_fields_like_google() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = rearguard::sim::FakeOptions {
+        discovery_dir: Some(rearguard::sim::discovery::default_dir()),
+        require_auth: false,
+        ..Default::default()
+    };
+    let fake = FakeGcp::start_with(Clock::starting_at(T0), options)
+        .await
+        .unwrap();
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v2/{SVC}", fake.base_url());
+    let etag = fake.service(SVC).unwrap()["etag"].clone();
+    let r = http
+        .patch(&url)
+        .json(&json!({"etag": etag, "trafic": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("$.trafic: unknown field"),
+        "{v}"
+    );
+    let r = http
+        .get(&url)
+        .query(&[("view", "FULL")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "services.get has no view parameter");
+    let r = http
+        .post(format!("{}/v2/entries:list", fake.base_url()))
+        .json(&json!({"resourceNames": ["projects/sim-project"], "pageSize": "10"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "pageSize is an int32 number");
+    let r = http
+        .patch(&url)
+        .json(&json!({"etag": etag, "labels": {"team": "core"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -225,3 +225,185 @@ async fn google_cloud_auth_metadata_credentials_get_a_token() {
         Some("https://www.googleapis.com/auth/cloud-platform")
     );
 }
+
+/// google-cloud-auth's service-account credentials sign their own JWT access
+/// token; the fake accepts it (and refuses a JWT without cloud-platform).
+#[tokio::test(start_paused = true)]
+async fn google_cloud_auth_key_file_self_signed_jwt_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pem_path = dir.path().join("key.pem");
+    let status = std::process::Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
+        .arg(&pem_path)
+        .stderr(std::process::Stdio::null())
+        .status();
+    let Ok(status) = status else {
+        eprintln!("openssl is not installed: skipping the key-file check");
+        return;
+    };
+    assert!(status.success());
+    let pem = std::fs::read_to_string(&pem_path).unwrap();
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let client = http_client();
+    let key = json!({
+        "type": "service_account",
+        "project_id": "sim-project",
+        "private_key_id": "k1",
+        "private_key": pem,
+        "client_email": "rearguard@sim-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": fake.token_uri(),
+    });
+    let creds = google_cloud_auth::credentials::service_account::Builder::new(key)
+        .with_access_specifier(
+            google_cloud_auth::credentials::service_account::AccessSpecifier::from_scopes([
+                "https://www.googleapis.com/auth/cloud-platform",
+            ]),
+        )
+        .build()
+        .unwrap();
+    let headers = match creds.headers(http::Extensions::new()).await.unwrap() {
+        google_cloud_auth::credentials::CacheableResource::New { data, .. } => data,
+        google_cloud_auth::credentials::CacheableResource::NotModified => panic!("no headers"),
+    };
+    let auth = headers[http::header::AUTHORIZATION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = client
+        .get(format!("{}/v2/{SVC}", fake.base_url()))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(fake.tokens_issued(), 0, "no token endpoint was needed");
+    // The same JWT with its scope swapped for another is refused.
+    use base64::Engine as _;
+    let jwt = auth.trim_start_matches("Bearer ");
+    let mut parts: Vec<String> = jwt.split('.').map(String::from).collect();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut claims: Value = serde_json::from_slice(&b64.decode(&parts[1]).unwrap()).unwrap();
+    claims["scope"] = json!("https://www.googleapis.com/auth/logging.read");
+    parts[1] = b64.encode(claims.to_string());
+    let r = client
+        .get(format!("{}/v2/{SVC}", fake.base_url()))
+        .header("authorization", format!("Bearer {}", parts.join(".")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(start_paused = true)]
+async fn admin_routes_deploy_and_show_calls() {
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let http = http_client();
+    let v: Value = http
+        .post(format!("{}/sim/deploy", fake.base_url()))
+        .json(&json!({"service": SVC, "env": {"FLAG": "on"}, "behaviour": "bad"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rev = v["revision"].as_str().unwrap().to_string();
+    fake.settle().await;
+    assert_eq!(
+        fake.revision(&rev).unwrap().behaviour,
+        RevisionBehaviour::bad()
+    );
+    let r = http
+        .post(format!("{}/sim/faults", fake.base_url()))
+        .json(&json!({"method": "run.*", "status": 503, "times": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http
+        .get(format!("{}/v2/{SVC}", fake.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let calls: Value = http
+        .get(format!("{}/sim/calls", fake.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        calls.as_array().unwrap().len(),
+        1,
+        "admin calls are not logged: {calls}"
+    );
+    assert_eq!(calls[0]["status"], 503);
+    let services: Value = http
+        .get(format!("{}/sim/services", fake.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(services[0]["serving"][0]["revision"], rev.as_str());
+}
+
+#[tokio::test(start_paused = true)]
+async fn prometheus_compatible_endpoint_answers_canned_results() {
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    let http = http_client();
+    let tok = token(&fake, &http).await;
+    let q = "sum(rate(run_googleapis_com:request_count{response_code_class=\"5xx\"}[5m]))";
+    fake.set_promql_response(
+        q,
+        json!({"resultType": "vector", "result": [{"metric": {}, "value": [1700000000, "0.5"]}]}),
+    );
+    let url = format!(
+        "{}/v1/projects/sim-project/location/global/prometheus/api/v1/query",
+        fake.base_url()
+    );
+    let v: Value = http
+        .post(&url)
+        .bearer_auth(&tok)
+        .form(&[("query", q), ("time", "1700000000")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "success");
+    assert_eq!(v["data"]["result"][0]["value"][1], "0.5");
+    let v: Value = http
+        .get(&url)
+        .bearer_auth(&tok)
+        .query(&[("query", "up")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["result"].as_array().unwrap().len(), 0);
+    let r = http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}

@@ -10,6 +10,14 @@ use serde_json::{json, Value};
 
 const T0: i64 = 1_700_000_000_000;
 
+/// What the simulated service wrote, as the API answers it, must match the schema.
+fn assert_valid(method: &str, v: &Value) {
+    let docs =
+        rearguard::sim::discovery::load_cached(&rearguard::sim::discovery::default_dir()).unwrap();
+    let issues = docs.validate_response(method, v).unwrap();
+    assert!(issues.is_empty(), "{method}: {issues:?}");
+}
+
 fn http() -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::new()
@@ -39,6 +47,7 @@ async fn count(
         .json()
         .await
         .unwrap();
+    assert_valid("monitoring.projects.timeSeries.list", &v);
     v["timeSeries"]
         .as_array()
         .into_iter()
@@ -102,6 +111,31 @@ async fn bad_deploy_degrades_and_rollback_heals() {
         .await
         .unwrap();
     assert_eq!(logs["entries"].as_array().unwrap().len(), 5);
+    assert_valid("logging.entries.list", &logs);
+    // Raw latency and memory distributions as written.
+    for metric in [
+        "run.googleapis.com/request_latencies",
+        "run.googleapis.com/container/memory/utilizations",
+    ] {
+        let v: Value = http
+            .get(format!("{base}/v3/projects/sim-project/timeSeries"))
+            .query(&[
+                ("filter", format!("metric.type = \"{metric}\"").as_str()),
+                ("interval.startTime", t_deploy.to_rfc3339().as_str()),
+                ("interval.endTime", t_bad.to_rfc3339().as_str()),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(
+            v["timeSeries"][0]["points"][0]["value"]["distributionValue"]["count"].is_string(),
+            "{v}"
+        );
+        assert_valid("monitoring.projects.timeSeries.list", &v);
+    }
 
     // Roll back through the API: traffic to the good revision, with the etag.
     let s = demo.fake.service(&svc).unwrap();

@@ -5,5 +5,7 @@ pub mod check;
 pub mod history;
 pub mod hold;
 pub mod probes;
+pub mod query;
+pub mod test_rules;
 pub mod rollback;
 pub mod silence;

@@ -108,22 +108,34 @@ impl fmt::Display for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // Accept a bare 0 as a number too.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(u64),
+        // A visitor (not an untagged enum) so the error carries the scalar's position.
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Dur;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as 15s, 5m or 1h30m")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Dur, E> {
+                parse_duration(s).map(Dur).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Dur, E> {
+                if n == 0 {
+                    Ok(Dur(Duration::ZERO))
+                } else {
+                    Err(E::custom(format!(
+                        "not a valid duration: {n} has no unit (write e.g. {n}s)"
+                    )))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Dur, E> {
+                if n < 0 {
+                    Err(E::custom(format!("not a valid duration: {n} is negative")))
+                } else {
+                    self.visit_u64(n as u64)
+                }
+            }
         }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_duration(&s)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-            Raw::N(0) => Ok(Dur(Duration::ZERO)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!(
-                "not a valid duration: {n} has no unit (write e.g. {n}s)"
-            ))),
-        }
+        d.deserialize_any(V)
     }
 }
 

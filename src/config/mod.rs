@@ -61,6 +61,9 @@ pub struct Config {
     pub rule_files: Vec<String>,
     #[serde(default)]
     pub query_sources: BTreeMap<String, QuerySourceConfig>,
+    /// Rule group name → `query_sources` entry that evaluates it (default: the local tsdb).
+    #[serde(default)]
+    pub rule_group_sources: BTreeMap<String, String>,
     #[serde(default)]
     pub route: Option<RouteConfig>,
     #[serde(default)]
@@ -100,6 +103,8 @@ pub struct LoadedConfig {
     pub admin_token: Option<Secret>,
     /// Files named by `rule_files`, resolved and expanded (for `check` and the rules engine).
     pub rule_file_paths: Vec<PathBuf>,
+    /// Secrets and TLS files of `receivers:` and `reports:` (read at load).
+    pub receiver_secrets: receivers::ReceiverSecrets,
 }
 
 impl LoadedConfig {
@@ -215,6 +220,7 @@ pub fn load_str(
         .unwrap_or_else(|| PathBuf::from("."));
     let mut v = Validator::new(path, &locator, &base_dir);
     probe::validate(&config.probes, &mut v);
+    gcp::validate(&config, &mut v);
     routing::validate(&config, &mut v);
     validate_actions(&config, &mut v);
     if config.evaluation_interval.0.is_zero() {
@@ -236,7 +242,19 @@ pub fn load_str(
         .token_file
         .as_ref()
         .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
+    let receiver_secrets = receivers::validate(&config.receivers, &config.reports, &mut v);
     let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
+    for e in crate::rules::check_files(&rule_file_paths) {
+        v.push(e);
+    }
+    for (group, source) in &config.rule_group_sources {
+        if !config.query_sources.contains_key(source) {
+            v.error(
+                &YamlPath::root().key("rule_group_sources").key(group),
+                format!("query source {source:?} is not defined under query_sources"),
+            );
+        }
+    }
     errors.extend(v.into_errors().into_iter().map(|mut e| {
         e.message = secret::redact(&e.message, &expanded.substituted);
         e
@@ -250,6 +268,7 @@ pub fn load_str(
         base_dir,
         admin_token,
         rule_file_paths,
+        receiver_secrets,
     })
 }
 

@@ -27,6 +27,18 @@ pub struct ProbeConfig {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub expect: ProbeExpect,
+    #[serde(default)]
+    pub tls: ProbeTls,
+}
+
+/// How a probe's TLS connection is verified.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeTls {
+    /// Accept any certificate (self-signed, wrong host, expired). The
+    /// certificate's expiry is still read, so `cert_min_days` still applies.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -164,7 +176,7 @@ pub(super) fn validate(probes: &[ProbeConfig], v: &mut Validator) {
                 ),
             );
         }
-        for (k, _) in &p.labels {
+        for k in p.labels.keys() {
             if !super::valid_label_name(k) || k == "probe" || k == "instance" {
                 v.error(
                     &path.key("labels").key(k),

@@ -127,6 +127,7 @@ impl TokenSource {
 
     /// The metadata server at `endpoint` (e.g. `http://127.0.0.1:PORT`), as on GCE.
     pub fn metadata_server(endpoint: &str) -> Result<Self, GcpError> {
+        ensure_crypto_provider();
         let creds = credentials::mds::Builder::default()
             .with_endpoint(endpoint)
             .with_scopes([CLOUD_PLATFORM_SCOPE])
@@ -140,6 +141,7 @@ impl TokenSource {
 
     /// No credentials at all (tests against the fake, emulators).
     pub fn anonymous() -> Self {
+        ensure_crypto_provider();
         Self {
             creds: credentials::anonymous::Builder::new().build(),
             description: "anonymous".into(),

@@ -49,20 +49,41 @@ impl<C: Clone + PartialEq + Send + 'static> TaskSet<C> {
     {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         let wanted: BTreeMap<String, C> = wanted.into_iter().collect();
-        tasks.retain(|name, running| {
-            let keep = wanted.get(name).is_some_and(|c| *c == running.config)
-                && !running.handle.is_finished();
+        // Tasks being replaced: the new one starts after the old one finished its
+        // poll, so two never write the same state at once.
+        let mut replaced: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
+        let names: Vec<String> = tasks.keys().cloned().collect();
+        for name in names {
+            let keep = match (wanted.get(&name), tasks.get(&name)) {
+                (Some(c), Some(r)) => *c == r.config && !r.handle.is_finished(),
+                _ => false,
+            };
             if !keep {
-                let _ = running.stop.send(true);
+                if let Some(r) = tasks.remove(&name) {
+                    let _ = r.stop.send(true);
+                    replaced.insert(name, r.handle);
+                }
             }
-            keep
-        });
+        }
         for (name, config) in wanted {
             if tasks.contains_key(&name) {
                 continue;
             }
             let (stop, rx) = watch::channel(false);
-            let handle = tokio::spawn(spawn(config.clone(), rx));
+            let previous = replaced.remove(&name);
+            let task = spawn(config.clone(), rx);
+            let handle = tokio::spawn(async move {
+                if let Some(old) = previous {
+                    let abort = old.abort_handle();
+                    if tokio::time::timeout(Duration::from_secs(10), old)
+                        .await
+                        .is_err()
+                    {
+                        abort.abort();
+                    }
+                }
+                task.await
+            });
             tasks.insert(
                 name,
                 Running {
@@ -101,5 +122,44 @@ impl<C: Clone + PartialEq + Send + 'static> TaskSet<C> {
                 abort.abort();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn unchanged_tasks_keep_running_changed_ones_restart() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let set: TaskSet<u32> = TaskSet::default();
+        let spawn = |starts: Arc<AtomicUsize>| {
+            move |_c: u32, mut stop: watch::Receiver<bool>| {
+                let starts = starts.clone();
+                async move {
+                    starts.fetch_add(1, Ordering::SeqCst);
+                    while !sleep_or_stop(Duration::from_secs(1), &mut stop).await {}
+                }
+            }
+        };
+        set.apply(
+            vec![("a".into(), 1), ("b".into(), 1)],
+            spawn(starts.clone()),
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+        set.apply(
+            vec![("a".into(), 1), ("b".into(), 2)],
+            spawn(starts.clone()),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(starts.load(Ordering::SeqCst), 3, "only b restarted");
+        set.apply(vec![("a".into(), 1)], spawn(starts.clone()));
+        assert_eq!(set.names(), vec!["a".to_string()]);
+        set.shutdown().await;
+        assert!(set.names().is_empty());
     }
 }

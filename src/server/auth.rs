@@ -29,27 +29,63 @@ impl FromRef<AppState> for AdminToken {
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let ha = Sha256::digest(a);
     let hb = Sha256::digest(b);
-    ha.iter().zip(hb.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    ha.iter()
+        .zip(hb.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    let mut r = (status, axum::Json(serde_json::json!({ "status": "error", "error": message }))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer realm=\"rearguard\""),
-        );
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `admin.token_file` configured: the mutating API is off.
+    Disabled,
+    /// No bearer token in the request.
+    Missing,
+    /// A token that is not the admin token.
+    Invalid,
+}
+
+impl AuthError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            AuthError::Disabled => StatusCode::FORBIDDEN,
+            AuthError::Missing | AuthError::Invalid => StatusCode::UNAUTHORIZED,
+        }
     }
-    r
+    fn message(self) -> &'static str {
+        match self {
+            AuthError::Disabled => "the admin API is disabled: set admin.token_file in the config",
+            AuthError::Missing => {
+                "missing admin token: send `Authorization: Bearer <token>` with the token from admin.token_file"
+            }
+            AuthError::Invalid => "invalid admin token",
+        }
+    }
+}
+
+impl IntoResponse for AuthError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut r = (
+            status,
+            axum::Json(serde_json::json!({ "status": "error", "error": self.message() })),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"rearguard\""),
+            );
+        }
+        r
+    }
 }
 
 /// Checks the `Authorization` header against the token.
-pub fn check(headers: &HeaderMap, token: &AdminToken) -> Result<(), Response> {
+pub fn check(headers: &HeaderMap, token: &AdminToken) -> Result<(), AuthError> {
     let Some(expected) = &token.0 else {
-        return Err(error(
-            StatusCode::FORBIDDEN,
-            "the admin API is disabled: set admin.token_file in the config",
-        ));
+        return Err(AuthError::Disabled);
     };
     let given = headers
         .get(header::AUTHORIZATION)
@@ -59,12 +95,9 @@ pub fn check(headers: &HeaderMap, token: &AdminToken) -> Result<(), Response> {
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         });
     match given {
-        None => Err(error(
-            StatusCode::UNAUTHORIZED,
-            "missing admin token: send `Authorization: Bearer <token>` with the token from admin.token_file",
-        )),
+        None => Err(AuthError::Missing),
         Some(t) if constant_time_eq(t.as_bytes(), expected.expose().as_bytes()) => Ok(()),
-        Some(_) => Err(error(StatusCode::UNAUTHORIZED, "invalid admin token")),
+        Some(_) => Err(AuthError::Invalid),
     }
 }
 
@@ -76,7 +109,7 @@ where
     S: Send + Sync,
     AdminToken: FromRef<S>,
 {
-    type Rejection = Response;
+    type Rejection = AuthError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         check(&parts.headers, &AdminToken::from_ref(state)).map(|()| RequireAdmin)
@@ -87,7 +120,7 @@ where
 pub async fn require_admin(State(token): State<AdminToken>, req: Request, next: Next) -> Response {
     match check(req.headers(), &token) {
         Ok(()) => next.run(req).await,
-        Err(r) => r,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -106,11 +139,23 @@ mod tests {
         let t = AdminToken(Some(Secret::new("s3cret")));
         assert!(check(&headers("Bearer s3cret"), &t).is_ok());
         assert!(check(&headers("bearer  s3cret "), &t).is_ok());
-        assert_eq!(check(&headers("Bearer nope"), &t).unwrap_err().status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(check(&headers("Basic s3cret"), &t).unwrap_err().status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(check(&HeaderMap::new(), &t).unwrap_err().status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            check(&headers("Bearer nope"), &t).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            check(&headers("Basic s3cret"), &t).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            check(&HeaderMap::new(), &t).unwrap_err().status(),
+            StatusCode::UNAUTHORIZED
+        );
         let off = AdminToken(None);
-        assert_eq!(check(&headers("Bearer s3cret"), &off).unwrap_err().status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            check(&headers("Bearer s3cret"), &off).unwrap_err().status(),
+            StatusCode::FORBIDDEN
+        );
         assert!(constant_time_eq(b"a", b"a"));
         assert!(!constant_time_eq(b"a", b"ab"));
     }

@@ -1,6 +1,6 @@
 //! The dispatch part of the admin API, in Alertmanager's API shapes:
 //!
-//! - `GET    /api/v1/silences`            every silence (`?state=active|pending|expired` filters)
+//! - `GET    /api/v1/silences`            every silence (`?state=active|pending|expired`, `?filter=<matchers>`)
 //! - `GET    /api/v1/silences/{id}`       one silence
 //! - `POST   /api/v1/silences`            create or update (admin token) → `{"silenceID": "..."}`
 //! - `DELETE /api/v1/silences/{id}`       expire (admin token; `/api/v1/silence/{id}` too)
@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -48,7 +48,10 @@ impl axum::extract::FromRef<DispatchApiState> for AdminToken {
 pub fn router(state: DispatchApiState) -> Router {
     Router::new()
         .route("/api/v1/silences", get(list_silences).post(post_silence))
-        .route("/api/v1/silences/{id}", get(get_silence).delete(delete_silence))
+        .route(
+            "/api/v1/silences/{id}",
+            get(get_silence).delete(delete_silence),
+        )
         .route("/api/v1/silence/{id}", delete(delete_silence))
         .route("/api/v1/status", get(status))
         .route("/api/v1/dispatch/alerts", get(dispatch_alerts))
@@ -114,19 +117,44 @@ fn gettable(d: &Dispatcher, s: SilenceRecord) -> GettableSilence {
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    state: Option<String>,
+/// Alertmanager's silence filter: every filter matcher must name a label the
+/// silence matches on and accept the silence's value for it.
+fn silence_matches_filter(
+    s: &SilenceRecord,
+    filter: &[crate::dispatch::matchers::Matcher],
+) -> bool {
+    filter.iter().all(|f| {
+        s.matchers
+            .iter()
+            .any(|m| m.name == f.name && f.matches_value(&m.value))
+    })
 }
 
-async fn list_silences(State(s): State<DispatchApiState>, Query(q): Query<ListQuery>) -> Response {
+/// `?state=active|pending|expired` and `?filter=<matchers>` (repeatable, Alertmanager's `filter`).
+async fn list_silences(State(s): State<DispatchApiState>, RawQuery(query): RawQuery) -> Response {
+    let mut state = None;
+    let mut filter = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match k.as_ref() {
+            "state" => state = Some(v.into_owned()),
+            "filter" => match crate::dispatch::matchers::parse_matchers(&v) {
+                Ok(ms) => filter.extend(ms.0),
+                Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad filter: {e}")),
+            },
+            _ => {}
+        }
+    }
     let list: Vec<GettableSilence> = s
         .dispatcher
         .silences()
         .into_iter()
+        .filter(|r| silence_matches_filter(r, &filter))
         .map(|r| gettable(&s.dispatcher, r))
-        .filter(|g| q.state.as_deref().is_none_or(|st| g.status.state.as_str() == st))
+        .filter(|g| {
+            state
+                .as_deref()
+                .is_none_or(|st| g.status.state.as_str() == st)
+        })
         .collect();
     Json(list).into_response()
 }
@@ -138,7 +166,11 @@ async fn get_silence(State(s): State<DispatchApiState>, Path(id): Path<String>) 
     }
 }
 
-async fn post_silence(_admin: RequireAdmin, State(s): State<DispatchApiState>, body: Bytes) -> Response {
+async fn post_silence(
+    _admin: RequireAdmin,
+    State(s): State<DispatchApiState>,
+    body: Bytes,
+) -> Response {
     let p: PostableSilence = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => {
@@ -152,10 +184,16 @@ async fn post_silence(_admin: RequireAdmin, State(s): State<DispatchApiState>, b
     let starts = p.starts_at.timestamp_millis();
     let ends = p.ends_at.timestamp_millis();
     if starts >= ends {
-        return error(StatusCode::BAD_REQUEST, "Failed to create silence: start time must be before end time");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Failed to create silence: start time must be before end time",
+        );
     }
     if ends < now {
-        return error(StatusCode::BAD_REQUEST, "Failed to create silence: end time can't be in the past");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Failed to create silence: end time can't be in the past",
+        );
     }
     let input = SilenceInput {
         id: p.id.filter(|i| !i.is_empty()),
@@ -183,7 +221,11 @@ fn silence_error(e: SilenceError) -> Response {
     }
 }
 
-async fn delete_silence(_admin: RequireAdmin, State(s): State<DispatchApiState>, Path(id): Path<String>) -> Response {
+async fn delete_silence(
+    _admin: RequireAdmin,
+    State(s): State<DispatchApiState>,
+    Path(id): Path<String>,
+) -> Response {
     match s.dispatcher.expire_silence(&id).await {
         Ok(()) => {
             tracing::info!(silence = %id, "silence expired through the API");

@@ -434,6 +434,29 @@ impl DiscoverySet {
     }
 }
 
+/// `../shared/gcp-discovery` next to this crate's source tree (where the
+/// repository keeps Google's documents for tests).
+pub fn default_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/gcp-discovery")
+}
+
+/// Loads a [`DiscoverySet`] once per directory per process.
+pub fn load_cached(dir: &Path) -> Result<std::sync::Arc<DiscoverySet>, DiscoveryError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<DiscoverySet>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(d) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(dir) {
+        return Ok(d.clone());
+    }
+    let set = Arc::new(DiscoverySet::load(dir)?);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(dir.to_path_buf(), set.clone());
+    Ok(set)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

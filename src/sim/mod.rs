@@ -10,7 +10,34 @@
 //! Start with [`FakeGcp::start`]; drive it through its control methods
 //! (create services, deploy revisions, add points and log entries, inject
 //! faults) and read what clients did through [`FakeGcp::calls`].
+//!
+//! ```text
+//! GET   /computeMetadata/v1/instance/service-accounts/default/token   metadata.token (Metadata-Flavor: Google)
+//! GET   /computeMetadata/v1/instance/service-accounts/default/email   metadata.email
+//! GET   /computeMetadata/v1/universe/universe-domain                  metadata.universeDomain
+//! GET   /computeMetadata/v1/project/project-id                        metadata.projectId
+//! POST  /token                                                        oauth2.token (jwt-bearer, refresh_token)
+//! GET   /v2/projects/P/locations/L/services                           run.projects.locations.services.list
+//! GET   /v2/projects/P/locations/L/services/S                         run.projects.locations.services.get
+//! PATCH /v2/projects/P/locations/L/services/S                         run.projects.locations.services.patch
+//! GET   /v2/projects/P/locations/L/services/S/revisions               run.projects.locations.services.revisions.list
+//! GET   /v2/projects/P/locations/L/services/S/revisions/R             run.projects.locations.services.revisions.get
+//! GET   /v2/projects/P/locations/L/operations/O                       run.projects.locations.operations.get
+//! POST  /v2/projects/P/locations/L/operations/O:wait                  run.projects.locations.operations.wait
+//! GET   /v3/projects/P/timeSeries                                     monitoring.projects.timeSeries.list
+//! POST  /v2/entries:list                                              logging.entries.list
+//! GET|POST /v1/projects/P/location/global/prometheus/api/v1/query[_range]  (canned answers)
+//! /sim/...                                                            admin routes (see `admin`)
+//! ```
+//!
+//! Faithfulness notes: `generation`, `observedGeneration`, `int64Value`,
+//! distribution `count`/`bucketCounts` are JSON strings; default-valued fields
+//! are omitted (log `severity` DEFAULT, empty lists and label maps, trailing
+//! zero bucket counts); `timeSeries.list` points are newest first and visible
+//! only after the monitoring delay; a services.patch with a stale `etag` gets
+//! 409 `ABORTED`; `entries.list` is limited to 60 calls a minute per project.
 
+mod admin;
 pub mod auth;
 pub mod calls;
 pub mod discovery;

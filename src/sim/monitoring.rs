@@ -348,18 +348,10 @@ struct Series {
     points: Vec<StoredPoint>,
 }
 
+#[derive(Default)]
 pub(crate) struct MonitoringState {
     series: Vec<Series>,
     pub ingest_delay_ms: i64,
-}
-
-impl Default for MonitoringState {
-    fn default() -> Self {
-        Self {
-            series: Vec::new(),
-            ingest_delay_ms: 0,
-        }
-    }
 }
 
 // ---- the filter ----------------------------------------------------------------
@@ -1014,13 +1006,15 @@ fn align(
     })
 }
 
+/// (metric labels, resource labels) kept by `groupByFields`.
+type GroupKey = (BTreeMap<String, String>, BTreeMap<String, String>);
+
 fn reduce(
     series: Vec<OutSeries>,
     reducer: &str,
     group_by: &[&str],
 ) -> Result<Vec<OutSeries>, ApiError> {
-    let mut groups: BTreeMap<(BTreeMap<String, String>, BTreeMap<String, String>), Vec<OutSeries>> =
-        BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<OutSeries>> = BTreeMap::new();
     for s in series {
         let mut ml = BTreeMap::new();
         let mut rl = BTreeMap::new();

@@ -411,6 +411,10 @@ impl RunState {
             .collect()
     }
 
+    pub fn service_names(&self) -> Vec<String> {
+        self.services.keys().cloned().collect()
+    }
+
     pub fn project_location(&self, service: &str) -> Option<(String, String, String)> {
         self.services
             .get(service)

@@ -35,6 +35,11 @@ pub struct FakeOptions {
     /// Whether API calls need a bearer token (from the fake's token endpoints or
     /// a self-signed service-account JWT).
     pub require_auth: bool,
+    /// Directory of Google's discovery documents. When set, the fake checks
+    /// every request body and query against them and answers 400
+    /// `INVALID_ARGUMENT` (like Google: "Invalid JSON payload received.
+    /// Unknown name ...") when a field does not exist or has the wrong type.
+    pub discovery_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for FakeOptions {
@@ -43,12 +48,14 @@ impl Default for FakeOptions {
             project: "sim-project".into(),
             operation_delay: Duration::from_secs(2),
             require_auth: true,
+            discovery_dir: None,
         }
     }
 }
 
 pub(crate) struct Shared {
     pub clock: Clock,
+    discovery: Option<Arc<super::discovery::DiscoverySet>>,
     state: Mutex<SimState>,
 }
 
@@ -57,6 +64,8 @@ pub(crate) struct SimState {
     pub run: RunState,
     pub monitoring: MonitoringState,
     pub logging: LoggingState,
+    /// PromQL query text → Prometheus `data` object answered for it.
+    promql: std::collections::HashMap<String, Value>,
     faults: Faults,
     calls: Vec<Call>,
 }
@@ -84,7 +93,8 @@ impl Drop for ServerTask {
 pub struct FakeGcp {
     pub(crate) shared: Arc<Shared>,
     addr: SocketAddr,
-    _task: Arc<ServerTask>,
+    /// `None` only for the transient handle the admin routes use.
+    _task: Option<Arc<ServerTask>>,
 }
 
 impl FakeGcp {
@@ -98,13 +108,21 @@ impl FakeGcp {
         auth.require_auth = options.require_auth;
         let mut run = RunState::new();
         run.operation_delay_ms = options.operation_delay.as_millis() as i64;
+        let discovery = match &options.discovery_dir {
+            Some(dir) => Some(super::discovery::load_cached(dir).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+            })?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             clock,
+            discovery,
             state: Mutex::new(SimState {
                 auth,
                 run,
                 monitoring: MonitoringState::default(),
                 logging: LoggingState::default(),
+                promql: std::collections::HashMap::new(),
                 faults: Faults::default(),
                 calls: Vec::new(),
             }),
@@ -120,7 +138,7 @@ impl FakeGcp {
         Ok(Self {
             shared,
             addr,
-            _task: Arc::new(ServerTask(task)),
+            _task: Some(Arc::new(ServerTask(task))),
         })
     }
 
@@ -284,6 +302,15 @@ impl FakeGcp {
         self.lock().monitoring.ingest_delay_ms = d.as_millis() as i64;
     }
 
+    /// What the Prometheus-compatible endpoint
+    /// (`/v1/projects/P/location/global/prometheus/api/v1/query[_range]`)
+    /// answers for this exact query text: `data` is Prometheus's `data` object,
+    /// e.g. `{"resultType": "vector", "result": [...]}`. Unknown queries get an
+    /// empty vector (or matrix).
+    pub fn set_promql_response(&self, query: &str, data: Value) {
+        self.lock().promql.insert(query.to_string(), data);
+    }
+
     // ---- Logging -----------------------------------------------------------------
 
     /// Writes a log entry; returns its insertId.
@@ -357,6 +384,10 @@ pub mod methods {
     pub const OPERATIONS_WAIT: &str = "run.projects.locations.operations.wait";
     pub const TIME_SERIES_LIST: &str = "monitoring.projects.timeSeries.list";
     pub const ENTRIES_LIST: &str = "logging.entries.list";
+    /// Cloud Monitoring's Prometheus-compatible API (monitoring v1; not in the v3 document).
+    pub const PROMQL_QUERY: &str = "monitoring.projects.location.prometheus.api.v1.query";
+    pub const PROMQL_QUERY_RANGE: &str =
+        "monitoring.projects.location.prometheus.api.v1.query_range";
 }
 use methods::*;
 
@@ -400,6 +431,21 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, String)> {
     if *method == Method::POST && path == "/v2/entries:list" {
         return Some((ENTRIES_LIST, String::new()));
     }
+    if let Some(rest) = path.strip_prefix("/v1/projects/") {
+        let seg: Vec<&str> = rest.split('/').collect();
+        if let [project, "location", "global", "prometheus", "api", "v1", endpoint] = seg.as_slice()
+        {
+            if *method == Method::GET || *method == Method::POST {
+                let id = match *endpoint {
+                    "query" => PROMQL_QUERY,
+                    "query_range" => PROMQL_QUERY_RANGE,
+                    _ => return None,
+                };
+                return Some((id, format!("projects/{project}")));
+            }
+        }
+        return None;
+    }
     if let Some(rest) = path.strip_prefix("/v3/") {
         let name = rest.strip_suffix("/timeSeries")?;
         let seg: Vec<&str> = name.split('/').collect();
@@ -442,6 +488,18 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = percent_decode(uri.path());
+    if path.starts_with("/sim/") {
+        let fake = FakeGcp {
+            shared: shared.clone(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            _task: None,
+        };
+        let body_json: Option<Value> = serde_json::from_slice(&body).ok();
+        return match super::admin::handle(&fake, &method, &path, body_json.as_ref()) {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        };
+    }
     let query = query_pairs(uri.query().unwrap_or(""));
     let routed = route(&method, &path);
     let method_id = routed.as_ref().map(|r| r.0).unwrap_or("unknown");
@@ -507,6 +565,9 @@ async fn handle(
             )
                 .into_response();
         }
+        if let Some(err) = strict_check(&shared, method_id, &query, &body, body_json.as_ref()) {
+            break 'resp err.into_response();
+        }
         let answer = if method_id == OPERATIONS_WAIT {
             wait(&shared, &name, body_json.as_ref(), authorization.as_deref()).await
         } else {
@@ -564,6 +625,50 @@ async fn handle(
         c.status = status;
     }
     response
+}
+
+/// With discovery documents loaded: Google's 400 for unknown or mistyped
+/// fields in the request body or query.
+fn strict_check(
+    shared: &Shared,
+    method: &str,
+    query: &[(String, String)],
+    raw: &[u8],
+    body: Option<&Value>,
+) -> Option<ApiError> {
+    let docs = shared.discovery.as_ref()?;
+    let doc = docs.for_method(method).ok()?;
+    let mut problems = Vec::new();
+    if let Ok(issues) = doc.validate_params(method, query) {
+        problems.extend(
+            issues
+                .iter()
+                .map(|i| format!("Invalid query parameter {i}")),
+        );
+    }
+    if doc.request_schema(method).is_some() {
+        match body {
+            Some(b) => {
+                if let Ok(issues) = doc.validate_request(method, b) {
+                    problems.extend(
+                        issues
+                            .iter()
+                            .map(|i| format!("Invalid JSON payload received. {i}")),
+                    );
+                }
+            }
+            None if raw.is_empty() && method == OPERATIONS_WAIT => {}
+            None => problems.push("Invalid JSON payload received. The body is not JSON.".into()),
+        }
+    } else if !raw.is_empty() && body.is_some_and(|b| b.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        problems.push("Invalid JSON payload received. This method takes no request body.".into());
+    }
+    if problems.is_empty() {
+        None
+    } else {
+        Some(ApiError::invalid_argument(problems.join("; ")))
+    }
 }
 
 fn fault_message(code: u16) -> String {
@@ -644,6 +749,28 @@ fn dispatch(
         REVISIONS_GET => s.run.get_revision(name),
         OPERATIONS_GET => s.run.get_operation(name),
         TIME_SERIES_LIST => s.monitoring.list(now, name, query),
+        PROMQL_QUERY | PROMQL_QUERY_RANGE => {
+            // Parameters come in the query string (GET) or a form body (POST).
+            let mut params = query.to_vec();
+            params.extend(query_pairs(&String::from_utf8_lossy(raw_body)));
+            let Some(q) = query_get(&params, "query").filter(|q| !q.trim().is_empty()) else {
+                return Answer::Raw(
+                    400,
+                    serde_json::json!({"status": "error", "errorType": "bad_data", "error": "invalid parameter \"query\": empty query"}),
+                );
+            };
+            let kind = if method_id == PROMQL_QUERY {
+                "vector"
+            } else {
+                "matrix"
+            };
+            let data = s
+                .promql
+                .get(q)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"resultType": kind, "result": []}));
+            return Answer::Json(serde_json::json!({"status": "success", "data": data}));
+        }
         ENTRIES_LIST => match body {
             Some(b) => s.logging.list(now, b),
             None => Err(ApiError::invalid_argument("Invalid JSON payload received.")),

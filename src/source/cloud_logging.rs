@@ -69,7 +69,8 @@ impl LogEvidenceStore {
         v
     }
 
-    fn set(&self, query: &str, entries: VecDeque<LogEvidence>) {
+    /// Replaces the evidence of `query` (the sources do this after each poll).
+    pub fn set(&self, query: &str, entries: VecDeque<LogEvidence>) {
         let mut g = self.inner.write().unwrap_or_else(|p| p.into_inner());
         g.insert(query.to_string(), entries);
     }

@@ -169,7 +169,9 @@ impl CloudMonitoringSource {
             .map(str::trim)
             .filter(|f| !f.is_empty())
         {
-            Some(f) => format!("{base} AND ({f})"),
+            // Parentheses only where precedence needs them (AND binds tighter than OR).
+            Some(f) if f.to_ascii_uppercase().contains(" OR ") => format!("{base} AND ({f})"),
+            Some(f) => format!("{base} AND {f}"),
             None => base,
         }
     }

@@ -4,9 +4,11 @@
 //! here and exposes typed async methods; every call runs on tokio's blocking
 //! pool, never on the async runtime.
 
+pub mod alerts;
 pub mod actions;
 pub mod gcp;
 mod migrations;
+pub mod outbox;
 pub mod probes;
 pub mod silences;
 

@@ -1,0 +1,140 @@
+//! Benchmark: 1,000 alerting-rule expressions over 100,000 series holding one
+//! hour of 10 s samples. Not a test; run with
+//! `cargo bench --bench rules` (release build). Scale with BENCH_SERIES /
+//! BENCH_RULES / BENCH_MINUTES.
+//!
+//! Reports: ingest rate, bytes per sample and per series (RSS growth), and the
+//! time of one full evaluation round (every rule evaluated once, as the rule
+//! loop does every interval).
+
+use std::time::Instant;
+
+use rearguard::labels::{Labels, Sample};
+use rearguard::promql::{parse, Engine, EngineOptions, Value};
+use rearguard::tsdb::Tsdb;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_bytes() -> u64 {
+    // /proc/self/statm: size resident … in pages.
+    let s = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = s
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    let n_series = env("BENCH_SERIES", 100_000);
+    let n_rules = env("BENCH_RULES", 1_000);
+    let minutes = env("BENCH_MINUTES", 60);
+    let metrics = 100; // metric names; each has n_series / metrics series
+    let per_metric = n_series / metrics;
+    let jobs = 10;
+    let step_ms: i64 = 10_000;
+    let scrapes = minutes * 6;
+    let start_ms: i64 = 1_700_000_000_000;
+
+    // Series: m{k}_total{job, instance} counters and m{k}_bucket-style gauges.
+    let mut labels: Vec<Labels> = Vec::with_capacity(n_series);
+    for m in 0..metrics {
+        for i in 0..per_metric {
+            labels.push(Labels::from_pairs([
+                ("__name__", format!("metric_{m}_total")),
+                ("job", format!("job-{}", i % jobs)),
+                ("instance", format!("instance-{i}")),
+                ("region", format!("region-{}", i % 3)),
+            ]));
+        }
+    }
+
+    let db = Tsdb::new(6 * 3600 * 1000);
+    let rss0 = rss_bytes();
+    let ingest_start = Instant::now();
+    let mut batch: Vec<Sample> = Vec::with_capacity(labels.len());
+    let mut total_samples = 0usize;
+    for s in 0..scrapes {
+        let t = start_ms + s as i64 * step_ms;
+        batch.clear();
+        for (i, l) in labels.iter().enumerate() {
+            batch.push(Sample {
+                labels: l.clone(),
+                timestamp_ms: t,
+                value: (s * (1 + i % 7)) as f64,
+            });
+        }
+        let rejected = db.append_batch(&batch);
+        assert_eq!(rejected, 0);
+        total_samples += batch.len();
+    }
+    let ingest = ingest_start.elapsed();
+    drop(batch);
+    let rss1 = rss_bytes();
+    let stats = db.stats();
+    let grown = rss1.saturating_sub(rss0) as f64;
+
+    // Rules: a mix of typical alert expressions, each over one metric.
+    let shapes = [
+        "rate(metric_{m}_total{job=\"job-{j}\"}[5m]) > 1000",
+        "sum by (job) (rate(metric_{m}_total[5m])) > 1e9",
+        "sum by (job) (rate(metric_{m}_total{region=\"region-1\"}[5m])) / sum by (job) (rate(metric_{m}_total[5m])) > 0.5",
+        "avg_over_time(metric_{m}_total{instance=~\"instance-{j}.*\"}[10m]) < 0",
+        "increase(metric_{m}_total{job=\"job-{j}\"}[15m]) == 0",
+        "absent(metric_{m}_total{job=\"job-{j}\"})",
+        "max by (instance) (deriv(metric_{m}_total{job=\"job-{j}\"}[30m])) > 100",
+        "count by (region) (metric_{m}_total) < 10",
+        "quantile(0.95, rate(metric_{m}_total{job=\"job-{j}\"}[5m])) > 50",
+        "metric_{m}_total{job=\"job-{j}\"} offset 5m > 1e12",
+    ];
+    let exprs: Vec<_> = (0..n_rules)
+        .map(|i| {
+            let text = shapes[i % shapes.len()]
+                .replace("{m}", &((i / shapes.len()) % metrics).to_string())
+                .replace("{j}", &(i % jobs).to_string());
+            parse(&text).expect("benchmark rule parses")
+        })
+        .collect();
+    let engine = Engine::new(EngineOptions::default());
+    let now = start_ms + (scrapes as i64 - 1) * step_ms;
+    let mut rounds = Vec::new();
+    let mut out_samples = 0;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        out_samples = 0;
+        for e in &exprs {
+            let r = engine
+                .instant_query_expr(&db, e, now)
+                .expect("rule evaluates");
+            if let Value::Vector(v) = r.value {
+                out_samples += v.len();
+            }
+        }
+        rounds.push(t0.elapsed());
+    }
+    let best = rounds.iter().min().copied().unwrap_or_default();
+
+    println!("series:            {}", stats.series);
+    println!("samples stored:    {}", stats.samples);
+    println!(
+        "ingest:            {total_samples} samples in {:.2?} = {:.0} samples/s",
+        ingest,
+        total_samples as f64 / ingest.as_secs_f64()
+    );
+    println!(
+        "memory (RSS grow): {:.1} MiB = {:.1} bytes/sample, {:.0} bytes/series",
+        grown / 1048576.0,
+        grown / stats.samples as f64,
+        grown / stats.series as f64
+    );
+    println!(
+        "evaluation round:  {} rules in {:.2?} (best of 3: {:?}); {out_samples} alert samples",
+        n_rules, best, rounds
+    );
+}

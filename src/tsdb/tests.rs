@@ -1,0 +1,213 @@
+use super::*;
+use promql_parser::label::{MatchOp, Matcher};
+
+fn l(pairs: &[(&str, &str)]) -> Labels {
+    Labels::from_pairs(pairs.iter().copied())
+}
+
+fn eq(name: &str, value: &str) -> Matcher {
+    Matcher::new(MatchOp::Equal, name, value)
+}
+
+fn re(name: &str, value: &str) -> Matcher {
+    let r = regex::Regex::new(&format!("^(?:{value})$")).unwrap();
+    Matcher::new(MatchOp::Re(r), name, value)
+}
+
+fn names(db: &Tsdb, m: &[Matcher]) -> Vec<String> {
+    let mut v: Vec<String> = db
+        .select(m, i64::MIN, i64::MAX)
+        .into_iter()
+        .map(|s| s.labels.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn index_answers_matchers() {
+    let db = Tsdb::default();
+    db.append_sample(&l(&[("__name__", "up"), ("job", "a")]), 1, 1.0)
+        .unwrap();
+    db.append_sample(&l(&[("__name__", "up"), ("job", "b")]), 1, 0.0)
+        .unwrap();
+    db.append_sample(
+        &l(&[("__name__", "down"), ("job", "a"), ("x", "1")]),
+        1,
+        0.0,
+    )
+    .unwrap();
+    assert_eq!(
+        names(&db, &[eq("__name__", "up")]),
+        vec![r#"up{job="a"}"#, r#"up{job="b"}"#]
+    );
+    assert_eq!(
+        names(&db, &[eq("job", "a"), re("__name__", "d.*")]),
+        vec![r#"down{job="a", x="1"}"#]
+    );
+    // A matcher that matches the empty string also selects series without the label.
+    assert_eq!(names(&db, &[eq("__name__", "up"), eq("x", "")]).len(), 2);
+    assert_eq!(
+        names(&db, &[Matcher::new(MatchOp::NotEqual, "job", "a")]),
+        vec![r#"up{job="b"}"#]
+    );
+    assert!(names(&db, &[eq("__name__", "none")]).is_empty());
+    assert_eq!(
+        db.stats(),
+        TsdbStats {
+            series: 3,
+            samples: 3
+        }
+    );
+}
+
+#[test]
+fn select_returns_only_the_range() {
+    let db = Tsdb::default();
+    let s = l(&[("__name__", "m")]);
+    for i in 0..500 {
+        db.append_sample(&s, i * 10, i as f64).unwrap();
+    }
+    let got = db.select(&[eq("__name__", "m")], 1000, 2000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].timestamps.first(), Some(&1000));
+    assert_eq!(got[0].timestamps.last(), Some(&2000));
+    assert_eq!(got[0].values.len(), 101);
+    assert!(db.select(&[eq("__name__", "m")], 6000, 7000).is_empty());
+}
+
+#[test]
+fn out_of_order_and_duplicates_are_rejected() {
+    let db = Tsdb::default();
+    let s = l(&[("__name__", "m")]);
+    db.append_sample(&s, 100, 1.0).unwrap();
+    assert!(matches!(
+        db.append_sample(&s, 50, 1.0),
+        Err(AppendError::OutOfOrder { .. })
+    ));
+    assert!(db.append_sample(&s, 100, 1.0).is_ok());
+    assert!(matches!(
+        db.append_sample(&s, 100, 2.0),
+        Err(AppendError::Duplicate { .. })
+    ));
+    db.append_batch(&[
+        Sample {
+            labels: s.clone(),
+            timestamp_ms: 200,
+            value: 2.0,
+        },
+        Sample {
+            labels: s.clone(),
+            timestamp_ms: 150,
+            value: 9.0,
+        },
+    ]);
+    let got = db.select(&[eq("__name__", "m")], 0, 1000);
+    assert_eq!(got[0].timestamps, vec![100, 200]);
+    assert_eq!(got[0].values, vec![1.0, 2.0]);
+}
+
+#[test]
+fn stale_markers_are_written_once_after_the_last_sample() {
+    let db = Tsdb::default();
+    let s = l(&[("__name__", "m")]);
+    db.append_sample(&s, 100, 1.0).unwrap();
+    db.mark_stale(&[s.clone(), l(&[("__name__", "unknown")])], 200);
+    db.mark_stale(std::slice::from_ref(&s), 300);
+    let got = db.select(&[eq("__name__", "m")], 0, 1000);
+    assert_eq!(got[0].timestamps, vec![100, 200]);
+    assert!(is_stale_nan(got[0].values[1]));
+    assert!(!is_stale_nan(f64::NAN));
+    assert_eq!(db.stats().series, 1);
+}
+
+#[test]
+fn retention_bounds_memory() {
+    let hour = 3_600_000;
+    let db = Tsdb::new(hour);
+    let a = l(&[("__name__", "a")]);
+    let b = l(&[("__name__", "b")]);
+    db.append_sample(&b, 0, 1.0).unwrap();
+    // 10 hours of 10 s samples: trimming on append keeps about one hour.
+    for i in 0..3600 {
+        db.append_sample(&a, i * 10_000, 1.0).unwrap();
+    }
+    let kept = db.stats().samples;
+    assert!(kept <= 360 + CHUNK_SAMPLES + 1, "kept {kept}");
+    assert!(matches!(
+        db.append_sample(&a, 0, 1.0),
+        Err(AppendError::TooOld { .. })
+    ));
+    // gc drops the series that stopped, and its index entries.
+    db.gc(36_000_000);
+    assert_eq!(db.stats().series, 1);
+    assert!(db
+        .select(&[eq("__name__", "b")], i64::MIN, i64::MAX)
+        .is_empty());
+    assert!(db.series_labels(&[eq("__name__", "b")]).is_empty());
+    db.append_sample(&b, 36_000_000, 2.0).unwrap();
+    assert_eq!(db.stats().series, 2);
+    db.gc(100 * hour);
+    assert_eq!(
+        db.stats(),
+        TsdbStats {
+            series: 0,
+            samples: 0
+        }
+    );
+}
+
+#[test]
+fn unordered_insert_for_loaders() {
+    let db = Tsdb::default();
+    let s = l(&[("__name__", "m")]);
+    db.insert_unordered(&s, 100, 1.0);
+    db.insert_unordered(&s, 0, 0.5);
+    db.insert_unordered(&s, 100, 2.0);
+    let got = db.select(&[eq("__name__", "m")], 0, 1000);
+    assert_eq!(got[0].timestamps, vec![0, 100]);
+    assert_eq!(got[0].values, vec![0.5, 2.0]);
+    assert_eq!(db.stats().samples, 2);
+}
+
+#[test]
+fn metrics_register() {
+    let db = Tsdb::default();
+    let reg = prometheus::Registry::new();
+    db.register_metrics(&reg).unwrap();
+    db.append_sample(&l(&[("__name__", "m")]), 1, 1.0).unwrap();
+    let names: Vec<String> = reg.gather().iter().map(|f| f.name().to_string()).collect();
+    assert!(names.contains(&"rearguard_tsdb_series".to_string()));
+}
+
+#[test]
+fn clear_then_reload() {
+    let db = Tsdb::default();
+    let s = l(&[("__name__", "m"), ("a", "1")]);
+    db.insert_unordered(&s, 0, 1.0);
+    db.clear();
+    db.insert_unordered(&s, 0, 2.0);
+    db.insert_unordered(&s, 300_000, 3.0);
+    let got = db.select(&[eq("__name__", "m")], 0, 1_000_000);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].values, vec![2.0, 3.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gc_task_runs_on_the_clock_and_stops() {
+    let clock = crate::clock::Clock::starting_at(0);
+    let db = Arc::new(Tsdb::new(60_000));
+    db.append_sample(&l(&[("__name__", "m")]), 0, 1.0).unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(db.clone().run_gc(
+        clock.clone(),
+        std::time::Duration::from_secs(30),
+        rx,
+    ));
+    tokio::time::sleep(std::time::Duration::from_secs(95)).await;
+    assert_eq!(db.stats().series, 0);
+    tx.send(true).unwrap();
+    task.await.unwrap();
+    db.set_retention_ms(1);
+    assert_eq!(db.retention_ms(), 1);
+}

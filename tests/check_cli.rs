@@ -1,0 +1,120 @@
+//! `rearguard check` against broken configs: every error names file:line:col.
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(dir: &Path, text: &str) -> (i32, String) {
+    let path = dir.join("rearguard.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rearguard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+fn assert_error_at(dir: &Path, text: &str, line: usize, col: usize, needle: &str) {
+    let (code, out) = check(dir, text);
+    assert_eq!(code, 1, "exit code for:\n{text}\n{out}");
+    let prefix = format!("{}:{line}:{col}: ", dir.join("rearguard.yaml").display());
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&prefix) && l.contains(needle)),
+        "expected {prefix}…{needle} in:\n{out}"
+    );
+}
+
+#[test]
+fn good_config_prints_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = check(
+        dir.path(),
+        "probes:\n  - name: a\n    url: http://127.0.0.1:1/health\n",
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": ok (1 probes"), "{out}");
+}
+
+#[test]
+fn unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_error_at(
+        dir.path(),
+        "probes:\n  - name: a\n    url: http://x/\n    tiemout: 5s\n",
+        4,
+        5,
+        "unknown field `tiemout`",
+    );
+}
+
+#[test]
+fn bad_duration() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_error_at(
+        dir.path(),
+        "probes:\n  - name: a\n    url: http://x/\n    interval: 10 sec\n",
+        4,
+        15,
+        "not a valid duration",
+    );
+}
+
+#[test]
+fn bad_url() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_error_at(
+        dir.path(),
+        "probes:\n  - name: a\n    url: not a url\n",
+        3,
+        10,
+        "invalid url",
+    );
+}
+
+#[test]
+fn missing_secret_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_error_at(
+        dir.path(),
+        "admin:\n  token_file: missing-token\n",
+        2,
+        15,
+        "cannot read secret file",
+    );
+}
+
+#[test]
+fn duplicate_probe_name_and_other_errors_all_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "probes:\n  - name: a\n    url: http://x/\n  - name: a\n    url: gopher://y/\n";
+    assert_error_at(dir.path(), text, 4, 11, "duplicate probe name \"a\"");
+    assert_error_at(dir.path(), text, 5, 10, "is not http or https");
+}
+
+#[test]
+fn unparsable_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = check(dir.path(), "probes:\n  - name: a\n   url: [unclosed\n");
+    assert_eq!(code, 1, "{out}");
+    let prefix = format!("{}:", dir.path().join("rearguard.yaml").display());
+    let line = out.lines().find(|l| l.starts_with(&prefix)).expect(&out);
+    let pos: Vec<&str> = line[prefix.len()..].splitn(3, ':').collect();
+    assert!(pos[0].parse::<usize>().unwrap() >= 2, "{line}");
+    assert!(pos[1].parse::<usize>().is_ok(), "{line}");
+}
+
+#[test]
+fn missing_config_file_is_an_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_rearguard"))
+        .args(["check", "--config", "/nonexistent/rearguard.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cannot read config file"));
+}

@@ -1,0 +1,276 @@
+//! The daemon as a process: readiness, SIGHUP reload (good and bad), SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Daemon {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config_text(port: u16, state: &Path, interval: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:{port}\nstate_dir: {}\nprobes:\n  - name: self\n    url: http://127.0.0.1:{port}/healthz\n    interval: {interval}\n    timeout: 1s\n",
+        state.display()
+    )
+}
+
+fn start(config: &Path, port: u16) -> Daemon {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rearguard"))
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(config)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Daemon { child, lines, port }
+}
+
+impl Daemon {
+    fn get(&self, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).ok()?;
+        let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Some((code, body))
+    }
+
+    fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        panic!("no log line containing {needle:?} within {timeout:?}");
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some((200, _)) = self.get("/healthz") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not come up");
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+}
+
+#[test]
+fn serves_metrics_and_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
+    let d = start(&cfg, port);
+    d.wait_healthy();
+    let (code, body) = d.get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("rearguard_build_info{"), "{body}");
+    assert!(body.contains("process_resident_memory_bytes"), "{body}");
+    assert!(dir.path().join("state/state.db").exists());
+    let (code, _) = d.get("/nonexistent").unwrap();
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn sighup_applies_good_config_and_rejects_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    let state = dir.path().join("state");
+    std::fs::write(&cfg, config_text(port, &state, "1s")).unwrap();
+    let d = start(&cfg, port);
+    d.wait_healthy();
+    d.wait_for_line("rearguard started", Duration::from_secs(10));
+
+    // A bad config: rejected, with its error located, and the daemon keeps serving.
+    std::fs::write(
+        &cfg,
+        format!("{}bogus_key: 1\n", config_text(port, &state, "1s")),
+    )
+    .unwrap();
+    d.signal("-HUP");
+    let line = d.wait_for_line("config reload rejected", Duration::from_secs(10));
+    assert!(
+        line.contains("rearguard.yaml:8:1: unknown field `bogus_key`"),
+        "{line}"
+    );
+    assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
+
+    // A good config: applied.
+    std::fs::write(&cfg, config_text(port, &state, "2s")).unwrap();
+    d.signal("-HUP");
+    d.wait_for_line("config reloaded", Duration::from_secs(10));
+    assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
+}
+
+#[test]
+fn sigterm_exits_zero_within_five_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
+    let mut d = start(&cfg, port);
+    d.wait_healthy();
+    // Keep a connection open: shutdown must not wait for it forever.
+    let _idle = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    d.signal("-TERM");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "still running 5 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn bad_config_at_start_exits_nonzero_with_location() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(&cfg, "listen: nowhere\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rearguard"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("rearguard.yaml:1:9"), "{err}");
+}
+
+#[test]
+fn talks_to_systemd_notify_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: `exec` keeps the shell's.
+    let mut child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" run --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_rearguard"))
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct KillOnDrop(u32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+    let _guard = KillOnDrop(child.id());
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notify message");
+        String::from_utf8_lossy(&buf[..n]).to_string()
+    };
+    let mut seen = Vec::new();
+    // READY=1 first, then watchdog pings at half of WATCHDOG_USEC.
+    while seen
+        .iter()
+        .filter(|m: &&String| m.contains("WATCHDOG=1"))
+        .count()
+        < 2
+    {
+        seen.push(recv());
+        assert!(seen.len() < 50, "{seen:?}");
+    }
+    assert!(seen[0].contains("READY=1"), "{seen:?}");
+    let kill = |sig: &str| {
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+    };
+    kill("-HUP");
+    let mut after_hup = Vec::new();
+    while !after_hup.iter().any(|m: &String| m.contains("READY=1")) {
+        after_hup.push(recv());
+        assert!(after_hup.len() < 50, "{after_hup:?}");
+    }
+    let reloading = after_hup.iter().position(|m| m.contains("RELOADING=1"));
+    assert!(reloading.is_some(), "{after_hup:?}");
+    assert!(
+        after_hup[reloading.unwrap()].contains("MONOTONIC_USEC="),
+        "{after_hup:?}"
+    );
+    kill("-TERM");
+    let mut stopping = false;
+    for _ in 0..50 {
+        if recv().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}

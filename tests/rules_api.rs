@@ -1,0 +1,186 @@
+//! The query, rules and alerts API over a real tsdb, engine and rule manager.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rearguard::alert::{Alert, AlertSink};
+use rearguard::clock::Clock;
+use rearguard::labels::Labels;
+use rearguard::promql::Engine;
+use rearguard::rules::{
+    parse_rule_file, LocalQuerier, ManagerOptions, ParseOptions, RuleManager, RulesConfig,
+    RulesDeps,
+};
+use rearguard::server::rules_api::{router, RulesApiState};
+use rearguard::store::Store;
+use rearguard::tsdb::Tsdb;
+use serde_json::Value;
+
+#[derive(Default)]
+struct Sent(Mutex<Vec<Alert>>);
+impl AlertSink for Sent {
+    fn send_alerts(&self, alerts: Vec<Alert>) {
+        self.0.lock().unwrap().extend(alerts);
+    }
+}
+
+const RULES: &str = r#"
+groups:
+- name: api
+  interval: 1s
+  rules:
+  - record: job:up:sum
+    expr: sum by (job) (up)
+  - alert: Down
+    expr: job:up:sum == 0
+    labels: {severity: critical}
+    annotations: {summary: "{{ $labels.job }} is down ({{ $value }})"}
+"#;
+
+#[tokio::test]
+async fn query_rules_and_alerts_endpoints() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = Clock::system();
+    let now = clock.now_ms();
+    let db = Arc::new(Tsdb::new(6 * 3600 * 1000));
+    for (i, v) in [1.0, 0.0].iter().enumerate() {
+        db.append_sample(
+            &Labels::from_pairs([("__name__", "up"), ("job", "web")]),
+            now - 20_000 + i as i64 * 10_000,
+            *v,
+        )
+        .unwrap();
+    }
+    let engine = Engine::default();
+    let sent = Arc::new(Sent::default());
+    let manager = Arc::new(
+        RuleManager::new(
+            RulesDeps {
+                clock: clock.clone(),
+                local: Arc::new(LocalQuerier::new(db.clone(), engine.clone())),
+                sink: db.clone(),
+                store: Store::open_in_memory().unwrap(),
+                registry: prometheus::Registry::new(),
+                alerts: sent.clone(),
+            },
+            ManagerOptions::default(),
+        )
+        .unwrap(),
+    );
+    let file = parse_rule_file(
+        std::path::Path::new("rules/api.yaml"),
+        RULES,
+        ParseOptions::default(),
+    )
+    .unwrap();
+    manager
+        .apply(RulesConfig {
+            files: vec![file],
+            evaluation_interval: Duration::from_secs(15),
+            external_url: "http://rg.example".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let app: axum::Router = router(RulesApiState {
+        manager: manager.clone(),
+        db: db.clone(),
+        engine,
+        clock: clock.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Wait for one group evaluation (1s interval).
+    for _ in 0..40 {
+        if !sent.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alerts = sent.0.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1, "the Down alert fired and was sent");
+    assert_eq!(alerts[0].annotations["summary"], "web is down (0)");
+    assert!(alerts[0]
+        .generator_url
+        .starts_with("http://rg.example/graph?g0.expr="));
+
+    let c = reqwest::Client::new();
+    let get = |path: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(path).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (st, body) = get(format!(
+        "{base}/api/v1/query?query=up&time={}",
+        now as f64 / 1000.0
+    ))
+    .await;
+    assert_eq!(st, 200);
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(body["data"]["result"][0]["metric"]["job"], "web");
+    assert_eq!(body["data"]["result"][0]["value"][1], "0");
+
+    let (st, body) = get(format!("{base}/api/v1/query?query=sum(")).await;
+    assert_eq!(st, 400);
+    assert_eq!(body["errorType"], "bad_data");
+
+    let (st, body) = get(format!(
+        "{base}/api/v1/query_range?query=up&start={}&end={}&step=10s",
+        (now - 20_000) as f64 / 1000.0,
+        now as f64 / 1000.0
+    ))
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"]["resultType"], "matrix");
+    assert_eq!(
+        body["data"]["result"][0]["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let (_, body) = get(format!("{base}/api/v1/rules")).await;
+    let g = &body["data"]["groups"][0];
+    assert_eq!(g["name"], "api");
+    assert_eq!(g["file"], "rules/api.yaml");
+    assert_eq!(g["rules"][0]["type"], "recording");
+    assert_eq!(g["rules"][0]["health"], "ok");
+    assert_eq!(g["rules"][1]["type"], "alerting");
+    assert_eq!(g["rules"][1]["state"], "firing");
+    assert_eq!(g["rules"][1]["alerts"][0]["labels"]["severity"], "critical");
+    let (_, body) = get(format!("{base}/api/v1/rules?type=record")).await;
+    assert_eq!(
+        body["data"]["groups"][0]["rules"].as_array().unwrap().len(),
+        1
+    );
+
+    let (_, body) = get(format!("{base}/api/v1/alerts")).await;
+    let a = &body["data"]["alerts"][0];
+    assert_eq!(a["labels"]["alertname"], "Down");
+    assert_eq!(a["state"], "firing");
+    assert_eq!(a["value"], "0e+00");
+
+    // The recording rule's output is in the tsdb.
+    let (_, body) = get(format!("{base}/api/v1/query?query=job:up:sum")).await;
+    assert_eq!(
+        body["data"]["result"][0]["metric"]["__name__"],
+        "job:up:sum"
+    );
+
+    // `rearguard query` against it.
+    let code = rearguard::cli::query::run("up", None, &base, false)
+        .await
+        .unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    let code = rearguard::cli::query::run("sum(", None, &base, false)
+        .await
+        .unwrap();
+    assert_eq!(code, std::process::ExitCode::FAILURE);
+    manager.shutdown().await;
+}
