@@ -1,0 +1,229 @@
+//! The action admin API over HTTP and the hold/history CLI against a state dir.
+
+mod rollback_support;
+
+use rearguard::config::Secret;
+use rearguard::server::action_api::{self, ActionApiState};
+use rearguard::server::auth::AdminToken;
+use rollback_support::*;
+use serde_json::{json, Value};
+
+async fn serve(h: &Harness) -> String {
+    let router = action_api::router(ActionApiState {
+        runner: h.runner.clone(),
+        store: h.store.clone(),
+        state_dir: h.dir.path().to_path_buf(),
+        admin_token: AdminToken(Some(Secret::new("t0ken"))),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+fn http() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
+#[tokio::test(start_paused = true)]
+async fn manual_rollback_holds_and_quarantine_through_the_api() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let base = serve(&h).await;
+    let c = http();
+
+    // Mutating calls need the token.
+    let r = c
+        .post(format!("{base}/api/v1/rollbacks"))
+        .json(&json!({"target": "backend"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(format!("{base}/api/v1/rollbacks"))
+        .bearer_auth("t0ken")
+        .json(&json!({"target": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .post(format!("{base}/api/v1/rollbacks"))
+        .bearer_auth("t0ken")
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    // A dry run by service name, then the real thing.
+    let v: Value = c
+        .post(format!("{base}/api/v1/rollbacks"))
+        .bearer_auth("t0ken")
+        .json(&json!({"target": "backend", "dry_run": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["outcome"], "dry_run", "{v}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    let r = c
+        .post(format!("{base}/api/v1/rollbacks"))
+        .bearer_auth("t0ken")
+        .json(&json!({"target": "backend", "actor": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"]["outcome"], "verified", "{v}");
+    assert_eq!(v["data"]["to_revision"], "backend-00001");
+    assert_eq!(h.serving(), "backend-00001");
+
+    let audit: Value = c
+        .get(format!("{base}/api/v1/rollbacks?target=backend"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let decisions: Vec<&str> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["dry_run", "started", "done", "verified"]);
+    let intents: Value = c
+        .get(format!("{base}/api/v1/rollbacks/intents"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(intents["data"][0]["state"], "done");
+    assert_eq!(intents["data"][0]["manual"], true);
+
+    // Holds.
+    let r = c
+        .post(format!("{base}/api/v1/holds"))
+        .bearer_auth("t0ken")
+        .json(&json!({"target": "backend", "reason": "investigating"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let holds: Value = c
+        .get(format!("{base}/api/v1/holds"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(holds["data"][0]["target"], "backend");
+    assert_eq!(holds["data"][0]["reason"], "investigating");
+    let r = c
+        .delete(format!("{base}/api/v1/holds/backend"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .delete(format!("{base}/api/v1/holds/backend"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // The revision rolled back from is quarantined; it can be lifted.
+    let q: Value = c
+        .get(format!("{base}/api/v1/quarantine"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(q["data"][0]["revision"], "backend-00002");
+    let r = c
+        .delete(format!("{base}/api/v1/quarantine/backend/backend-00002"))
+        .bearer_auth("t0ken")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let q: Value = c
+        .get(format!("{base}/api/v1/quarantine"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(q["data"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn hold_and_history_cli_work_on_the_state_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(
+        &cfg,
+        format!("state_dir: state\nactions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n"),
+    )
+    .unwrap();
+    let bin = env!("CARGO_BIN_EXE_rearguard");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .arg("-c")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = run(&["hold", "backend", "--reason", "deploy freeze"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("held backend: deploy freeze"), "{out}");
+    // By service name too; an unknown target is refused with the list.
+    let (code, out, _) = run(&["unhold", "backend", "--reason", "over"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("lifted the hold on backend"), "{out}");
+    let (code, _, err) = run(&["hold", "nope", "--reason", "x"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no action named \"nope\"; defined actions: backend"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["hold", "--reason", "everything"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("held every target"), "{out}");
+
+    let (code, out, err) = run(&["history", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let rows: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["decision"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rows, [("hold", "backend"), ("unhold", "backend"), ("hold", "*")]);
+    let (code, out, _) = run(&["history", "--target", "backend"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("deploy freeze") && !out.contains("everything"), "{out}");
+}
