@@ -22,7 +22,9 @@ pub enum DaemonError {
     Config(#[from] LocatedErrors),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source} (is another process using the port? change `listen:`)")]
+    #[error(
+        "cannot listen on {addr}: {source} (is another process using the port? change `listen:`)"
+    )]
     Listen {
         addr: SocketAddr,
         source: std::io::Error,
@@ -51,11 +53,16 @@ fn register_build_info(registry: &prometheus::Registry) -> Result<(), prometheus
         &["version", "rustc"],
     )?;
     build_info
-        .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("RUSTC_VERSION").unwrap_or("unknown")])
+        .with_label_values(&[
+            env!("CARGO_PKG_VERSION"),
+            option_env!("RUSTC_VERSION").unwrap_or("unknown"),
+        ])
         .set(1);
     registry.register(Box::new(build_info))?;
     #[cfg(target_os = "linux")]
-    registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+    registry.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
     Ok(())
 }
 
@@ -91,10 +98,12 @@ impl Daemon {
                     .map_err(|source| DaemonError::Listen { addr, source })?
             }
         };
-        let local_addr = listener.local_addr().map_err(|source| DaemonError::Listen {
-            addr: config.config.listen,
-            source,
-        })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen {
+                addr: config.config.listen,
+                source,
+            })?;
         let (shutdown_tx, mut shutdown_rx) = watch::channel(false);
         let ready_probes = probes.clone();
         let state = AppState {
@@ -166,7 +175,10 @@ impl Daemon {
         if let Some(handle) = self.server.lock().await.take() {
             // Graceful shutdown waits for open connections; do not wait forever.
             let abort = handle.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(3), handle).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), handle)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -226,7 +238,8 @@ pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
 }
 
 fn monotonic_usec() -> sd_notify::NotifyState<'static> {
-    sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Status("reloading"))
+    sd_notify::NotifyState::monotonic_usec_now()
+        .unwrap_or(sd_notify::NotifyState::Status("reloading"))
 }
 
 fn notify_systemd(states: &[sd_notify::NotifyState<'_>]) {

@@ -119,7 +119,13 @@ impl Labels {
         }
         let mut h = OFFSET;
         for l in self.0.iter() {
-            for b in l.name.bytes().chain([0xffu8]).chain(l.value.bytes()).chain([0xffu8]) {
+            for b in l
+                .name
+                .bytes()
+                .chain([0xffu8])
+                .chain(l.value.bytes())
+                .chain([0xffu8])
+            {
                 h ^= b as u64;
                 h = h.wrapping_mul(PRIME);
             }
@@ -233,7 +239,10 @@ mod tests {
         let a = Labels::from_pairs([("alertname", "A"), ("x", "1")]);
         let b = Labels::from_pairs([("x", "1"), ("alertname", "A")]);
         assert_eq!(a.fingerprint(), b.fingerprint());
-        assert_ne!(a.fingerprint(), Labels::from_pairs([("alertname", "A")]).fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            Labels::from_pairs([("alertname", "A")]).fingerprint()
+        );
         assert_eq!(a.fingerprint_hex().len(), 16);
     }
 }

@@ -21,7 +21,9 @@ pub enum LogFormat {
 /// Installs the global subscriber. `RUST_LOG` overrides the default level (info).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
@@ -36,7 +38,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let meta = event.metadata();
         let severity = match *meta.level() {
             tracing::Level::ERROR => "ERROR",
@@ -79,7 +86,8 @@ impl Visit for FieldCollector {
         if field.name() == "message" {
             self.message = v;
         } else {
-            self.fields.push((field.name().to_string(), serde_json::Value::String(v)));
+            self.fields
+                .push((field.name().to_string(), serde_json::Value::String(v)));
         }
     }
     fn record_str(&mut self, field: &Field, value: &str) {

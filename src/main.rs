@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use rearguard::logging::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "rearguard", version, about = "Watches a deployed service, alerts on Prometheus rules, and rolls back bad deploys.")]
+#[command(
+    name = "rearguard",
+    version,
+    about = "Watches a deployed service, alerts on Prometheus rules, and rolls back bad deploys."
+)]
 struct Cli {
     /// Log output format: human text, or JSON lines for journald and Cloud Logging.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -139,7 +143,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -148,7 +155,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run { config } => rearguard::daemon::run(&config).await.map(|_| ExitCode::SUCCESS).map_err(anyhow::Error::from),
+            Command::Run { config } => rearguard::daemon::run(&config)
+                .await
+                .map(|_| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from),
             Command::Check { config } => Ok(rearguard::cli::check::run(&config).await),
             Command::Probes { config, json } => rearguard::cli::probes::run(&config, json).await,
             Command::Test {

@@ -84,7 +84,12 @@ async fn mutating_calls_need_the_token() {
     let (base, _d) = serve().await;
     let http = reqwest::Client::new();
     let body = silence_body(json!([{"name": "service", "value": "backend", "isRegex": false}]));
-    let r = http.post(format!("{base}/api/v1/silences")).json(&body).send().await.unwrap();
+    let r = http
+        .post(format!("{base}/api/v1/silences"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let text = r.text().await.unwrap();
@@ -105,9 +110,17 @@ async fn mutating_calls_need_the_token() {
         .unwrap();
     assert_eq!(r.status(), 401, "DELETE needs the token too");
     // Reads need none.
-    let r = http.get(format!("{base}/api/v1/silences")).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/api/v1/silences"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = http.get(format!("{base}/api/v1/status")).send().await.unwrap();
+    let r = http
+        .get(format!("{base}/api/v1/status"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -121,11 +134,16 @@ async fn silences_in_alertmanager_shapes() {
             .json(&body)
             .send()
     };
-    let r = post(silence_body(json!([{"name": "service", "value": "back.*", "isRegex": true}])))
-        .await
-        .unwrap();
+    let r = post(silence_body(
+        json!([{"name": "service", "value": "back.*", "isRegex": true}]),
+    ))
+    .await
+    .unwrap();
     assert_eq!(r.status(), 200);
-    let id = r.json::<Value>().await.unwrap()["silenceID"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["silenceID"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(id.len(), 36, "a UUID");
 
     let list: Value = http
@@ -139,7 +157,10 @@ async fn silences_in_alertmanager_shapes() {
     let s = &list[0];
     assert_eq!(s["id"], id.as_str());
     assert_eq!(s["status"]["state"], "active");
-    assert_eq!(s["matchers"][0], json!({"name": "service", "value": "back.*", "isRegex": true, "isEqual": true}));
+    assert_eq!(
+        s["matchers"][0],
+        json!({"name": "service", "value": "back.*", "isRegex": true, "isEqual": true})
+    );
     assert_eq!(s["createdBy"], "alice");
     let filtered = |q: &'static str| {
         let http = http.clone();
@@ -205,12 +226,21 @@ async fn silences_in_alertmanager_shapes() {
         (json!("not an object"), "invalid silence JSON"),
         (json!({"matchers": []}), "invalid silence JSON"),
         (silence_body(json!([])), "at least one matcher"),
-        (silence_body(json!([{"name": "a", "value": ".*", "isRegex": true}])), "empty string"),
-        (silence_body(json!([{"name": "a", "value": "(", "isRegex": true}])), "regular expression"),
+        (
+            silence_body(json!([{"name": "a", "value": ".*", "isRegex": true}])),
+            "empty string",
+        ),
+        (
+            silence_body(json!([{"name": "a", "value": "(", "isRegex": true}])),
+            "regular expression",
+        ),
     ] {
         let r = post(body).await.unwrap();
         assert_eq!(r.status(), 400);
-        let msg = r.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_string();
+        let msg = r.json::<Value>().await.unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(msg.contains(needle), "{msg}");
     }
     let r = http

@@ -38,9 +38,15 @@ async fn group_wait_collects_the_group_then_group_interval_paces_it() {
     h.fire(&[("alertname", "Down"), ("instance", "b")]).await;
     h.fire(&[("alertname", "Other"), ("instance", "a")]).await;
     h.advance(Duration::from_secs(19)).await;
-    assert!(h.take().is_empty(), "nothing before group_wait (30s) has passed");
+    assert!(
+        h.take().is_empty(),
+        "nothing before group_wait (30s) has passed"
+    );
     h.advance(Duration::from_secs(1)).await;
-    assert_eq!(h.take_summary(t0), vec![(30, "hook".into(), s(&["Down/a", "Down/b"]), vec![])]);
+    assert_eq!(
+        h.take_summary(t0),
+        vec![(30, "hook".into(), s(&["Down/a", "Down/b"]), vec![])]
+    );
     // The Other group started 10s later, so it waits its own 30s.
     h.advance(Duration::from_secs(10)).await;
     let got = h.take();
@@ -57,7 +63,12 @@ async fn group_wait_collects_the_group_then_group_interval_paces_it() {
     h.advance(Duration::from_secs(1)).await; // t = 5m30s
     assert_eq!(
         h.take_summary(t0),
-        vec![(330, "hook".into(), s(&["Down/a", "Down/b", "Down/c"]), vec![])]
+        vec![(
+            330,
+            "hook".into(),
+            s(&["Down/a", "Down/b", "Down/c"]),
+            vec![]
+        )]
     );
     // Nothing changes: no notification at the next ticks.
     h.advance(10 * MIN).await;
@@ -86,7 +97,10 @@ async fn repeat_interval_defaults_to_4h_and_rounds_up_to_group_interval() {
     assert!(h.take().is_empty(), "no repeat before 4h");
     h.advance(MIN).await;
     let got = h.take_summary(t0);
-    assert_eq!(got, vec![(30 + 4 * 3600, "hook".into(), s(&["Down"]), vec![])]);
+    assert_eq!(
+        got,
+        vec![(30 + 4 * 3600, "hook".into(), s(&["Down"]), vec![])]
+    );
 
     // repeat_interval 7m with group_interval 5m: repeats land on the 10m tick.
     let h = Harness::new(&format!(
@@ -104,7 +118,11 @@ async fn repeat_interval_defaults_to_4h_and_rounds_up_to_group_interval() {
 #[tokio::test(start_paused = true)]
 async fn resolved_notifications_follow_send_resolved() {
     // Webhook (send_resolved true by default): a partial resolution is told.
-    let h = Harness::new(&format!("route:\n  receiver: hook\n  group_wait: 1s\n{}", receivers(true))).await;
+    let h = Harness::new(&format!(
+        "route:\n  receiver: hook\n  group_wait: 1s\n{}",
+        receivers(true)
+    ))
+    .await;
     let t0 = h.now();
     let a = h.fire(&[("alertname", "Down"), ("instance", "a")]).await;
     h.fire(&[("alertname", "Down"), ("instance", "b")]).await;
@@ -112,13 +130,20 @@ async fn resolved_notifications_follow_send_resolved() {
     assert_eq!(h.take().len(), 1);
     h.resolve(&a).await;
     h.advance(5 * MIN).await;
-    assert_eq!(h.take_summary(t0), vec![(301, "hook".into(), s(&["Down/b"]), s(&["Down/a"]))]);
+    assert_eq!(
+        h.take_summary(t0),
+        vec![(301, "hook".into(), s(&["Down/b"]), s(&["Down/a"]))]
+    );
     h.advance(30 * MIN).await;
     assert!(h.take().is_empty(), "the resolution is told once");
 
     // Email (send_resolved false by default): a partial resolution waits, but
     // "all resolved" is still handed over (the email integration drops resolved alerts).
-    let h = Harness::new(&format!("route:\n  receiver: mail\n  group_wait: 1s\n{}", receivers(true))).await;
+    let h = Harness::new(&format!(
+        "route:\n  receiver: mail\n  group_wait: 1s\n{}",
+        receivers(true)
+    ))
+    .await;
     let t0 = h.now();
     let a = h.fire(&[("alertname", "Down"), ("instance", "a")]).await;
     let b = h.fire(&[("alertname", "Down"), ("instance", "b")]).await;
@@ -127,10 +152,16 @@ async fn resolved_notifications_follow_send_resolved() {
     h.resolve(&a).await;
     h.advance(10 * MIN).await;
     let got = h.take_summary(t0);
-    assert!(got.is_empty(), "send_resolved false: a partial resolution is not a change: {got:?}");
+    assert!(
+        got.is_empty(),
+        "send_resolved false: a partial resolution is not a change: {got:?}"
+    );
     h.resolve(&b).await;
     h.advance(5 * MIN).await;
-    assert_eq!(h.take_summary(t0), vec![(901, "mail".into(), vec![], s(&["Down/a", "Down/b"]))]);
+    assert_eq!(
+        h.take_summary(t0),
+        vec![(901, "mail".into(), vec![], s(&["Down/a", "Down/b"]))]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,9 +183,24 @@ route:
         receivers(true)
     ))
     .await;
-    h.fire(&[("alertname", "A"), ("severity", "critical"), ("service", "backend")]).await;
-    h.fire(&[("alertname", "B"), ("severity", "critical"), ("service", "backend")]).await;
-    h.fire(&[("alertname", "C"), ("severity", "warning"), ("service", "frontend")]).await;
+    h.fire(&[
+        ("alertname", "A"),
+        ("severity", "critical"),
+        ("service", "backend"),
+    ])
+    .await;
+    h.fire(&[
+        ("alertname", "B"),
+        ("severity", "critical"),
+        ("service", "backend"),
+    ])
+    .await;
+    h.fire(&[
+        ("alertname", "C"),
+        ("severity", "warning"),
+        ("service", "frontend"),
+    ])
+    .await;
     h.advance(MIN).await;
     let mut got: Vec<(String, String, usize)> = h
         .take()
@@ -171,11 +217,13 @@ route:
             ("mail".into(), r#"{}:{service="frontend"}"#.into(), 1),
         ]
     );
-    let status = h.dispatcher.alert_status(&rearguard::labels::Labels::from_pairs([
-        ("alertname", "A"),
-        ("severity", "critical"),
-        ("service", "backend"),
-    ]));
+    let status = h
+        .dispatcher
+        .alert_status(&rearguard::labels::Labels::from_pairs([
+            ("alertname", "A"),
+            ("severity", "critical"),
+            ("service", "backend"),
+        ]));
     assert_eq!(status.receivers, s(&["hook", "mail"]));
     assert_eq!(status.state, "active");
 }
@@ -202,16 +250,24 @@ async fn an_old_alert_does_not_wait_again_and_a_restart_does_not_resend() {
     h.advance(Duration::from_secs(1)).await;
     assert!(h.take().is_empty(), "already notified before the restart");
     // A new alert in the group: the group has flushed, so it waits for the next group_interval tick.
-    h.fire_since(&[("alertname", "Down"), ("instance", "x")], t0).await;
+    h.fire_since(&[("alertname", "Down"), ("instance", "x")], t0)
+        .await;
     h.advance(Duration::from_secs(1)).await;
-    assert!(h.take().is_empty(), "the group has flushed; the new alert waits for group_interval");
+    assert!(
+        h.take().is_empty(),
+        "the group has flushed; the new alert waits for group_interval"
+    );
     h.advance(5 * MIN).await;
     assert_eq!(h.take().len(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_notification_is_retried_at_the_next_tick() {
-    let h = Harness::new(&format!("route:\n  receiver: hook\n  group_wait: 0s\n{}", receivers(true))).await;
+    let h = Harness::new(&format!(
+        "route:\n  receiver: hook\n  group_wait: 0s\n{}",
+        receivers(true)
+    ))
+    .await;
     *h.sink.fail.lock().unwrap() = true;
     h.fire(&[("alertname", "Down")]).await;
     h.advance(MIN).await;
@@ -223,7 +279,11 @@ async fn a_refused_notification_is_retried_at_the_next_tick() {
 
 #[tokio::test(start_paused = true)]
 async fn an_alert_no_longer_sent_resolves_after_the_resolve_timeout() {
-    let h = Harness::new(&format!("route:\n  receiver: hook\n  group_wait: 0s\n{}", receivers(true))).await;
+    let h = Harness::new(&format!(
+        "route:\n  receiver: hook\n  group_wait: 0s\n{}",
+        receivers(true)
+    ))
+    .await;
     let t0 = h.now();
     // Sent once, then never again (a rule removed on reload).
     let alert = rearguard::alert::Alert {
@@ -239,7 +299,11 @@ async fn an_alert_no_longer_sent_resolves_after_the_resolve_timeout() {
     h.advance(MIN).await;
     assert_eq!(h.take().len(), 1);
     h.advance(10 * MIN).await;
-    assert_eq!(h.take_summary(t0), vec![(300, "hook".into(), vec![], s(&["Gone"]))], "resolve_timeout 5m");
+    assert_eq!(
+        h.take_summary(t0),
+        vec![(300, "hook".into(), vec![], s(&["Gone"]))],
+        "resolve_timeout 5m"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -39,17 +39,25 @@ pub async fn run(config_path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:<8} {:<26} {:<10} URL", "PROBE", "STATE", "SINCE", "REASON");
+    println!(
+        "{:<24} {:<8} {:<26} {:<10} URL",
+        "PROBE", "STATE", "SINCE", "REASON"
+    );
     for (p, t) in rows {
         let (state, since, reason) = match t {
             Some(t) => (
                 if t.up { "up" } else { "down" },
-                to_datetime(t.at_ms).format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                to_datetime(t.at_ms)
+                    .format("%Y-%m-%d %H:%M:%S UTC")
+                    .to_string(),
                 t.reason.clone().unwrap_or_else(|| "-".into()),
             ),
             None => ("unknown", "-".to_string(), "-".to_string()),
         };
-        println!("{:<24} {:<8} {:<26} {:<10} {}", p.name, state, since, reason, p.url);
+        println!(
+            "{:<24} {:<8} {:<26} {:<10} {}",
+            p.name, state, since, reason, p.url
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -82,7 +82,9 @@ impl ApiClient {
                     .trim_end_matches(['\n', '\r'])
                     .to_string(),
             ),
-            None => std::env::var("REARGUARD_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+            None => std::env::var("REARGUARD_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         };
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -114,10 +116,12 @@ impl ApiClient {
         if let Some(b) = body {
             rb = rb.json(&b);
         }
-        let resp = rb
-            .send()
-            .await
-            .with_context(|| format!("cannot reach rearguard at {} (is it running? see --url)", self.base))?;
+        let resp = rb.send().await.with_context(|| {
+            format!(
+                "cannot reach rearguard at {} (is it running? see --url)",
+                self.base
+            )
+        })?;
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
         let json: serde_json::Value = if text.trim().is_empty() {
@@ -176,7 +180,8 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("--end {e:?} is not an RFC 3339 time"))?
                     .with_timezone(&chrono::Utc),
                 None => {
-                    let d = parse_duration(&duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+                    let d = parse_duration(&duration)
+                        .map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
                     start + chrono::Duration::from_std(d).context("--duration is too long")?
                 }
             };
@@ -188,16 +193,23 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<ExitCode> {
                 "createdBy": author, "comment": comment,
             });
             let client = ApiClient::new(&api)?;
-            let (status, resp) = client.send(reqwest::Method::POST, "/api/v1/silences", Some(body)).await?;
+            let (status, resp) = client
+                .send(reqwest::Method::POST, "/api/v1/silences", Some(body))
+                .await?;
             if status != 200 {
                 return Err(api_error(status, &resp));
             }
-            println!("{}", resp.get("silenceID").and_then(|v| v.as_str()).unwrap_or(""));
+            println!(
+                "{}",
+                resp.get("silenceID").and_then(|v| v.as_str()).unwrap_or("")
+            );
             Ok(ExitCode::SUCCESS)
         }
         SilenceCommand::List { api, expired, json } => {
             let client = ApiClient::new(&api)?;
-            let (status, resp) = client.send(reqwest::Method::GET, "/api/v1/silences", None).await?;
+            let (status, resp) = client
+                .send(reqwest::Method::GET, "/api/v1/silences", None)
+                .await?;
             if status != 200 {
                 return Err(api_error(status, &resp));
             }
@@ -210,20 +222,31 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<36}  {:<8}  {:<24}  {:<24}  {:<12}  {:<30}  COMMENT", "ID", "STATE", "STARTS", "ENDS", "CREATED BY", "MATCHERS");
+            println!(
+                "{:<36}  {:<8}  {:<24}  {:<24}  {:<12}  {:<30}  COMMENT",
+                "ID", "STATE", "STARTS", "ENDS", "CREATED BY", "MATCHERS"
+            );
             for s in shown {
                 let matchers: Vec<String> = s["matchers"]
                     .as_array()
                     .map(|ms| {
                         ms.iter()
                             .map(|m| {
-                                let op = match (m["isRegex"].as_bool().unwrap_or(false), m["isEqual"].as_bool().unwrap_or(true)) {
+                                let op = match (
+                                    m["isRegex"].as_bool().unwrap_or(false),
+                                    m["isEqual"].as_bool().unwrap_or(true),
+                                ) {
                                     (false, true) => "=",
                                     (false, false) => "!=",
                                     (true, true) => "=~",
                                     (true, false) => "!~",
                                 };
-                                format!("{}{}{:?}", m["name"].as_str().unwrap_or(""), op, m["value"].as_str().unwrap_or(""))
+                                format!(
+                                    "{}{}{:?}",
+                                    m["name"].as_str().unwrap_or(""),
+                                    op,
+                                    m["value"].as_str().unwrap_or("")
+                                )
                             })
                             .collect()
                     })
@@ -246,7 +269,11 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<ExitCode> {
             let mut failed = false;
             for id in ids {
                 let (status, resp) = client
-                    .send(reqwest::Method::DELETE, &format!("/api/v1/silences/{id}"), None)
+                    .send(
+                        reqwest::Method::DELETE,
+                        &format!("/api/v1/silences/{id}"),
+                        None,
+                    )
                     .await?;
                 if status == 200 {
                     println!("expired {id}");
@@ -255,7 +282,11 @@ pub async fn run(cmd: SilenceCommand) -> anyhow::Result<ExitCode> {
                     failed = true;
                 }
             }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

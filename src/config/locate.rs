@@ -63,8 +63,14 @@ pub struct Locator {
 }
 
 enum Frame {
-    Map { path: YamlPath, pending_key: Option<(String, Pos)> },
-    Seq { path: YamlPath, next: usize },
+    Map {
+        path: YamlPath,
+        pending_key: Option<(String, Pos)>,
+    },
+    Seq {
+        path: YamlPath,
+        next: usize,
+    },
 }
 
 impl Locator {

@@ -22,7 +22,9 @@ pub use locate::{LocatedError, LocatedErrors, Locator, Pos, YamlPath};
 pub use secret::Secret;
 
 use actions::ActionConfig;
-use gcp::{CloudLoggingConfig, CloudMonitoringConfig, CloudRunConfig, GcpConfig, QuerySourceConfig};
+use gcp::{
+    CloudLoggingConfig, CloudMonitoringConfig, CloudRunConfig, GcpConfig, QuerySourceConfig,
+};
 use probe::ProbeConfig;
 use receivers::{ReceiverConfig, ReportConfig};
 use routing::{InhibitRuleConfig, RouteConfig, TimeIntervalConfig};
@@ -222,11 +224,17 @@ pub fn load_str(
     routing::validate(&config, &mut v);
     validate_actions(&config, &mut v);
     if config.evaluation_interval.0.is_zero() {
-        v.error(&YamlPath::root().key("evaluation_interval"), "evaluation_interval must be greater than 0");
+        v.error(
+            &YamlPath::root().key("evaluation_interval"),
+            "evaluation_interval must be greater than 0",
+        );
     }
     if let Some(u) = &config.external_url {
         if url::Url::parse(u).is_err() {
-            v.error(&YamlPath::root().key("external_url"), format!("invalid url {u:?}"));
+            v.error(
+                &YamlPath::root().key("external_url"),
+                format!("invalid url {u:?}"),
+            );
         }
     }
     let admin_token = config
@@ -294,7 +302,10 @@ fn resolve_rule_files(patterns: &[String], base_dir: &Path, v: &mut Validator) -
                 let mut matched: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
                 matched.sort();
                 if matched.is_empty() && !is_glob {
-                    v.error(&path, format!("rule file {} does not exist", full.display()));
+                    v.error(
+                        &path,
+                        format!("rule file {} does not exist", full.display()),
+                    );
                 }
                 out.extend(matched);
             }

@@ -112,35 +112,54 @@ pub(super) fn validate(probes: &[ProbeConfig], v: &mut Validator) {
         {
             v.error(
                 &path.key("name"),
-                format!("probe name {:?} may only contain letters, digits, '-', '_' and '.'", p.name),
+                format!(
+                    "probe name {:?} may only contain letters, digits, '-', '_' and '.'",
+                    p.name
+                ),
             );
         }
         if let Some(first) = seen.insert(&p.name, i) {
             v.error(
                 &path.key("name"),
-                format!("duplicate probe name {:?} (also used by probes[{first}])", p.name),
+                format!(
+                    "duplicate probe name {:?} (also used by probes[{first}])",
+                    p.name
+                ),
             );
         }
         match url::Url::parse(&p.url) {
             Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
                 if u.host_str().is_none() {
-                    v.error(&path.key("url"), format!("invalid url {:?}: no host", p.url));
+                    v.error(
+                        &path.key("url"),
+                        format!("invalid url {:?}: no host", p.url),
+                    );
                 }
             }
             Ok(u) => v.error(
                 &path.key("url"),
-                format!("invalid url {:?}: scheme {:?} is not http or https", p.url, u.scheme()),
+                format!(
+                    "invalid url {:?}: scheme {:?} is not http or https",
+                    p.url,
+                    u.scheme()
+                ),
             ),
             Err(e) => v.error(&path.key("url"), format!("invalid url {:?}: {e}", p.url)),
         }
         if reqwest::Method::from_bytes(p.method.as_bytes()).is_err() {
-            v.error(&path.key("method"), format!("invalid HTTP method {:?}", p.method));
+            v.error(
+                &path.key("method"),
+                format!("invalid HTTP method {:?}", p.method),
+            );
         }
         for (name, value) in &p.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
                 || reqwest::header::HeaderValue::from_str(value).is_err()
             {
-                v.error(&path.key("headers").key(name), format!("invalid HTTP header {name:?}"));
+                v.error(
+                    &path.key("headers").key(name),
+                    format!("invalid HTTP header {name:?}"),
+                );
             }
         }
         if p.interval.0.is_zero() {
@@ -151,7 +170,10 @@ pub(super) fn validate(probes: &[ProbeConfig], v: &mut Validator) {
         } else if p.timeout > p.interval && !p.interval.0.is_zero() {
             v.error(
                 &path.key("timeout"),
-                format!("timeout {} is longer than the interval {}; make it at most the interval", p.timeout, p.interval),
+                format!(
+                    "timeout {} is longer than the interval {}; make it at most the interval",
+                    p.timeout, p.interval
+                ),
             );
         }
         for k in p.labels.keys() {
@@ -165,12 +187,18 @@ pub(super) fn validate(probes: &[ProbeConfig], v: &mut Validator) {
         let ex = path.key("expect");
         for (j, code) in p.expect.status.iter().enumerate() {
             if !(100..=599).contains(code) {
-                v.error(&ex.key("status").index(j), format!("invalid HTTP status code {code}"));
+                v.error(
+                    &ex.key("status").index(j),
+                    format!("invalid HTTP status code {code}"),
+                );
             }
         }
         if let Some(re) = &p.expect.body_regex {
             if let Err(e) = regex::Regex::new(re) {
-                v.error(&ex.key("body_regex"), format!("invalid regular expression: {e}"));
+                v.error(
+                    &ex.key("body_regex"),
+                    format!("invalid regular expression: {e}"),
+                );
             }
         }
         for ptr in p.expect.json.keys() {

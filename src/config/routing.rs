@@ -143,7 +143,10 @@ impl InhibitRuleConfig {
     }
 }
 
-fn map_matchers(eq: &BTreeMap<String, String>, re: &BTreeMap<String, String>) -> Result<Matchers, String> {
+fn map_matchers(
+    eq: &BTreeMap<String, String>,
+    re: &BTreeMap<String, String>,
+) -> Result<Matchers, String> {
     use crate::dispatch::matchers::{MatchType, Matcher};
     let mut out = Vec::new();
     for (k, v) in eq {
@@ -165,7 +168,10 @@ pub fn validate(config: &Config, v: &mut Validator) {
         if ti.name.is_empty() {
             v.error(&path.key("name"), "time interval name must not be empty");
         } else if !interval_names.insert(ti.name.as_str()) {
-            v.error(&path.key("name"), format!("duplicate time interval name {:?}", ti.name));
+            v.error(
+                &path.key("name"),
+                format!("duplicate time interval name {:?}", ti.name),
+            );
         }
         for (j, spec) in ti.time_intervals.iter().enumerate() {
             let spec_path = path.key("time_intervals").index(j);
@@ -180,19 +186,34 @@ pub fn validate(config: &Config, v: &mut Validator) {
     if let Some(route) = &config.route {
         let path = root.key("route");
         if route.receiver.is_none() {
-            v.error(&path, "the root route must name a receiver (add `receiver:`)");
+            v.error(
+                &path,
+                "the root route must name a receiver (add `receiver:`)",
+            );
         }
         if !route.matchers.is_empty() || !route.match_eq.is_empty() || !route.match_re.is_empty() {
-            v.error(&path.key("matchers"), "the root route must not have any matchers (it matches every alert)");
+            v.error(
+                &path.key("matchers"),
+                "the root route must not have any matchers (it matches every alert)",
+            );
         }
         if route.r#continue {
-            v.error(&path.key("continue"), "the root route cannot have `continue`");
+            v.error(
+                &path.key("continue"),
+                "the root route cannot have `continue`",
+            );
         }
         if !route.mute_time_intervals.is_empty() {
-            v.error(&path.key("mute_time_intervals"), "the root route must not have any mute time intervals");
+            v.error(
+                &path.key("mute_time_intervals"),
+                "the root route must not have any mute time intervals",
+            );
         }
         if !route.active_time_intervals.is_empty() {
-            v.error(&path.key("active_time_intervals"), "the root route must not have any active time intervals");
+            v.error(
+                &path.key("active_time_intervals"),
+                "the root route must not have any active time intervals",
+            );
         }
         validate_route(route, &path, &receivers, &interval_names, v);
     }
@@ -208,7 +229,10 @@ pub fn validate(config: &Config, v: &mut Validator) {
         }
         for (j, name) in rule.equal.iter().enumerate() {
             if !valid_label_name(name) {
-                v.error(&path.key("equal").index(j), format!("invalid label name {name:?} in `equal`"));
+                v.error(
+                    &path.key("equal").index(j),
+                    format!("invalid label name {name:?} in `equal`"),
+                );
             }
         }
     }
@@ -256,11 +280,17 @@ fn validate_route(
         let mut seen = HashSet::new();
         for (i, g) in group_by.iter().enumerate() {
             if !seen.insert(g) {
-                v.error(&path.key("group_by").index(i), format!("duplicate label {g:?} in group_by"));
+                v.error(
+                    &path.key("group_by").index(i),
+                    format!("duplicate label {g:?} in group_by"),
+                );
             }
         }
     }
-    for (key, d) in [("group_interval", route.group_interval), ("repeat_interval", route.repeat_interval)] {
+    for (key, d) in [
+        ("group_interval", route.group_interval),
+        ("repeat_interval", route.repeat_interval),
+    ] {
         if matches!(d, Some(d) if d.0.is_zero()) {
             v.error(&path.key(key), format!("{key} cannot be zero"));
         }

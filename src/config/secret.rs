@@ -97,9 +97,7 @@ pub fn expand_env(text: &str, lookup: impl Fn(&str) -> Option<String>) -> Expand
                         None => (inner, None),
                     };
                     let valid = !name.is_empty()
-                        && name
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
                     if valid {
                         match lookup(name).or_else(|| default.map(str::to_string)) {
                             Some(v) => {
@@ -153,7 +151,10 @@ mod tests {
         assert_eq!(e.text, "a: hunter2\n# ${IGNORED}\nb: \nc: $x dflt\n");
         assert_eq!(e.substituted, vec!["hunter2".to_string()]);
         assert_eq!(e.missing, vec![(3, 4, "NOPE".to_string())]);
-        assert_eq!(redact("bad value hunter2", &e.substituted), "bad value <redacted>");
+        assert_eq!(
+            redact("bad value hunter2", &e.substituted),
+            "bad value <redacted>"
+        );
     }
 
     #[test]

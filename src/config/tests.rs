@@ -16,12 +16,17 @@ fn empty_config_gets_defaults() {
 
 #[test]
 fn unknown_key_is_located() {
-    let err = load_text("listen: 127.0.0.1:1\nprobes:\n  - name: a\n    url: http://x/\n    intervall: 5s\n")
-        .unwrap_err();
+    let err = load_text(
+        "listen: 127.0.0.1:1\nprobes:\n  - name: a\n    url: http://x/\n    intervall: 5s\n",
+    )
+    .unwrap_err();
     let e = &err.0[0];
     assert_eq!(e.pos.line, 5, "{e}");
     assert!(e.message.contains("unknown field `intervall`"), "{e}");
-    assert!(e.to_string().starts_with("/tmp/rg-test/rearguard.yaml:5:"), "{e}");
+    assert!(
+        e.to_string().starts_with("/tmp/rg-test/rearguard.yaml:5:"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -46,10 +51,17 @@ fn bad_duration_is_located() {
 
 #[test]
 fn missing_env_and_secret_file() {
-    let err = load_text("admin:\n  token_file: /nonexistent/token\nexternal_url: ${NOPE}\n").unwrap_err();
+    let err =
+        load_text("admin:\n  token_file: /nonexistent/token\nexternal_url: ${NOPE}\n").unwrap_err();
     let text = err.to_string();
-    assert!(text.contains(":3:15: environment variable NOPE is not set"), "{text}");
-    assert!(text.contains(":2:15: cannot read secret file /nonexistent/token"), "{text}");
+    assert!(
+        text.contains(":3:15: environment variable NOPE is not set"),
+        "{text}"
+    );
+    assert!(
+        text.contains(":2:15: cannot read secret file /nonexistent/token"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -98,9 +98,15 @@ impl DispatchConfig {
             .receivers
             .iter()
             .map(|r| {
-                let send_resolved = r.email_configs.iter().any(|e| e.send_resolved.unwrap_or(false))
-                    || r.webhook_configs.iter().any(|w| w.send_resolved.unwrap_or(true));
-                let integrations = r.email_configs.len() + r.webhook_configs.len() + r.rollback_configs.len();
+                let send_resolved = r
+                    .email_configs
+                    .iter()
+                    .any(|e| e.send_resolved.unwrap_or(false))
+                    || r.webhook_configs
+                        .iter()
+                        .any(|w| w.send_resolved.unwrap_or(true));
+                let integrations =
+                    r.email_configs.len() + r.webhook_configs.len() + r.rollback_configs.len();
                 (
                     r.name.clone(),
                     ReceiverInfo {
@@ -114,7 +120,11 @@ impl DispatchConfig {
         let resolve_timeout = DEFAULT_RESOLVE_TIMEOUT.max(config.evaluation_interval.0 * 4);
         Self {
             routes: config.route.as_ref().map(RouteTree::from_config),
-            inhibit_rules: config.inhibit_rules.iter().filter_map(InhibitRule::from_config).collect(),
+            inhibit_rules: config
+                .inhibit_rules
+                .iter()
+                .filter_map(InhibitRule::from_config)
+                .collect(),
             intervals: TimeIntervals::from_config(&config.time_intervals),
             receivers,
             resolve_timeout_ms: resolve_timeout.as_millis() as i64,
@@ -155,7 +165,10 @@ struct Metrics {
 impl Metrics {
     fn new(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
         let silences = prometheus::IntGaugeVec::new(
-            prometheus::Opts::new("rearguard_silences", "Silences by state (active, pending, expired)."),
+            prometheus::Opts::new(
+                "rearguard_silences",
+                "Silences by state (active, pending, expired).",
+            ),
             &["state"],
         )?;
         let groups = prometheus::IntGauge::new(
@@ -210,21 +223,31 @@ struct Shared {
 
 impl Shared {
     fn config(&self) -> Arc<DispatchConfig> {
-        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
     fn alerts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AlertEntry>> {
         self.alerts.lock().unwrap_or_else(|p| p.into_inner())
     }
     fn update_silence_gauge(&self) {
         for (state, n) in self.silences.counts(self.clock.now_ms()) {
-            self.metrics.silences.with_label_values(&[state.as_str()]).set(n as i64);
+            self.metrics
+                .silences
+                .with_label_values(&[state.as_str()])
+                .set(n as i64);
         }
     }
     /// Firing alerts (fingerprint, labels) as of `now`.
     fn firing(&self, cfg: &DispatchConfig, now_ms: TimestampMs) -> Vec<(u64, Labels)> {
         self.alerts()
             .iter()
-            .filter(|(_, e)| e.effective(cfg.resolve_timeout_ms, now_ms).ends_at_ms.is_none_or(|end| end > now_ms))
+            .filter(|(_, e)| {
+                e.effective(cfg.resolve_timeout_ms, now_ms)
+                    .ends_at_ms
+                    .is_none_or(|end| end > now_ms)
+            })
             .map(|(fp, e)| (*fp, e.alert.labels.clone()))
             .collect()
     }
@@ -303,12 +326,18 @@ pub struct Dispatcher {
 impl Dispatcher {
     /// Loads silences and the notification log from the store, registers the
     /// metrics and starts the dispatch task.
-    pub async fn start(deps: DispatcherDeps, config: &LoadedConfig) -> Result<Arc<Self>, DispatchError> {
+    pub async fn start(
+        deps: DispatcherDeps,
+        config: &LoadedConfig,
+    ) -> Result<Arc<Self>, DispatchError> {
         Self::start_with(deps, &config.config).await
     }
 
     /// Like [`Dispatcher::start`], from a bare [`Config`].
-    pub async fn start_with(deps: DispatcherDeps, config: &Config) -> Result<Arc<Self>, DispatchError> {
+    pub async fn start_with(
+        deps: DispatcherDeps,
+        config: &Config,
+    ) -> Result<Arc<Self>, DispatchError> {
         let metrics = Metrics::new(&deps.registry)?;
         let silences = Silences::load(deps.store.clone()).await?;
         let now = deps.clock.now_ms();
@@ -359,7 +388,11 @@ impl Dispatcher {
 
     pub fn apply_config(&self, config: &Config) {
         let compiled = Arc::new(DispatchConfig::from_config(config));
-        *self.shared.config.write().unwrap_or_else(|p| p.into_inner()) = compiled.clone();
+        *self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = compiled.clone();
         let _ = self.tx.send(Command::Apply(compiled));
     }
 
@@ -370,7 +403,10 @@ impl Dispatcher {
         let _ = self.stop.send(true);
         if let Some(handle) = self.task.lock().await.take() {
             let abort = handle.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(3), handle).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(3), handle)
+                .await
+                .is_err()
+            {
                 abort.abort();
             }
         }
@@ -391,13 +427,21 @@ impl Dispatcher {
     // ----- silences -----
 
     pub async fn set_silence(&self, input: SilenceInput) -> Result<String, SilenceError> {
-        let r = self.shared.silences.set(input, self.shared.clock.now_ms()).await;
+        let r = self
+            .shared
+            .silences
+            .set(input, self.shared.clock.now_ms())
+            .await;
         self.shared.update_silence_gauge();
         r
     }
 
     pub async fn expire_silence(&self, id: &str) -> Result<(), SilenceError> {
-        let r = self.shared.silences.expire(id, self.shared.clock.now_ms()).await;
+        let r = self
+            .shared
+            .silences
+            .expire(id, self.shared.clock.now_ms())
+            .await;
         self.shared.update_silence_gauge();
         r
     }
@@ -426,7 +470,10 @@ impl Dispatcher {
 
     /// Whether the named time interval is active now; `None` if the config has no such interval.
     pub fn time_interval_active(&self, name: &str) -> Option<bool> {
-        self.shared.config().intervals.is_active(name, self.shared.clock.now())
+        self.shared
+            .config()
+            .intervals
+            .is_active(name, self.shared.clock.now())
     }
 
     /// The silences and inhibitions that mute an alert with `labels` now.
@@ -435,7 +482,11 @@ impl Dispatcher {
         let cfg = self.shared.config();
         let firing = self.shared.firing(&cfg, now);
         let mut inhibited = Vec::new();
-        if let Some(by) = inhibited_by(&cfg.inhibit_rules, labels, firing.iter().map(|(f, l)| (*f, l))) {
+        if let Some(by) = inhibited_by(
+            &cfg.inhibit_rules,
+            labels,
+            firing.iter().map(|(f, l)| (*f, l)),
+        ) {
             inhibited.push(by);
         }
         Suppression {
@@ -492,7 +543,11 @@ impl Dispatcher {
         entries.sort_by(|a, b| a.alert.labels.cmp(&b.alert.labels));
         entries
             .into_iter()
-            .filter(|e| e.effective(cfg.resolve_timeout_ms, now).ends_at_ms.is_none_or(|end| end > now))
+            .filter(|e| {
+                e.effective(cfg.resolve_timeout_ms, now)
+                    .ends_at_ms
+                    .is_none_or(|end| end > now)
+            })
             .map(|e| DispatchAlertView {
                 fingerprint: e.alert.labels.fingerprint_hex(),
                 labels: e.alert.labels.to_map(),
@@ -508,7 +563,11 @@ impl Dispatcher {
 
     /// The alert groups that exist now.
     pub fn groups(&self) -> Vec<GroupView> {
-        self.shared.groups.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The routing tree: (route id, receiver, continue) in tree order.
@@ -517,7 +576,12 @@ impl Dispatcher {
             .config()
             .routes
             .as_ref()
-            .map(|t| t.nodes.iter().map(|n| (n.id.clone(), n.opts.receiver.clone(), n.r#continue)).collect())
+            .map(|t| {
+                t.nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), n.opts.receiver.clone(), n.r#continue))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -538,7 +602,11 @@ fn rfc3339(ms: TimestampMs) -> String {
 
 /// The names of the intervals that mute a route at `now`: its active mute
 /// intervals, or all its active_time_intervals when none of them is active.
-fn mute_reasons(intervals: &TimeIntervals, opts: &RouteOpts, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+fn mute_reasons(
+    intervals: &TimeIntervals,
+    opts: &RouteOpts,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
     let mut why: Vec<String> = opts
         .mute_time_intervals
         .iter()
@@ -578,7 +646,11 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let clock = self.shared.clock.clone();
         let mut maintenance = tokio::time::interval(MAINTENANCE_EVERY);
         maintenance.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -615,7 +687,9 @@ impl Actor {
                 received_ms: now,
                 version: self.version,
             };
-            self.shared.alerts().insert(entry.alert.fingerprint(), entry.clone());
+            self.shared
+                .alerts()
+                .insert(entry.alert.fingerprint(), entry.clone());
             self.route(entry, now);
         }
     }
@@ -629,17 +703,22 @@ impl Actor {
         for idx in tree.match_labels(&entry.alert.labels) {
             let node = &tree.nodes[idx];
             let labels = node.opts.group_labels(&entry.alert.labels);
-            let group = self.groups.entry((idx, labels.clone())).or_insert_with(|| Group {
-                route_id: node.id.clone(),
-                key: format!("{}:{}", node.key, labels),
-                labels,
-                opts: node.opts.clone(),
-                alerts: HashMap::new(),
-                next_flush_ms: now + node.opts.group_wait.as_millis() as i64,
-                has_flushed: false,
-            });
+            let group = self
+                .groups
+                .entry((idx, labels.clone()))
+                .or_insert_with(|| Group {
+                    route_id: node.id.clone(),
+                    key: format!("{}:{}", node.key, labels),
+                    labels,
+                    opts: node.opts.clone(),
+                    alerts: HashMap::new(),
+                    next_flush_ms: now + node.opts.group_wait.as_millis() as i64,
+                    has_flushed: false,
+                });
             // An alert older than group_wait does not wait again (Alertmanager's insert).
-            if !group.has_flushed && entry.alert.starts_at_ms + (group.opts.group_wait.as_millis() as i64) < now {
+            if !group.has_flushed
+                && entry.alert.starts_at_ms + (group.opts.group_wait.as_millis() as i64) < now
+            {
                 group.next_flush_ms = now;
             }
             group.alerts.insert(fp, entry.clone());
@@ -702,7 +781,9 @@ impl Actor {
         if ok {
             // Forget the resolved alerts just handled, unless they changed meanwhile.
             for (fp, version, alert) in &snapshot {
-                if alert.is_resolved() && group.alerts.get(fp).is_some_and(|e| e.version == *version) {
+                if alert.is_resolved()
+                    && group.alerts.get(fp).is_some_and(|e| e.version == *version)
+                {
                     group.alerts.remove(fp);
                 }
             }
@@ -732,7 +813,12 @@ impl Actor {
             .iter()
             .map(|(_, _, a)| a)
             .filter(|a| {
-                inhibited_by(&cfg.inhibit_rules, &a.labels, firing_now.iter().map(|(f, l)| (*f, l))).is_none()
+                inhibited_by(
+                    &cfg.inhibit_rules,
+                    &a.labels,
+                    firing_now.iter().map(|(f, l)| (*f, l)),
+                )
+                .is_none()
                     && self.shared.silences.mutes(&a.labels, now).is_empty()
             })
             .cloned()
@@ -760,7 +846,14 @@ impl Actor {
         resolved.sort_unstable();
         let log_key = (opts.receiver.clone(), group_key.clone());
         let entry = self.nflog.get(&log_key);
-        if !needs_update(entry, &firing, &resolved, receiver.send_resolved, opts.repeat_interval, tick) {
+        if !needs_update(
+            entry,
+            &firing,
+            &resolved,
+            receiver.send_resolved,
+            opts.repeat_interval,
+            tick,
+        ) {
             return true;
         }
         sort_alerts(&mut alerts);
@@ -824,14 +917,23 @@ impl Actor {
         let firing = self.shared.firing(&cfg, now);
         let mut suppressed = 0;
         for (_, labels) in &firing {
-            let inhibited = inhibited_by(&cfg.inhibit_rules, labels, firing.iter().map(|(f, l)| (*f, l))).is_some();
+            let inhibited = inhibited_by(
+                &cfg.inhibit_rules,
+                labels,
+                firing.iter().map(|(f, l)| (*f, l)),
+            )
+            .is_some();
             if inhibited || !self.shared.silences.mutes(labels, now).is_empty() {
                 suppressed += 1;
             }
         }
         let m = &self.shared.metrics;
-        m.alerts.with_label_values(&["active"]).set((firing.len() - suppressed) as i64);
-        m.alerts.with_label_values(&["suppressed"]).set(suppressed as i64);
+        m.alerts
+            .with_label_values(&["active"])
+            .set((firing.len() - suppressed) as i64);
+        m.alerts
+            .with_label_values(&["suppressed"])
+            .set(suppressed as i64);
     }
 
     fn publish_groups(&self) {
@@ -847,7 +949,11 @@ impl Actor {
                 next_flush_at: rfc3339(g.next_flush_ms),
             })
             .collect();
-        views.sort_by(|a, b| a.group_key.cmp(&b.group_key).then_with(|| a.receiver.cmp(&b.receiver)));
+        views.sort_by(|a, b| {
+            a.group_key
+                .cmp(&b.group_key)
+                .then_with(|| a.receiver.cmp(&b.receiver))
+        });
         self.shared.metrics.groups.set(views.len() as i64);
         *self.shared.groups.lock().unwrap_or_else(|p| p.into_inner()) = views;
     }
@@ -914,13 +1020,34 @@ mod tests {
         assert!(needs_update(None, &[1], &[], false, rep, 0));
         assert!(!needs_update(None, &[], &[1], true, rep, 0));
         let e = entry(&[1, 2], &[], 0);
-        assert!(!needs_update(Some(&e), &[1, 2], &[], true, rep, 1000), "nothing changed");
-        assert!(needs_update(Some(&e), &[1, 2, 3], &[], false, rep, 1000), "a new alert fires");
-        assert!(!needs_update(Some(&e), &[1], &[2], false, rep, 1000), "one resolved, receiver does not want it");
-        assert!(needs_update(Some(&e), &[1], &[2], true, rep, 1000), "one resolved, receiver wants it");
-        assert!(needs_update(Some(&e), &[], &[1, 2], false, rep, 1000), "all resolved is always told");
-        assert!(!needs_update(Some(&entry(&[], &[1], 0)), &[], &[1, 2], true, rep, 1000), "never told they fired");
-        assert!(needs_update(Some(&e), &[1, 2], &[], false, rep, 3_600_000), "repeat interval passed");
+        assert!(
+            !needs_update(Some(&e), &[1, 2], &[], true, rep, 1000),
+            "nothing changed"
+        );
+        assert!(
+            needs_update(Some(&e), &[1, 2, 3], &[], false, rep, 1000),
+            "a new alert fires"
+        );
+        assert!(
+            !needs_update(Some(&e), &[1], &[2], false, rep, 1000),
+            "one resolved, receiver does not want it"
+        );
+        assert!(
+            needs_update(Some(&e), &[1], &[2], true, rep, 1000),
+            "one resolved, receiver wants it"
+        );
+        assert!(
+            needs_update(Some(&e), &[], &[1, 2], false, rep, 1000),
+            "all resolved is always told"
+        );
+        assert!(
+            !needs_update(Some(&entry(&[], &[1], 0)), &[], &[1, 2], true, rep, 1000),
+            "never told they fired"
+        );
+        assert!(
+            needs_update(Some(&e), &[1, 2], &[], false, rep, 3_600_000),
+            "repeat interval passed"
+        );
         assert!(!needs_update(Some(&e), &[1, 2], &[], false, rep, 3_599_999));
     }
 }

@@ -77,13 +77,35 @@ mod tests {
 
     #[test]
     fn critical_inhibits_warning_with_equal_labels() {
-        let rules = [rule(r#"severity="critical""#, r#"severity="warning""#, &["service"])];
-        let crit = l(&[("alertname", "Down"), ("severity", "critical"), ("service", "a")]);
+        let rules = [rule(
+            r#"severity="critical""#,
+            r#"severity="warning""#,
+            &["service"],
+        )];
+        let crit = l(&[
+            ("alertname", "Down"),
+            ("severity", "critical"),
+            ("service", "a"),
+        ]);
         let firing = [(crit.fingerprint(), &crit)];
-        let warn_a = l(&[("alertname", "Slow"), ("severity", "warning"), ("service", "a")]);
-        let warn_b = l(&[("alertname", "Slow"), ("severity", "warning"), ("service", "b")]);
-        assert_eq!(inhibited_by(&rules, &warn_a, firing.iter().map(|(f, l)| (*f, *l))), Some(crit.fingerprint()));
-        assert_eq!(inhibited_by(&rules, &warn_b, firing.iter().map(|(f, l)| (*f, *l))), None);
+        let warn_a = l(&[
+            ("alertname", "Slow"),
+            ("severity", "warning"),
+            ("service", "a"),
+        ]);
+        let warn_b = l(&[
+            ("alertname", "Slow"),
+            ("severity", "warning"),
+            ("service", "b"),
+        ]);
+        assert_eq!(
+            inhibited_by(&rules, &warn_a, firing.iter().map(|(f, l)| (*f, *l))),
+            Some(crit.fingerprint())
+        );
+        assert_eq!(
+            inhibited_by(&rules, &warn_b, firing.iter().map(|(f, l)| (*f, *l))),
+            None
+        );
         // Both lack `service`: "" == "" counts as equal.
         let crit_nosvc = l(&[("alertname", "Down"), ("severity", "critical")]);
         let warn_nosvc = l(&[("alertname", "Slow"), ("severity", "warning")]);
@@ -98,9 +120,15 @@ mod tests {
         let a = l(&[("alertname", "A")]);
         let b = l(&[("alertname", "B")]);
         let only_a = [(a.fingerprint(), &a)];
-        assert_eq!(inhibited_by(&rules, &a, only_a.iter().map(|(f, l)| (*f, *l))), None);
+        assert_eq!(
+            inhibited_by(&rules, &a, only_a.iter().map(|(f, l)| (*f, *l))),
+            None
+        );
         // B matches both sides too, so A (also both sides) does not inhibit it either.
         let both = [(a.fingerprint(), &a), (b.fingerprint(), &b)];
-        assert_eq!(inhibited_by(&rules, &b, both.iter().map(|(f, l)| (*f, *l))), None);
+        assert_eq!(
+            inhibited_by(&rules, &b, both.iter().map(|(f, l)| (*f, *l))),
+            None
+        );
     }
 }

@@ -69,7 +69,11 @@ impl PartialEq for Matcher {
 impl Eq for Matcher {}
 
 impl Matcher {
-    pub fn new(name: impl Into<String>, op: MatchType, value: impl Into<String>) -> Result<Self, String> {
+    pub fn new(
+        name: impl Into<String>,
+        op: MatchType,
+        value: impl Into<String>,
+    ) -> Result<Self, String> {
         let name = name.into();
         let value = value.into();
         if name.is_empty() {
@@ -82,7 +86,12 @@ impl Matcher {
         } else {
             None
         };
-        Ok(Self { name, op, value, re })
+        Ok(Self {
+            name,
+            op,
+            value,
+            re,
+        })
     }
 
     pub fn matches_value(&self, v: &str) -> bool {
@@ -240,7 +249,11 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, String> {
                     ('=', _) => (MatchType::Equal, 1),
                     ('!', Some('=')) => (MatchType::NotEqual, 2),
                     ('!', Some('~')) => (MatchType::NotRegex, 2),
-                    _ => return Err(format!("unexpected {c:?} at offset {pos}: expected an operator (=, !=, =~, !~)")),
+                    _ => {
+                        return Err(format!(
+                        "unexpected {c:?} at offset {pos}: expected an operator (=, !=, =~, !~)"
+                    ))
+                    }
                 };
                 toks.push((Tok::Op(op), pos));
                 i += len;
@@ -252,10 +265,9 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, String> {
                 while j < chars.len() {
                     let ch = chars[j].1;
                     if ch == '\\' {
-                        let esc = chars
-                            .get(j + 1)
-                            .map(|x| x.1)
-                            .ok_or_else(|| format!("unterminated escape at offset {}", chars[j].0))?;
+                        let esc = chars.get(j + 1).map(|x| x.1).ok_or_else(|| {
+                            format!("unterminated escape at offset {}", chars[j].0)
+                        })?;
                         match esc {
                             'n' => s.push('\n'),
                             't' => s.push('\t'),
@@ -281,7 +293,9 @@ fn lex(input: &str) -> Result<Vec<(Tok, usize)>, String> {
                     }
                 }
                 if !closed {
-                    return Err(format!("unterminated quoted string starting at offset {pos}"));
+                    return Err(format!(
+                        "unterminated quoted string starting at offset {pos}"
+                    ));
                 }
                 toks.push((Tok::Quoted(s), pos));
                 i = j;
@@ -324,8 +338,16 @@ fn parse_utf8(input: &str) -> Result<Matchers, String> {
             Some((Tok::Quoted(name) | Tok::Bare(name), _)) => {
                 let op = match it.next() {
                     Some((Tok::Op(op), _)) => op,
-                    Some((_, p)) => return Err(format!("expected an operator (=, !=, =~, !~) after {name:?} at offset {p}")),
-                    None => return Err(format!("expected an operator (=, !=, =~, !~) after {name:?}")),
+                    Some((_, p)) => {
+                        return Err(format!(
+                            "expected an operator (=, !=, =~, !~) after {name:?} at offset {p}"
+                        ))
+                    }
+                    None => {
+                        return Err(format!(
+                            "expected an operator (=, !=, =~, !~) after {name:?}"
+                        ))
+                    }
                 };
                 let value = match it.next() {
                     Some((Tok::Quoted(v) | Tok::Bare(v), _)) => v,
@@ -355,7 +377,11 @@ fn parse_utf8(input: &str) -> Result<Matchers, String> {
 /// The classic parser: `name op value`, the value optionally in double quotes.
 fn parse_classic(input: &str) -> Result<Matcher, String> {
     let s = input.trim();
-    let s = s.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(s).trim();
+    let s = s
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(s)
+        .trim();
     let name_end = s
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(s.len());
@@ -397,7 +423,9 @@ fn parse_classic(input: &str) -> Result<Matcher, String> {
             },
             '"' => {
                 if !expect_trailing_quote || chars.peek().is_some() {
-                    return Err(format!("matcher value contains an unescaped double quote: {input:?}"));
+                    return Err(format!(
+                        "matcher value contains an unescaped double quote: {input:?}"
+                    ));
                 }
                 expect_trailing_quote = false;
             }
@@ -405,7 +433,9 @@ fn parse_classic(input: &str) -> Result<Matcher, String> {
         }
     }
     if expect_trailing_quote {
-        return Err(format!("matcher value is missing its closing quote: {input:?}"));
+        return Err(format!(
+            "matcher value is missing its closing quote: {input:?}"
+        ));
     }
     Matcher::new(name, op, v)
 }
@@ -424,7 +454,10 @@ mod tests {
         assert_eq!(m.0.len(), 4);
         assert_eq!(m.to_string(), r#"{a="b",c=~"d.*",e!="f",g!~"h|i"}"#);
         let m = parse_matchers("severity=critical").unwrap();
-        assert_eq!((m.0[0].name.as_str(), m.0[0].op, m.0[0].value.as_str()), ("severity", MatchType::Equal, "critical"));
+        assert_eq!(
+            (m.0[0].name.as_str(), m.0[0].op, m.0[0].value.as_str()),
+            ("severity", MatchType::Equal, "critical")
+        );
         let m = parse_matchers(r#"service = "netra backend""#).unwrap();
         assert_eq!(m.0[0].value, "netra backend");
         // Classic fallback: an unquoted value with spaces is the rest of the line.
@@ -432,7 +465,10 @@ mod tests {
         assert_eq!(m.0[0].value, "disk is full");
         // Quoted names and escaped quotes.
         let m = parse_matchers(r#"{"foo bar"="x\"y"}"#).unwrap();
-        assert_eq!((m.0[0].name.as_str(), m.0[0].value.as_str()), ("foo bar", "x\"y"));
+        assert_eq!(
+            (m.0[0].name.as_str(), m.0[0].value.as_str()),
+            ("foo bar", "x\"y")
+        );
         assert_eq!(parse_matchers("{}").unwrap().0.len(), 0);
         assert_eq!(parse_matchers(r#"a="""#).unwrap().0[0].value, "");
     }
@@ -453,7 +489,10 @@ mod tests {
         assert!(m.matches(&l(&[("service", "backend")])));
         assert!(!m.matches(&l(&[("service", "the-backend")])));
         let m = parse_matcher(r#"team!="ops""#).unwrap();
-        assert!(m.matches(&l(&[])), "a missing label is \"\", which is != ops");
+        assert!(
+            m.matches(&l(&[])),
+            "a missing label is \"\", which is != ops"
+        );
         let m = parse_matcher(r#"team=~"""#).unwrap();
         assert!(m.matches(&l(&[])));
         let m = parse_matcher(r#"team!~"a|b""#).unwrap();

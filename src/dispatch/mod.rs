@@ -24,7 +24,8 @@ pub mod silence;
 pub mod time_interval;
 
 pub use dispatcher::{
-    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps, GroupView, Suppression,
+    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps, GroupView,
+    Suppression,
 };
 pub use notification::{Notification, NotificationSink};
 pub use silence::{SilenceError, SilenceInput, SilenceState};

@@ -128,7 +128,11 @@ impl RouteTree {
         });
         if !valid {
             // An impossible matcher: a label name that cannot exist.
-            if let Ok(m) = super::matchers::Matcher::new("__invalid_route__", super::matchers::MatchType::Equal, "x") {
+            if let Ok(m) = super::matchers::Matcher::new(
+                "__invalid_route__",
+                super::matchers::MatchType::Equal,
+                "x",
+            ) {
                 self.nodes[idx].matchers.0.push(m);
             }
         }
@@ -138,7 +142,10 @@ impl RouteTree {
         }
         // Alertmanager's ID(): siblings with the same key are told apart by index.
         for &c in &children {
-            let same = children.iter().filter(|&&o| self.nodes[o].key == self.nodes[c].key).count();
+            let same = children
+                .iter()
+                .filter(|&&o| self.nodes[o].key == self.nodes[c].key)
+                .count();
             if same > 1 {
                 let pos = children.iter().position(|&o| o == c).unwrap_or(0);
                 self.nodes[c].id = format!("{}/{}", self.nodes[c].key, pos);
@@ -218,9 +225,19 @@ routes:
 "#,
         );
         assert_eq!(receivers(&t, &[("service", "x")]), ["default"]);
-        assert_eq!(receivers(&t, &[("severity", "critical"), ("service", "backend")]), ["pager", "backend"]);
-        assert_eq!(receivers(&t, &[("service", "backend"), ("team", "db")]), ["dba"]);
-        assert_eq!(receivers(&t, &[("severity", "critical")]), ["pager"], "a continue match alone keeps the parent from matching");
+        assert_eq!(
+            receivers(&t, &[("severity", "critical"), ("service", "backend")]),
+            ["pager", "backend"]
+        );
+        assert_eq!(
+            receivers(&t, &[("service", "backend"), ("team", "db")]),
+            ["dba"]
+        );
+        assert_eq!(
+            receivers(&t, &[("severity", "critical")]),
+            ["pager"],
+            "a continue match alone keeps the parent from matching"
+        );
         let pager = &t.nodes[t.match_labels(&Labels::from_pairs([("severity", "critical")]))[0]];
         assert_eq!(pager.opts.group_wait, Duration::from_secs(10), "inherited");
         assert_eq!(pager.opts.group_interval, Duration::from_secs(60));
@@ -229,16 +246,30 @@ routes:
         let dba = t.nodes.iter().find(|n| n.opts.receiver == "dba").unwrap();
         assert!(dba.opts.group_by_all);
         assert_eq!(dba.key, r#"{}/{service=~"back.*"}/{team="db"}"#);
-        let ids: Vec<&str> = t.nodes.iter().filter(|n| n.key == r#"{}/{service=~"back.*"}"#).map(|n| n.id.as_str()).collect();
-        assert_eq!(ids, [r#"{}/{service=~"back.*"}/1"#, r#"{}/{service=~"back.*"}/2"#]);
+        let ids: Vec<&str> = t
+            .nodes
+            .iter()
+            .filter(|n| n.key == r#"{}/{service=~"back.*"}"#)
+            .map(|n| n.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            [r#"{}/{service=~"back.*"}/1"#, r#"{}/{service=~"back.*"}/2"#]
+        );
     }
 
     #[test]
     fn group_labels() {
         let t = tree("receiver: r\ngroup_by: [service, alertname]\n");
         let l = Labels::from_pairs([("alertname", "A"), ("instance", "i"), ("service", "s")]);
-        assert_eq!(t.root().opts.group_labels(&l).to_string(), r#"{alertname="A", service="s"}"#);
+        assert_eq!(
+            t.root().opts.group_labels(&l).to_string(),
+            r#"{alertname="A", service="s"}"#
+        );
         let t = tree("receiver: r\n");
-        assert!(t.root().opts.group_labels(&l).is_empty(), "no group_by: one group");
+        assert!(
+            t.root().opts.group_labels(&l).is_empty(),
+            "no group_by: one group"
+        );
     }
 }

@@ -83,7 +83,11 @@ pub fn compile_matchers(ms: &[SilenceMatcher]) -> Result<Matchers, String> {
         if m.name.is_empty() {
             return Err("matcher with an empty label name".into());
         }
-        out.push(Matcher::new(&m.name, MatchType::from_flags(m.is_regex, m.is_equal), &m.value)?);
+        out.push(Matcher::new(
+            &m.name,
+            MatchType::from_flags(m.is_regex, m.is_equal),
+            &m.value,
+        )?);
     }
     Ok(Matchers(out))
 }
@@ -95,7 +99,10 @@ fn validate(input: &SilenceInput) -> Result<Matchers, String> {
     }
     let ms = compile_matchers(&input.matchers)?;
     if ms.0.iter().all(|m| m.matches_value("")) {
-        return Err("at least one matcher must not match the empty string (it would silence every alert)".into());
+        return Err(
+            "at least one matcher must not match the empty string (it would silence every alert)"
+                .into(),
+        );
     }
     if input.ends_at_ms < input.starts_at_ms {
         return Err("end time must not be before start time".into());
@@ -121,7 +128,14 @@ fn new_id() -> String {
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The set of silences: in memory for matching, persisted in the store.
@@ -141,7 +155,9 @@ impl Silences {
                 Ok(matchers) => {
                     entries.insert(record.id.clone(), Entry { record, matchers });
                 }
-                Err(e) => tracing::warn!(silence = %record.id, error = %e, "skipping a stored silence with a bad matcher"),
+                Err(e) => {
+                    tracing::warn!(silence = %record.id, error = %e, "skipping a stored silence with a bad matcher")
+                }
             }
         }
         Ok(Self {
@@ -166,7 +182,11 @@ impl Silences {
 
     /// Creates or updates a silence; returns its id (a new one when it could
     /// not be updated in place).
-    pub async fn set(&self, input: SilenceInput, now_ms: TimestampMs) -> Result<String, SilenceError> {
+    pub async fn set(
+        &self,
+        input: SilenceInput,
+        now_ms: TimestampMs,
+    ) -> Result<String, SilenceError> {
         let matchers = validate(&input).map_err(SilenceError::Invalid)?;
         let _w = self.write.lock().await;
         let prev = match &input.id {
@@ -190,7 +210,8 @@ impl Silences {
                 self.put(record, matchers).await?;
                 return Ok(prev.id.clone());
             }
-            if SilenceState::at(prev.starts_at_ms, prev.ends_at_ms, now_ms) != SilenceState::Expired {
+            if SilenceState::at(prev.starts_at_ms, prev.ends_at_ms, now_ms) != SilenceState::Expired
+            {
                 self.expire_locked(prev.clone(), now_ms).await?;
             }
         }
@@ -211,11 +232,17 @@ impl Silences {
     /// Expires a silence now (a pending one gets start = end = now).
     pub async fn expire(&self, id: &str, now_ms: TimestampMs) -> Result<(), SilenceError> {
         let _w = self.write.lock().await;
-        let prev = self.get(id).ok_or_else(|| SilenceError::NotFound(id.to_string()))?;
+        let prev = self
+            .get(id)
+            .ok_or_else(|| SilenceError::NotFound(id.to_string()))?;
         self.expire_locked(prev, now_ms).await
     }
 
-    async fn expire_locked(&self, mut rec: SilenceRecord, now_ms: TimestampMs) -> Result<(), SilenceError> {
+    async fn expire_locked(
+        &self,
+        mut rec: SilenceRecord,
+        now_ms: TimestampMs,
+    ) -> Result<(), SilenceError> {
         match SilenceState::at(rec.starts_at_ms, rec.ends_at_ms, now_ms) {
             SilenceState::Expired => return Err(SilenceError::AlreadyExpired(rec.id)),
             SilenceState::Active => rec.ends_at_ms = now_ms,
@@ -237,7 +264,11 @@ impl Silences {
     /// Every silence, newest start first.
     pub fn list(&self) -> Vec<SilenceRecord> {
         let mut v: Vec<SilenceRecord> = self.read().values().map(|e| e.record.clone()).collect();
-        v.sort_by(|a, b| b.starts_at_ms.cmp(&a.starts_at_ms).then_with(|| a.id.cmp(&b.id)));
+        v.sort_by(|a, b| {
+            b.starts_at_ms
+                .cmp(&a.starts_at_ms)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         v
     }
 
@@ -246,7 +277,10 @@ impl Silences {
         let mut ids: Vec<String> = self
             .read()
             .values()
-            .filter(|e| SilenceState::at(e.record.starts_at_ms, e.record.ends_at_ms, now_ms) == SilenceState::Active)
+            .filter(|e| {
+                SilenceState::at(e.record.starts_at_ms, e.record.ends_at_ms, now_ms)
+                    == SilenceState::Active
+            })
             .filter(|e| e.matchers.matches(labels))
             .map(|e| e.record.id.clone())
             .collect();
@@ -256,7 +290,11 @@ impl Silences {
 
     /// How many silences are pending, active and expired.
     pub fn counts(&self, now_ms: TimestampMs) -> [(SilenceState, usize); 3] {
-        let mut c = [(SilenceState::Active, 0), (SilenceState::Pending, 0), (SilenceState::Expired, 0)];
+        let mut c = [
+            (SilenceState::Active, 0),
+            (SilenceState::Pending, 0),
+            (SilenceState::Expired, 0),
+        ];
         for e in self.read().values() {
             let st = SilenceState::at(e.record.starts_at_ms, e.record.ends_at_ms, now_ms);
             for slot in c.iter_mut() {
@@ -293,7 +331,12 @@ mod tests {
             is_equal,
         }
     }
-    fn input(id: Option<&str>, matchers: Vec<SilenceMatcher>, start: i64, end: i64) -> SilenceInput {
+    fn input(
+        id: Option<&str>,
+        matchers: Vec<SilenceMatcher>,
+        start: i64,
+        end: i64,
+    ) -> SilenceInput {
         SilenceInput {
             id: id.map(String::from),
             matchers,
@@ -311,30 +354,58 @@ mod tests {
         let svc = vec![m("service", "backend", false, true)];
         let lbl = Labels::from_pairs([("service", "backend"), ("alertname", "X")]);
         // Pending, then active.
-        let id = s.set(input(None, svc.clone(), 1_000, 5_000), 500).await.unwrap();
-        assert!(s.mutes(&lbl, 900).is_empty(), "pending silences do not mute");
+        let id = s
+            .set(input(None, svc.clone(), 1_000, 5_000), 500)
+            .await
+            .unwrap();
+        assert!(
+            s.mutes(&lbl, 900).is_empty(),
+            "pending silences do not mute"
+        );
         assert_eq!(s.mutes(&lbl, 1_000), vec![id.clone()]);
-        assert!(s.mutes(&Labels::from_pairs([("service", "other")]), 1_000).is_empty());
+        assert!(s
+            .mutes(&Labels::from_pairs([("service", "other")]), 1_000)
+            .is_empty());
         // Extending an active silence keeps its id.
-        let same = s.set(input(Some(&id), svc.clone(), 1_000, 9_000), 2_000).await.unwrap();
+        let same = s
+            .set(input(Some(&id), svc.clone(), 1_000, 9_000), 2_000)
+            .await
+            .unwrap();
         assert_eq!(same, id);
         assert_eq!(s.get(&id).unwrap().ends_at_ms, 9_000);
         // Changing the matchers replaces it: the old one expires now.
         let other = vec![m("service", "back.*", true, true)];
-        let new = s.set(input(Some(&id), other, 1_000, 9_000), 3_000).await.unwrap();
+        let new = s
+            .set(input(Some(&id), other, 1_000, 9_000), 3_000)
+            .await
+            .unwrap();
         assert_ne!(new, id);
         assert_eq!(s.get(&id).unwrap().ends_at_ms, 3_000);
-        assert_eq!(s.get(&new).unwrap().starts_at_ms, 3_000, "a start in the past becomes now");
+        assert_eq!(
+            s.get(&new).unwrap().starts_at_ms,
+            3_000,
+            "a start in the past becomes now"
+        );
         // Survives a restart.
         let reloaded = Silences::load(store.clone()).await.unwrap();
         assert_eq!(reloaded.mutes(&lbl, 3_500), vec![new.clone()]);
         // Expire, then kept 5 days, then dropped.
         s.expire(&new, 4_000).await.unwrap();
-        assert!(matches!(s.expire(&new, 4_001).await, Err(SilenceError::AlreadyExpired(_))));
-        assert!(matches!(s.expire("nope", 4_001).await, Err(SilenceError::NotFound(_))));
+        assert!(matches!(
+            s.expire(&new, 4_001).await,
+            Err(SilenceError::AlreadyExpired(_))
+        ));
+        assert!(matches!(
+            s.expire("nope", 4_001).await,
+            Err(SilenceError::NotFound(_))
+        ));
         assert_eq!(s.gc(3_000 + SILENCE_RETENTION_MS).await.unwrap(), 0);
         assert_eq!(s.list().len(), 2);
-        assert_eq!(s.gc(3_001 + SILENCE_RETENTION_MS).await.unwrap(), 1, "the replaced one, expired at 3000");
+        assert_eq!(
+            s.gc(3_001 + SILENCE_RETENTION_MS).await.unwrap(),
+            1,
+            "the replaced one, expired at 3000"
+        );
         assert_eq!(s.gc(4_001 + SILENCE_RETENTION_MS).await.unwrap(), 1);
         assert!(s.list().is_empty());
         assert!(Silences::load(store).await.unwrap().list().is_empty());
@@ -342,15 +413,35 @@ mod tests {
 
     #[tokio::test]
     async fn validation_follows_alertmanager() {
-        let s = Silences::load(Store::open_in_memory().unwrap()).await.unwrap();
+        let s = Silences::load(Store::open_in_memory().unwrap())
+            .await
+            .unwrap();
         let err = |r: Result<String, SilenceError>| r.unwrap_err().to_string();
         assert!(err(s.set(input(None, vec![], 0, 10), 0).await).contains("at least one matcher"));
-        assert!(err(s.set(input(None, vec![m("a", ".*", true, true)], 0, 10), 0).await).contains("empty string"));
-        assert!(err(s.set(input(None, vec![m("a", "(", true, true)], 0, 10), 0).await).contains("regular expression"));
-        assert!(err(s.set(input(None, vec![m("a", "b", false, true)], 10, 5), 0).await).contains("before start"));
-        assert!(err(s.set(input(Some("missing"), vec![m("a", "b", false, true)], 0, 10), 0).await).contains("not found"));
+        assert!(err(s
+            .set(input(None, vec![m("a", ".*", true, true)], 0, 10), 0)
+            .await)
+        .contains("empty string"));
+        assert!(err(s
+            .set(input(None, vec![m("a", "(", true, true)], 0, 10), 0)
+            .await)
+        .contains("regular expression"));
+        assert!(err(s
+            .set(input(None, vec![m("a", "b", false, true)], 10, 5), 0)
+            .await)
+        .contains("before start"));
+        assert!(err(s
+            .set(
+                input(Some("missing"), vec![m("a", "b", false, true)], 0, 10),
+                0
+            )
+            .await)
+        .contains("not found"));
         // A pending silence expired before it starts ends at once.
-        let id = s.set(input(None, vec![m("a", "b", false, true)], 100, 200), 0).await.unwrap();
+        let id = s
+            .set(input(None, vec![m("a", "b", false, true)], 100, 200), 0)
+            .await
+            .unwrap();
         s.expire(&id, 50).await.unwrap();
         let r = s.get(&id).unwrap();
         assert_eq!((r.starts_at_ms, r.ends_at_ms), (50, 50));

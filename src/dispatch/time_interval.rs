@@ -45,9 +45,27 @@ pub struct TimeInterval {
 
 type SpecError = (YamlPath, String);
 
-const WEEKDAYS: [&str; 7] = ["sunday", "monday", "tuesday", "wednesday", "thursday", "friday", "saturday"];
+const WEEKDAYS: [&str; 7] = [
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+];
 const MONTHS: [&str; 12] = [
-    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november",
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
     "december",
 ];
 
@@ -82,7 +100,10 @@ fn parse_named(s: &str, names: &[&str], first: u32, what: &str) -> Result<u32, S
     }
     match s.parse::<u32>() {
         Ok(n) if what == "month" && (1..=12).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a valid {what} (use e.g. {})", names[0])),
+        _ => Err(format!(
+            "{s:?} is not a valid {what} (use e.g. {})",
+            names[0]
+        )),
     }
 }
 
@@ -111,27 +132,42 @@ impl TimeInterval {
             let start = parse_time_of_day(&t.start_time).map_err(|e| (p.key("start_time"), e))?;
             let end = parse_time_of_day(&t.end_time).map_err(|e| (p.key("end_time"), e))?;
             if start >= end {
-                return Err((p.key("end_time"), "start_time must be before end_time".into()));
+                return Err((
+                    p.key("end_time"),
+                    "start_time must be before end_time".into(),
+                ));
             }
             times.push((start, end));
         }
-        let weekdays = parse_ranges("weekdays", &spec.weekdays, |s| parse_named(s, &WEEKDAYS, 0, "weekday"))?;
+        let weekdays = parse_ranges("weekdays", &spec.weekdays, |s| {
+            parse_named(s, &WEEKDAYS, 0, "weekday")
+        })?;
         for (i, (b, e)) in weekdays.iter().enumerate() {
             if b > e {
-                return Err((root.key("weekdays").index(i), "start day cannot be after end day".into()));
+                return Err((
+                    root.key("weekdays").index(i),
+                    "start day cannot be after end day".into(),
+                ));
             }
         }
         let days_of_month = parse_ranges("days_of_month", &spec.days_of_month, |s| {
-            let n: i32 = s.parse().map_err(|_| format!("{s:?} is not a day of month (1..31 or -31..-1)"))?;
+            let n: i32 = s
+                .parse()
+                .map_err(|_| format!("{s:?} is not a day of month (1..31 or -31..-1)"))?;
             if n == 0 || !(-31..=31).contains(&n) {
-                return Err(format!("{n} is not a day of month (1..31, or -31..-1 counting from the end)"));
+                return Err(format!(
+                    "{n} is not a day of month (1..31, or -31..-1 counting from the end)"
+                ));
             }
             Ok(n)
         })?;
         for (i, (b, e)) in days_of_month.iter().enumerate() {
             // Only comparable when both count from the same end of the month.
             if (b.signum() == e.signum()) && b > e {
-                return Err((root.key("days_of_month").index(i), "start day cannot be after end day".into()));
+                return Err((
+                    root.key("days_of_month").index(i),
+                    "start day cannot be after end day".into(),
+                ));
             }
             if *b < 0 && *e > 0 {
                 return Err((
@@ -140,10 +176,15 @@ impl TimeInterval {
                 ));
             }
         }
-        let months = parse_ranges("months", &spec.months, |s| parse_named(s, &MONTHS, 1, "month"))?;
+        let months = parse_ranges("months", &spec.months, |s| {
+            parse_named(s, &MONTHS, 1, "month")
+        })?;
         for (i, (b, e)) in months.iter().enumerate() {
             if b > e {
-                return Err((root.key("months").index(i), "start month cannot be after end month".into()));
+                return Err((
+                    root.key("months").index(i),
+                    "start month cannot be after end month".into(),
+                ));
             }
         }
         let years = parse_ranges("years", &spec.years, |s| {
@@ -151,7 +192,10 @@ impl TimeInterval {
         })?;
         for (i, (b, e)) in years.iter().enumerate() {
             if b > e {
-                return Err((root.key("years").index(i), "start year cannot be after end year".into()));
+                return Err((
+                    root.key("years").index(i),
+                    "start year cannot be after end year".into(),
+                ));
             }
         }
         let location = match spec.location.as_deref() {
@@ -167,15 +211,24 @@ impl TimeInterval {
         let window = match (&spec.cron, spec.duration) {
             (None, None) => None,
             (Some(_), None) => {
-                return Err((root.key("cron"), "a cron window needs a `duration` (how long it stays open)".into()))
+                return Err((
+                    root.key("cron"),
+                    "a cron window needs a `duration` (how long it stays open)".into(),
+                ))
             }
             (None, Some(_)) => {
-                return Err((root.key("duration"), "`duration` needs a `cron` expression (when the window opens)".into()))
+                return Err((
+                    root.key("duration"),
+                    "`duration` needs a `cron` expression (when the window opens)".into(),
+                ))
             }
             (Some(expr), Some(d)) => {
                 let schedule = parse_cron(expr).map_err(|e| (root.key("cron"), e))?;
                 if d.0.is_zero() {
-                    return Err((root.key("duration"), "duration must be greater than 0".into()));
+                    return Err((
+                        root.key("duration"),
+                        "duration must be greater than 0".into(),
+                    ));
                 }
                 let duration = chrono::Duration::from_std(d.0)
                     .map_err(|_| (root.key("duration"), "duration is too long".into()))?;
@@ -260,14 +313,22 @@ impl TimeInterval {
 /// `cron` crate's 6 or 7 fields (with seconds, optional year).
 pub fn parse_cron(expr: &str) -> Result<cron::Schedule, String> {
     let fields = expr.split_whitespace().count();
-    let full = if fields == 5 { format!("0 {expr}") } else { expr.to_string() };
+    let full = if fields == 5 {
+        format!("0 {expr}")
+    } else {
+        expr.to_string()
+    };
     cron::Schedule::from_str(&full).map_err(|e| {
         format!("invalid cron expression {expr:?}: {e} (use 5 fields: minute hour day-of-month month day-of-week)")
     })
 }
 
 fn days_in_month(year: i32, month: u32) -> u32 {
-    let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+    let (ny, nm) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
     NaiveDate::from_ymd_opt(ny, nm, 1)
         .and_then(|d| d.pred_opt())
         .map(|d| d.day())
@@ -333,9 +394,18 @@ mod tests {
         })
         .unwrap();
         // 2026-11-23 is a Monday; Berlin is UTC+1 in November.
-        assert!(iv.contains(at("2026-11-23T08:00:00Z")), "09:00 Berlin is inside");
-        assert!(!iv.contains(at("2026-11-23T07:59:00Z")), "08:59 Berlin is outside");
-        assert!(!iv.contains(at("2026-11-23T16:00:00Z")), "17:00 Berlin: end is exclusive");
+        assert!(
+            iv.contains(at("2026-11-23T08:00:00Z")),
+            "09:00 Berlin is inside"
+        );
+        assert!(
+            !iv.contains(at("2026-11-23T07:59:00Z")),
+            "08:59 Berlin is outside"
+        );
+        assert!(
+            !iv.contains(at("2026-11-23T16:00:00Z")),
+            "17:00 Berlin: end is exclusive"
+        );
         assert!(!iv.contains(at("2026-11-22T10:00:00Z")), "Sunday");
     }
 
@@ -348,9 +418,15 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
-        assert!(iv.contains(at("2026-11-28T00:00:00Z")), "Nov 28 is 3rd-last of 30 days");
+        assert!(
+            iv.contains(at("2026-11-28T00:00:00Z")),
+            "Nov 28 is 3rd-last of 30 days"
+        );
         assert!(!iv.contains(at("2026-11-27T23:59:00Z")));
-        assert!(iv.contains(at("2027-02-26T12:00:00Z")), "Feb 2027 has 28 days");
+        assert!(
+            iv.contains(at("2027-02-26T12:00:00Z")),
+            "Feb 2027 has 28 days"
+        );
         assert!(!iv.contains(at("2027-02-25T12:00:00Z")));
         assert!(!iv.contains(at("2027-03-30T12:00:00Z")), "March not listed");
         assert!(!iv.contains(at("2028-11-30T12:00:00Z")), "2028 not listed");

@@ -52,8 +52,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     let mut buf = Vec::new();
     let encoder = TextEncoder::new();
     match encoder.encode(&families, &mut buf) {
-        Ok(()) => ([(header::CONTENT_TYPE, encoder.format_type().to_string())], buf).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("encoding metrics: {e}\n")).into_response(),
+        Ok(()) => (
+            [(header::CONTENT_TYPE, encoder.format_type().to_string())],
+            buf,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -61,6 +69,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if (state.ready)() {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: first probe round not done\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: first probe round not done\n",
+        )
+            .into_response()
     }
 }

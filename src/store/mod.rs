@@ -33,7 +33,11 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error("state database {path} has schema version {found}, newer than this rearguard knows ({known}); upgrade rearguard or restore an older state.db")]
-    TooNew { path: PathBuf, found: i64, known: i64 },
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
     #[error("state database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("state database task failed: {0}")]
@@ -108,7 +112,11 @@ impl Store {
 
     /// The schema version (the highest migration applied).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
-        self.call(|c| c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| r.get(0)))
-            .await
+        self.call(|c| {
+            c.query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+        })
+        .await
     }
 }

@@ -55,7 +55,11 @@ impl Store {
     }
 
     /// The history of one probe, oldest first.
-    pub async fn probe_history(&self, probe: &str, limit: usize) -> Result<Vec<ProbeTransition>, StoreError> {
+    pub async fn probe_history(
+        &self,
+        probe: &str,
+        limit: usize,
+    ) -> Result<Vec<ProbeTransition>, StoreError> {
         let probe = probe.to_string();
         self.call(move |c| {
             let mut st = c.prepare(
@@ -100,7 +104,10 @@ mod tests {
         }
         let last = s.last_probe_transitions().await.unwrap();
         assert_eq!(last.len(), 2);
-        assert_eq!((last[0].probe.as_str(), last[0].at_ms, last[0].up), ("a", 2, true));
+        assert_eq!(
+            (last[0].probe.as_str(), last[0].at_ms, last[0].up),
+            ("a", 2, true)
+        );
         assert_eq!((last[1].probe.as_str(), last[1].up), ("b", false));
         assert_eq!(s.probe_history("a", 10).await.unwrap().len(), 2);
     }

@@ -67,7 +67,10 @@ pub struct NotificationLogEntry {
 }
 
 fn join_fps(fps: &[u64]) -> String {
-    fps.iter().map(|f| format!("{f:016x}")).collect::<Vec<_>>().join(",")
+    fps.iter()
+        .map(|f| format!("{f:016x}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn split_fps(s: &str) -> Vec<u64> {
@@ -134,9 +137,17 @@ impl Store {
     }
 
     /// Drops silences that ended before `cutoff_ms`; returns how many.
-    pub async fn delete_silences_ended_before(&self, cutoff_ms: TimestampMs) -> Result<usize, StoreError> {
-        self.call(move |c| c.execute("DELETE FROM silences WHERE ends_at_ms < ?1", params![cutoff_ms]))
-            .await
+    pub async fn delete_silences_ended_before(
+        &self,
+        cutoff_ms: TimestampMs,
+    ) -> Result<usize, StoreError> {
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM silences WHERE ends_at_ms < ?1",
+                params![cutoff_ms],
+            )
+        })
+        .await
     }
 
     pub async fn upsert_notification_log(&self, e: NotificationLogEntry) -> Result<(), StoreError> {
@@ -179,7 +190,10 @@ impl Store {
     }
 
     /// Every entry that has not expired at `now_ms`.
-    pub async fn load_notification_log(&self, now_ms: TimestampMs) -> Result<Vec<NotificationLogEntry>, StoreError> {
+    pub async fn load_notification_log(
+        &self,
+        now_ms: TimestampMs,
+    ) -> Result<Vec<NotificationLogEntry>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT receiver, group_key, firing, resolved, timestamp_ms, expires_at_ms
@@ -191,7 +205,10 @@ impl Store {
         .await
     }
 
-    pub async fn delete_expired_notification_log(&self, now_ms: TimestampMs) -> Result<usize, StoreError> {
+    pub async fn delete_expired_notification_log(
+        &self,
+        now_ms: TimestampMs,
+    ) -> Result<usize, StoreError> {
         self.call(move |c| {
             c.execute(
                 "DELETE FROM notification_log WHERE expires_at_ms <= ?1",
@@ -235,9 +252,20 @@ mod tests {
             comment: "deploy".into(),
         };
         s.upsert_silence(rec.clone()).await.unwrap();
-        s.upsert_silence(SilenceRecord { ends_at_ms: 30, ..rec.clone() }).await.unwrap();
+        s.upsert_silence(SilenceRecord {
+            ends_at_ms: 30,
+            ..rec.clone()
+        })
+        .await
+        .unwrap();
         let all = s.load_silences().await.unwrap();
-        assert_eq!(all, vec![SilenceRecord { ends_at_ms: 30, ..rec }]);
+        assert_eq!(
+            all,
+            vec![SilenceRecord {
+                ends_at_ms: 30,
+                ..rec
+            }]
+        );
         assert_eq!(s.delete_silences_ended_before(30).await.unwrap(), 0);
         assert_eq!(s.delete_silences_ended_before(31).await.unwrap(), 1);
         assert!(s.load_silences().await.unwrap().is_empty());
@@ -255,7 +283,12 @@ mod tests {
             expires_at_ms: 200,
         };
         s.upsert_notification_log(e.clone()).await.unwrap();
-        assert_eq!(s.notification_log_entry("team", &e.group_key).await.unwrap(), Some(e.clone()));
+        assert_eq!(
+            s.notification_log_entry("team", &e.group_key)
+                .await
+                .unwrap(),
+            Some(e.clone())
+        );
         assert_eq!(s.load_notification_log(150).await.unwrap(), vec![e]);
         assert!(s.load_notification_log(200).await.unwrap().is_empty());
         assert_eq!(s.delete_expired_notification_log(200).await.unwrap(), 1);

@@ -32,7 +32,13 @@ impl NotificationSink for Recorder {
             if *self.fail.lock().unwrap() {
                 return Err("outbox unavailable".to_string());
             }
-            let now = self.clock.lock().unwrap().as_ref().map(|c| c.now_ms()).unwrap_or(0);
+            let now = self
+                .clock
+                .lock()
+                .unwrap()
+                .as_ref()
+                .map(|c| c.now_ms())
+                .unwrap_or(0);
             self.got.lock().unwrap().push((now, n));
             Ok(())
         })
@@ -40,7 +46,8 @@ impl NotificationSink for Recorder {
 }
 
 pub fn load(yaml: &str) -> LoadedConfig {
-    config::load_str(Path::new("/tmp/dispatch-test.yaml"), yaml, |_| None).unwrap_or_else(|e| panic!("{e}"))
+    config::load_str(Path::new("/tmp/dispatch-test.yaml"), yaml, |_| None)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 pub struct Harness {
@@ -56,7 +63,12 @@ pub struct Harness {
 
 impl Harness {
     pub async fn new(yaml: &str) -> Self {
-        Self::with_store(yaml, Store::open_in_memory().unwrap(), Clock::starting_at(T0)).await
+        Self::with_store(
+            yaml,
+            Store::open_in_memory().unwrap(),
+            Clock::starting_at(T0),
+        )
+        .await
     }
 
     pub async fn with_store(yaml: &str, store: Store, clock: Clock) -> Self {
@@ -160,8 +172,18 @@ impl Harness {
         self.take()
             .into_iter()
             .map(|(t, n)| {
-                let firing = n.alerts.iter().filter(|a| !a.is_resolved()).map(alert_id).collect();
-                let resolved = n.alerts.iter().filter(|a| a.is_resolved()).map(alert_id).collect();
+                let firing = n
+                    .alerts
+                    .iter()
+                    .filter(|a| !a.is_resolved())
+                    .map(alert_id)
+                    .collect();
+                let resolved = n
+                    .alerts
+                    .iter()
+                    .filter(|a| a.is_resolved())
+                    .map(alert_id)
+                    .collect();
                 ((t - since) / 1000, n.receiver, firing, resolved)
             })
             .collect()
