@@ -128,11 +128,27 @@ fn main() {
         total_samples as f64 / ingest.as_secs_f64()
     );
     println!(
-        "memory (RSS grow): {:.1} MiB = {:.1} bytes/sample, {:.0} bytes/series",
+        "memory (RSS grow): {:.1} MiB = {:.1} bytes/sample (series overhead included)",
         grown / 1048576.0,
         grown / stats.samples as f64,
-        grown / stats.series as f64
     );
+
+    // Per-series overhead: the same series with a single sample each.
+    let small = Tsdb::new(6 * 3600 * 1000);
+    let rss_before = rss_bytes();
+    let one: Vec<Sample> = labels
+        .iter()
+        .map(|l| Sample {
+            labels: l.clone(),
+            timestamp_ms: start_ms,
+            value: 1.0,
+        })
+        .collect();
+    small.append_batch(&one);
+    drop(one);
+    let per_series = rss_bytes().saturating_sub(rss_before) as f64 / n_series as f64;
+    println!("per-series memory: {per_series:.0} bytes (index, labels, first sample)");
+    drop(small);
     println!(
         "evaluation round:  {} rules in {:.2?} (best of 3: {:?}); {out_samples} alert samples",
         n_rules, best, rounds

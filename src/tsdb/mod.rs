@@ -110,9 +110,22 @@ struct Chunk {
 impl Chunk {
     fn new() -> Self {
         Self {
-            timestamps: Vec::with_capacity(CHUNK_SAMPLES),
-            values: Vec::with_capacity(CHUNK_SAMPLES),
+            timestamps: Vec::new(),
+            values: Vec::new(),
         }
+    }
+
+    fn push(&mut self, t: i64, v: f64) {
+        let len = self.timestamps.len();
+        if len == self.timestamps.capacity() {
+            // Grow by doubling, but never past a full chunk, so a full chunk
+            // holds exactly CHUNK_SAMPLES and a young series stays small.
+            let add = len.max(4).min(CHUNK_SAMPLES - len);
+            self.timestamps.reserve_exact(add);
+            self.values.reserve_exact(add);
+        }
+        self.timestamps.push(t);
+        self.values.push(v);
     }
     fn is_full(&self) -> bool {
         self.timestamps.len() >= CHUNK_SAMPLES
@@ -138,8 +151,7 @@ impl Series {
             self.chunks.push_back(Chunk::new());
         }
         if let Some(c) = self.chunks.back_mut() {
-            c.timestamps.push(t);
-            c.values.push(v);
+            c.push(t, v);
         }
     }
 
