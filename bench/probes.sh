@@ -78,7 +78,14 @@ sleep 2 # let the schedule settle after start-up
 read -r runs0 failed0 < <(runs)
 cpu0=$(cpu_ticks)
 t0=$(now)
-sleep "$DURATION"
+# RSS every 10 s, to tell a leak from a plateau.
+end=$(($(date +%s) + DURATION))
+rss_trend=""
+while [ "$(date +%s)" -lt "$end" ]; do
+    left=$((end - $(date +%s)))
+    sleep $((left < 10 ? left : 10))
+    rss_trend="$rss_trend $(awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$REARGUARD_PID/status")"
+done
 read -r runs1 failed1 < <(runs)
 cpu1=$(cpu_ticks)
 t1=$(now)
@@ -96,3 +103,4 @@ BEGIN {
     printf "share of one core:        %.1f%%\n", cpu / secs * 100
     printf "peak RSS:                 %.1f MiB (now %.1f MiB)\n", hwm / 1024, rss / 1024
 }'
+echo "RSS every 10 s (MiB):    $rss_trend"
