@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::config::{LocatedError, LoadedConfig, Locator, YamlPath};
+use crate::config::{LoadedConfig, LocatedError, Locator, YamlPath};
 use crate::daemon::load_config;
 
 /// Prints a one-line summary (exit 0) or every error as `file:line:col: message` (exit 1).

@@ -21,8 +21,9 @@ pub struct ProbeConfig {
     pub body: Option<String>,
     #[serde(default = "default_interval")]
     pub interval: Dur,
-    #[serde(default = "default_timeout")]
-    pub timeout: Dur,
+    /// Default: 5s, or the interval when that is shorter (see [`ProbeConfig::timeout`]).
+    #[serde(default, rename = "timeout")]
+    pub timeout_setting: Option<Dur>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -82,8 +83,13 @@ fn default_method() -> String {
 fn default_interval() -> Dur {
     defaults::PROBE_INTERVAL
 }
-fn default_timeout() -> Dur {
-    defaults::PROBE_TIMEOUT
+impl ProbeConfig {
+    /// The configured timeout, else the default capped at the interval
+    /// (so `interval: 1s` alone is valid).
+    pub fn timeout(&self) -> Dur {
+        self.timeout_setting
+            .unwrap_or_else(|| defaults::PROBE_TIMEOUT.min(self.interval))
+    }
 }
 fn default_follow_redirects() -> bool {
     defaults::PROBE_FOLLOW_REDIRECTS
@@ -165,14 +171,15 @@ pub(super) fn validate(probes: &[ProbeConfig], v: &mut Validator) {
         if p.interval.0.is_zero() {
             v.error(&path.key("interval"), "interval must be greater than 0");
         }
-        if p.timeout.0.is_zero() {
+        let timeout = p.timeout();
+        if timeout.0.is_zero() && !p.interval.0.is_zero() {
             v.error(&path.key("timeout"), "timeout must be greater than 0");
-        } else if p.timeout > p.interval && !p.interval.0.is_zero() {
+        } else if timeout > p.interval && !p.interval.0.is_zero() {
             v.error(
                 &path.key("timeout"),
                 format!(
                     "timeout {} is longer than the interval {}; make it at most the interval",
-                    p.timeout, p.interval
+                    timeout, p.interval
                 ),
             );
         }

@@ -141,3 +141,12 @@ actions:
     assert_eq!(c.probes[0].expect.status, vec![200]);
     assert_eq!(c.actions["backend"].bake_window, Dur::secs(7200));
 }
+
+#[test]
+fn probe_timeout_defaults_to_interval_when_shorter() {
+    let c = load_text("probes:\n  - name: a\n    url: http://x/\n    interval: 1s\n  - name: b\n    url: http://y/\n")
+        .unwrap()
+        .config;
+    assert_eq!(c.probes[0].timeout(), Dur::secs(1));
+    assert_eq!(c.probes[1].timeout(), defaults::PROBE_TIMEOUT);
+}

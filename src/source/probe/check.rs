@@ -164,13 +164,16 @@ pub async fn execute(
         cert_not_after: None,
         error: None,
     };
-    let outcome =
-        tokio::time::timeout(probe.config.timeout.0, request(client, probe, &mut result)).await;
+    let outcome = tokio::time::timeout(
+        probe.config.timeout().0,
+        request(client, probe, &mut result),
+    )
+    .await;
     result.duration = started.elapsed();
     let failure = match outcome {
         Err(_) => Some((
             FailureReason::Timeout,
-            format!("no complete answer within {}", probe.config.timeout),
+            format!("no complete answer within {}", probe.config.timeout()),
         )),
         Ok(Err(f)) => Some(f),
         Ok(Ok(body)) => judge(probe, &result, &body, clock),
