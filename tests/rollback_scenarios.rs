@@ -606,3 +606,21 @@ async fn manual_rollback_to_a_pinned_revision_skips_the_alert_guards() {
     assert_eq!(audit[0].fingerprint.as_deref(), Some("manual"));
     let _ = Arc::clone(&h.world);
 }
+
+#[tokio::test(start_paused = true)]
+async fn mute_time_intervals_stop_automatic_actions() {
+    let h = Harness::new_with(
+        "time_intervals:\n  - name: always\n    time_intervals:\n      - weekdays: ['sunday:saturday']\n",
+        &traffic_action("    mute_time_intervals: [always]\n"),
+    );
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::MUTED), "{out:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    // Reloaded without the mute: acts.
+    h.runner.apply(&rollback_support::config(&traffic_action("")));
+    let out = h.runner.run("backend", Trigger::alert(alert(T0 + 30_000))).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+}

@@ -14,6 +14,7 @@ mod gcp_adapter;
 pub mod metrics;
 pub mod plan;
 mod runner;
+pub mod wiring;
 
 pub use cloud_run::{CloudRunApi, CloudRunError, RevisionState, ServicePatch, ServiceState, TrafficTarget};
 pub use deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod, TimeIntervals, Unknown};

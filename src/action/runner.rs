@@ -247,6 +247,8 @@ struct View {
     actions: BTreeMap<String, ActionConfig>,
     /// receiver name → action names of its rollback_configs.
     receivers: BTreeMap<String, Vec<String>>,
+    /// The config's `time_intervals`, for `mute_time_intervals`.
+    intervals: crate::dispatch::time_interval::TimeIntervals,
 }
 
 impl View {
@@ -264,6 +266,7 @@ impl View {
                     )
                 })
                 .collect(),
+            intervals: crate::dispatch::time_interval::TimeIntervals::from_config(&config.time_intervals),
         }
     }
 }
@@ -777,12 +780,13 @@ impl ActionRunner {
                 return Some(self.skip(run, reason::HOLD, detail, true).await);
             }
         }
-        if let Some(ti) = run
-            .action
-            .mute_time_intervals
-            .iter()
-            .find(|ti| self.deps().time_intervals.is_active(ti, now))
-        {
+        let view = self.view();
+        let muted = |name: &str| {
+            view.intervals
+                .is_active(name, to_datetime(now))
+                .unwrap_or_else(|| self.deps().time_intervals.is_active(name, now))
+        };
+        if let Some(ti) = run.action.mute_time_intervals.iter().find(|ti| muted(ti)) {
             let detail = format!("time interval {ti:?} is active");
             return Some(self.skip(run, reason::MUTED, detail, false).await);
         }
