@@ -91,15 +91,35 @@ actions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\
     path
 }
 
-fn spawn_daemon(w: &World, config: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_rearguard"))
-        .args(["run", "-c"])
-        .arg(config)
-        .env("GCE_METADATA_HOST", w.fake.metadata_host())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+/// A child daemon, SIGKILLed and reaped when dropped (also when a test fails).
+struct Daemon(Child);
+
+impl Daemon {
+    /// SIGKILL, like `kill -9`.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_daemon(w: &World, config: &Path) -> Daemon {
+    Daemon(
+        Command::new(env!("CARGO_BIN_EXE_rearguard"))
+            .args(["run", "-c"])
+            .arg(config)
+            .env("GCE_METADATA_HOST", w.fake.metadata_host())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
@@ -129,20 +149,19 @@ async fn kill_between_intent_and_call_still_rolls_back_once() {
     let config = write_config(&w, "a", &health);
     w.fake
         .inject(Fault::new(PATCH, FaultKind::Delay(Duration::from_secs(30))).times(1));
-    let mut daemon = spawn_daemon(&w, &config);
+    let daemon = spawn_daemon(&w, &config);
     wait_for("the patch request", Duration::from_secs(60), || {
         !w.fake.calls_to(PATCH).is_empty()
     })
     .await;
-    daemon.kill().unwrap(); // SIGKILL
-    daemon.wait().unwrap();
-    let mut daemon = spawn_daemon(&w, &config);
+    daemon.kill();
+    let daemon = spawn_daemon(&w, &config);
     wait_for("traffic back on the good revision", Duration::from_secs(60), || {
         serves_good(&w)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    daemon.kill().unwrap();
+    daemon.kill();
     assert_eq!(accepted_patches(&w), 1, "{:?}", w.fake.calls_to(PATCH));
     assert!(serves_good(&w));
 }
@@ -155,20 +174,19 @@ async fn kill_between_call_and_completion_does_not_patch_again() {
     let w = world(Duration::from_secs(20)).await;
     let health = w.service.health_url();
     let config = write_config(&w, "a", &health);
-    let mut daemon = spawn_daemon(&w, &config);
+    let daemon = spawn_daemon(&w, &config);
     wait_for("an accepted patch", Duration::from_secs(60), || {
         accepted_patches(&w) == 1
     })
     .await;
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
-    let mut daemon = spawn_daemon(&w, &config);
+    daemon.kill();
+    let daemon = spawn_daemon(&w, &config);
     wait_for("traffic back on the good revision", Duration::from_secs(90), || {
         serves_good(&w)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
-    daemon.kill().unwrap();
+    daemon.kill();
     assert_eq!(accepted_patches(&w), 1, "{:?}", w.fake.calls_to(PATCH));
 }
 
@@ -180,14 +198,14 @@ async fn two_daemons_on_one_service_roll_back_once() {
     let health = w.service.health_url();
     let a = write_config(&w, "a", &health);
     let b = write_config(&w, "b", &health);
-    let mut da = spawn_daemon(&w, &a);
-    let mut db = spawn_daemon(&w, &b);
+    let da = spawn_daemon(&w, &a);
+    let db = spawn_daemon(&w, &b);
     wait_for("traffic back on the good revision", Duration::from_secs(90), || {
         serves_good(&w)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(15)).await;
-    da.kill().unwrap();
-    db.kill().unwrap();
+    da.kill();
+    db.kill();
     assert_eq!(accepted_patches(&w), 1, "{:?}", w.fake.calls_to(PATCH));
 }
