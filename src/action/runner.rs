@@ -1729,6 +1729,7 @@ impl ActionRunner {
             let _busy = self.try_busy(&intent.target);
             self.reconcile_one(intent).await;
         }
+        self.refresh_held_gauge().await;
         Ok(n)
     }
 

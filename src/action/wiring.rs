@@ -4,7 +4,8 @@
 //! - [`ProbeCheck`] for the probe engine (`probe_now`),
 //! - [`RulesAlertState`]: whether an alert fires, from the rule manager,
 //! - [`ServingHistory`] for the Cloud Run source's views (traffic history),
-//! - [`LogAndProbeEvidence`]: the notify evidence (last log lines, probe state).
+//! - [`LogAndProbeEvidence`]: the notify evidence (last log lines, probe state),
+//! - [`FanOut`]: one NotificationSink for dispatch that feeds the outbox and the actions.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use serde_json::json;
 use super::cloud_run::short_name;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod};
 use crate::alert::Alert;
-use crate::dispatch::notification::BoxFuture;
+use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
 use crate::rules::alerting::AlertState as RuleAlertState;
 use crate::rules::group::RuleState;
 use crate::rules::manager::RuleManager;
@@ -124,5 +125,43 @@ impl EvidenceSource for LogAndProbeEvidence {
                 "probe_status": probe_status,
             })
         })
+    }
+}
+
+/// What dispatch sends to: the outbox (email, webhook; persisted first), then
+/// the actions of receivers with `rollback_configs` (the runner ignores other
+/// receivers and its own `RearguardRollback` events).
+pub struct FanOut {
+    pub outbox: Arc<dyn NotificationSink>,
+    pub actions: super::ActionRunner,
+}
+
+impl NotificationSink for FanOut {
+    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.actions.handle_notification(&notification);
+            self.outbox.send(notification).await
+        })
+    }
+}
+
+/// An AlertSink set after construction: the runner's events go to the
+/// dispatcher, whose notification sink (a [`FanOut`]) needs the runner first.
+#[derive(Default)]
+pub struct LateAlertSink(std::sync::OnceLock<Arc<dyn crate::alert::AlertSink>>);
+
+impl LateAlertSink {
+    /// Sets the sink (once; later calls are ignored).
+    pub fn set(&self, sink: Arc<dyn crate::alert::AlertSink>) {
+        let _ = self.0.set(sink);
+    }
+}
+
+impl crate::alert::AlertSink for LateAlertSink {
+    fn send_alerts(&self, alerts: Vec<Alert>) {
+        match self.0.get() {
+            Some(s) => s.send_alerts(alerts),
+            None => tracing::warn!(count = alerts.len(), "action events dropped: no alert sink wired yet"),
+        }
     }
 }
