@@ -162,19 +162,45 @@ fn main() -> ExitCode {
             Command::Check { config } => Ok(rearguard::cli::check::run(&config).await),
             Command::Probes { config, json } => rearguard::cli::probes::run(&config, json).await,
             Command::Test {
-                what: TestCommand::Rules { run, ignore_unknown_fields, files, .. },
+                what:
+                    TestCommand::Rules {
+                        run,
+                        ignore_unknown_fields,
+                        files,
+                        ..
+                    },
             } => rearguard::cli::test_rules::run(files, run, ignore_unknown_fields).await,
-            Command::Query { expr, time, url, json } => rearguard::cli::query::run(&expr, time.as_deref(), &url, json).await,
+            Command::Query {
+                expr,
+                time,
+                url,
+                json,
+            } => rearguard::cli::query::run(&expr, time.as_deref(), &url, json).await,
             Command::Silence { command } => rearguard::cli::silence::run(command).await,
             Command::Alerts { api, json } => rearguard::cli::alerts::run(api, json).await,
-            Command::Rollback { config, target, to, dry_run, json } => {
-                rearguard::cli::rollback::run(&config, target, to, dry_run, json).await
-            }
-            Command::History { config, target, limit, json } => {
-                rearguard::cli::history::run(&config, target, limit, json).await
-            }
-            Command::Hold { config, target, reason } => rearguard::cli::hold::run(&config, target, reason, true).await,
-            Command::Unhold { config, target, reason } => rearguard::cli::hold::run(&config, target, reason, false).await,
+            Command::Rollback {
+                config,
+                target,
+                to,
+                dry_run,
+                json,
+            } => rearguard::cli::rollback::run(&config, target, to, dry_run, json).await,
+            Command::History {
+                config,
+                target,
+                limit,
+                json,
+            } => rearguard::cli::history::run(&config, target, limit, json).await,
+            Command::Hold {
+                config,
+                target,
+                reason,
+            } => rearguard::cli::hold::run(&config, target, reason, true).await,
+            Command::Unhold {
+                config,
+                target,
+                reason,
+            } => rearguard::cli::hold::run(&config, target, reason, false).await,
         }
     });
     // Do not wait for lingering blocking tasks (a hung probe) at exit.

@@ -222,6 +222,12 @@ time_intervals:
         Some(false)
     );
     assert_eq!(h.dispatcher.time_interval_active("nope"), None);
+    assert_eq!(
+        h.dispatcher
+            .time_interval_active_at("business-hours", t0 + 8 * 3_600_000),
+        Some(true),
+        "Monday 09:00 in Berlin"
+    );
     h.fire(&[("alertname", "WebDown"), ("team", "web")]).await;
     h.fire(&[("alertname", "Printer"), ("team", "office")])
         .await;
@@ -306,4 +312,34 @@ time_intervals:
         all.contains("/x.yaml:6:29: time interval \"missing\" is not defined"),
         "{all}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_silences_are_kept_five_days_then_dropped() {
+    let h = Harness::new(&format!("route:\n  receiver: hook\n{RECEIVERS}")).await;
+    let id = h
+        .dispatcher
+        .set_silence(SilenceInput {
+            id: None,
+            matchers: vec![SilenceMatcher {
+                name: "alertname".into(),
+                value: "X".into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at_ms: h.now(),
+            ends_at_ms: h.now() + 3_600_000,
+            created_by: "alice".into(),
+            comment: "".into(),
+        })
+        .await
+        .unwrap();
+    h.dispatcher.expire_silence(&id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(119 * 3600)).await;
+    h.dispatcher.sync().await;
+    assert!(h.dispatcher.silence(&id).is_some(), "kept for 120h");
+    tokio::time::sleep(Duration::from_secs(3600 + 20 * 60)).await;
+    h.dispatcher.sync().await;
+    assert!(h.dispatcher.silence(&id).is_none(), "dropped after 120h");
+    assert!(h.store.load_silences().await.unwrap().is_empty());
 }

@@ -51,3 +51,31 @@ fn example_rule_unit_tests_pass() {
         assert!(r.passed(), "{}:\n{}", t.display(), r.errors.join("\n"));
     }
 }
+
+/// `rearguard check` (config loading) reports rule file errors at
+/// file:line:col, and groups mapped to unknown query sources.
+#[test]
+fn config_check_covers_rule_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        for: 5q\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("rearguard.yaml");
+    let text = "rule_files: [bad.yaml]\nrule_group_sources: {g: nowhere}\n";
+    let errs = rearguard::config::load_str(&cfg, text, |_| None).unwrap_err();
+    let lines: Vec<String> = errs.0.iter().map(|e| e.to_string()).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bad.yaml:6:14: for: not a valid duration")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("rearguard.yaml:2:25: query source \"nowhere\"")),
+        "{lines:?}"
+    );
+}

@@ -715,3 +715,129 @@ async fn managers_apply_and_shut_down() {
     mon.shutdown().await;
     assert!(mon.names().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn rollback_style_patch_through_the_fake() {
+    use rearguard::gcp::run::{PatchOptions, TrafficTarget};
+    let e = env().await;
+    let first = short_name(&e.fake.create_service(ServiceSpec::new(SVC)).unwrap()).to_string();
+    let (bad, _) = e
+        .fake
+        .deploy(
+            SVC,
+            DeploySpec {
+                behaviour: RevisionBehaviour::bad(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    e.fake.settle().await;
+    let mut svc = e.ctx.run.get_service(SVC).await.unwrap();
+    assert_eq!(
+        svc.serving_revisions(),
+        vec![(short_name(&bad).to_string(), 100)]
+    );
+    let stale = svc.clone();
+    svc.traffic = vec![TrafficTarget::to_revision(first.clone(), 100)];
+    let op = e
+        .ctx
+        .run
+        .patch_service(&svc, &PatchOptions::default())
+        .await
+        .unwrap();
+    let done = e
+        .ctx
+        .run
+        .wait_until_done(&op.name, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(done.done && done.error.is_none(), "{done:?}");
+    let now = e.ctx.run.get_service(SVC).await.unwrap();
+    assert_eq!(now.serving_revisions(), vec![(first, 100)]);
+    // The etag read before the change is stale now.
+    let err = e
+        .ctx
+        .run
+        .patch_service(&stale, &PatchOptions::default())
+        .await
+        .unwrap_err();
+    assert!(err.is_stale_etag(), "{err}");
+    let op = e.ctx.run.get_operation(&op.name).await.unwrap();
+    assert!(op.done);
+    assert_requests_valid(&e.fake);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_logging_429_is_waited_out() {
+    let e = env().await;
+    let evidence = LogEvidenceStore::default();
+    let mut a = CloudLoggingSource::load(
+        logging_cfg("a", ERRORS),
+        e.ctx.clone(),
+        e.deps(),
+        evidence.clone(),
+    )
+    .await;
+    let mut b = CloudLoggingSource::load(
+        logging_cfg("b", ERRORS),
+        e.ctx.clone(),
+        e.deps(),
+        evidence.clone(),
+    )
+    .await;
+    e.fake
+        .inject(Fault::rate_limited(methods::ENTRIES_LIST, 20).times(1));
+    let t0 = tokio::time::Instant::now();
+    a.poll_once().await.unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_secs(20),
+        "a waited out Retry-After"
+    );
+    // b goes through the same quota and is not refused.
+    b.poll_once().await.unwrap();
+    let calls = e.fake.calls_to(methods::ENTRIES_LIST);
+    assert_eq!(calls.len(), 3);
+    assert_eq!(calls[0].status, 429);
+    assert!(calls[1].at_ms - calls[0].at_ms >= 20_000);
+    assert_eq!(e.metrics.count("logging", "entries.list", "429"), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn logging_after_a_long_outage_does_not_count_old_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let e = env_with(store).await;
+    let cfg = logging_cfg("errors", ERRORS);
+    let mut src = CloudLoggingSource::load(
+        cfg.clone(),
+        e.ctx.clone(),
+        e.deps(),
+        LogEvidenceStore::default(),
+    )
+    .await;
+    src.poll_once().await.unwrap();
+    drop(src);
+    // rearguard is down for 3 hours; errors happen all along.
+    for m in 0..180 {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        e.fake
+            .add_log_entry(LogEntrySpec::cloud_run(
+                "sim-project",
+                "us-central1",
+                "backend",
+                "r1",
+                e.clock.now_ms(),
+                "ERROR",
+                &format!("old {m}"),
+            ))
+            .unwrap();
+    }
+    let mut src =
+        CloudLoggingSource::load(cfg, e.ctx.clone(), e.deps(), LogEvidenceStore::default()).await;
+    let counted = src.poll_once().await.unwrap();
+    assert!(
+        counted <= 18,
+        "only the last overlap + catch-up window counts: {counted}"
+    );
+    assert!(counted >= 15, "{counted}");
+}

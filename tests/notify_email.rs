@@ -391,3 +391,86 @@ async fn queued_mail_is_delivered_after_a_restart_once() {
         outbox.shutdown().await;
     }
 }
+
+/// STARTTLS against a server whose certificate is issued by a test CA
+/// (tests/fixtures/tls, made with openssl for these tests): verified with
+/// `tls_config.ca_file` and `server_name`; without the CA the mail is not sent.
+#[tokio::test]
+async fn starttls_verifies_the_server_with_ca_file_and_server_name() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
+    let port = free_port();
+    let sink = SmtpSink::default();
+    let mut server = mailin_embedded::Server::new(sink.clone());
+    server
+        .with_name("smtp.test")
+        .with_num_threads(2)
+        .with_ssl(mailin_embedded::SslConfig::SelfSigned {
+            cert_path: fixtures.join("smtp.pem").to_string_lossy().into_owned(),
+            key_path: fixtures.join("smtp.key").to_string_lossy().into_owned(),
+        })
+        .unwrap()
+        .with_tcp_listener(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+    std::thread::spawn(move || {
+        let _ = server.serve();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures.join("ca.pem"), dir.path().join("ca.pem")).unwrap();
+    let yaml = format!(
+        r#"
+receivers:
+  - name: verified
+    email_configs:
+      - to: oncall@example.com
+        from: rearguard@example.com
+        smarthost: 127.0.0.1:{port}
+        tls_config: {{ ca_file: ca.pem, server_name: smtp.test }}
+  - name: unverified
+    email_configs:
+      - to: oncall@example.com
+        from: rearguard@example.com
+        smarthost: 127.0.0.1:{port}
+"#
+    );
+    let cfg = notifier_config(dir.path(), &yaml);
+    let store = Store::open_in_memory().unwrap();
+    let outbox = Outbox::start(
+        store.clone(),
+        Clock::starting_at(T0),
+        &prometheus::Registry::new(),
+        cfg,
+        Arc::new(NoEvidence),
+        fast(),
+    )
+    .await
+    .unwrap();
+    let a = alert("Tls", &[], T0 - 1000, None, 1.0);
+    outbox
+        .send(notification("verified", vec![a.clone()], T0))
+        .await
+        .unwrap();
+    outbox
+        .send(notification("unverified", vec![a], T0))
+        .await
+        .unwrap();
+    assert!(
+        eventually(10, || sink.count() >= 1).await,
+        "no mail over STARTTLS"
+    );
+    // The unverified receiver (platform roots only, host 127.0.0.1) keeps failing.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = store.outbox_rows(10).await.unwrap();
+        let unverified = rows.iter().find(|r| r.receiver == "unverified").unwrap();
+        if unverified.attempts >= 2 {
+            assert_eq!(unverified.state, "pending");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{rows:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sink.count(), 1);
+    let mail = parse_mail(&sink.messages.lock().unwrap()[0].raw);
+    assert!(mail.text.contains("== FIRING Tls =="), "{}", mail.text);
+    outbox.shutdown().await;
+}

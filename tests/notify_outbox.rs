@@ -25,6 +25,8 @@ enum Behaviour {
     Transient,
     Permanent,
     Hang,
+    /// Fails after 5 s.
+    Slow,
 }
 
 /// Records the time of every attempt per integration and answers as scripted.
@@ -92,6 +94,10 @@ impl Transport for Scripted {
                 Behaviour::Transient => Err(DeliveryError::transient("connection refused")),
                 Behaviour::Permanent => Err(DeliveryError::permanent("550 mailbox unavailable")),
                 Behaviour::Hang => std::future::pending().await,
+                Behaviour::Slow => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Err(DeliveryError::transient("timed out"))
+                }
             }
         })
     }
@@ -339,4 +345,42 @@ async fn retries_continue_across_a_reload() {
     let rows = store.outbox_rows(1).await.unwrap();
     assert_eq!(rows[0].state, "delivered");
     outbox.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_lets_a_delivery_in_flight_finish_then_stops() {
+    let (outbox, transport, store, _dir) = setup(options()).await;
+    transport.set("down", Behaviour::Slow);
+    outbox
+        .enqueue(&notification(
+            "down",
+            vec![alert("A", &[], T0, None, 1.0)],
+            T0,
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = tokio::time::Instant::now();
+    outbox.shutdown().await;
+    // The attempt in flight ends after 4 more seconds; the worker must then stop
+    // rather than retry until the grace period (10 s) runs out.
+    assert!(
+        before.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?}",
+        before.elapsed()
+    );
+    let attempts = transport.attempts("down").len();
+    assert_eq!(attempts, 1);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(
+        transport.attempts("down").len(),
+        attempts,
+        "no attempts after shutdown"
+    );
+    let row = &store.outbox_rows(1).await.unwrap()[0];
+    assert_eq!(
+        (row.state.as_str(), row.attempts),
+        ("pending", 1),
+        "left for the next start"
+    );
 }

@@ -5,14 +5,15 @@ use std::path::{Path, PathBuf};
 
 use rearguard::rules::unittest::{run_test_file, TestOptions};
 
+/// The conformance files must be there: `../shared` sits beside the checkout.
 fn dir() -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/conformance/promtool");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        eprintln!("skipping: {} not found", d.display());
-        None
-    }
+    assert!(
+        d.is_dir(),
+        "{} not found: put shared/ beside the checkout",
+        d.display()
+    );
+    Some(d)
 }
 
 fn run(

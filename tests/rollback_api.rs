@@ -220,10 +220,21 @@ fn hold_and_history_cli_work_on_the_state_dir() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| (e["decision"].as_str().unwrap(), e["target"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["decision"].as_str().unwrap(),
+                e["target"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(rows, [("hold", "backend"), ("unhold", "backend"), ("hold", "*")]);
+    assert_eq!(
+        rows,
+        [("hold", "backend"), ("unhold", "backend"), ("hold", "*")]
+    );
     let (code, out, _) = run(&["history", "--target", "backend"]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("deploy freeze") && !out.contains("everything"), "{out}");
+    assert!(
+        out.contains("deploy freeze") && !out.contains("everything"),
+        "{out}"
+    );
 }

@@ -59,7 +59,10 @@ async fn bad_deploy_is_rolled_back_exactly_once_and_verified() {
     assert_eq!(names, ["started", "done", "verified"]);
     let audit = h.store.audit(None, 10).await.unwrap();
     assert_eq!(audit[0].evidence["before"]["serving"], "backend-00002");
-    assert_eq!(audit[0].evidence["trigger"]["labels"]["alertname"], "BackendDown");
+    assert_eq!(
+        audit[0].evidence["trigger"]["labels"]["alertname"],
+        "BackendDown"
+    );
     assert_eq!(audit[1].evidence["after"]["serving"], "backend-00001");
     let q = h.store.quarantine(None).await.unwrap();
     assert_eq!(q.len(), 1);
@@ -72,7 +75,10 @@ async fn bad_deploy_is_rolled_back_exactly_once_and_verified() {
         1.0
     );
     assert_eq!(
-        h.metric("rearguard_rollback_duration_seconds", &[("target", "backend")]),
+        h.metric(
+            "rearguard_rollback_duration_seconds",
+            &[("target", "backend")]
+        ),
         1.0
     );
 
@@ -98,7 +104,11 @@ async fn outage_long_after_the_last_deploy_is_not_rolled_back_and_says_why() {
     let a = alert(T0 + 5 * HOUR);
     sleep_until(&h.clock, a.starts_at_ms).await;
     let out = h.runner.run("backend", Trigger::alert(a)).await;
-    assert_eq!(out.skip_reason(), Some(reason::NOT_DEPLOY_REGRESSION), "{out:?}");
+    assert_eq!(
+        out.skip_reason(),
+        Some(reason::NOT_DEPLOY_REGRESSION),
+        "{out:?}"
+    );
     assert_eq!(h.fake.accepted_patches(), 0);
     assert_eq!(phases(&h), ["skipped"]);
     let ev = &h.sink.alerts()[0];
@@ -116,7 +126,10 @@ async fn flapping_stops_at_the_budget_then_holds_and_escalates() {
         "    cooldown: 10m\n    max_per_window: {count: 2, window: 24h}\n",
     ));
     let mut outcomes = Vec::new();
-    for (i, rev) in ["backend-00002", "backend-00003", "backend-00004"].iter().enumerate() {
+    for (i, rev) in ["backend-00002", "backend-00003", "backend-00004"]
+        .iter()
+        .enumerate()
+    {
         let deploy_at = T0 + i as i64 * HOUR;
         sleep_until(&h.clock, deploy_at).await;
         h.deploy(rev, true);
@@ -124,8 +137,14 @@ async fn flapping_stops_at_the_budget_then_holds_and_escalates() {
         sleep_until(&h.clock, a.starts_at_ms).await;
         outcomes.push(h.runner.run("backend", Trigger::alert(a)).await);
     }
-    assert!(matches!(outcomes[0], Outcome::Verified { .. }), "{outcomes:?}");
-    assert!(matches!(outcomes[1], Outcome::Verified { .. }), "{outcomes:?}");
+    assert!(
+        matches!(outcomes[0], Outcome::Verified { .. }),
+        "{outcomes:?}"
+    );
+    assert!(
+        matches!(outcomes[1], Outcome::Verified { .. }),
+        "{outcomes:?}"
+    );
     assert_eq!(outcomes[2].skip_reason(), Some(reason::BUDGET));
     assert_eq!(h.fake.accepted_patches(), 2);
     assert_eq!(h.serving(), "backend-00004");
@@ -136,7 +155,10 @@ async fn flapping_stops_at_the_budget_then_holds_and_escalates() {
         "{}",
         holds[0].reason
     );
-    assert_eq!(h.metric("rearguard_target_held", &[("target", "backend")]), 1.0);
+    assert_eq!(
+        h.metric("rearguard_target_held", &[("target", "backend")]),
+        1.0
+    );
     let escalation = h
         .sink
         .alerts()
@@ -149,7 +171,10 @@ async fn flapping_stops_at_the_budget_then_holds_and_escalates() {
     let a = alert(h.clock.now_ms());
     let out = h.runner.run("backend", Trigger::alert(a)).await;
     assert_eq!(out.skip_reason(), Some(reason::HOLD));
-    assert_eq!(h.sink.phases().iter().filter(|p| *p == "escalated").count(), 1);
+    assert_eq!(
+        h.sink.phases().iter().filter(|p| *p == "escalated").count(),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -162,19 +187,28 @@ async fn dry_run_decides_and_tells_but_changes_nothing() {
     let Outcome::DryRun { plan } = &out else {
         panic!("{out:?}")
     };
-    assert!(plan[0].contains("from backend-00002 to backend-00001"), "{plan:?}");
+    assert!(
+        plan[0].contains("from backend-00002 to backend-00001"),
+        "{plan:?}"
+    );
     assert_eq!(h.fake.accepted_patches(), 0);
     assert_eq!(h.serving(), "backend-00002");
     assert_eq!(phases(&h), ["dry_run"]);
     assert!(h.store.intents_since(None, 0, 10).await.unwrap().is_empty());
     let audit = h.store.audit(None, 10).await.unwrap();
     assert!(audit.iter().any(|e| e.decision == "dry_run" && e.dry_run));
-    assert_eq!(h.metric("rearguard_rollbacks_total", &[("result", "dry_run")]), 1.0);
+    assert_eq!(
+        h.metric("rearguard_rollbacks_total", &[("result", "dry_run")]),
+        1.0
+    );
 
     // A manual dry run of a live action does the same.
     let h2 = Harness::new(&traffic_action(""));
     h2.deploy("backend-00002", true);
-    let out = h2.runner.run("backend", Trigger::manual(None, true, "alice")).await;
+    let out = h2
+        .runner
+        .run("backend", Trigger::manual(None, true, "alice"))
+        .await;
     assert!(matches!(out, Outcome::DryRun { .. }), "{out:?}");
     assert_eq!(h2.fake.accepted_patches(), 0);
 }
@@ -186,10 +220,17 @@ async fn holds_from_the_store_and_the_hold_file_stop_automatic_actions() {
     let a = alert(T0 + 30_000);
     sleep_until(&h.clock, a.starts_at_ms).await;
 
-    h.runner.hold(Some("backend"), "investigating", "alice").await.unwrap();
+    h.runner
+        .hold(Some("backend"), "investigating", "alice")
+        .await
+        .unwrap();
     let out = h.runner.run("backend", Trigger::alert(a.clone())).await;
     assert_eq!(out.skip_reason(), Some(reason::HOLD));
-    assert!(h.runner.unhold(Some("backend"), "done", "alice").await.unwrap());
+    assert!(h
+        .runner
+        .unhold(Some("backend"), "done", "alice")
+        .await
+        .unwrap());
 
     h.store
         .set_hold(Hold {
@@ -213,15 +254,23 @@ async fn holds_from_the_store_and_the_hold_file_stop_automatic_actions() {
         panic!("{out:?}")
     };
     assert!(detail.contains("release week"), "{detail}");
-    assert_eq!(h.metric("rearguard_target_held", &[("target", "backend")]), 1.0);
+    assert_eq!(
+        h.metric("rearguard_target_held", &[("target", "backend")]),
+        1.0
+    );
     std::fs::remove_file(h.dir.path().join("HOLD")).unwrap();
 
     assert_eq!(h.fake.accepted_patches(), 0);
     let out = h.runner.run("backend", Trigger::alert(a)).await;
     assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
-    assert_eq!(h.metric("rearguard_target_held", &[("target", "backend")]), 0.0);
+    assert_eq!(
+        h.metric("rearguard_target_held", &[("target", "backend")]),
+        0.0
+    );
     let decisions = h.audit_decisions().await;
-    assert!(decisions.iter().any(|(d, r)| d == "hold" && r == "investigating"));
+    assert!(decisions
+        .iter()
+        .any(|(d, r)| d == "hold" && r == "investigating"));
     assert!(decisions.iter().any(|(d, _)| d == "unhold"));
 }
 
@@ -241,7 +290,11 @@ async fn a_rollback_that_does_not_fix_it_holds_the_target_and_says_so() {
     };
     assert!(detail.contains("BackendDown still firing"), "{detail}");
     // The verification waited 2+4+8 s after the operation (20 s).
-    assert!(h.clock.now_ms() - started >= 34_000, "{}", h.clock.now_ms() - started);
+    assert!(
+        h.clock.now_ms() - started >= 34_000,
+        "{}",
+        h.clock.now_ms() - started
+    );
     assert_eq!(h.fake.accepted_patches(), 1);
     assert_eq!(phases(&h), ["started", "failed"]);
     let failed = &h.sink.alerts()[1];
@@ -281,7 +334,10 @@ async fn a_ladder_tries_each_step_and_verifies_before_the_next() {
     assert_eq!(to_revision.as_deref(), Some("backend-00001"));
     assert_eq!(h.fake.accepted_patches(), 2);
     let svc = h.fake.service(SVC).unwrap();
-    assert_eq!(svc.env.get("USE_SANDBOX").map(String::as_str), Some("false"));
+    assert_eq!(
+        svc.env.get("USE_SANDBOX").map(String::as_str),
+        Some("false")
+    );
     assert_eq!(h.serving(), "backend-00001");
     assert_eq!(phases(&h), ["started", "started", "verified"]);
     let q: Vec<String> = h
@@ -294,7 +350,10 @@ async fn a_ladder_tries_each_step_and_verifies_before_the_next() {
         .collect();
     assert_eq!(q, ["backend-00002", "backend-00003"]);
     // One run counts once against the budget.
-    assert_eq!(h.store.action_runs_since("backend", 0).await.unwrap().len(), 1);
+    assert_eq!(
+        h.store.action_runs_since("backend", 0).await.unwrap().len(),
+        1
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -306,7 +365,11 @@ async fn no_earlier_ready_revision_means_no_rollback() {
     let a = alert(T0 + 30_000);
     sleep_until(&h.clock, a.starts_at_ms).await;
     let out = h.runner.run("backend", Trigger::alert(a)).await;
-    assert_eq!(out.skip_reason(), Some(reason::NO_EARLIER_READY_REVISION), "{out:?}");
+    assert_eq!(
+        out.skip_reason(),
+        Some(reason::NO_EARLIER_READY_REVISION),
+        "{out:?}"
+    );
     assert_eq!(h.fake.accepted_patches(), 0);
     assert_eq!(
         h.sink.alerts()[0].labels.get("reason"),
@@ -334,7 +397,10 @@ async fn a_quarantined_revision_is_never_a_target() {
     // A manual rollback pinned to it is refused too.
     let out = h
         .runner
-        .run("backend", Trigger::manual(Some("backend-00001".into()), false, "bob"))
+        .run(
+            "backend",
+            Trigger::manual(Some("backend-00001".into()), false, "bob"),
+        )
         .await;
     assert_eq!(out.skip_reason(), Some(reason::QUARANTINED), "{out:?}");
     assert_eq!(h.fake.accepted_patches(), 0);
@@ -369,8 +435,12 @@ async fn two_rearguards_on_one_service_roll_back_once() {
 
     // Both read the service (same etag) before either patch lands.
     let gate = first.fake.hold_patches().await;
-    first.runner.spawn("backend".into(), Trigger::alert(a.clone()));
-    second.runner.spawn("backend".into(), Trigger::alert(a.clone()));
+    first
+        .runner
+        .spawn("backend".into(), Trigger::alert(a.clone()));
+    second
+        .runner
+        .spawn("backend".into(), Trigger::alert(a.clone()));
     while first
         .fake
         .calls()
@@ -427,7 +497,12 @@ async fn restart_between_intent_and_call_rolls_back_once() {
 
     let gate = h.fake.hold_patches().await;
     h.runner.spawn("backend".into(), Trigger::alert(a.clone()));
-    while !h.fake.calls().iter().any(|c| matches!(c, FakeCall::Patch(..))) {
+    while !h
+        .fake
+        .calls()
+        .iter()
+        .any(|c| matches!(c, FakeCall::Patch(..)))
+    {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     // "kill": the held request never reaches the service.
@@ -450,7 +525,12 @@ async fn restart_between_intent_and_call_rolls_back_once() {
     restarted.runner.idle().await;
     assert_eq!(restarted.fake.accepted_patches(), 1);
     assert_eq!(restarted.serving(), "backend-00001");
-    assert!(restarted.store.unfinished_intents().await.unwrap().is_empty());
+    assert!(restarted
+        .store
+        .unfinished_intents()
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(restarted.sink.phases(), ["verified"]);
 
     // Dispatch re-sends the still-known alert after the restart: cooldown.
@@ -580,7 +660,10 @@ async fn own_events_and_resolved_notifications_never_trigger() {
     let a = alert(T0 + 30_000);
     sleep_until(&h.clock, a.starts_at_ms).await;
     let mut own = a.clone();
-    own.labels = rearguard::labels::Labels::from_pairs([("alertname", "RearguardRollback"), ("severity", "critical")]);
+    own.labels = rearguard::labels::Labels::from_pairs([
+        ("alertname", "RearguardRollback"),
+        ("severity", "critical"),
+    ]);
     h.runner.send(h.notification(&own)).await.unwrap();
     let mut resolved = a.clone();
     resolved.ends_at_ms = Some(h.clock.now_ms() - 1000);
@@ -597,7 +680,10 @@ async fn manual_rollback_to_a_pinned_revision_skips_the_alert_guards() {
     h.deploy("backend-00003", false);
     let out = h
         .runner
-        .run("backend", Trigger::manual(Some("backend-00001".into()), false, "carol"))
+        .run(
+            "backend",
+            Trigger::manual(Some("backend-00001".into()), false, "carol"),
+        )
         .await;
     assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
     assert_eq!(h.serving(), "backend-00001");

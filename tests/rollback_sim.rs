@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rearguard::action::events::RecordingSink;
-use rearguard::action::{ActionDeps, ActionRunner, AlertState, CloudRunApi, Outcome, ProbeCheck, Trigger};
+use rearguard::action::{
+    ActionDeps, ActionRunner, AlertState, CloudRunApi, Outcome, ProbeCheck, Trigger,
+};
 use rearguard::alert::Alert;
 use rearguard::clock::Clock;
 use rearguard::config::load_str;
@@ -57,7 +59,11 @@ fn client(fake: &FakeGcp) -> CloudRunClient {
     CloudRunClient::new(gcp, &fake.base_url())
 }
 
-fn runner(fake: &Arc<FakeGcp>, bad: &str, clock: &Clock) -> (ActionRunner, Arc<RecordingSink>, tempfile::TempDir) {
+fn runner(
+    fake: &Arc<FakeGcp>,
+    bad: &str,
+    clock: &Clock,
+) -> (ActionRunner, Arc<RecordingSink>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
         "probes:\n  - name: backend-health\n    url: http://127.0.0.1:9/health\nreceivers:\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\nactions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\n      probes: [backend-health]\n"
@@ -141,7 +147,10 @@ async fn rolls_back_over_http_exactly_once_and_verifies() {
         (from_revision.as_deref(), to_revision.as_deref()),
         (Some(bad.as_str()), Some(good.as_str()))
     );
-    assert_eq!(fake.serving(SVC), vec![(format!("{SVC}/revisions/{good}"), 100)]);
+    assert_eq!(
+        fake.serving(SVC),
+        vec![(format!("{SVC}/revisions/{good}"), 100)]
+    );
     let patches = fake.calls_to("run.projects.locations.services.patch");
     assert_eq!(patches.len(), 1, "{patches:?}");
     assert_eq!(patches[0].status, 200);
@@ -161,7 +170,10 @@ async fn two_rearguards_over_http_roll_back_once() {
         first.run("backend", Trigger::alert(a.clone())),
         second.run("backend", Trigger::alert(a.clone()))
     );
-    assert_eq!(fake.serving(SVC), vec![(format!("{SVC}/revisions/{good}"), 100)]);
+    assert_eq!(
+        fake.serving(SVC),
+        vec![(format!("{SVC}/revisions/{good}"), 100)]
+    );
     let accepted = fake
         .calls_to("run.projects.locations.services.patch")
         .iter()
@@ -173,7 +185,11 @@ async fn two_rearguards_over_http_roll_back_once() {
         .filter(|o| matches!(o, Outcome::Verified { .. }))
         .count();
     assert_eq!(verified, 1, "{x:?} {y:?}");
-    let other = if matches!(x, Outcome::Verified { .. }) { &y } else { &x };
+    let other = if matches!(x, Outcome::Verified { .. }) {
+        &y
+    } else {
+        &x
+    };
     assert!(
         matches!(other, Outcome::Superseded { .. }) || other.skip_reason() == Some("other_actor"),
         "{other:?}"

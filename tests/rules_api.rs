@@ -184,3 +184,120 @@ async fn query_rules_and_alerts_endpoints() {
     assert_eq!(code, std::process::ExitCode::FAILURE);
     manager.shutdown().await;
 }
+
+/// A group mapped to a remote Prometheus-compatible API (here: another
+/// rearguard's query API) drives the same alert states; ALERTS go to the local tsdb.
+#[tokio::test]
+async fn remote_query_source_drives_alerts() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = Clock::system();
+    let now = clock.now_ms();
+    // The remote side: a tsdb with a failing `up`, served by the query API.
+    let remote_db = Arc::new(Tsdb::new(3_600_000));
+    remote_db
+        .append_sample(
+            &Labels::from_pairs([("__name__", "up"), ("job", "far")]),
+            now - 5_000,
+            0.0,
+        )
+        .unwrap();
+    let remote_manager = Arc::new(
+        RuleManager::new(
+            RulesDeps {
+                clock: clock.clone(),
+                local: Arc::new(LocalQuerier::new(remote_db.clone(), Engine::default())),
+                sink: remote_db.clone(),
+                store: Store::open_in_memory().unwrap(),
+                registry: prometheus::Registry::new(),
+                alerts: Arc::new(Sent::default()),
+            },
+            ManagerOptions::default(),
+        )
+        .unwrap(),
+    );
+    let app: axum::Router = router(RulesApiState {
+        manager: remote_manager,
+        db: remote_db.clone(),
+        engine: Engine::default(),
+        clock: clock.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The local side: an empty tsdb; the group is evaluated remotely.
+    let local_db = Arc::new(Tsdb::new(3_600_000));
+    let sent = Arc::new(Sent::default());
+    let manager = RuleManager::new(
+        RulesDeps {
+            clock: clock.clone(),
+            local: Arc::new(LocalQuerier::new(local_db.clone(), Engine::default())),
+            sink: local_db.clone(),
+            store: Store::open_in_memory().unwrap(),
+            registry: prometheus::Registry::new(),
+            alerts: sent.clone(),
+        },
+        ManagerOptions::default(),
+    )
+    .unwrap();
+    let text = "groups:\n- name: remote\n  interval: 1s\n  rules:\n  - alert: FarDown\n    expr: up == 0\n    labels: {severity: critical}\n";
+    let file = parse_rule_file(
+        std::path::Path::new("r.yaml"),
+        text,
+        ParseOptions::default(),
+    )
+    .unwrap();
+    let remote: Arc<dyn rearguard::rules::Querier> =
+        Arc::new(rearguard::rules::RemoteQuerier::new(&base, None).unwrap());
+    manager
+        .apply(RulesConfig {
+            files: vec![file],
+            evaluation_interval: Duration::from_secs(15),
+            sources: [("far".to_string(), remote)].into_iter().collect(),
+            group_sources: [("remote".to_string(), "far".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for _ in 0..40 {
+        if !sent.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let alerts = sent.0.lock().unwrap().clone();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].labels.get("job"), Some("far"));
+    assert_eq!(alerts[0].labels.get("alertname"), Some("FarDown"));
+    let local = LocalQuerier::new(local_db.clone(), Engine::default());
+    use rearguard::rules::Querier;
+    let got = local
+        .query("ALERTS{alertname=\"FarDown\"}", clock.now_ms())
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "ALERTS written to the local tsdb");
+    manager.shutdown().await;
+
+    // A group naming an unknown source is reported.
+    let file = parse_rule_file(
+        std::path::Path::new("r.yaml"),
+        text,
+        ParseOptions::default(),
+    )
+    .unwrap();
+    let err = manager
+        .apply(RulesConfig {
+            files: vec![file],
+            evaluation_interval: Duration::from_secs(15),
+            group_sources: [("remote".to_string(), "nope".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err[0].contains("nope"), "{err:?}");
+    manager.shutdown().await;
+}

@@ -9,7 +9,12 @@ use crate::clock::to_datetime;
 use crate::daemon::load_config;
 use crate::store::Store;
 
-pub async fn run(config_path: &Path, target: Option<String>, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config_path: &Path,
+    target: Option<String>,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let loaded = load_config(config_path).await?;
     let dir = loaded.state_dir();
     let store = tokio::task::spawn_blocking(move || Store::open(&dir))

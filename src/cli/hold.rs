@@ -19,7 +19,12 @@ fn actor() -> String {
         .unwrap_or_else(|_| "cli".into())
 }
 
-pub async fn run(config_path: &Path, target: Option<String>, reason: String, hold: bool) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config_path: &Path,
+    target: Option<String>,
+    reason: String,
+    hold: bool,
+) -> anyhow::Result<ExitCode> {
     let loaded = load_config(config_path).await?;
     let actions = &loaded.config.actions;
     let target = match target.as_deref() {

@@ -6,6 +6,6 @@ pub mod history;
 pub mod hold;
 pub mod probes;
 pub mod query;
-pub mod test_rules;
 pub mod rollback;
 pub mod silence;
+pub mod test_rules;

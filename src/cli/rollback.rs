@@ -48,7 +48,9 @@ pub async fn run(
         }))
         .send()
         .await
-        .with_context(|| format!("cannot reach the daemon at {url} (is `rearguard run` running?)"))?;
+        .with_context(|| {
+            format!("cannot reach the daemon at {url} (is `rearguard run` running?)")
+        })?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.context("reading the daemon's answer")?;
     if json {

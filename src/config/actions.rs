@@ -149,7 +149,9 @@ impl ActionConfig {
 
     /// The first Cloud Run service the action changes (its "deploy").
     pub fn service(&self) -> Option<String> {
-        self.effects().iter().find_map(|e| e.service().map(str::to_string))
+        self.effects()
+            .iter()
+            .find_map(|e| e.service().map(str::to_string))
     }
 }
 
@@ -233,7 +235,9 @@ fn validate_traffic(c: &CloudRunTrafficConfig, path: &YamlPath, v: &mut Validato
         );
     }
     if let Some(r) = &c.revision {
-        if r.trim().is_empty() || (r.contains('/') && !r.starts_with(&format!("{}/revisions/", c.service))) {
+        if r.trim().is_empty()
+            || (r.contains('/') && !r.starts_with(&format!("{}/revisions/", c.service)))
+        {
             v.error(
                 &path.key("revision"),
                 format!("invalid revision {r:?}: write the revision's short name (e.g. backend-00042-abc)"),
@@ -253,12 +257,17 @@ fn validate_env(c: &CloudRunEnvConfig, path: &YamlPath, v: &mut Validator) {
         );
     }
     if c.env.is_empty() {
-        v.error(&path.key("env"), "env is empty: name at least one variable to set");
+        v.error(
+            &path.key("env"),
+            "env is empty: name at least one variable to set",
+        );
     }
     for name in c.env.keys() {
         let ok = !name.is_empty()
             && !name.starts_with(|ch: char| ch.is_ascii_digit())
-            && name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            && name
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
         if !ok {
             v.error(
                 &path.key("env").key(name),
@@ -332,7 +341,13 @@ pub fn validate(
         }
         for (i, step) in a.steps.iter().enumerate() {
             let sp = path.key("steps").index(i);
-            let k = validate_effects(&step.cloud_run_traffic, &step.cloud_run_env, &step.command, &sp, v);
+            let k = validate_effects(
+                &step.cloud_run_traffic,
+                &step.cloud_run_env,
+                &step.command,
+                &sp,
+                v,
+            );
             if k != 1 {
                 v.error(
                     &sp,
@@ -422,7 +437,10 @@ pub fn validate_references(
                     .key("rollback_configs")
                     .index(*ci)
                     .key("action"),
-                format!("unknown action {name:?} (defined actions: {})", known.join(", ")),
+                format!(
+                    "unknown action {name:?} (defined actions: {})",
+                    known.join(", ")
+                ),
             );
         }
     }

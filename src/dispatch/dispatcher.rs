@@ -460,6 +460,14 @@ impl Dispatcher {
 
     // ----- questions other areas ask -----
 
+    /// Whether the named time interval is active at `at_ms`; `None` if the config has no such interval.
+    pub fn time_interval_active_at(&self, name: &str, at_ms: TimestampMs) -> Option<bool> {
+        self.shared
+            .config()
+            .intervals
+            .is_active(name, crate::clock::to_datetime(at_ms))
+    }
+
     /// Whether the named time interval is active now; `None` if the config has no such interval.
     pub fn time_interval_active(&self, name: &str) -> Option<bool> {
         self.shared
@@ -750,7 +758,10 @@ impl Actor {
         };
         // Ticks stay on the group's own grid, so repeat_interval lands on a group_interval multiple.
         let tick = group.next_flush_ms;
-        group.next_flush_ms = tick + group.opts.group_interval.as_millis() as i64;
+        let interval = (group.opts.group_interval.as_millis() as i64).max(1);
+        // After a stall (a suspended host), skip the missed ticks instead of flushing in a burst.
+        let missed = (now - tick).max(0) / interval;
+        group.next_flush_ms = tick + (missed + 1) * interval;
         group.has_flushed = true;
         let snapshot: Vec<(u64, u64, Alert)> = group
             .alerts

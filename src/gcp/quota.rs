@@ -111,3 +111,31 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_secs(150));
     }
 }
+
+#[cfg(test)]
+mod pause_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_holds_every_caller() {
+        let q = CallQuota::new(60, Duration::from_secs(60));
+        q.acquire().await;
+        q.pause(Duration::from_secs(20));
+        let start = Instant::now();
+        let (a, b) = tokio::join!(
+            async {
+                q.acquire().await;
+                start.elapsed()
+            },
+            async {
+                q.acquire().await;
+                start.elapsed()
+            }
+        );
+        assert!(
+            a >= Duration::from_secs(20) && b >= Duration::from_secs(20),
+            "{a:?} {b:?}"
+        );
+        assert_eq!(q.in_window(), 3);
+    }
+}

@@ -295,7 +295,8 @@ impl Outbox {
     /// Stops the workers: waits up to `shutdown_grace` for deliveries in flight
     /// (so a message accepted by the server is also marked delivered), then aborts.
     pub async fn shutdown(&self) {
-        let _ = self.inner.shutdown.send(true);
+        // `send_replace`: `send` would not store the value while no worker is waiting.
+        self.inner.shutdown.send_replace(true);
         let tasks: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         let deadline = tokio::time::Instant::now() + self.inner.options.shutdown_grace;

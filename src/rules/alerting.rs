@@ -171,20 +171,51 @@ impl AlertingRule {
         }
     }
 
-    /// Restores persisted alerts of this rule.
-    pub fn restore(&mut self, stored: &[StoredAlert]) {
+    /// Restores persisted alerts of this rule. Annotations are not stored:
+    /// they are expanded again from the stored labels (without the rule's own
+    /// labels, which is what the series had) and the last value, so alerts
+    /// re-sent before the next evaluation still carry them.
+    pub fn restore(
+        &mut self,
+        stored: &[StoredAlert],
+        external_labels: &BTreeMap<String, String>,
+        external_url: &str,
+    ) {
+        let tname = format!("__alert_{}", self.def.name);
+        let funcs = Funcs {
+            query: None,
+            external_url: external_url.to_string(),
+        };
         for s in stored {
             let Some(state) = AlertState::parse(&s.state) else {
                 continue;
             };
             let labels = Labels::from_map(&s.labels);
+            let mut series = labels.builder().remove(ALERTNAME);
+            for k in self.def.labels.keys() {
+                series = series.remove(k);
+            }
+            let series = series.build();
+            let value = s.value.unwrap_or(f64::NAN);
+            let data = AlertTemplateData {
+                labels: &series,
+                value,
+                external_labels,
+                external_url,
+            };
+            let annotations = self
+                .def
+                .annotations
+                .iter()
+                .map(|(k, v)| (k.clone(), expand_alert_template(&tname, v, &data, &funcs)))
+                .collect();
             self.active.insert(
                 labels.fingerprint(),
                 ActiveAlert {
                     labels,
-                    annotations: BTreeMap::new(),
+                    annotations,
                     state,
-                    value: s.value.unwrap_or(f64::NAN),
+                    value,
                     active_at_ms: s.active_at_ms,
                     fired_at_ms: s.fired_at_ms,
                     resolved_at_ms: s.resolved_at_ms,
@@ -631,7 +662,12 @@ mod tests {
         let stored: Vec<StoredAlert> = r.active.values().map(|a| r.stored(a, MIN)).collect();
         // Restart at 8m: the tsdb is empty at first.
         let mut r2 = rule(10, 0);
-        r2.restore(&stored);
+        r2.restore(&stored, &ext, "");
+        assert_eq!(
+            r2.active.values().next().unwrap().annotations["summary"],
+            "api at 3",
+            "annotations re-expanded"
+        );
         let e = EvalEnv {
             restore_grace_until_ms: 9 * MIN,
             ..env(&ext, &funcs)

@@ -293,7 +293,7 @@ impl RuleManager {
                                 .cloned()
                                 .collect();
                             restored += keep.len();
-                            rule.restore(&keep);
+                            rule.restore(&keep, &cfg.external_labels, &cfg.external_url);
                         }
                     }
                     if restored > 0 {
@@ -331,6 +331,35 @@ impl RuleManager {
                 let handle = tokio::spawn(run_group(group, settings, self.shared.clone(), stop_rx));
                 new_keys.push(key.clone());
                 running.insert(key, Running { stop, handle });
+            }
+        }
+        // Alert states of rules that no longer exist would otherwise stay in the store forever.
+        if errors.is_empty() {
+            let keep: Vec<String> = {
+                let snaps = self
+                    .shared
+                    .snapshots
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner());
+                snaps
+                    .iter()
+                    .filter(|(k, _)| running.contains_key(*k))
+                    .flat_map(|(_, g)| {
+                        g.rules.iter().filter_map(|r| match &r.state {
+                            super::group::RuleState::Alerting(a) => Some(a.key.clone()),
+                            _ => None,
+                        })
+                    })
+                    .collect()
+            };
+            if let Err(e) = self
+                .shared
+                .deps
+                .store
+                .delete_alerts_of_other_rules(keep)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot forget alert states of removed rules");
             }
         }
         // Groups that are gone: forget their metrics and snapshots.

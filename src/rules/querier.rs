@@ -109,7 +109,14 @@ pub fn value_to_samples(v: Value, t_ms: TimestampMs) -> Result<Vec<Sample>, Quer
 #[async_trait]
 impl Querier for LocalQuerier {
     async fn query(&self, expr: &str, t_ms: TimestampMs) -> Result<Vec<Sample>, QueryError> {
-        self.run(expr, t_ms)
+        // Evaluation is CPU work: on the multi-threaded runtime, tell tokio so
+        // other tasks (probes, the server) move to another worker meanwhile.
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.run(expr, t_ms))
+            }
+            _ => self.run(expr, t_ms),
+        }
     }
 
     fn query_sync(&self, expr: &str, t_ms: TimestampMs) -> Option<Result<Vec<Sample>, QueryError>> {

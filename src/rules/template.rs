@@ -536,7 +536,9 @@ impl<'a> Parser<'a> {
         let (then, end) = self.parse_list()?;
         let otherwise = match end {
             ListEnd::End => Vec::new(),
-            ListEnd::Eof => return Err(self.err(line, format!("unexpected EOF: {kind} has no end"))),
+            ListEnd::Eof => {
+                return Err(self.err(line, format!("unexpected EOF: {kind} has no end")))
+            }
             ListEnd::Else(rest, eline) => {
                 if rest.is_empty() {
                     let (other, end) = self.parse_list()?;

@@ -51,16 +51,26 @@ pub fn router(state: ActionApiState) -> Router {
         .route("/api/v1/holds", get(list_holds).post(post_hold))
         .route("/api/v1/holds/{target}", delete(delete_hold))
         .route("/api/v1/quarantine", get(list_quarantine))
-        .route("/api/v1/quarantine/{service}/{revision}", delete(delete_quarantine))
+        .route(
+            "/api/v1/quarantine/{service}/{revision}",
+            delete(delete_quarantine),
+        )
         .with_state(state)
 }
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({ "status": "error", "error": message.into() }))).into_response()
+    (
+        status,
+        Json(json!({ "status": "error", "error": message.into() })),
+    )
+        .into_response()
 }
 
 fn store_error(e: impl std::fmt::Display) -> Response {
-    error(StatusCode::INTERNAL_SERVER_ERROR, format!("state store: {e}"))
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("state store: {e}"),
+    )
 }
 
 #[derive(Deserialize, Default)]
@@ -119,7 +129,10 @@ async fn post_rollback(
     let actor = req.actor.unwrap_or_else(|| "api".into());
     let outcome = s
         .runner
-        .run(&target, Trigger::manual(req.to_revision, req.dry_run, actor))
+        .run(
+            &target,
+            Trigger::manual(req.to_revision, req.dry_run, actor),
+        )
         .await;
     let status = match &outcome {
         Outcome::Verified { .. } | Outcome::DryRun { .. } => StatusCode::OK,
@@ -181,9 +194,10 @@ async fn post_hold(
     };
     let actor = req.actor.unwrap_or_else(|| "api".into());
     match s.runner.hold(target.as_deref(), &req.reason, &actor).await {
-        Ok(()) => {
-            Json(json!({ "status": "success", "target": target.unwrap_or_else(|| GLOBAL_HOLD.into()) })).into_response()
-        }
+        Ok(()) => Json(
+            json!({ "status": "success", "target": target.unwrap_or_else(|| GLOBAL_HOLD.into()) }),
+        )
+        .into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -234,14 +248,19 @@ async fn delete_quarantine(
         Err(e) => return store_error(e),
     };
     let Some(entry) = all.iter().find(|q| {
-        q.revision == revision && (q.service == service || crate::action::cloud_run::short_name(&q.service) == service)
+        q.revision == revision
+            && (q.service == service || crate::action::cloud_run::short_name(&q.service) == service)
     }) else {
         return error(
             StatusCode::NOT_FOUND,
             format!("{revision} of {service} is not quarantined"),
         );
     };
-    match s.store.unquarantine_revision(&entry.service, &entry.revision).await {
+    match s
+        .store
+        .unquarantine_revision(&entry.service, &entry.revision)
+        .await
+    {
         Ok(_) => Json(json!({ "status": "success" })).into_response(),
         Err(e) => store_error(e),
     }

@@ -1,10 +1,10 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` admin API.
 
-pub mod rules_api;
-pub mod gcp_api;
 pub mod action_api;
 pub mod auth;
 pub mod dispatch_api;
+pub mod gcp_api;
+pub mod rules_api;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -40,9 +40,10 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    api: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    axum::serve(listener, router(state).merge(api))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -30,6 +30,10 @@ const MAX_MESSAGE_CHARS: usize = 2000;
 const PAGE_SIZE: i32 = 1000;
 /// Pages read per poll at most (each is a call against the quota).
 const MAX_PAGES_PER_POLL: usize = 20;
+/// How far beyond the overlap a poll reads back after rearguard was down.
+const MAX_CATCH_UP_MS: i64 = 15 * 60 * 1000;
+/// JSON payloads larger than this are not kept as evidence (the message is).
+const MAX_JSON_EVIDENCE_BYTES: usize = 8 * 1024;
 
 /// One log entry kept as evidence.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -181,7 +185,10 @@ impl CloudLoggingSource {
             Some(c) if self.state.partial => c.min(now),
             Some(c) => c.min(now) - self.cfg.overlap.as_millis(),
             None => now - self.cfg.interval.as_millis(),
-        };
+        }
+        // After a long outage, old errors must not arrive as a burst of new ones
+        // (that could page someone or roll back a healthy deploy).
+        .max(now - self.cfg.overlap.as_millis() - MAX_CATCH_UP_MS);
         let filter = format!(
             "({}) AND timestamp >= \"{}\" AND timestamp <= \"{}\"",
             self.cfg.filter.trim(),
@@ -222,7 +229,11 @@ impl CloudLoggingSource {
                     severity: e.severity().to_string(),
                     revision: e.revision_name().map(str::to_string),
                     message: shorten(&e.message()),
-                    json_payload: e.json_payload.clone().map(serde_json::Value::Object),
+                    json_payload: e
+                        .json_payload
+                        .clone()
+                        .map(serde_json::Value::Object)
+                        .filter(|j| j.to_string().len() <= MAX_JSON_EVIDENCE_BYTES),
                     insert_id: e.insert_id.clone(),
                     log_name: e.log_name.clone(),
                 });

@@ -284,7 +284,12 @@ impl Store {
     }
 
     /// Re-arms an unfinished intent with a fresh etag (the retry at reconcile).
-    pub async fn rearm_intent(&self, id: i64, etag: Option<String>, at_ms: TimestampMs) -> Result<(), StoreError> {
+    pub async fn rearm_intent(
+        &self,
+        id: i64,
+        etag: Option<String>,
+        at_ms: TimestampMs,
+    ) -> Result<(), StoreError> {
         self.call(move |c| {
             c.execute(
                 "UPDATE action_intents SET state = 'pending', etag = ?2, operation = NULL, updated_at_ms = ?3 WHERE id = ?1",
@@ -341,7 +346,11 @@ impl Store {
     /// Start times of the runs of `target` since `since_ms` that changed, or may
     /// have changed, something (runs whose every intent was abandoned do not
     /// count), newest first. Cooldown and budget are counted over these.
-    pub async fn action_runs_since(&self, target: &str, since_ms: TimestampMs) -> Result<Vec<TimestampMs>, StoreError> {
+    pub async fn action_runs_since(
+        &self,
+        target: &str,
+        since_ms: TimestampMs,
+    ) -> Result<Vec<TimestampMs>, StoreError> {
         let target = target.to_string();
         self.call(move |c| {
             let mut st = c.prepare(
@@ -383,7 +392,11 @@ impl Store {
     }
 
     /// The newest `limit` audit entries (of `target`, when given), oldest first.
-    pub async fn audit(&self, target: Option<String>, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    pub async fn audit(
+        &self,
+        target: Option<String>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {AUDIT_COLUMNS} FROM
@@ -413,15 +426,20 @@ impl Store {
     pub async fn remove_hold(&self, target: &str) -> Result<bool, StoreError> {
         let target = target.to_string();
         self.call(move |c| {
-            c.execute("DELETE FROM action_holds WHERE target = ?1", params![target])
-                .map(|n| n > 0)
+            c.execute(
+                "DELETE FROM action_holds WHERE target = ?1",
+                params![target],
+            )
+            .map(|n| n > 0)
         })
         .await
     }
 
     pub async fn holds(&self) -> Result<Vec<Hold>, StoreError> {
         self.call(|c| {
-            let mut st = c.prepare("SELECT target, reason, set_by, at_ms FROM action_holds ORDER BY target")?;
+            let mut st = c.prepare(
+                "SELECT target, reason, set_by, at_ms FROM action_holds ORDER BY target",
+            )?;
             let rows = st.query_map([], |r| {
                 Ok(Hold {
                     target: r.get(0)?,
@@ -446,7 +464,11 @@ impl Store {
         .await
     }
 
-    pub async fn unquarantine_revision(&self, service: &str, revision: &str) -> Result<bool, StoreError> {
+    pub async fn unquarantine_revision(
+        &self,
+        service: &str,
+        revision: &str,
+    ) -> Result<bool, StoreError> {
         let (service, revision) = (service.to_string(), revision.to_string());
         self.call(move |c| {
             c.execute(
@@ -459,7 +481,10 @@ impl Store {
     }
 
     /// Quarantined revisions (of `service`, when given).
-    pub async fn quarantine(&self, service: Option<String>) -> Result<Vec<Quarantined>, StoreError> {
+    pub async fn quarantine(
+        &self,
+        service: Option<String>,
+    ) -> Result<Vec<Quarantined>, StoreError> {
         self.call(move |c| {
             let mut st = c.prepare(
                 "SELECT service, revision, reason, at_ms FROM action_quarantine
@@ -531,7 +556,13 @@ mod tests {
             (IntentState::Done, Some("op/1"), Some("ok"))
         );
         assert_eq!(s.unfinished_intents().await.unwrap().len(), 1);
-        assert_eq!(s.intents_since(Some("backend".into()), 0, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            s.intents_since(Some("backend".into()), 0, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(s.intents_since(None, 15, 10).await.unwrap().len(), 1);
         assert_eq!(s.action_runs_since("backend", 0).await.unwrap(), vec![10]);
         s.update_intent(id, IntentState::Abandoned, None, None, 13)

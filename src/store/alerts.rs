@@ -171,6 +171,29 @@ impl Store {
         .await
     }
 
+    /// Forgets the alerts of rules that no longer exist (`keep`: the rule keys that do).
+    pub async fn delete_alerts_of_other_rules(
+        &self,
+        keep: Vec<String>,
+    ) -> Result<usize, StoreError> {
+        self.call(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            {
+                let mut st = tx.prepare("SELECT DISTINCT rule_key FROM rule_alerts")?;
+                let keys: Vec<String> =
+                    st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+                let mut del = tx.prepare("DELETE FROM rule_alerts WHERE rule_key = ?1")?;
+                for k in keys.iter().filter(|k| !keep.contains(k)) {
+                    n += del.execute(params![k])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
     /// When the group was last evaluated (before a restart).
     pub async fn last_group_evaluation(
         &self,
@@ -269,7 +292,18 @@ mod tests {
         ch.upserts.clear();
         ch.transitions.clear();
         ch.deletes = vec![("f\u{1f}g\u{1f}A".into(), "00000000000000aa".into())];
+        s.apply_alert_changes(ch.clone()).await.unwrap();
+        assert!(s.load_alerts().await.unwrap().is_empty());
+        ch.deletes.clear();
+        ch.upserts = vec![alert("firing", 3000)];
         s.apply_alert_changes(ch).await.unwrap();
+        assert_eq!(
+            s.delete_alerts_of_other_rules(vec!["f\u{1f}g\u{1f}A".into()])
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(s.delete_alerts_of_other_rules(vec![]).await.unwrap(), 1);
         assert!(s.load_alerts().await.unwrap().is_empty());
     }
 }

@@ -11,11 +11,27 @@ use super::StoreError;
 /// (version, name, SQL)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "probe state transitions", super::probes::MIGRATION),
-    (2, "alert states of alerting rules", super::alerts::MIGRATION),
-    (3, "google sources state and cloud run views", super::gcp::MIGRATION),
-    (4, "silences and the notification log", super::silences::MIGRATION),
+    (
+        2,
+        "alert states of alerting rules",
+        super::alerts::MIGRATION,
+    ),
+    (
+        3,
+        "google sources state and cloud run views",
+        super::gcp::MIGRATION,
+    ),
+    (
+        4,
+        "silences and the notification log",
+        super::silences::MIGRATION,
+    ),
     (5, "notification outbox", super::outbox::MIGRATION),
-    (6, "action intents, audit, holds, quarantine", super::actions::MIGRATION),
+    (
+        6,
+        "action intents, audit, holds, quarantine",
+        super::actions::MIGRATION,
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {

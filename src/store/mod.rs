@@ -4,8 +4,8 @@
 //! here and exposes typed async methods; every call runs on tokio's blocking
 //! pool, never on the async runtime.
 
-pub mod alerts;
 pub mod actions;
+pub mod alerts;
 pub mod gcp;
 mod migrations;
 pub mod outbox;

@@ -50,7 +50,9 @@ impl FollowsService {
             .unwrap()
             .as_ref()
             .is_some_and(|f| !f.exists());
-        *self.world.always_firing.lock().unwrap() || unfixed || serving.is_some_and(|s| bad.contains(&s))
+        *self.world.always_firing.lock().unwrap()
+            || unfixed
+            || serving.is_some_and(|s| bad.contains(&s))
     }
 }
 
@@ -87,7 +89,11 @@ pub fn config_with(top_yaml: &str, actions_yaml: &str) -> Config {
     let text = format!(
         "{top_yaml}probes:\n  - name: backend-health\n    url: http://127.0.0.1:9/health\nreceivers:\n  - name: team\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\nactions:\n{actions_yaml}"
     );
-    match load_str(Path::new("/tmp/rollback-test/rearguard.yaml"), &text, |_| None) {
+    match load_str(
+        Path::new("/tmp/rollback-test/rearguard.yaml"),
+        &text,
+        |_| None,
+    ) {
         Ok(c) => c.config,
         Err(e) => panic!("test config does not load:\n{e}\n{text}"),
     }
@@ -196,7 +202,11 @@ impl Harness {
                 continue;
             }
             for m in f.get_metric() {
-                let have: HashMap<&str, &str> = m.get_label().iter().map(|l| (l.name(), l.value())).collect();
+                let have: HashMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
                 if labels.iter().all(|(k, v)| have.get(k) == Some(v)) {
                     return match f.get_field_type() {
                         MetricType::COUNTER => m.get_counter().get_value(),
