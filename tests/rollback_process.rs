@@ -86,6 +86,7 @@ actions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\
         port = free_port(),
         run = w.fake.base_url(),
     );
+    LOG_DIR.with(|d| *d.borrow_mut() = Some(w.dir.path().to_path_buf()));
     let path = dir.join("rearguard.yaml");
     std::fs::write(&path, config).unwrap();
     path
@@ -109,14 +110,22 @@ impl Drop for Daemon {
     }
 }
 
+fn log_file(config: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("daemon.log"))
+        .unwrap()
+}
+
 fn spawn_daemon(w: &World, config: &Path) -> Daemon {
     Daemon(
         Command::new(env!("CARGO_BIN_EXE_rearguard"))
             .args(["run", "-c"])
             .arg(config)
             .env("GCE_METADATA_HOST", w.fake.metadata_host())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(log_file(config)))
+            .stderr(Stdio::from(log_file(config)))
             .spawn()
             .unwrap(),
     )
@@ -125,9 +134,40 @@ fn spawn_daemon(w: &World, config: &Path) -> Daemon {
 async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        if start.elapsed() >= limit {
+            let logs: Vec<String> = glob_logs();
+            panic!("timed out waiting for {what}; daemon logs:\n{}", logs.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+thread_local! {
+    static LOG_DIR: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+fn glob_logs() -> Vec<String> {
+    let Some(dir) = LOG_DIR.with(|d| d.borrow().clone()) else {
+        return vec!["(no log dir recorded)".into()];
+    };
+    ["a", "b"]
+        .iter()
+        .filter_map(|n| {
+            std::fs::read_to_string(dir.join(n).join("daemon.log"))
+                .ok()
+                .map(|t| format!("[{n}] {} bytes\n{t}", t.len()))
+        })
+        .map(|t| {
+            t.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        })
+        .collect()
 }
 
 fn accepted_patches(w: &World) -> usize {
