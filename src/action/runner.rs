@@ -864,7 +864,9 @@ impl ActionRunner {
     /// The bake window and another actor's recent rollback.
     async fn check_deploy(&self, run: &Run, service: &str, svc: &ServiceState, now: TimestampMs) -> Option<Outcome> {
         let origin = run.origin.clone()?;
-        if svc.annotations.get(ANNOTATION_TO) == Some(&origin) {
+        // Done by another rearguard, in effect or still being applied.
+        let to = svc.annotations.get(ANNOTATION_TO);
+        if to == Some(&origin) || to.is_some_and(|t| svc.requests_fully(t)) {
             let at: Option<i64> = svc.annotations.get(ANNOTATION_AT).and_then(|v| v.parse().ok());
             if at.is_some_and(|at| at >= now - run.action.cooldown.as_millis()) {
                 let detail = format!(
@@ -1234,7 +1236,7 @@ impl ActionRunner {
                 }
             }
         };
-        if svc.serves_fully(&to) {
+        if svc.serves_fully(&to) || svc.requests_fully(&to) {
             return Step::AlreadyAtTarget(format!("{} already serves {to}", short_name(&service)));
         }
         if run.dry_run {
