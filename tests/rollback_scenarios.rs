@@ -692,3 +692,110 @@ async fn manual_rollback_to_a_pinned_revision_skips_the_alert_guards() {
     assert_eq!(audit[0].fingerprint.as_deref(), Some("manual"));
     let _ = Arc::clone(&h.world);
 }
+
+#[tokio::test(start_paused = true)]
+async fn mute_time_intervals_stop_automatic_actions() {
+    let h = Harness::new_with(
+        "time_intervals:\n  - name: always\n    time_intervals:\n      - weekdays: ['sunday:saturday']\n",
+        &traffic_action("    mute_time_intervals: [always]\n"),
+    );
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::MUTED), "{out:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    // Reloaded without the mute: acts.
+    h.runner.apply(&rollback_support::config(&traffic_action("")));
+    let out = h.runner.run("backend", Trigger::alert(alert(T0 + 30_000))).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+}
+
+/// The whole path through the real dispatcher: the alert is routed to the
+/// rollback receiver (and the team); the runner's events come back into the
+/// dispatcher as `RearguardRollback` alerts and reach the team, and never
+/// trigger a second rollback.
+#[tokio::test(start_paused = true)]
+async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
+    use rearguard::action::wiring::{FanOut, LateAlertSink};
+    use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi};
+    use rearguard::alert::AlertSink;
+    use rearguard::dispatch::dispatcher::{Dispatcher, DispatcherDeps};
+    use rearguard::dispatch::notification::{BoxFuture, Notification};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Capture(Mutex<Vec<Notification>>);
+    impl NotificationSink for Capture {
+        fn send<'a>(&'a self, n: Notification) -> BoxFuture<'a, Result<(), String>> {
+            self.0.lock().unwrap().push(n);
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    let base = Harness::new(&traffic_action(""));
+    base.deploy("backend-00002", true);
+    let top = "route:\n  receiver: team\n  group_by: [alertname, service, phase]\n  group_wait: 0s\n  group_interval: 10s\n  routes:\n    - matchers: ['severity=\"critical\"', 'service=\"backend\"']\n      receiver: rollback-backend\n      continue: true\n";
+    let mut config = rollback_support::config_with(top, &traffic_action(""));
+    config.receivers[0].webhook_configs = serde_yaml_ng::from_str("[{url: 'http://127.0.0.1:9/hook'}]").unwrap();
+
+    let events = Arc::new(LateAlertSink::default());
+    let cloud_run: Arc<dyn CloudRunApi> = Arc::new(base.fake.clone());
+    let follows = Arc::new(rollback_support::FollowsService {
+        fake: base.fake.clone(),
+        world: base.world.clone(),
+    });
+    let mut deps = ActionDeps::new(
+        base.clock.clone(),
+        base.store.clone(),
+        cloud_run,
+        events.clone(),
+        prometheus::Registry::new(),
+        base.dir.path().to_path_buf(),
+    );
+    deps.alert_state = follows.clone();
+    deps.probes = follows;
+    let runner = ActionRunner::new(deps, &config).unwrap();
+    let capture = Arc::new(Capture::default());
+    let dispatcher = Dispatcher::start_with(
+        DispatcherDeps {
+            clock: base.clock.clone(),
+            store: base.store.clone(),
+            sink: Arc::new(FanOut {
+                outbox: capture.clone(),
+                actions: runner.clone(),
+            }),
+            registry: prometheus::Registry::new(),
+        },
+        &config,
+    )
+    .await
+    .unwrap();
+    events.set(dispatcher.clone());
+
+    let a = alert(T0 + 30_000);
+    sleep_until(&base.clock, a.starts_at_ms).await;
+    dispatcher.send_alerts(vec![a.clone()]);
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    runner.idle().await;
+    for _ in 0..6 {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        dispatcher.send_alerts(vec![a.clone()]);
+        runner.idle().await;
+    }
+
+    assert_eq!(base.fake.accepted_patches(), 1);
+    assert_eq!(base.serving(), "backend-00001");
+    let sent = capture.0.lock().unwrap().clone();
+    let team_phases: Vec<String> = sent
+        .iter()
+        .filter(|n| n.receiver == "team")
+        .flat_map(|n| n.alerts.iter())
+        .filter(|a| a.name() == "RearguardRollback")
+        .filter_map(|a| a.labels.get("phase").map(str::to_string))
+        .collect();
+    assert!(team_phases.contains(&"started".to_string()), "{team_phases:?}");
+    assert!(team_phases.contains(&"verified".to_string()), "{team_phases:?}");
+    assert!(sent.iter().any(|n| n.receiver == "rollback-backend"));
+    dispatcher.shutdown().await;
+}

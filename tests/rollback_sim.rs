@@ -66,7 +66,7 @@ fn runner(
 ) -> (ActionRunner, Arc<RecordingSink>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let text = format!(
-        "receivers:\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\nactions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\n      probes: [backend-health]\n"
+        "probes:\n  - name: backend-health\n    url: http://127.0.0.1:9/health\nreceivers:\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\nactions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\n      probes: [backend-health]\n"
     );
     let config = load_str(std::path::Path::new("/tmp/r.yaml"), &text, |_| None)
         .unwrap()

@@ -10,9 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::task::AbortHandle;
 
-use super::cloud_run::{
-    short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget,
-};
+use super::cloud_run::{short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget};
 use super::command;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
@@ -249,6 +247,8 @@ struct View {
     actions: BTreeMap<String, ActionConfig>,
     /// receiver name → action names of its rollback_configs.
     receivers: BTreeMap<String, Vec<String>>,
+    /// The config's `time_intervals`, for `mute_time_intervals`.
+    intervals: crate::dispatch::time_interval::TimeIntervals,
 }
 
 impl View {
@@ -262,13 +262,11 @@ impl View {
                 .map(|r| {
                     (
                         r.name.clone(),
-                        r.rollback_configs
-                            .iter()
-                            .map(|c| c.action.clone())
-                            .collect(),
+                        r.rollback_configs.iter().map(|c| c.action.clone()).collect(),
                     )
                 })
                 .collect(),
+            intervals: crate::dispatch::time_interval::TimeIntervals::from_config(&config.time_intervals),
         }
     }
 }
@@ -333,8 +331,7 @@ fn alert_json(a: &Alert) -> serde_json::Value {
 fn alert_from_json(v: &serde_json::Value) -> Option<Alert> {
     let labels: BTreeMap<String, String> = serde_json::from_value(v.get("labels")?.clone()).ok()?;
     let annotations: BTreeMap<String, String> =
-        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({})))
-            .unwrap_or_default();
+        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({}))).unwrap_or_default();
     Some(Alert {
         labels: Labels::from_map(&labels),
         annotations,
@@ -383,16 +380,11 @@ impl ActionRunner {
     /// Takes a reloaded config's actions and receivers. Runs in flight finish
     /// with the config they started with.
     pub fn apply(&self, config: &Config) {
-        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) =
-            Arc::new(View::from_config(config));
+        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View::from_config(config));
     }
 
     fn view(&self) -> Arc<View> {
-        self.inner
-            .view
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn deps(&self) -> &ActionDeps {
@@ -418,10 +410,7 @@ impl ActionRunner {
         let matches: Vec<&String> = view
             .actions
             .iter()
-            .filter(|(_, a)| {
-                a.service()
-                    .is_some_and(|s| s == name || short_name(&s) == name)
-            })
+            .filter(|(_, a)| a.service().is_some_and(|s| s == name || short_name(&s) == name))
             .map(|(k, _)| k)
             .collect();
         (matches.len() == 1).then(|| matches[0].clone())
@@ -478,8 +467,7 @@ impl ActionRunner {
     /// unfinished in the store and are reconciled at the next start.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        let tasks: Vec<AbortHandle> =
-            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<AbortHandle> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in &tasks {
             t.abort();
         }
@@ -516,12 +504,7 @@ impl ActionRunner {
     }
 
     /// Holds `target` (or every target with `None`).
-    pub async fn hold(
-        &self,
-        target: Option<&str>,
-        reason: &str,
-        set_by: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn hold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<(), StoreError> {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let now = self.now();
         self.deps()
@@ -540,12 +523,7 @@ impl ActionRunner {
     }
 
     /// Lifts the hold on `target` (or the global one with `None`).
-    pub async fn unhold(
-        &self,
-        target: Option<&str>,
-        reason: &str,
-        set_by: &str,
-    ) -> Result<bool, StoreError> {
+    pub async fn unhold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<bool, StoreError> {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let removed = self.deps().store.remove_hold(&target).await?;
         if removed {
@@ -564,23 +542,13 @@ impl ActionRunner {
         let global = file || holds.iter().any(|h| h.target == GLOBAL_HOLD);
         for t in self.targets() {
             let held = global || holds.iter().any(|h| h.target == t);
-            self.inner
-                .metrics
-                .held
-                .with_label_values(&[&t])
-                .set(held as i64);
+            self.inner.metrics.held.with_label_values(&[&t]).set(held as i64);
         }
     }
 
     // ---------------------------------------------------------------- audit and events
 
-    async fn audit_plain(
-        &self,
-        target: &str,
-        decision: &str,
-        reason: &str,
-        evidence: serde_json::Value,
-    ) {
+    async fn audit_plain(&self, target: &str, decision: &str, reason: &str, evidence: serde_json::Value) {
         let entry = AuditEntry {
             id: 0,
             at_ms: self.now(),
@@ -664,11 +632,7 @@ impl ActionRunner {
     async fn alert_evidence(&self, run: &Run) -> serde_json::Value {
         let mut ev = json!({ "trigger": run.trigger.alert.as_ref().map(alert_json), "actor": run.trigger.actor });
         if let Some(a) = &run.trigger.alert {
-            let extra = self
-                .deps()
-                .evidence
-                .collect(a, run.service.as_deref())
-                .await;
+            let extra = self.deps().evidence.collect(a, run.service.as_deref()).await;
             if !extra.is_null() {
                 ev["evidence"] = extra;
             }
@@ -684,8 +648,7 @@ impl ActionRunner {
             .inc();
         let mut ev = self.alert_evidence(run).await;
         ev["detail"] = json!(detail);
-        self.audit(run, "skipped", reason, None, None, None, ev)
-            .await;
+        self.audit(run, "skipped", reason, None, None, None, ev).await;
         tracing::info!(target_name = %run.target, reason, %detail, "action skipped");
         if notify {
             self.event(
@@ -718,10 +681,7 @@ impl ActionRunner {
                 .inc();
             return Outcome::Skipped {
                 reason: reason::UNKNOWN_TARGET.into(),
-                detail: format!(
-                    "no action named {target:?} (defined: {})",
-                    self.targets().join(", ")
-                ),
+                detail: format!("no action named {target:?} (defined: {})", self.targets().join(", ")),
             };
         };
         let mut run = Run {
@@ -764,18 +724,10 @@ impl ActionRunner {
             Outcome::Superseded { .. } => Some("superseded"),
         };
         if let Some(result) = result {
-            self.inner
-                .metrics
-                .rollbacks
-                .with_label_values(&[target, result])
-                .inc();
+            self.inner.metrics.rollbacks.with_label_values(&[target, result]).inc();
             if result != "dry_run" {
                 let secs = (self.now() - run.started_ms).max(0) as f64 / 1000.0;
-                self.inner
-                    .metrics
-                    .duration
-                    .with_label_values(&[target])
-                    .observe(secs);
+                self.inner.metrics.duration.with_label_values(&[target]).observe(secs);
             }
         }
         self.refresh_held_gauge().await;
@@ -818,10 +770,7 @@ impl ActionRunner {
     async fn check_guard_rails(&self, run: &Run, now: TimestampMs) -> Option<Outcome> {
         match self.hold_for(&run.target).await {
             Ok(Some(h)) => {
-                let detail = format!(
-                    "{} is on hold: {} (set by {})",
-                    run.target, h.reason, h.set_by
-                );
+                let detail = format!("{} is on hold: {} (set by {})", run.target, h.reason, h.set_by);
                 return Some(self.skip(run, reason::HOLD, detail, false).await);
             }
             Ok(None) => {}
@@ -831,12 +780,13 @@ impl ActionRunner {
                 return Some(self.skip(run, reason::HOLD, detail, true).await);
             }
         }
-        if let Some(ti) = run
-            .action
-            .mute_time_intervals
-            .iter()
-            .find(|ti| self.deps().time_intervals.is_active(ti, now))
-        {
+        let view = self.view();
+        let muted = |name: &str| {
+            view.intervals
+                .is_active(name, to_datetime(now))
+                .unwrap_or_else(|| self.deps().time_intervals.is_active(name, now))
+        };
+        if let Some(ti) = run.action.mute_time_intervals.iter().find(|ti| muted(ti)) {
             let detail = format!("time interval {ti:?} is active");
             return Some(self.skip(run, reason::MUTED, detail, false).await);
         }
@@ -875,10 +825,7 @@ impl ActionRunner {
                 "budget of {budget} actions per {} used up; it keeps failing after rollbacks: investigate, then `rearguard unhold {}`",
                 run.action.max_per_window.window, run.target
             );
-            if let Err(e) = self
-                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
-                .await
-            {
+            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
                 tracing::error!(error = %e, "cannot hold the target");
             }
             self.audit(
@@ -915,27 +862,17 @@ impl ActionRunner {
     }
 
     /// The bake window and another actor's recent rollback.
-    async fn check_deploy(
-        &self,
-        run: &Run,
-        service: &str,
-        svc: &ServiceState,
-        now: TimestampMs,
-    ) -> Option<Outcome> {
+    async fn check_deploy(&self, run: &Run, service: &str, svc: &ServiceState, now: TimestampMs) -> Option<Outcome> {
         let origin = run.origin.clone()?;
-        if svc.annotations.get(ANNOTATION_TO) == Some(&origin) {
-            let at: Option<i64> = svc
-                .annotations
-                .get(ANNOTATION_AT)
-                .and_then(|v| v.parse().ok());
+        // Done by another rearguard, in effect or still being applied.
+        let to = svc.annotations.get(ANNOTATION_TO);
+        if to == Some(&origin) || to.is_some_and(|t| svc.requests_fully(t)) {
+            let at: Option<i64> = svc.annotations.get(ANNOTATION_AT).and_then(|v| v.parse().ok());
             if at.is_some_and(|at| at >= now - run.action.cooldown.as_millis()) {
                 let detail = format!(
                     "{} was already rolled back to {origin} by another actor (from {})",
                     short_name(service),
-                    svc.annotations
-                        .get(ANNOTATION_FROM)
-                        .map(String::as_str)
-                        .unwrap_or("?")
+                    svc.annotations.get(ANNOTATION_FROM).map(String::as_str).unwrap_or("?")
                 );
                 return Some(self.skip(run, reason::OTHER_ACTOR, detail, false).await);
             }
@@ -950,10 +887,7 @@ impl ActionRunner {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("cannot list revisions of {service}: {e}");
-                return Some(
-                    self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true)
-                        .await,
-                );
+                return Some(self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true).await);
             }
         };
         let since = plan::serving_since(&origin, &history, &revisions);
@@ -977,18 +911,11 @@ impl ActionRunner {
                         run.action.bake_window
                     )
                 };
-                Some(
-                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
-                        .await,
-                )
+                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
             }
             None => {
-                let detail =
-                    format!("not a deploy regression: cannot tell when {origin} began serving");
-                Some(
-                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
-                        .await,
-                )
+                let detail = format!("not a deploy regression: cannot tell when {origin} began serving");
+                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
             }
         }
     }
@@ -1024,14 +951,8 @@ impl ActionRunner {
                     .await;
                     first_skip.get_or_insert((reason::ALREADY_AT_TARGET, detail, false));
                 }
-                Step::Skip {
-                    reason,
-                    detail,
-                    notify,
-                } => {
-                    if total == 1
-                        || (i + 1 == total && first_skip.is_none() && last_failure.is_none())
-                    {
+                Step::Skip { reason, detail, notify } => {
+                    if total == 1 || (i + 1 == total && first_skip.is_none() && last_failure.is_none()) {
                         return self.skip(run, reason, detail, notify).await;
                     }
                     self.audit(
@@ -1054,10 +975,7 @@ impl ActionRunner {
                         reason::OTHER_ACTOR,
                         None,
                         None,
-                        format!(
-                            "{} was already rolled back by another actor",
-                            run.service_label()
-                        ),
+                        format!("{} was already rolled back by another actor", run.service_label()),
                         detail.clone(),
                     );
                     return Outcome::Superseded { detail };
@@ -1074,11 +992,7 @@ impl ActionRunner {
                     );
                     last_failure = Some(format!("{label}: {detail}"));
                 }
-                Step::Done {
-                    intent_id,
-                    from,
-                    to,
-                } => match self.verify(run).await {
+                Step::Done { intent_id, from, to } => match self.verify(run).await {
                     Ok(attempts) => {
                         let detail = format!("verified after {attempts} check(s)");
                         self.audit(
@@ -1093,10 +1007,7 @@ impl ActionRunner {
                         .await;
                         let summary = match (&from, &to) {
                             (Some(f), Some(t)) => {
-                                format!(
-                                    "rolled back {} from {f} to {t} and verified",
-                                    run.service_label()
-                                )
+                                format!("rolled back {} from {f} to {t} and verified", run.service_label())
                             }
                             _ => format!("{label} on {} done and verified", run.service_label()),
                         };
@@ -1136,16 +1047,8 @@ impl ActionRunner {
         }
         if run.dry_run && !plan_lines.is_empty() {
             let text = plan_lines.join("; ");
-            self.audit(
-                run,
-                "dry_run",
-                &text,
-                None,
-                None,
-                None,
-                self.alert_evidence(run).await,
-            )
-            .await;
+            self.audit(run, "dry_run", &text, None, None, None, self.alert_evidence(run).await)
+                .await;
             self.event(
                 run,
                 Phase::DryRun,
@@ -1159,12 +1062,8 @@ impl ActionRunner {
         }
         if let Some(failure) = last_failure {
             // Acted (or tried) and it did not help: stop acting here.
-            let hold_reason =
-                format!("rollback did not fix it ({failure}); no further automatic action");
-            if let Err(e) = self
-                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
-                .await
-            {
+            let hold_reason = format!("rollback did not fix it ({failure}); no further automatic action");
+            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
                 tracing::error!(error = %e, "cannot hold the target");
             }
             self.inner
@@ -1189,11 +1088,7 @@ impl ActionRunner {
                 None,
                 None,
                 format!("rollback did not fix {}", run.service_label()),
-                format!(
-                    "{} fired; {failure}. {} is now on hold.",
-                    run.because(),
-                    run.target
-                ),
+                format!("{} fired; {failure}. {} is now on hold.", run.because(), run.target),
             );
             let acted = failure.contains("not verified");
             return if acted {
@@ -1205,13 +1100,8 @@ impl ActionRunner {
         match first_skip {
             Some((reason, detail, notify)) => self.skip(run, reason, detail, notify).await,
             None => {
-                self.skip(
-                    run,
-                    reason::ALREADY_AT_TARGET,
-                    "nothing to do".into(),
-                    false,
-                )
-                .await
+                self.skip(run, reason::ALREADY_AT_TARGET, "nothing to do".into(), false)
+                    .await
             }
         }
     }
@@ -1242,13 +1132,7 @@ impl ActionRunner {
         }
     }
 
-    async fn set_intent(
-        &self,
-        id: i64,
-        state: IntentState,
-        operation: Option<String>,
-        note: Option<String>,
-    ) {
+    async fn set_intent(&self, id: i64, state: IntentState, operation: Option<String>, note: Option<String>) {
         if let Err(e) = self
             .deps()
             .store
@@ -1259,12 +1143,7 @@ impl ActionRunner {
         }
     }
 
-    async fn excluded_revisions(
-        &self,
-        service: &str,
-        svc: &ServiceState,
-        run: &Run,
-    ) -> BTreeSet<String> {
+    async fn excluded_revisions(&self, service: &str, svc: &ServiceState, run: &Run) -> BTreeSet<String> {
         let mut excluded: BTreeSet<String> = self
             .deps()
             .store
@@ -1300,11 +1179,7 @@ impl ActionRunner {
             };
         };
         let excluded = self.excluded_revisions(&service, &svc, run).await;
-        let pinned = run
-            .trigger
-            .to_revision
-            .clone()
-            .or_else(|| cfg.revision.clone());
+        let pinned = run.trigger.to_revision.clone().or_else(|| cfg.revision.clone());
         let to = match pinned {
             Some(p) => {
                 let p = short_name(&p).to_string();
@@ -1361,7 +1236,7 @@ impl ActionRunner {
                 }
             }
         };
-        if svc.serves_fully(&to) {
+        if svc.serves_fully(&to) || svc.requests_fully(&to) {
             return Step::AlreadyAtTarget(format!("{} already serves {to}", short_name(&service)));
         }
         if run.dry_run {
@@ -1381,25 +1256,13 @@ impl ActionRunner {
         intent.etag = Some(svc.etag.clone());
         let id = match self.deps().store.insert_intent(intent.clone()).await {
             Ok(id) => id,
-            Err(e) => {
-                return Step::Failed(format!(
-                    "cannot write the intent to the store, not acting: {e}"
-                ))
-            }
+            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
         ev["before"] = traffic_json(&svc);
-        self.audit(
-            run,
-            "started",
-            "rolling back",
-            Some(id),
-            Some(&current),
-            Some(&to),
-            ev,
-        )
-        .await;
+        self.audit(run, "started", "rolling back", Some(id), Some(&current), Some(&to), ev)
+            .await;
         self.event(
             run,
             Phase::Started,
@@ -1413,20 +1276,14 @@ impl ActionRunner {
             ),
             format!("Sending 100% of traffic to {to}; then verifying."),
         );
-        let result = self
-            .execute_traffic(&intent, run.action.operation_timeout.0)
-            .await;
+        let result = self.execute_traffic(&intent, run.action.operation_timeout.0).await;
         if let Step::Done { .. } = result {
             run.left_behind.insert(current.clone());
             if let Some(o) = &run.origin {
                 run.left_behind.insert(o.clone());
             }
             self.quarantine_after(&service, &run.left_behind, &to).await;
-            let after = api
-                .get_service(&service)
-                .await
-                .ok()
-                .map(|s| traffic_json(&s));
+            let after = api.get_service(&service).await.ok().map(|s| traffic_json(&s));
             self.audit(
                 run,
                 "done",
@@ -1444,22 +1301,13 @@ impl ActionRunner {
         result
     }
 
-    async fn audit_step_result(
-        &self,
-        run: &Run,
-        result: &Step,
-        id: i64,
-        from: Option<&str>,
-        to: Option<&str>,
-    ) {
+    async fn audit_step_result(&self, run: &Run, result: &Step, id: i64, from: Option<&str>, to: Option<&str>) {
         match result {
             Step::Superseded(d) => {
-                self.audit(run, "superseded", d, Some(id), from, to, json!({}))
-                    .await;
+                self.audit(run, "superseded", d, Some(id), from, to, json!({})).await;
             }
             Step::Failed(d) => {
-                self.audit(run, "failed", d, Some(id), from, to, json!({}))
-                    .await;
+                self.audit(run, "failed", d, Some(id), from, to, json!({})).await;
             }
             _ => {}
         }
@@ -1509,11 +1357,7 @@ impl ActionRunner {
         };
         let op = match api.patch_service(&service, patch).await {
             Ok(op) => op,
-            Err(e) => {
-                return self
-                    .patch_refused(intent, &service, e, |s| s.requests_fully(&to))
-                    .await
-            }
+            Err(e) => return self.patch_refused(intent, &service, e, |s| s.requests_fully(&to)).await,
         };
         self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
             .await;
@@ -1523,13 +1367,9 @@ impl ActionRunner {
                 .await;
             return Step::Failed(e);
         }
-        match self
-            .wait_service(&service, deadline, |s| s.serves_fully(&to))
-            .await
-        {
+        match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
             Ok(_) => {
-                self.set_intent(intent.id, IntentState::Done, None, None)
-                    .await;
+                self.set_intent(intent.id, IntentState::Done, None, None).await;
                 Step::Done {
                     intent_id: intent.id,
                     from: intent.from_revision.clone(),
@@ -1566,13 +1406,8 @@ impl ActionRunner {
                         "already rolled back by {by}: {} was changed since it was read",
                         short_name(service)
                     );
-                    self.set_intent(
-                        intent.id,
-                        IntentState::Superseded,
-                        None,
-                        Some(detail.clone()),
-                    )
-                    .await;
+                    self.set_intent(intent.id, IntentState::Superseded, None, Some(detail.clone()))
+                        .await;
                     return Step::Superseded(detail);
                 }
             }
@@ -1591,12 +1426,7 @@ impl ActionRunner {
     }
 
     /// Polls an operation with backoff (1s doubling to 10s) until done or the deadline.
-    async fn wait_operation(
-        &self,
-        name: &str,
-        done: bool,
-        deadline: TimestampMs,
-    ) -> Result<(), String> {
+    async fn wait_operation(&self, name: &str, done: bool, deadline: TimestampMs) -> Result<(), String> {
         if done {
             return Ok(());
         }
@@ -1611,9 +1441,7 @@ impl ActionRunner {
                     }
                 }
                 Ok(_) => {}
-                Err(CloudRunError::NotFound(_)) => {
-                    return Err(format!("operation {name} not found"))
-                }
+                Err(CloudRunError::NotFound(_)) => return Err(format!("operation {name} not found")),
                 Err(e) => {
                     tracing::warn!(error = %e, operation = name, "polling the operation failed; retrying")
                 }
@@ -1666,10 +1494,7 @@ impl ActionRunner {
         }
         let current = svc.serving_revision();
         if run.dry_run {
-            return Step::DryRun(format!(
-                "would set {vars} on {} (a new revision)",
-                short_name(&service)
-            ));
+            return Step::DryRun(format!("would set {vars} on {} (a new revision)", short_name(&service)));
         }
         let mut intent = self.new_intent(
             run,
@@ -1681,11 +1506,7 @@ impl ActionRunner {
         intent.etag = Some(svc.etag.clone());
         let id = match self.deps().store.insert_intent(intent.clone()).await {
             Ok(id) => id,
-            Err(e) => {
-                return Step::Failed(format!(
-                    "cannot write the intent to the store, not acting: {e}"
-                ))
-            }
+            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
@@ -1707,11 +1528,7 @@ impl ActionRunner {
             "setting_env",
             current.as_deref(),
             None,
-            format!(
-                "setting {vars} on {} because {}",
-                short_name(&service),
-                run.because()
-            ),
+            format!("setting {vars} on {} because {}", short_name(&service), run.because()),
             "A new revision with the variables is deployed; then verifying.".into(),
         );
         let result = self
@@ -1739,18 +1556,12 @@ impl ActionRunner {
             )
             .await;
         } else {
-            self.audit_step_result(run, &result, id, current.as_deref(), None)
-                .await;
+            self.audit_step_result(run, &result, id, current.as_deref(), None).await;
         }
         result
     }
 
-    async fn execute_env(
-        &self,
-        intent: &Intent,
-        env: &BTreeMap<String, String>,
-        timeout: Duration,
-    ) -> Step {
+    async fn execute_env(&self, intent: &Intent, env: &BTreeMap<String, String>, timeout: Duration) -> Step {
         let Some(service) = intent.service.clone() else {
             return Step::Failed("intent without service".into());
         };
@@ -1763,11 +1574,7 @@ impl ActionRunner {
         };
         let op = match api.patch_service(&service, patch).await {
             Ok(op) => op,
-            Err(e) => {
-                return self
-                    .patch_refused(intent, &service, e, |s| s.has_env(env))
-                    .await
-            }
+            Err(e) => return self.patch_refused(intent, &service, e, |s| s.has_env(env)).await,
         };
         self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
             .await;
@@ -1792,14 +1599,11 @@ impl ActionRunner {
             s.has_env(env)
                 && s.latest_created_revision.is_some()
                 && s.latest_created_revision == s.latest_ready_revision
-                && s.latest_ready_revision
-                    .as_deref()
-                    .is_some_and(|r| s.serves_fully(r))
+                && s.latest_ready_revision.as_deref().is_some_and(|r| s.serves_fully(r))
         };
         match self.wait_service(service, deadline, ready).await {
             Ok(s) => {
-                self.set_intent(intent.id, IntentState::Done, None, None)
-                    .await;
+                self.set_intent(intent.id, IntentState::Done, None, None).await;
                 Step::Done {
                     intent_id: intent.id,
                     from: intent.from_revision.clone(),
@@ -1828,11 +1632,7 @@ impl ActionRunner {
         );
         let id = match self.deps().store.insert_intent(intent).await {
             Ok(id) => id,
-            Err(e) => {
-                return Step::Failed(format!(
-                    "cannot write the intent to the store, not acting: {e}"
-                ))
-            }
+            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
         };
         self.audit(
             run,
@@ -1859,16 +1659,8 @@ impl ActionRunner {
         let evidence = json!({ "command": out });
         if out.success {
             self.set_intent(id, IntentState::Done, None, None).await;
-            self.audit(
-                run,
-                "done",
-                "command exited 0",
-                Some(id),
-                None,
-                None,
-                evidence,
-            )
-            .await;
+            self.audit(run, "done", "command exited 0", Some(id), None, None, evidence)
+                .await;
             Step::Done {
                 intent_id: id,
                 from: None,
@@ -1882,8 +1674,7 @@ impl ActionRunner {
             };
             self.set_intent(id, IntentState::Failed, None, Some(detail.clone()))
                 .await;
-            self.audit(run, "failed", &detail, Some(id), None, None, evidence)
-                .await;
+            self.audit(run, "failed", &detail, Some(id), None, None, evidence).await;
             Step::Failed(detail)
         }
     }
@@ -1940,6 +1731,7 @@ impl ActionRunner {
             let _busy = self.try_busy(&intent.target);
             self.reconcile_one(intent).await;
         }
+        self.refresh_held_gauge().await;
         Ok(n)
     }
 
@@ -1958,11 +1750,7 @@ impl ActionRunner {
             trigger,
             run_id: intent.run_id.clone(),
             started_ms: intent.created_at_ms,
-            origin: intent
-                .detail
-                .get("origin")
-                .and_then(|o| o.as_str())
-                .map(str::to_string),
+            origin: intent.detail.get("origin").and_then(|o| o.as_str()).map(str::to_string),
             left_behind: BTreeSet::new(),
         })
     }
@@ -1998,21 +1786,11 @@ impl ActionRunner {
                 (Box::new(move |s: &ServiceState| s.has_env(&env)), "env")
             }
             _ => {
-                let why = note_abandon(
-                    "a command is never re-run automatically (it may or may not have run)",
-                );
+                let why = note_abandon("a command is never re-run automatically (it may or may not have run)");
                 self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
                     .await;
-                self.audit(
-                    &run,
-                    "reconciled",
-                    &why,
-                    Some(intent.id),
-                    None,
-                    None,
-                    json!({}),
-                )
-                .await;
+                self.audit(&run, "reconciled", &why, Some(intent.id), None, None, json!({}))
+                    .await;
                 return;
             }
         };
@@ -2037,10 +1815,7 @@ impl ActionRunner {
         let step = if done_check(&svc) {
             let result = if kind == "traffic" {
                 let to = intent.to_revision.clone().unwrap_or_default();
-                match self
-                    .wait_service(&service, deadline, |s| s.serves_fully(&to))
-                    .await
-                {
+                match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
                     Ok(_) => {
                         self.set_intent(
                             intent.id,
@@ -2062,13 +1837,8 @@ impl ActionRunner {
                     }
                 }
             } else {
-                self.finish_env(
-                    &intent,
-                    &service,
-                    env.as_ref().unwrap_or(&BTreeMap::new()),
-                    deadline,
-                )
-                .await
+                self.finish_env(&intent, &service, env.as_ref().unwrap_or(&BTreeMap::new()), deadline)
+                    .await
             };
             self.audit(
                 &run,
@@ -2088,8 +1858,7 @@ impl ActionRunner {
                 .as_ref()
                 .and_then(|a| self.deps().alert_state.is_firing(a.fingerprint()));
             if firing != Some(true) {
-                let why =
-                    note_abandon("the change was not made and its alert is not known to fire");
+                let why = note_abandon("the change was not made and its alert is not known to fire");
                 self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
                     .await;
                 self.audit(
@@ -2133,11 +1902,7 @@ impl ActionRunner {
             }
         };
         match step {
-            Step::Done {
-                intent_id,
-                from,
-                to,
-            } => {
+            Step::Done { intent_id, from, to } => {
                 if let (Some(f), Some(t)) = (&from, &to) {
                     let mut left: BTreeSet<String> = [f.clone()].into();
                     left.extend(run.origin.clone());
@@ -2173,13 +1938,7 @@ impl ActionRunner {
         }
     }
 
-    async fn finish_reconciled(
-        &self,
-        run: Run,
-        intent_id: i64,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
+    async fn finish_reconciled(&self, run: Run, intent_id: i64, from: Option<String>, to: Option<String>) {
         let Some(_busy) = self.try_busy(&run.target) else {
             return;
         };
@@ -2207,20 +1966,13 @@ impl ActionRunner {
                     "verified",
                     from.as_deref(),
                     to.as_deref(),
-                    format!(
-                        "rolled back {} and verified (after a restart)",
-                        run.service_label()
-                    ),
+                    format!("rolled back {} and verified (after a restart)", run.service_label()),
                     detail,
                 );
             }
             Err(detail) => {
-                let hold_reason =
-                    format!("rollback did not fix it ({detail}); no further automatic action");
-                if let Err(e) = self
-                    .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
-                    .await
-                {
+                let hold_reason = format!("rollback did not fix it ({detail}); no further automatic action");
+                if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
                     tracing::error!(error = %e, "cannot hold the target");
                 }
                 self.audit(

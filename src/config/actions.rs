@@ -305,10 +305,11 @@ fn validate_effects(
     traffic.is_some() as usize + env.is_some() as usize + command.is_some() as usize
 }
 
-/// Checks every action; `time_intervals` are the names defined in the config.
+/// Checks every action; `time_intervals` and `probes` are the names defined in the config.
 pub fn validate(
     actions: &BTreeMap<String, ActionConfig>,
     time_intervals: &BTreeSet<String>,
+    probes: &BTreeSet<String>,
     v: &mut Validator,
 ) {
     let root = YamlPath::root().key("actions");
@@ -380,10 +381,10 @@ pub fn validate(
             }
         }
         for (i, p) in a.verify.probes.iter().enumerate() {
-            if p.trim().is_empty() {
+            if !probes.contains(p) {
                 v.error(
                     &path.key("verify").key("probes").index(i),
-                    "empty probe name",
+                    format!("unknown probe {p:?}: verify.probes names entries of probes:"),
                 );
             }
         }
@@ -493,7 +494,7 @@ mod tests {
 
     #[test]
     fn errors_are_located() {
-        let text = "time_intervals:\n  - name: weekends\nreceivers:\n  - name: r\n    rollback_configs:\n      - action: nope\nactions:\n  a:\n    cloud_run_traffic:\n      service: backend\n    max_per_window: {count: 0}\n    mute_time_intervals: [weekdays]\n    verify:\n      backoff: []\n  b:\n    command: [x]\n    cloud_run_traffic: {service: projects/p/locations/l/services/s}\n  c:\n    steps:\n      - {}\n  d:\n    dry_run: true\n";
+        let text = "time_intervals:\n  - name: weekends\nreceivers:\n  - name: r\n    rollback_configs:\n      - action: nope\nactions:\n  a:\n    cloud_run_traffic:\n      service: backend\n    max_per_window: {count: 0}\n    mute_time_intervals: [weekdays]\n    verify:\n      backoff: []\n      probes: [nope]\n  b:\n    command: [x]\n    cloud_run_traffic: {service: projects/p/locations/l/services/s}\n  c:\n    steps:\n      - {}\n  d:\n    dry_run: true\n";
         let err = load(text).unwrap_err();
         let s = err.to_string();
         for want in [
@@ -501,8 +502,9 @@ mod tests {
             ":11:29: max_per_window.count is 0",
             ":12:27: unknown time interval \"weekdays\"",
             ":14:16: verify.backoff is empty",
+            ":15:16: unknown probe \"nope\"",
             "action \"b\" has 2 effects",
-            ":20:9: step 1 has 0 effects",
+            ":21:9: step 1 has 0 effects",
             "action \"d\" does nothing",
             ":6:17: unknown action \"nope\"",
         ] {

@@ -81,8 +81,13 @@ pub struct Harness {
 }
 
 pub fn config(actions_yaml: &str) -> Config {
+    config_with("", actions_yaml)
+}
+
+/// `top_yaml` goes before `receivers:` (e.g. `time_intervals:`).
+pub fn config_with(top_yaml: &str, actions_yaml: &str) -> Config {
     let text = format!(
-        "receivers:\n  - name: team\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\nactions:\n{actions_yaml}"
+        "{top_yaml}probes:\n  - name: backend-health\n    url: http://127.0.0.1:9/health\nreceivers:\n  - name: team\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\nactions:\n{actions_yaml}"
     );
     match load_str(
         Path::new("/tmp/rollback-test/rearguard.yaml"),
@@ -101,11 +106,21 @@ pub fn traffic_action(extra: &str) -> String {
 impl Harness {
     /// A service serving `backend-00001` since a day ago; `actions_yaml` under `actions:`.
     pub fn new(actions_yaml: &str) -> Harness {
+        Self::new_with("", actions_yaml)
+    }
+
+    pub fn new_with(top_yaml: &str, actions_yaml: &str) -> Harness {
         let clock = Clock::starting_at(T0);
         let fake = FakeCloudRun::new(clock.clone(), Duration::from_secs(20));
         fake.add_service(SVC, "backend-00001", T0 - 24 * HOUR);
         let dir = tempfile::tempdir().unwrap();
-        Self::with(clock, fake, dir, actions_yaml, Arc::new(World::default()))
+        Self::with_config(
+            clock,
+            fake,
+            dir,
+            config_with(top_yaml, actions_yaml),
+            Arc::new(World::default()),
+        )
     }
 
     /// Another runner over the same fake and world (a second daemon, or a restart
@@ -115,6 +130,16 @@ impl Harness {
         fake: FakeCloudRun,
         dir: tempfile::TempDir,
         actions_yaml: &str,
+        world: Arc<World>,
+    ) -> Harness {
+        Self::with_config(clock, fake, dir, config(actions_yaml), world)
+    }
+
+    pub fn with_config(
+        clock: Clock,
+        fake: FakeCloudRun,
+        dir: tempfile::TempDir,
+        config: Config,
         world: Arc<World>,
     ) -> Harness {
         let store = Store::open(dir.path()).unwrap();
@@ -135,7 +160,6 @@ impl Harness {
         );
         deps.alert_state = follows.clone();
         deps.probes = follows;
-        let config = config(actions_yaml);
         let runner = ActionRunner::new(deps, &config).unwrap();
         Harness {
             clock,

@@ -1,0 +1,167 @@
+//! Adapters from the daemon's parts to what the action runner asks of them,
+//! so the daemon wires with one line each:
+//!
+//! - [`ProbeCheck`] for the probe engine (`probe_now`),
+//! - [`RulesAlertState`]: whether an alert fires, from the rule manager,
+//! - [`ServingHistory`] for the Cloud Run source's views (traffic history),
+//! - [`LogAndProbeEvidence`]: the notify evidence (last log lines, probe state),
+//! - [`FanOut`]: one NotificationSink for dispatch that feeds the outbox and the actions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::cloud_run::short_name;
+use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod};
+use crate::alert::Alert;
+use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
+use crate::rules::alerting::AlertState as RuleAlertState;
+use crate::rules::group::RuleState;
+use crate::rules::manager::RuleManager;
+use crate::source::cloud_run::CloudRunViews;
+use crate::source::probe::ProbeManager;
+
+impl ProbeCheck for ProbeManager {
+    fn check<'a>(&'a self, probe: &'a str) -> BoxFuture<'a, Option<bool>> {
+        Box::pin(async move { self.probe_now(probe).await.map(|r| r.success) })
+    }
+}
+
+/// Whether an alert fires, from the rule manager's latest group states. The
+/// fingerprint dispatch sees may include `external_labels`: both are matched.
+pub struct RulesAlertState {
+    pub rules: Arc<RuleManager>,
+    pub external_labels: BTreeMap<String, String>,
+}
+
+impl AlertState for RulesAlertState {
+    fn is_firing(&self, fingerprint: u64) -> Option<bool> {
+        let groups = self.rules.groups();
+        if groups.is_empty() {
+            return None;
+        }
+        for g in &groups {
+            for r in &g.rules {
+                let RuleState::Alerting(rule) = &r.state else { continue };
+                for a in rule.firing_and_pending() {
+                    let with_external = {
+                        let mut b = a.labels.builder();
+                        for (k, v) in &self.external_labels {
+                            if a.labels.get(k).is_none() {
+                                b = b.set(k, v);
+                            }
+                        }
+                        b.build()
+                    };
+                    if a.labels.fingerprint() == fingerprint || with_external.fingerprint() == fingerprint {
+                        return Some(a.state == RuleAlertState::Firing);
+                    }
+                }
+            }
+        }
+        Some(false)
+    }
+}
+
+impl ServingHistory for CloudRunViews {
+    /// Periods from the traffic history (the revision with the largest share
+    /// of each split). The first split is when rearguard first looked, not
+    /// when that revision began serving: it is dated by the revision's
+    /// creation when that is known.
+    fn serving_history<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Vec<ServingPeriod>> {
+        Box::pin(async move {
+            let Some(view) = self.get(service) else {
+                return Vec::new();
+            };
+            let mut out: Vec<ServingPeriod> = Vec::new();
+            for (i, change) in view.traffic_history.iter().enumerate() {
+                let Some(main) = change.traffic.iter().max_by_key(|s| s.percent) else {
+                    continue;
+                };
+                let revision = short_name(&main.revision).to_string();
+                if out.last().is_some_and(|p| p.revision == revision) {
+                    continue;
+                }
+                let mut since_ms = change.at_ms;
+                if i == 0 {
+                    if let Some(created) = view.revision(&revision).and_then(|r| r.create_time) {
+                        since_ms = since_ms.min(created.timestamp_millis());
+                    }
+                }
+                out.push(ServingPeriod { revision, since_ms });
+            }
+            out
+        })
+    }
+}
+
+/// Evidence for the audit from the notify evidence source: the last log lines
+/// of the query and the state of the probe the alert names (the same rules as
+/// the email: annotation `evidence_log_query` or label `query`; annotation
+/// `evidence_probe` or label `probe`).
+pub struct LogAndProbeEvidence(pub Arc<dyn crate::notify::EvidenceSource>);
+
+fn named(a: &Alert, annotation: &str, label: &str) -> Option<String> {
+    a.annotations
+        .get(annotation)
+        .map(String::as_str)
+        .or_else(|| a.labels.get(label))
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+impl EvidenceSource for LogAndProbeEvidence {
+    fn collect<'a>(&'a self, alert: &'a Alert, _service: Option<&'a str>) -> BoxFuture<'a, serde_json::Value> {
+        Box::pin(async move {
+            let query = named(alert, "evidence_log_query", "query");
+            let probe = named(alert, "evidence_probe", "probe");
+            let logs = query.as_deref().map(|q| self.0.log_entries(q, 10)).unwrap_or_default();
+            let probe_status = probe.as_deref().and_then(|p| self.0.probe_status(p));
+            json!({
+                "log_query": query,
+                "logs": logs,
+                "probe": probe,
+                "probe_status": probe_status,
+            })
+        })
+    }
+}
+
+/// What dispatch sends to: the outbox (email, webhook; persisted first), then
+/// the actions of receivers with `rollback_configs` (the runner ignores other
+/// receivers and its own `RearguardRollback` events).
+pub struct FanOut {
+    pub outbox: Arc<dyn NotificationSink>,
+    pub actions: super::ActionRunner,
+}
+
+impl NotificationSink for FanOut {
+    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            self.actions.handle_notification(&notification);
+            self.outbox.send(notification).await
+        })
+    }
+}
+
+/// An AlertSink set after construction: the runner's events go to the
+/// dispatcher, whose notification sink (a [`FanOut`]) needs the runner first.
+#[derive(Default)]
+pub struct LateAlertSink(std::sync::OnceLock<Arc<dyn crate::alert::AlertSink>>);
+
+impl LateAlertSink {
+    /// Sets the sink (once; later calls are ignored).
+    pub fn set(&self, sink: Arc<dyn crate::alert::AlertSink>) {
+        let _ = self.0.set(sink);
+    }
+}
+
+impl crate::alert::AlertSink for LateAlertSink {
+    fn send_alerts(&self, alerts: Vec<Alert>) {
+        match self.0.get() {
+            Some(s) => s.send_alerts(alerts),
+            None => tracing::warn!(count = alerts.len(), "action events dropped: no alert sink wired yet"),
+        }
+    }
+}
