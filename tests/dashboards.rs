@@ -417,12 +417,11 @@ fn dashboard_queries(file: &Path, d: &Value, problems: &mut Vec<String>) -> Vec<
         let name = v.get("name").and_then(Value::as_str).unwrap_or("?");
         let at = format!("{f} variable {name:?}");
         match v.get("type").and_then(Value::as_str) {
-            Some("datasource") => {
+            Some("datasource")
                 if name == "datasource"
-                    && v.get("query").and_then(Value::as_str) == Some("prometheus")
-                {
-                    has_datasource_var = true;
-                }
+                    && v.get("query").and_then(Value::as_str) == Some("prometheus") =>
+            {
+                has_datasource_var = true;
             }
             Some("query") => {
                 check_datasource(&at, v.get("datasource"), problems);
