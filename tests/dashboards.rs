@@ -405,6 +405,18 @@ fn dashboard_queries(file: &Path, d: &Value, problems: &mut Vec<String>) -> Vec<
             None => problems.push(format!("{at}: no expr")),
         }
     }
+    let rollback_annotation = d
+        .pointer("/annotations/list")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.get("expr").and_then(Value::as_str))
+        .any(|e| e.contains("rearguard_rollbacks_total"));
+    if !rollback_annotation {
+        problems.push(format!(
+            "{f}: no annotation shows rollbacks (rearguard_rollbacks_total)"
+        ));
+    }
     let label_values =
         regex::Regex::new(r"^\s*label_values\((.*),\s*[A-Za-z_]\w*\s*\)\s*$").unwrap();
     let mut has_datasource_var = false;
