@@ -121,15 +121,18 @@ peak_rss_kb() { # PID...: summed VmHWM in KiB
     local pid
     for pid in "$@"; do awk '/^VmHWM/ { print $2 }' "/proc/$pid/status"; done | awk '{ s += $1 } END { print s + 0 }'
 }
-wait_for() { # SECONDS DESCRIPTION PID COMMAND...: run COMMAND every 0.2 s until it succeeds
-    local limit=$1 what=$2 pid=$3 i
+# wait_for SECONDS DESCRIPTION PID COMMAND...: run COMMAND every 0.2 s until it
+# succeeds (0), PID exits (1), or SECONDS pass (2, with a warning).
+wait_for() {
+    local deadline=$((SECONDS + $1)) what=$2 pid=$3
     shift 3
-    for ((i = 0; i < limit * 5; i++)); do
+    while ((SECONDS < deadline)); do
         "$@" && return 0
         alive "$pid" || return 1
         sleep 0.2
     done
-    die "timed out after ${limit}s waiting for $what"
+    say "WARNING: still waiting for $what after $1 s; measuring anyway"
+    return 2
 }
 TARGET_PID=""
 start_target() { # COUNT PORTS_FILE: start a bench_target; its PID goes to TARGET_PID
@@ -273,14 +276,21 @@ run_rearguard() {
     local pid=$!
     PIDS+=("$pid")
     ready() { curl -sf --max-time 1 "http://127.0.0.1:$REARGUARD_PORT/readyz" >/dev/null; }
-    wait_for 120 "rearguard /readyz (every probe run once)" "$pid" ready ||
-        { tail -20 "$dir/rearguard.log" >&2; die "rearguard exited during start-up (log above)"; }
+    local rc=0
+    wait_for 120 "rearguard /readyz (every probe run once)" "$pid" ready || rc=$?
+    [ "$rc" != 1 ] || { tail -20 "$dir/rearguard.log" >&2; die "rearguard exited during start-up (log above)"; }
 
-    probe_runs() {
+    probe_runs() { # runs so far (and, as a side effect, successes so far in $dir/ok)
         curl -sf --max-time 2 "http://127.0.0.1:$REARGUARD_PORT/metrics" |
-            awk '/^rearguard_probe_runs_total/ { s += $NF } END { printf "%d\n", s }'
+            awk -v ok="$dir/ok" '/^rearguard_probe_runs_total/ { s += $NF; if ($0 ~ /result="success"/) k += $NF }
+                END { printf "%d\n", s; printf "%d\n", k >>ok }'
     }
     measure rearguard "http://127.0.0.1:$REARGUARD_PORT/api/v1/alerts" probe_runs "$pid"
+    local ok0 ok1
+    ok0=$(tail -2 "$dir/ok" | head -1)
+    ok1=$(tail -1 "$dir/ok")
+    RESULT[rearguard_ok]=$(awk -v a="$ok0" -v b="$ok1" -v n="${RESULT[rearguard_probes]}" \
+        'BEGIN { if (n > 0) printf "%.1f", (b - a) / n * 100; else print "-" }')
     stop "$pid"
 }
 
@@ -334,12 +344,14 @@ EOF
     local api="http://127.0.0.1:$PROMETHEUS_PORT/api/v1"
     query() { curl -sf --max-time 2 --data-urlencode "query=$1" "$api/query" | jq -r '.data.result[0].value[1] // "0"'; }
     bb_ready() { curl -sf --max-time 1 "http://127.0.0.1:$BLACKBOX_PORT/metrics" >/dev/null; }
-    wait_for 60 "blackbox exporter" "$bb_pid" bb_ready ||
-        { tail -20 "$dir/blackbox.log" >&2; die "blackbox exporter exited during start-up (log above)"; }
-    # Ready = every target has a successful probe_success sample.
-    all_probed() { [ "$(query 'count(probe_success == 1)' 2>/dev/null)" = "$TARGETS" ]; }
-    wait_for 120 "prometheus to probe all $TARGETS targets" "$prom_pid" all_probed ||
-        { tail -20 "$dir/prometheus.log" >&2; die "prometheus exited during start-up (log above)"; }
+    local rc=0
+    wait_for 60 "blackbox exporter" "$bb_pid" bb_ready || rc=$?
+    [ "$rc" != 1 ] || { tail -20 "$dir/blackbox.log" >&2; die "blackbox exporter exited during start-up (log above)"; }
+    # Ready = every target has been probed once (as rearguard's /readyz).
+    all_probed() { [ "$(query 'count(probe_success)' 2>/dev/null)" = "$TARGETS" ]; }
+    rc=0
+    wait_for 120 "prometheus to probe all $TARGETS targets" "$prom_pid" all_probed || rc=$?
+    [ "$rc" != 1 ] || { tail -20 "$dir/prometheus.log" >&2; die "prometheus exited during start-up (log above)"; }
 
     # Every scrape of the exporter is one probe.
     scrapes() {
@@ -347,6 +359,11 @@ EOF
             awk '/^prometheus_target_interval_length_seconds_count/ { s += $NF } END { printf "%d\n", s }'
     }
     measure prometheus "$api/alerts" scrapes "$prom_pid" "$bb_pid"
+    # Successful probes in the window / probes attempted (a failed scrape counts as a failed probe).
+    local ok
+    ok=$(query "sum(sum_over_time(probe_success[${DURATION}s]))")
+    RESULT[prometheus_ok]=$(awk -v k="$ok" -v n="${RESULT[prometheus_probes]}" \
+        'BEGIN { if (n > 0) printf "%.1f", k / n * 100; else print "-" }')
     stop "$prom_pid" "$bb_pid"
 }
 
@@ -370,5 +387,6 @@ printf '| %-28s | %12s | %21s | %22s |\n' "peak RSS (MiB, VmHWM)" "$(r rearguard
 printf '| %-28s | %12s | %21s | %22s |\n' "failure to alert, mean (s)" "$(r rearguard_latency)" "$(r prometheus_latency)" "$(ratio "$(r rearguard_latency)" "$(r prometheus_latency)")"
 printf '| %-28s | %12s | %21s | %22s |\n' "failure to alert, each (s)" "$(r rearguard_latencies)" "$(r prometheus_latencies)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "probes run in window" "$(r rearguard_probes)" "$(r prometheus_probes)" ""
+printf '| %-28s | %12s | %21s | %22s |\n' "probes that succeeded (%)" "$(r rearguard_ok)" "$(r prometheus_ok)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "window measured (s)" "$(r rearguard_secs)" "$(r prometheus_secs)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "alerts firing at end"  "$(r rearguard_firing)" "$(r prometheus_firing)" ""
