@@ -124,14 +124,15 @@ peak_rss_kb() { # PID...: summed VmHWM in KiB
 # wait_for SECONDS DESCRIPTION PID COMMAND...: run COMMAND every 0.2 s until it
 # succeeds (0), PID exits (1), or SECONDS pass (2, with a warning).
 wait_for() {
-    local deadline=$((SECONDS + $1)) what=$2 pid=$3
+    local limit=$1 what=$2 pid=$3
+    local deadline=$((SECONDS + limit))
     shift 3
     while ((SECONDS < deadline)); do
         "$@" && return 0
         alive "$pid" || return 1
         sleep 0.2
     done
-    say "WARNING: still waiting for $what after $1 s; measuring anyway"
+    say "WARNING: still waiting for $what after $limit s; measuring anyway"
     return 2
 }
 TARGET_PID=""
@@ -195,10 +196,11 @@ firing_count() { # URL: number of firing alerts
 # 100 ms until its alert fires; print the seconds that took ("timeout" if
 # it did not within POLL_LIMIT_S).
 fail_and_time() {
-    local stack=$1 alerts_url=$2 k=$3 url t_fail i
+    local stack=$1 alerts_url=$2 k=$3 url t_fail i deadline
     url="http://127.0.0.1:${VICTIM_PORTS[$k]}/health"
     # A loaded stack may have failed a probe of the healthy victim already.
-    for ((i = 0; i < 100; i++)); do firing_for "$alerts_url" "$url" || break; sleep 0.1; done
+    deadline=$((SECONDS + 10))
+    while ((SECONDS < deadline)); do firing_for "$alerts_url" "$url" || break; sleep 0.1; done
     if firing_for "$alerts_url" "$url"; then
         say "$stack: WARNING: $url alerts while still healthy; its latency is not measured"
         stop "${VICTIM_PIDS[$k]}"
@@ -208,7 +210,8 @@ fail_and_time() {
     say "$stack: failing target $url, polling $alerts_url every 100 ms"
     stop "${VICTIM_PIDS[$k]}"
     t_fail=$(now)
-    for ((i = 0; i < POLL_LIMIT_S * 10; i++)); do
+    deadline=$((SECONDS + POLL_LIMIT_S))
+    while ((SECONDS < deadline)); do
         if firing_for "$alerts_url" "$url"; then
             awk -v a="$t_fail" -v b="$(now)" 'BEGIN { printf "%.2f\n", b - a }'
             return
