@@ -196,7 +196,7 @@ firing_count() { # URL: number of firing alerts
 # 100 ms until its alert fires; print the seconds that took ("timeout" if
 # it did not within POLL_LIMIT_S).
 fail_and_time() {
-    local stack=$1 alerts_url=$2 k=$3 url t_fail i deadline
+    local stack=$1 alerts_url=$2 k=$3 url t_fail deadline
     url="http://127.0.0.1:${VICTIM_PORTS[$k]}/health"
     # A loaded stack may have failed a probe of the healthy victim already.
     deadline=$((SECONDS + 10))
