@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use rearguard::clock::Clock;
 use rearguard::sim::service::SimService;
-use rearguard::sim::{DeploySpec, FakeGcp, FakeOptions, Fault, FaultKind, RevisionBehaviour, ServiceSpec};
+use rearguard::sim::{
+    DeploySpec, FakeGcp, FakeOptions, Fault, FaultKind, RevisionBehaviour, ServiceSpec,
+};
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";
 const PATCH: &str = "run.projects.locations.services.patch";
@@ -50,7 +52,9 @@ async fn world(operation_delay: Duration) -> World {
     .await
     .unwrap();
     let good = fake.create_service(ServiceSpec::new(SVC)).unwrap();
-    let service = SimService::start(&fake, SVC, Default::default()).await.unwrap();
+    let service = SimService::start(&fake, SVC, Default::default())
+        .await
+        .unwrap();
     fake.deploy(
         SVC,
         DeploySpec {
@@ -136,7 +140,10 @@ async fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     while !cond() {
         if start.elapsed() >= limit {
             let logs: Vec<String> = glob_logs();
-            panic!("timed out waiting for {what}; daemon logs:\n{}", logs.join("\n"));
+            panic!(
+                "timed out waiting for {what}; daemon logs:\n{}",
+                logs.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -171,7 +178,11 @@ fn glob_logs() -> Vec<String> {
 }
 
 fn accepted_patches(w: &World) -> usize {
-    w.fake.calls_to(PATCH).iter().filter(|c| c.status == 200).count()
+    w.fake
+        .calls_to(PATCH)
+        .iter()
+        .filter(|c| c.status == 200)
+        .count()
 }
 
 fn serves_good(w: &World) -> bool {
@@ -196,9 +207,11 @@ async fn kill_between_intent_and_call_still_rolls_back_once() {
     .await;
     daemon.kill();
     let daemon = spawn_daemon(&w, &config);
-    wait_for("traffic back on the good revision", Duration::from_secs(60), || {
-        serves_good(&w)
-    })
+    wait_for(
+        "traffic back on the good revision",
+        Duration::from_secs(60),
+        || serves_good(&w),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     daemon.kill();
@@ -221,9 +234,11 @@ async fn kill_between_call_and_completion_does_not_patch_again() {
     .await;
     daemon.kill();
     let daemon = spawn_daemon(&w, &config);
-    wait_for("traffic back on the good revision", Duration::from_secs(90), || {
-        serves_good(&w)
-    })
+    wait_for(
+        "traffic back on the good revision",
+        Duration::from_secs(90),
+        || serves_good(&w),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     daemon.kill();
@@ -240,9 +255,11 @@ async fn two_daemons_on_one_service_roll_back_once() {
     let b = write_config(&w, "b", &health);
     let da = spawn_daemon(&w, &a);
     let db = spawn_daemon(&w, &b);
-    wait_for("traffic back on the good revision", Duration::from_secs(90), || {
-        serves_good(&w)
-    })
+    wait_for(
+        "traffic back on the good revision",
+        Duration::from_secs(90),
+        || serves_good(&w),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(15)).await;
     da.kill();

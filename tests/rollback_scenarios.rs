@@ -706,8 +706,12 @@ async fn mute_time_intervals_stop_automatic_actions() {
     assert_eq!(out.skip_reason(), Some(reason::MUTED), "{out:?}");
     assert_eq!(h.fake.accepted_patches(), 0);
     // Reloaded without the mute: acts.
-    h.runner.apply(&rollback_support::config(&traffic_action("")));
-    let out = h.runner.run("backend", Trigger::alert(alert(T0 + 30_000))).await;
+    h.runner
+        .apply(&rollback_support::config(&traffic_action("")));
+    let out = h
+        .runner
+        .run("backend", Trigger::alert(alert(T0 + 30_000)))
+        .await;
     assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
 }
 
@@ -737,7 +741,8 @@ async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
     base.deploy("backend-00002", true);
     let top = "route:\n  receiver: team\n  group_by: [alertname, service, phase]\n  group_wait: 0s\n  group_interval: 10s\n  routes:\n    - matchers: ['severity=\"critical\"', 'service=\"backend\"']\n      receiver: rollback-backend\n      continue: true\n";
     let mut config = rollback_support::config_with(top, &traffic_action(""));
-    config.receivers[0].webhook_configs = serde_yaml_ng::from_str("[{url: 'http://127.0.0.1:9/hook'}]").unwrap();
+    config.receivers[0].webhook_configs =
+        serde_yaml_ng::from_str("[{url: 'http://127.0.0.1:9/hook'}]").unwrap();
 
     let events = Arc::new(LateAlertSink::default());
     let cloud_run: Arc<dyn CloudRunApi> = Arc::new(base.fake.clone());
@@ -794,8 +799,14 @@ async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
         .filter(|a| a.name() == "RearguardRollback")
         .filter_map(|a| a.labels.get("phase").map(str::to_string))
         .collect();
-    assert!(team_phases.contains(&"started".to_string()), "{team_phases:?}");
-    assert!(team_phases.contains(&"verified".to_string()), "{team_phases:?}");
+    assert!(
+        team_phases.contains(&"started".to_string()),
+        "{team_phases:?}"
+    );
+    assert!(
+        team_phases.contains(&"verified".to_string()),
+        "{team_phases:?}"
+    );
     assert!(sent.iter().any(|n| n.receiver == "rollback-backend"));
     dispatcher.shutdown().await;
 }

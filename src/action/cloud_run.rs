@@ -75,15 +75,21 @@ fn main_revision(targets: &[TrafficTarget], latest_ready: Option<&str>) -> Optio
 impl ServiceState {
     /// The revision that serves most of the traffic now (from `trafficStatuses`).
     pub fn serving_revision(&self) -> Option<String> {
-        main_revision(&self.traffic_statuses, self.latest_ready_revision.as_deref())
-            .map(|(r, _)| r)
-            .or_else(|| self.latest_ready_revision.clone())
+        main_revision(
+            &self.traffic_statuses,
+            self.latest_ready_revision.as_deref(),
+        )
+        .map(|(r, _)| r)
+        .or_else(|| self.latest_ready_revision.clone())
     }
 
     /// Whether `trafficStatuses` show all traffic on `revision`.
     pub fn serves_fully(&self, revision: &str) -> bool {
-        main_revision(&self.traffic_statuses, self.latest_ready_revision.as_deref())
-            .is_some_and(|(r, p)| r == revision && p >= 100)
+        main_revision(
+            &self.traffic_statuses,
+            self.latest_ready_revision.as_deref(),
+        )
+        .is_some_and(|(r, p)| r == revision && p >= 100)
     }
 
     /// Whether the requested `traffic` sends everything to `revision` (the
@@ -137,7 +143,11 @@ pub enum CloudRunError {
     #[error("not found: {0}")]
     NotFound(String),
     #[error("Cloud Run API error {code} {status}: {message}")]
-    Api { code: u16, status: String, message: String },
+    Api {
+        code: u16,
+        status: String,
+        message: String,
+    },
     #[error("cannot reach the Cloud Run API: {0}")]
     Transport(String),
 }
@@ -145,15 +155,24 @@ pub enum CloudRunError {
 /// Cloud Run Admin API v2, as much as actions need. `service` is the full
 /// name `projects/P/locations/L/services/S`.
 pub trait CloudRunApi: Send + Sync {
-    fn get_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, CloudRunError>>;
-    fn list_revisions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>>;
+    fn get_service<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<ServiceState, CloudRunError>>;
+    fn list_revisions<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>>;
     /// `services.patch`; returns the long-running operation.
     fn patch_service<'a>(
         &'a self,
         service: &'a str,
         patch: ServicePatch,
     ) -> BoxFuture<'a, Result<OperationState, CloudRunError>>;
-    fn get_operation<'a>(&'a self, operation: &'a str) -> BoxFuture<'a, Result<OperationState, CloudRunError>>;
+    fn get_operation<'a>(
+        &'a self,
+        operation: &'a str,
+    ) -> BoxFuture<'a, Result<OperationState, CloudRunError>>;
 }
 
 /// The short name of a service or revision (`.../services/S` → `S`).
@@ -183,10 +202,15 @@ mod tests {
     #[test]
     fn serving_revision_resolves_latest_and_splits() {
         assert_eq!(
-            svc(vec![TrafficTarget::latest(100)]).serving_revision().as_deref(),
+            svc(vec![TrafficTarget::latest(100)])
+                .serving_revision()
+                .as_deref(),
             Some("s-2")
         );
-        let split = svc(vec![TrafficTarget::pinned("s-1", 70), TrafficTarget::pinned("s-2", 30)]);
+        let split = svc(vec![
+            TrafficTarget::pinned("s-1", 70),
+            TrafficTarget::pinned("s-2", 30),
+        ]);
         assert_eq!(split.serving_revision().as_deref(), Some("s-1"));
         assert!(!split.serves_fully("s-1"));
         assert!(svc(vec![TrafficTarget::pinned("s-1", 100)]).serves_fully("s-1"));

@@ -101,7 +101,12 @@ pub async fn run(argv: &[String], env: &[(String, String)], timeout: Duration) -
         timed_out,
         stdout,
         stderr,
-        error: timed_out.then(|| format!("timed out after {}", crate::config::duration::format_duration(timeout))),
+        error: timed_out.then(|| {
+            format!(
+                "timed out after {}",
+                crate::config::duration::format_duration(timeout)
+            )
+        }),
     }
 }
 
@@ -117,7 +122,11 @@ mod tests {
     async fn captures_output_env_and_exit_code() {
         let env = vec![("REARGUARD_ALERTNAME".to_string(), "HighErrors".to_string())];
         let out = run(
-            &argv(&["sh", "-c", "echo $REARGUARD_ALERTNAME; echo oops >&2; exit 3"]),
+            &argv(&[
+                "sh",
+                "-c",
+                "echo $REARGUARD_ALERTNAME; echo oops >&2; exit 3",
+            ]),
             &env,
             Duration::from_secs(10),
         )

@@ -39,7 +39,11 @@ pub trait ServingHistory: Send + Sync {
 /// Extra evidence for the audit: the alert's series over its `for` window,
 /// the last log entries of the service.
 pub trait EvidenceSource: Send + Sync {
-    fn collect<'a>(&'a self, alert: &'a Alert, service: Option<&'a str>) -> BoxFuture<'a, serde_json::Value>;
+    fn collect<'a>(
+        &'a self,
+        alert: &'a Alert,
+        service: Option<&'a str>,
+    ) -> BoxFuture<'a, serde_json::Value>;
 }
 
 /// The neutral default for every trait above: knows nothing.

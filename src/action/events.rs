@@ -143,6 +143,9 @@ impl RecordingSink {
 
 impl AlertSink for RecordingSink {
     fn send_alerts(&self, alerts: Vec<Alert>) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).extend(alerts);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(alerts);
     }
 }

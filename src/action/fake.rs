@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::cloud_run::{
-    CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch, ServiceState, TrafficTarget,
+    CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch, ServiceState,
+    TrafficTarget,
 };
 use crate::clock::{Clock, TimestampMs};
 use crate::dispatch::notification::BoxFuture;
@@ -231,7 +232,10 @@ impl FakeCloudRun {
 }
 
 impl CloudRunApi for FakeCloudRun {
-    fn get_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, CloudRunError>> {
+    fn get_service<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<ServiceState, CloudRunError>> {
         Box::pin(async move {
             let mut inner = self.lock();
             inner.calls.push(FakeCall::GetService(service.to_string()));
@@ -244,10 +248,15 @@ impl CloudRunApi for FakeCloudRun {
         })
     }
 
-    fn list_revisions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>> {
+    fn list_revisions<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            inner.calls.push(FakeCall::ListRevisions(service.to_string()));
+            inner
+                .calls
+                .push(FakeCall::ListRevisions(service.to_string()));
             self.settle(&mut inner);
             inner
                 .services
@@ -292,7 +301,11 @@ impl CloudRunApi for FakeCloudRun {
             let mut new_revision = None;
             if let Some(env) = &patch.env {
                 s.state.env.extend(env.clone());
-                let rev = format!("{}-{:05}", super::cloud_run::short_name(service), s.revisions.len() + 1);
+                let rev = format!(
+                    "{}-{:05}",
+                    super::cloud_run::short_name(service),
+                    s.revisions.len() + 1
+                );
                 s.revisions.push(RevisionState {
                     name: rev.clone(),
                     create_time_ms: now,
@@ -323,10 +336,15 @@ impl CloudRunApi for FakeCloudRun {
         })
     }
 
-    fn get_operation<'a>(&'a self, operation: &'a str) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
+    fn get_operation<'a>(
+        &'a self,
+        operation: &'a str,
+    ) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            inner.calls.push(FakeCall::GetOperation(operation.to_string()));
+            inner
+                .calls
+                .push(FakeCall::GetOperation(operation.to_string()));
             self.settle(&mut inner);
             let op = inner
                 .ops

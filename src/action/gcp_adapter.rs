@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::cloud_run::{
-    short_name, CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch, ServiceState, TrafficTarget,
+    short_name, CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch,
+    ServiceState, TrafficTarget,
 };
 use crate::dispatch::notification::BoxFuture;
 use crate::gcp::run::{self, CloudRunClient, EnvVar, PatchOptions, TrafficTargetAllocationType};
@@ -74,8 +75,14 @@ fn view(s: &run::Service) -> ServiceState {
         etag: s.etag.clone().unwrap_or_default(),
         generation: s.generation.unwrap_or(0),
         observed_generation: s.observed_generation.unwrap_or(0),
-        latest_ready_revision: s.latest_ready_revision.as_deref().map(|r| short_name(r).to_string()),
-        latest_created_revision: s.latest_created_revision.as_deref().map(|r| short_name(r).to_string()),
+        latest_ready_revision: s
+            .latest_ready_revision
+            .as_deref()
+            .map(|r| short_name(r).to_string()),
+        latest_created_revision: s
+            .latest_created_revision
+            .as_deref()
+            .map(|r| short_name(r).to_string()),
         traffic,
         traffic_statuses,
         env,
@@ -87,7 +94,10 @@ fn op_state(op: &run::Operation) -> OperationState {
     OperationState {
         name: op.name.clone(),
         done: op.done,
-        error: op.error.as_ref().map(|e| format!("{} (code {})", e.message, e.code)),
+        error: op
+            .error
+            .as_ref()
+            .map(|e| format!("{} (code {})", e.message, e.code)),
     }
 }
 
@@ -144,7 +154,10 @@ fn apply(mut svc: run::Service, patch: &ServicePatch) -> (run::Service, Vec<Stri
 }
 
 impl CloudRunApi for CloudRunClient {
-    fn get_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<ServiceState, CloudRunError>> {
+    fn get_service<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<ServiceState, CloudRunError>> {
         Box::pin(async move {
             CloudRunClient::get_service(self, service)
                 .await
@@ -153,9 +166,14 @@ impl CloudRunApi for CloudRunClient {
         })
     }
 
-    fn list_revisions<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>> {
+    fn list_revisions<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<RevisionState>, CloudRunError>> {
         Box::pin(async move {
-            let revs = CloudRunClient::list_revisions(self, service).await.map_err(map_err)?;
+            let revs = CloudRunClient::list_revisions(self, service)
+                .await
+                .map_err(map_err)?;
             Ok(revs
                 .iter()
                 .map(|r| RevisionState {
@@ -173,7 +191,9 @@ impl CloudRunApi for CloudRunClient {
         patch: ServicePatch,
     ) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
         Box::pin(async move {
-            let current = CloudRunClient::get_service(self, service).await.map_err(map_err)?;
+            let current = CloudRunClient::get_service(self, service)
+                .await
+                .map_err(map_err)?;
             let (changed, mask) = apply(current, &patch);
             let op = CloudRunClient::patch_service(
                 self,
@@ -189,7 +209,10 @@ impl CloudRunApi for CloudRunClient {
         })
     }
 
-    fn get_operation<'a>(&'a self, operation: &'a str) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
+    fn get_operation<'a>(
+        &'a self,
+        operation: &'a str,
+    ) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
         Box::pin(async move {
             CloudRunClient::get_operation(self, operation)
                 .await
@@ -229,7 +252,10 @@ mod tests {
         assert_eq!(patched.etag.as_deref(), Some("\"old\""));
         assert_eq!(mask, ["traffic", "annotations"]);
         assert_eq!(patched.traffic[0].revision.as_deref(), Some("s-1"));
-        assert_eq!(patched.traffic[0].type_, TrafficTargetAllocationType::Revision);
+        assert_eq!(
+            patched.traffic[0].type_,
+            TrafficTargetAllocationType::Revision
+        );
         let (patched, mask) = apply(
             svc,
             &ServicePatch {

@@ -14,7 +14,10 @@ pub struct ActionMetrics {
 impl ActionMetrics {
     pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
         let rollbacks = IntCounterVec::new(
-            Opts::new("rearguard_rollbacks_total", "Actions run, by target and result."),
+            Opts::new(
+                "rearguard_rollbacks_total",
+                "Actions run, by target and result.",
+            ),
             &["target", "result"],
         )?;
         let duration = HistogramVec::new(
@@ -22,7 +25,9 @@ impl ActionMetrics {
                 "rearguard_rollback_duration_seconds",
                 "Time from the decision to act until the action was verified or given up.",
             )
-            .buckets(vec![5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0]),
+            .buckets(vec![
+                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 3600.0,
+            ]),
             &["target"],
         )?;
         let skipped = IntCounterVec::new(

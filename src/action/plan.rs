@@ -32,13 +32,22 @@ pub enum Candidate {
 
 /// When `revision` began serving: from the serving history when it knows,
 /// else when the revision was created.
-pub fn serving_since(revision: &str, history: &[ServingPeriod], revisions: &[RevisionState]) -> Option<TimestampMs> {
+pub fn serving_since(
+    revision: &str,
+    history: &[ServingPeriod],
+    revisions: &[RevisionState],
+) -> Option<TimestampMs> {
     history
         .iter()
         .rev()
         .find(|p| p.revision == revision)
         .map(|p| p.since_ms)
-        .or_else(|| revisions.iter().find(|r| r.name == revision).map(|r| r.create_time_ms))
+        .or_else(|| {
+            revisions
+                .iter()
+                .find(|r| r.name == revision)
+                .map(|r| r.create_time_ms)
+        })
 }
 
 /// The revision that served before `reference` and is Ready and not excluded.
@@ -66,7 +75,11 @@ pub fn previous_ready(
             return Candidate::Found(p.revision.clone());
         }
     }
-    let Some(ref_time) = revisions.iter().find(|r| r.name == reference).map(|r| r.create_time_ms) else {
+    let Some(ref_time) = revisions
+        .iter()
+        .find(|r| r.name == reference)
+        .map(|r| r.create_time_ms)
+    else {
         return if quarantined.is_empty() {
             Candidate::None
         } else {
@@ -76,7 +89,11 @@ pub fn previous_ready(
     let mut earlier: Vec<&RevisionState> = revisions
         .iter()
         // Same-second creation times: Cloud Run's revision numbers break the tie.
-        .filter(|r| r.name != reference && r.ready && (r.create_time_ms, r.name.as_str()) < (ref_time, reference))
+        .filter(|r| {
+            r.name != reference
+                && r.ready
+                && (r.create_time_ms, r.name.as_str()) < (ref_time, reference)
+        })
         .collect();
     earlier.sort_by(|a, b| (b.create_time_ms, &b.name).cmp(&(a.create_time_ms, &a.name)));
     for r in earlier {
@@ -97,7 +114,11 @@ pub fn previous_ready(
 
 /// Whether an alert that became active at `active_at_ms` follows a deploy
 /// that began serving at `since_ms` closely enough to blame it.
-pub fn is_deploy_regression(since_ms: TimestampMs, active_at_ms: TimestampMs, bake_window_ms: i64) -> bool {
+pub fn is_deploy_regression(
+    since_ms: TimestampMs,
+    active_at_ms: TimestampMs,
+    bake_window_ms: i64,
+) -> bool {
     since_ms <= active_at_ms + CLOCK_SLACK_MS && active_at_ms - since_ms <= bake_window_ms
 }
 
@@ -140,10 +161,19 @@ mod tests {
             rev("s-4", 4, true),
         ];
         let none = BTreeSet::new();
-        assert_eq!(previous_ready("s-4", &[], &revs, &none), Candidate::Found("s-3".into()));
-        assert_eq!(previous_ready("s-3", &[], &revs, &none), Candidate::Found("s-1".into()));
+        assert_eq!(
+            previous_ready("s-4", &[], &revs, &none),
+            Candidate::Found("s-3".into())
+        );
+        assert_eq!(
+            previous_ready("s-3", &[], &revs, &none),
+            Candidate::Found("s-1".into())
+        );
         let q: BTreeSet<String> = ["s-3".to_string()].into();
-        assert_eq!(previous_ready("s-4", &[], &revs, &q), Candidate::Found("s-1".into()));
+        assert_eq!(
+            previous_ready("s-4", &[], &revs, &q),
+            Candidate::Found("s-1".into())
+        );
         let q: BTreeSet<String> = ["s-3".to_string(), "s-1".to_string()].into();
         assert_eq!(
             previous_ready("s-4", &[], &revs, &q),
@@ -155,7 +185,11 @@ mod tests {
     #[test]
     fn history_wins_over_creation_order() {
         // s-3 was created but never served (deployed with no traffic).
-        let revs = vec![rev("s-1", 1, true), rev("s-3", 3, true), rev("s-4", 4, true)];
+        let revs = vec![
+            rev("s-1", 1, true),
+            rev("s-3", 3, true),
+            rev("s-4", 4, true),
+        ];
         let history = vec![
             ServingPeriod {
                 revision: "s-1".into(),
@@ -188,7 +222,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(hold_file(dir.path()).await, None);
         std::fs::write(dir.path().join(HOLD_FILE), "deploy freeze\nmore\n").unwrap();
-        assert_eq!(hold_file(dir.path()).await.as_deref(), Some("deploy freeze"));
+        assert_eq!(
+            hold_file(dir.path()).await.as_deref(),
+            Some("deploy freeze")
+        );
         std::fs::write(dir.path().join(HOLD_FILE), "").unwrap();
         assert!(hold_file(dir.path()).await.unwrap().contains("HOLD exists"));
     }

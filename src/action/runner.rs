@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::task::AbortHandle;
 
-use super::cloud_run::{short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget};
+use super::cloud_run::{
+    short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget,
+};
 use super::command;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
@@ -262,11 +264,16 @@ impl View {
                 .map(|r| {
                     (
                         r.name.clone(),
-                        r.rollback_configs.iter().map(|c| c.action.clone()).collect(),
+                        r.rollback_configs
+                            .iter()
+                            .map(|c| c.action.clone())
+                            .collect(),
                     )
                 })
                 .collect(),
-            intervals: crate::dispatch::time_interval::TimeIntervals::from_config(&config.time_intervals),
+            intervals: crate::dispatch::time_interval::TimeIntervals::from_config(
+                &config.time_intervals,
+            ),
         }
     }
 }
@@ -331,7 +338,8 @@ fn alert_json(a: &Alert) -> serde_json::Value {
 fn alert_from_json(v: &serde_json::Value) -> Option<Alert> {
     let labels: BTreeMap<String, String> = serde_json::from_value(v.get("labels")?.clone()).ok()?;
     let annotations: BTreeMap<String, String> =
-        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({}))).unwrap_or_default();
+        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({})))
+            .unwrap_or_default();
     Some(Alert {
         labels: Labels::from_map(&labels),
         annotations,
@@ -380,11 +388,16 @@ impl ActionRunner {
     /// Takes a reloaded config's actions and receivers. Runs in flight finish
     /// with the config they started with.
     pub fn apply(&self, config: &Config) {
-        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(View::from_config(config));
+        *self.inner.view.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(View::from_config(config));
     }
 
     fn view(&self) -> Arc<View> {
-        self.inner.view.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.inner
+            .view
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn deps(&self) -> &ActionDeps {
@@ -410,7 +423,10 @@ impl ActionRunner {
         let matches: Vec<&String> = view
             .actions
             .iter()
-            .filter(|(_, a)| a.service().is_some_and(|s| s == name || short_name(&s) == name))
+            .filter(|(_, a)| {
+                a.service()
+                    .is_some_and(|s| s == name || short_name(&s) == name)
+            })
             .map(|(k, _)| k)
             .collect();
         (matches.len() == 1).then(|| matches[0].clone())
@@ -467,7 +483,8 @@ impl ActionRunner {
     /// unfinished in the store and are reconciled at the next start.
     pub async fn shutdown(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
-        let tasks: Vec<AbortHandle> = std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<AbortHandle> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in &tasks {
             t.abort();
         }
@@ -504,7 +521,12 @@ impl ActionRunner {
     }
 
     /// Holds `target` (or every target with `None`).
-    pub async fn hold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<(), StoreError> {
+    pub async fn hold(
+        &self,
+        target: Option<&str>,
+        reason: &str,
+        set_by: &str,
+    ) -> Result<(), StoreError> {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let now = self.now();
         self.deps()
@@ -523,7 +545,12 @@ impl ActionRunner {
     }
 
     /// Lifts the hold on `target` (or the global one with `None`).
-    pub async fn unhold(&self, target: Option<&str>, reason: &str, set_by: &str) -> Result<bool, StoreError> {
+    pub async fn unhold(
+        &self,
+        target: Option<&str>,
+        reason: &str,
+        set_by: &str,
+    ) -> Result<bool, StoreError> {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let removed = self.deps().store.remove_hold(&target).await?;
         if removed {
@@ -542,13 +569,23 @@ impl ActionRunner {
         let global = file || holds.iter().any(|h| h.target == GLOBAL_HOLD);
         for t in self.targets() {
             let held = global || holds.iter().any(|h| h.target == t);
-            self.inner.metrics.held.with_label_values(&[&t]).set(held as i64);
+            self.inner
+                .metrics
+                .held
+                .with_label_values(&[&t])
+                .set(held as i64);
         }
     }
 
     // ---------------------------------------------------------------- audit and events
 
-    async fn audit_plain(&self, target: &str, decision: &str, reason: &str, evidence: serde_json::Value) {
+    async fn audit_plain(
+        &self,
+        target: &str,
+        decision: &str,
+        reason: &str,
+        evidence: serde_json::Value,
+    ) {
         let entry = AuditEntry {
             id: 0,
             at_ms: self.now(),
@@ -632,7 +669,11 @@ impl ActionRunner {
     async fn alert_evidence(&self, run: &Run) -> serde_json::Value {
         let mut ev = json!({ "trigger": run.trigger.alert.as_ref().map(alert_json), "actor": run.trigger.actor });
         if let Some(a) = &run.trigger.alert {
-            let extra = self.deps().evidence.collect(a, run.service.as_deref()).await;
+            let extra = self
+                .deps()
+                .evidence
+                .collect(a, run.service.as_deref())
+                .await;
             if !extra.is_null() {
                 ev["evidence"] = extra;
             }
@@ -648,7 +689,8 @@ impl ActionRunner {
             .inc();
         let mut ev = self.alert_evidence(run).await;
         ev["detail"] = json!(detail);
-        self.audit(run, "skipped", reason, None, None, None, ev).await;
+        self.audit(run, "skipped", reason, None, None, None, ev)
+            .await;
         tracing::info!(target_name = %run.target, reason, %detail, "action skipped");
         if notify {
             self.event(
@@ -681,7 +723,10 @@ impl ActionRunner {
                 .inc();
             return Outcome::Skipped {
                 reason: reason::UNKNOWN_TARGET.into(),
-                detail: format!("no action named {target:?} (defined: {})", self.targets().join(", ")),
+                detail: format!(
+                    "no action named {target:?} (defined: {})",
+                    self.targets().join(", ")
+                ),
             };
         };
         let mut run = Run {
@@ -724,10 +769,18 @@ impl ActionRunner {
             Outcome::Superseded { .. } => Some("superseded"),
         };
         if let Some(result) = result {
-            self.inner.metrics.rollbacks.with_label_values(&[target, result]).inc();
+            self.inner
+                .metrics
+                .rollbacks
+                .with_label_values(&[target, result])
+                .inc();
             if result != "dry_run" {
                 let secs = (self.now() - run.started_ms).max(0) as f64 / 1000.0;
-                self.inner.metrics.duration.with_label_values(&[target]).observe(secs);
+                self.inner
+                    .metrics
+                    .duration
+                    .with_label_values(&[target])
+                    .observe(secs);
             }
         }
         self.refresh_held_gauge().await;
@@ -770,7 +823,10 @@ impl ActionRunner {
     async fn check_guard_rails(&self, run: &Run, now: TimestampMs) -> Option<Outcome> {
         match self.hold_for(&run.target).await {
             Ok(Some(h)) => {
-                let detail = format!("{} is on hold: {} (set by {})", run.target, h.reason, h.set_by);
+                let detail = format!(
+                    "{} is on hold: {} (set by {})",
+                    run.target, h.reason, h.set_by
+                );
                 return Some(self.skip(run, reason::HOLD, detail, false).await);
             }
             Ok(None) => {}
@@ -825,7 +881,10 @@ impl ActionRunner {
                 "budget of {budget} actions per {} used up; it keeps failing after rollbacks: investigate, then `rearguard unhold {}`",
                 run.action.max_per_window.window, run.target
             );
-            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+            if let Err(e) = self
+                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
+                .await
+            {
                 tracing::error!(error = %e, "cannot hold the target");
             }
             self.audit(
@@ -862,17 +921,29 @@ impl ActionRunner {
     }
 
     /// The bake window and another actor's recent rollback.
-    async fn check_deploy(&self, run: &Run, service: &str, svc: &ServiceState, now: TimestampMs) -> Option<Outcome> {
+    async fn check_deploy(
+        &self,
+        run: &Run,
+        service: &str,
+        svc: &ServiceState,
+        now: TimestampMs,
+    ) -> Option<Outcome> {
         let origin = run.origin.clone()?;
         // Done by another rearguard, in effect or still being applied.
         let to = svc.annotations.get(ANNOTATION_TO);
         if to == Some(&origin) || to.is_some_and(|t| svc.requests_fully(t)) {
-            let at: Option<i64> = svc.annotations.get(ANNOTATION_AT).and_then(|v| v.parse().ok());
+            let at: Option<i64> = svc
+                .annotations
+                .get(ANNOTATION_AT)
+                .and_then(|v| v.parse().ok());
             if at.is_some_and(|at| at >= now - run.action.cooldown.as_millis()) {
                 let detail = format!(
                     "{} was already rolled back to {origin} by another actor (from {})",
                     short_name(service),
-                    svc.annotations.get(ANNOTATION_FROM).map(String::as_str).unwrap_or("?")
+                    svc.annotations
+                        .get(ANNOTATION_FROM)
+                        .map(String::as_str)
+                        .unwrap_or("?")
                 );
                 return Some(self.skip(run, reason::OTHER_ACTOR, detail, false).await);
             }
@@ -887,7 +958,10 @@ impl ActionRunner {
             Ok(r) => r,
             Err(e) => {
                 let detail = format!("cannot list revisions of {service}: {e}");
-                return Some(self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true).await);
+                return Some(
+                    self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true)
+                        .await,
+                );
             }
         };
         let since = plan::serving_since(&origin, &history, &revisions);
@@ -911,11 +985,18 @@ impl ActionRunner {
                         run.action.bake_window
                     )
                 };
-                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
+                Some(
+                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
+                        .await,
+                )
             }
             None => {
-                let detail = format!("not a deploy regression: cannot tell when {origin} began serving");
-                Some(self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true).await)
+                let detail =
+                    format!("not a deploy regression: cannot tell when {origin} began serving");
+                Some(
+                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
+                        .await,
+                )
             }
         }
     }
@@ -951,8 +1032,14 @@ impl ActionRunner {
                     .await;
                     first_skip.get_or_insert((reason::ALREADY_AT_TARGET, detail, false));
                 }
-                Step::Skip { reason, detail, notify } => {
-                    if total == 1 || (i + 1 == total && first_skip.is_none() && last_failure.is_none()) {
+                Step::Skip {
+                    reason,
+                    detail,
+                    notify,
+                } => {
+                    if total == 1
+                        || (i + 1 == total && first_skip.is_none() && last_failure.is_none())
+                    {
                         return self.skip(run, reason, detail, notify).await;
                     }
                     self.audit(
@@ -975,7 +1062,10 @@ impl ActionRunner {
                         reason::OTHER_ACTOR,
                         None,
                         None,
-                        format!("{} was already rolled back by another actor", run.service_label()),
+                        format!(
+                            "{} was already rolled back by another actor",
+                            run.service_label()
+                        ),
                         detail.clone(),
                     );
                     return Outcome::Superseded { detail };
@@ -992,7 +1082,11 @@ impl ActionRunner {
                     );
                     last_failure = Some(format!("{label}: {detail}"));
                 }
-                Step::Done { intent_id, from, to } => match self.verify(run).await {
+                Step::Done {
+                    intent_id,
+                    from,
+                    to,
+                } => match self.verify(run).await {
                     Ok(attempts) => {
                         let detail = format!("verified after {attempts} check(s)");
                         self.audit(
@@ -1007,7 +1101,10 @@ impl ActionRunner {
                         .await;
                         let summary = match (&from, &to) {
                             (Some(f), Some(t)) => {
-                                format!("rolled back {} from {f} to {t} and verified", run.service_label())
+                                format!(
+                                    "rolled back {} from {f} to {t} and verified",
+                                    run.service_label()
+                                )
                             }
                             _ => format!("{label} on {} done and verified", run.service_label()),
                         };
@@ -1047,8 +1144,16 @@ impl ActionRunner {
         }
         if run.dry_run && !plan_lines.is_empty() {
             let text = plan_lines.join("; ");
-            self.audit(run, "dry_run", &text, None, None, None, self.alert_evidence(run).await)
-                .await;
+            self.audit(
+                run,
+                "dry_run",
+                &text,
+                None,
+                None,
+                None,
+                self.alert_evidence(run).await,
+            )
+            .await;
             self.event(
                 run,
                 Phase::DryRun,
@@ -1062,8 +1167,12 @@ impl ActionRunner {
         }
         if let Some(failure) = last_failure {
             // Acted (or tried) and it did not help: stop acting here.
-            let hold_reason = format!("rollback did not fix it ({failure}); no further automatic action");
-            if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+            let hold_reason =
+                format!("rollback did not fix it ({failure}); no further automatic action");
+            if let Err(e) = self
+                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
+                .await
+            {
                 tracing::error!(error = %e, "cannot hold the target");
             }
             self.inner
@@ -1088,7 +1197,11 @@ impl ActionRunner {
                 None,
                 None,
                 format!("rollback did not fix {}", run.service_label()),
-                format!("{} fired; {failure}. {} is now on hold.", run.because(), run.target),
+                format!(
+                    "{} fired; {failure}. {} is now on hold.",
+                    run.because(),
+                    run.target
+                ),
             );
             let acted = failure.contains("not verified");
             return if acted {
@@ -1100,8 +1213,13 @@ impl ActionRunner {
         match first_skip {
             Some((reason, detail, notify)) => self.skip(run, reason, detail, notify).await,
             None => {
-                self.skip(run, reason::ALREADY_AT_TARGET, "nothing to do".into(), false)
-                    .await
+                self.skip(
+                    run,
+                    reason::ALREADY_AT_TARGET,
+                    "nothing to do".into(),
+                    false,
+                )
+                .await
             }
         }
     }
@@ -1132,7 +1250,13 @@ impl ActionRunner {
         }
     }
 
-    async fn set_intent(&self, id: i64, state: IntentState, operation: Option<String>, note: Option<String>) {
+    async fn set_intent(
+        &self,
+        id: i64,
+        state: IntentState,
+        operation: Option<String>,
+        note: Option<String>,
+    ) {
         if let Err(e) = self
             .deps()
             .store
@@ -1143,7 +1267,12 @@ impl ActionRunner {
         }
     }
 
-    async fn excluded_revisions(&self, service: &str, svc: &ServiceState, run: &Run) -> BTreeSet<String> {
+    async fn excluded_revisions(
+        &self,
+        service: &str,
+        svc: &ServiceState,
+        run: &Run,
+    ) -> BTreeSet<String> {
         let mut excluded: BTreeSet<String> = self
             .deps()
             .store
@@ -1179,7 +1308,11 @@ impl ActionRunner {
             };
         };
         let excluded = self.excluded_revisions(&service, &svc, run).await;
-        let pinned = run.trigger.to_revision.clone().or_else(|| cfg.revision.clone());
+        let pinned = run
+            .trigger
+            .to_revision
+            .clone()
+            .or_else(|| cfg.revision.clone());
         let to = match pinned {
             Some(p) => {
                 let p = short_name(&p).to_string();
@@ -1256,13 +1389,25 @@ impl ActionRunner {
         intent.etag = Some(svc.etag.clone());
         let id = match self.deps().store.insert_intent(intent.clone()).await {
             Ok(id) => id,
-            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+            Err(e) => {
+                return Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            }
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
         ev["before"] = traffic_json(&svc);
-        self.audit(run, "started", "rolling back", Some(id), Some(&current), Some(&to), ev)
-            .await;
+        self.audit(
+            run,
+            "started",
+            "rolling back",
+            Some(id),
+            Some(&current),
+            Some(&to),
+            ev,
+        )
+        .await;
         self.event(
             run,
             Phase::Started,
@@ -1276,14 +1421,20 @@ impl ActionRunner {
             ),
             format!("Sending 100% of traffic to {to}; then verifying."),
         );
-        let result = self.execute_traffic(&intent, run.action.operation_timeout.0).await;
+        let result = self
+            .execute_traffic(&intent, run.action.operation_timeout.0)
+            .await;
         if let Step::Done { .. } = result {
             run.left_behind.insert(current.clone());
             if let Some(o) = &run.origin {
                 run.left_behind.insert(o.clone());
             }
             self.quarantine_after(&service, &run.left_behind, &to).await;
-            let after = api.get_service(&service).await.ok().map(|s| traffic_json(&s));
+            let after = api
+                .get_service(&service)
+                .await
+                .ok()
+                .map(|s| traffic_json(&s));
             self.audit(
                 run,
                 "done",
@@ -1301,13 +1452,22 @@ impl ActionRunner {
         result
     }
 
-    async fn audit_step_result(&self, run: &Run, result: &Step, id: i64, from: Option<&str>, to: Option<&str>) {
+    async fn audit_step_result(
+        &self,
+        run: &Run,
+        result: &Step,
+        id: i64,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) {
         match result {
             Step::Superseded(d) => {
-                self.audit(run, "superseded", d, Some(id), from, to, json!({})).await;
+                self.audit(run, "superseded", d, Some(id), from, to, json!({}))
+                    .await;
             }
             Step::Failed(d) => {
-                self.audit(run, "failed", d, Some(id), from, to, json!({})).await;
+                self.audit(run, "failed", d, Some(id), from, to, json!({}))
+                    .await;
             }
             _ => {}
         }
@@ -1357,7 +1517,11 @@ impl ActionRunner {
         };
         let op = match api.patch_service(&service, patch).await {
             Ok(op) => op,
-            Err(e) => return self.patch_refused(intent, &service, e, |s| s.requests_fully(&to)).await,
+            Err(e) => {
+                return self
+                    .patch_refused(intent, &service, e, |s| s.requests_fully(&to))
+                    .await
+            }
         };
         self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
             .await;
@@ -1367,9 +1531,13 @@ impl ActionRunner {
                 .await;
             return Step::Failed(e);
         }
-        match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
+        match self
+            .wait_service(&service, deadline, |s| s.serves_fully(&to))
+            .await
+        {
             Ok(_) => {
-                self.set_intent(intent.id, IntentState::Done, None, None).await;
+                self.set_intent(intent.id, IntentState::Done, None, None)
+                    .await;
                 Step::Done {
                     intent_id: intent.id,
                     from: intent.from_revision.clone(),
@@ -1406,8 +1574,13 @@ impl ActionRunner {
                         "already rolled back by {by}: {} was changed since it was read",
                         short_name(service)
                     );
-                    self.set_intent(intent.id, IntentState::Superseded, None, Some(detail.clone()))
-                        .await;
+                    self.set_intent(
+                        intent.id,
+                        IntentState::Superseded,
+                        None,
+                        Some(detail.clone()),
+                    )
+                    .await;
                     return Step::Superseded(detail);
                 }
             }
@@ -1426,7 +1599,12 @@ impl ActionRunner {
     }
 
     /// Polls an operation with backoff (1s doubling to 10s) until done or the deadline.
-    async fn wait_operation(&self, name: &str, done: bool, deadline: TimestampMs) -> Result<(), String> {
+    async fn wait_operation(
+        &self,
+        name: &str,
+        done: bool,
+        deadline: TimestampMs,
+    ) -> Result<(), String> {
         if done {
             return Ok(());
         }
@@ -1441,7 +1619,9 @@ impl ActionRunner {
                     }
                 }
                 Ok(_) => {}
-                Err(CloudRunError::NotFound(_)) => return Err(format!("operation {name} not found")),
+                Err(CloudRunError::NotFound(_)) => {
+                    return Err(format!("operation {name} not found"))
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, operation = name, "polling the operation failed; retrying")
                 }
@@ -1494,7 +1674,10 @@ impl ActionRunner {
         }
         let current = svc.serving_revision();
         if run.dry_run {
-            return Step::DryRun(format!("would set {vars} on {} (a new revision)", short_name(&service)));
+            return Step::DryRun(format!(
+                "would set {vars} on {} (a new revision)",
+                short_name(&service)
+            ));
         }
         let mut intent = self.new_intent(
             run,
@@ -1506,7 +1689,11 @@ impl ActionRunner {
         intent.etag = Some(svc.etag.clone());
         let id = match self.deps().store.insert_intent(intent.clone()).await {
             Ok(id) => id,
-            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+            Err(e) => {
+                return Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            }
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
@@ -1528,7 +1715,11 @@ impl ActionRunner {
             "setting_env",
             current.as_deref(),
             None,
-            format!("setting {vars} on {} because {}", short_name(&service), run.because()),
+            format!(
+                "setting {vars} on {} because {}",
+                short_name(&service),
+                run.because()
+            ),
             "A new revision with the variables is deployed; then verifying.".into(),
         );
         let result = self
@@ -1556,12 +1747,18 @@ impl ActionRunner {
             )
             .await;
         } else {
-            self.audit_step_result(run, &result, id, current.as_deref(), None).await;
+            self.audit_step_result(run, &result, id, current.as_deref(), None)
+                .await;
         }
         result
     }
 
-    async fn execute_env(&self, intent: &Intent, env: &BTreeMap<String, String>, timeout: Duration) -> Step {
+    async fn execute_env(
+        &self,
+        intent: &Intent,
+        env: &BTreeMap<String, String>,
+        timeout: Duration,
+    ) -> Step {
         let Some(service) = intent.service.clone() else {
             return Step::Failed("intent without service".into());
         };
@@ -1574,7 +1771,11 @@ impl ActionRunner {
         };
         let op = match api.patch_service(&service, patch).await {
             Ok(op) => op,
-            Err(e) => return self.patch_refused(intent, &service, e, |s| s.has_env(env)).await,
+            Err(e) => {
+                return self
+                    .patch_refused(intent, &service, e, |s| s.has_env(env))
+                    .await
+            }
         };
         self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
             .await;
@@ -1599,11 +1800,14 @@ impl ActionRunner {
             s.has_env(env)
                 && s.latest_created_revision.is_some()
                 && s.latest_created_revision == s.latest_ready_revision
-                && s.latest_ready_revision.as_deref().is_some_and(|r| s.serves_fully(r))
+                && s.latest_ready_revision
+                    .as_deref()
+                    .is_some_and(|r| s.serves_fully(r))
         };
         match self.wait_service(service, deadline, ready).await {
             Ok(s) => {
-                self.set_intent(intent.id, IntentState::Done, None, None).await;
+                self.set_intent(intent.id, IntentState::Done, None, None)
+                    .await;
                 Step::Done {
                     intent_id: intent.id,
                     from: intent.from_revision.clone(),
@@ -1632,7 +1836,11 @@ impl ActionRunner {
         );
         let id = match self.deps().store.insert_intent(intent).await {
             Ok(id) => id,
-            Err(e) => return Step::Failed(format!("cannot write the intent to the store, not acting: {e}")),
+            Err(e) => {
+                return Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            }
         };
         self.audit(
             run,
@@ -1659,8 +1867,16 @@ impl ActionRunner {
         let evidence = json!({ "command": out });
         if out.success {
             self.set_intent(id, IntentState::Done, None, None).await;
-            self.audit(run, "done", "command exited 0", Some(id), None, None, evidence)
-                .await;
+            self.audit(
+                run,
+                "done",
+                "command exited 0",
+                Some(id),
+                None,
+                None,
+                evidence,
+            )
+            .await;
             Step::Done {
                 intent_id: id,
                 from: None,
@@ -1674,7 +1890,8 @@ impl ActionRunner {
             };
             self.set_intent(id, IntentState::Failed, None, Some(detail.clone()))
                 .await;
-            self.audit(run, "failed", &detail, Some(id), None, None, evidence).await;
+            self.audit(run, "failed", &detail, Some(id), None, None, evidence)
+                .await;
             Step::Failed(detail)
         }
     }
@@ -1750,7 +1967,11 @@ impl ActionRunner {
             trigger,
             run_id: intent.run_id.clone(),
             started_ms: intent.created_at_ms,
-            origin: intent.detail.get("origin").and_then(|o| o.as_str()).map(str::to_string),
+            origin: intent
+                .detail
+                .get("origin")
+                .and_then(|o| o.as_str())
+                .map(str::to_string),
             left_behind: BTreeSet::new(),
         })
     }
@@ -1786,11 +2007,21 @@ impl ActionRunner {
                 (Box::new(move |s: &ServiceState| s.has_env(&env)), "env")
             }
             _ => {
-                let why = note_abandon("a command is never re-run automatically (it may or may not have run)");
+                let why = note_abandon(
+                    "a command is never re-run automatically (it may or may not have run)",
+                );
                 self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
                     .await;
-                self.audit(&run, "reconciled", &why, Some(intent.id), None, None, json!({}))
-                    .await;
+                self.audit(
+                    &run,
+                    "reconciled",
+                    &why,
+                    Some(intent.id),
+                    None,
+                    None,
+                    json!({}),
+                )
+                .await;
                 return;
             }
         };
@@ -1815,7 +2046,10 @@ impl ActionRunner {
         let step = if done_check(&svc) {
             let result = if kind == "traffic" {
                 let to = intent.to_revision.clone().unwrap_or_default();
-                match self.wait_service(&service, deadline, |s| s.serves_fully(&to)).await {
+                match self
+                    .wait_service(&service, deadline, |s| s.serves_fully(&to))
+                    .await
+                {
                     Ok(_) => {
                         self.set_intent(
                             intent.id,
@@ -1837,8 +2071,13 @@ impl ActionRunner {
                     }
                 }
             } else {
-                self.finish_env(&intent, &service, env.as_ref().unwrap_or(&BTreeMap::new()), deadline)
-                    .await
+                self.finish_env(
+                    &intent,
+                    &service,
+                    env.as_ref().unwrap_or(&BTreeMap::new()),
+                    deadline,
+                )
+                .await
             };
             self.audit(
                 &run,
@@ -1858,7 +2097,8 @@ impl ActionRunner {
                 .as_ref()
                 .and_then(|a| self.deps().alert_state.is_firing(a.fingerprint()));
             if firing != Some(true) {
-                let why = note_abandon("the change was not made and its alert is not known to fire");
+                let why =
+                    note_abandon("the change was not made and its alert is not known to fire");
                 self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
                     .await;
                 self.audit(
@@ -1902,7 +2142,11 @@ impl ActionRunner {
             }
         };
         match step {
-            Step::Done { intent_id, from, to } => {
+            Step::Done {
+                intent_id,
+                from,
+                to,
+            } => {
                 if let (Some(f), Some(t)) = (&from, &to) {
                     let mut left: BTreeSet<String> = [f.clone()].into();
                     left.extend(run.origin.clone());
@@ -1938,7 +2182,13 @@ impl ActionRunner {
         }
     }
 
-    async fn finish_reconciled(&self, run: Run, intent_id: i64, from: Option<String>, to: Option<String>) {
+    async fn finish_reconciled(
+        &self,
+        run: Run,
+        intent_id: i64,
+        from: Option<String>,
+        to: Option<String>,
+    ) {
         let Some(_busy) = self.try_busy(&run.target) else {
             return;
         };
@@ -1966,13 +2216,20 @@ impl ActionRunner {
                     "verified",
                     from.as_deref(),
                     to.as_deref(),
-                    format!("rolled back {} and verified (after a restart)", run.service_label()),
+                    format!(
+                        "rolled back {} and verified (after a restart)",
+                        run.service_label()
+                    ),
                     detail,
                 );
             }
             Err(detail) => {
-                let hold_reason = format!("rollback did not fix it ({detail}); no further automatic action");
-                if let Err(e) = self.hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR).await {
+                let hold_reason =
+                    format!("rollback did not fix it ({detail}); no further automatic action");
+                if let Err(e) = self
+                    .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
+                    .await
+                {
                     tracing::error!(error = %e, "cannot hold the target");
                 }
                 self.audit(

@@ -43,7 +43,9 @@ impl AlertState for RulesAlertState {
         }
         for g in &groups {
             for r in &g.rules {
-                let RuleState::Alerting(rule) = &r.state else { continue };
+                let RuleState::Alerting(rule) = &r.state else {
+                    continue;
+                };
                 for a in rule.firing_and_pending() {
                     let with_external = {
                         let mut b = a.labels.builder();
@@ -54,7 +56,9 @@ impl AlertState for RulesAlertState {
                         }
                         b.build()
                     };
-                    if a.labels.fingerprint() == fingerprint || with_external.fingerprint() == fingerprint {
+                    if a.labels.fingerprint() == fingerprint
+                        || with_external.fingerprint() == fingerprint
+                    {
                         return Some(a.state == RuleAlertState::Firing);
                     }
                 }
@@ -112,11 +116,18 @@ fn named(a: &Alert, annotation: &str, label: &str) -> Option<String> {
 }
 
 impl EvidenceSource for LogAndProbeEvidence {
-    fn collect<'a>(&'a self, alert: &'a Alert, _service: Option<&'a str>) -> BoxFuture<'a, serde_json::Value> {
+    fn collect<'a>(
+        &'a self,
+        alert: &'a Alert,
+        _service: Option<&'a str>,
+    ) -> BoxFuture<'a, serde_json::Value> {
         Box::pin(async move {
             let query = named(alert, "evidence_log_query", "query");
             let probe = named(alert, "evidence_probe", "probe");
-            let logs = query.as_deref().map(|q| self.0.log_entries(q, 10)).unwrap_or_default();
+            let logs = query
+                .as_deref()
+                .map(|q| self.0.log_entries(q, 10))
+                .unwrap_or_default();
             let probe_status = probe.as_deref().and_then(|p| self.0.probe_status(p));
             json!({
                 "log_query": query,
@@ -161,7 +172,10 @@ impl crate::alert::AlertSink for LateAlertSink {
     fn send_alerts(&self, alerts: Vec<Alert>) {
         match self.0.get() {
             Some(s) => s.send_alerts(alerts),
-            None => tracing::warn!(count = alerts.len(), "action events dropped: no alert sink wired yet"),
+            None => tracing::warn!(
+                count = alerts.len(),
+                "action events dropped: no alert sink wired yet"
+            ),
         }
     }
 }

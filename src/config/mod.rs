@@ -273,7 +273,11 @@ pub fn load_str(
 }
 
 fn validate_actions(config: &Config, v: &mut Validator) {
-    let intervals = config.time_intervals.iter().map(|t| t.name.clone()).collect();
+    let intervals = config
+        .time_intervals
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
     let probes = config.probes.iter().map(|p| p.name.clone()).collect();
     actions::validate(&config.actions, &intervals, &probes, v);
     let refs: Vec<(usize, usize, String)> = config

@@ -1,88 +1,15 @@
 //! Small adapters that let one component answer another's question without
 //! depending on it: the traits live with the asker, the answers here.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::action::{self, CloudRunApi, CloudRunError};
-use crate::alert::{Alert, AlertSink};
 use crate::clock::TimestampMs;
-use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
+use crate::dispatch::notification::BoxFuture;
 use crate::dispatch::Dispatcher;
-use crate::notify::{self, Outbox};
-use crate::rules::group::RuleState;
-use crate::rules::RuleManager;
+use crate::notify;
 use crate::source::cloud_logging::LogEvidenceStore;
-use crate::source::cloud_run::CloudRunViews;
 use crate::source::probe::ProbeManager;
-
-/// An alert sink set after construction: the action runner sends its events
-/// into dispatch, and dispatch (through the effects sink) reaches the runner.
-#[derive(Default)]
-pub struct LateAlertSink(OnceLock<Arc<dyn AlertSink>>);
-
-impl LateAlertSink {
-    pub fn set(&self, sink: Arc<dyn AlertSink>) {
-        let _ = self.0.set(sink);
-    }
-}
-
-impl AlertSink for LateAlertSink {
-    fn send_alerts(&self, alerts: Vec<Alert>) {
-        if let Some(sink) = self.0.get() {
-            sink.send_alerts(alerts);
-        }
-    }
-}
-
-/// Where dispatch's notifications go: email and webhook integrations through
-/// the durable outbox, `rollback_configs` to the action runner.
-pub struct EffectsSink {
-    pub outbox: Outbox,
-    pub actions: Arc<action::ActionRunner>,
-}
-
-impl NotificationSink for EffectsSink {
-    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            self.actions.handle_notification(&notification);
-            self.outbox.send(notification).await
-        })
-    }
-}
-
-/// Is an alert firing now? Asked of the rule manager's latest group states.
-pub struct RuleAlertState(pub Arc<RuleManager>);
-
-impl action::AlertState for RuleAlertState {
-    fn is_firing(&self, fingerprint: u64) -> Option<bool> {
-        let groups = self.0.groups();
-        if groups.iter().all(|g| g.last_eval_ms.is_none()) {
-            return None;
-        }
-        for g in &groups {
-            for r in &g.rules {
-                if let RuleState::Alerting(rule) = &r.state {
-                    if let Some(a) = rule
-                        .firing_and_pending()
-                        .find(|a| a.labels.fingerprint() == fingerprint)
-                    {
-                        return Some(a.state == crate::rules::alerting::AlertState::Firing);
-                    }
-                }
-            }
-        }
-        Some(false)
-    }
-}
-
-/// Runs a probe now for rollback verification.
-pub struct ProbeNow(pub Arc<ProbeManager>);
-
-impl action::ProbeCheck for ProbeNow {
-    fn check<'a>(&'a self, probe: &'a str) -> BoxFuture<'a, Option<bool>> {
-        Box::pin(async move { self.0.probe_now(probe).await.map(|r| r.success) })
-    }
-}
 
 /// Dispatch's named time intervals, for the runner's mute windows.
 pub struct DispatchIntervals(pub Arc<Dispatcher>);
@@ -90,35 +17,6 @@ pub struct DispatchIntervals(pub Arc<Dispatcher>);
 impl action::TimeIntervals for DispatchIntervals {
     fn is_active(&self, name: &str, at_ms: TimestampMs) -> bool {
         self.0.time_interval_active_at(name, at_ms).unwrap_or(false)
-    }
-}
-
-/// Which revisions served a service, from the Cloud Run source's view.
-pub struct ViewsHistory(pub CloudRunViews);
-
-impl action::ServingHistory for ViewsHistory {
-    fn serving_history<'a>(
-        &'a self,
-        service: &'a str,
-    ) -> BoxFuture<'a, Vec<action::ServingPeriod>> {
-        Box::pin(async move {
-            self.0
-                .get(service)
-                .map(|v| {
-                    v.traffic_history
-                        .iter()
-                        .filter_map(|change| {
-                            // The revision with the largest share served "the" traffic.
-                            let main = change.traffic.iter().max_by_key(|t| t.percent)?;
-                            Some(action::ServingPeriod {
-                                revision: main.revision.clone(),
-                                since_ms: change.at_ms,
-                            })
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        })
     }
 }
 

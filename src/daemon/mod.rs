@@ -37,11 +37,9 @@ pub enum DaemonError {
 
 mod adapters;
 
-use adapters::{
-    DispatchIntervals, EffectsSink, LateAlertSink, NoCloudRun, NotifyEvidence, ProbeNow,
-    RuleAlertState, ViewsHistory,
-};
+use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
 
+use crate::action::wiring::{FanOut, LateAlertSink, LogAndProbeEvidence, RulesAlertState};
 use crate::action::{ActionDeps, ActionRunner, CloudRunApi};
 use crate::dispatch::{Dispatcher, DispatcherDeps};
 use crate::gcp::GcpContext;
@@ -203,7 +201,7 @@ impl Daemon {
             clock.clone(),
             &registry,
             NotifierConfig::from_loaded(&config),
-            evidence,
+            evidence.clone(),
             OutboxOptions::default(),
         )
         .await
@@ -222,9 +220,10 @@ impl Daemon {
             state_dir.clone(),
         );
         action_deps.generator_url = format!("{}/api/v1/rollbacks", external_url(&config));
-        action_deps.probes = Arc::new(ProbeNow(probes.clone()));
+        action_deps.probes = probes.clone();
+        action_deps.evidence = Arc::new(LogAndProbeEvidence(evidence));
         if let Some(g) = &google {
-            action_deps.serving_history = Arc::new(ViewsHistory(g.run.views()));
+            action_deps.serving_history = Arc::new(g.run.views());
         }
 
         // Dispatch routes alerts to the effects.
@@ -239,9 +238,9 @@ impl Daemon {
             DispatcherDeps {
                 clock: clock.clone(),
                 store: store.clone(),
-                sink: Arc::new(EffectsSink {
-                    outbox: outbox.clone(),
-                    actions: actions.clone(),
+                sink: Arc::new(FanOut {
+                    outbox: Arc::new(outbox.clone()),
+                    actions: (*actions).clone(),
                 }),
                 registry: registry.clone(),
             },
@@ -265,7 +264,10 @@ impl Daemon {
             },
             ManagerOptions::default(),
         )?);
-        late_rules.set(Arc::new(RuleAlertState(rules.clone())));
+        late_rules.set(Arc::new(RulesAlertState {
+            rules: rules.clone(),
+            external_labels: c.external_labels.clone(),
+        }));
 
         // Start producing: sources, rules, pending rollback intents.
         probes.apply(&c.probes);
