@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use rearguard::logging::{self, LogFormat};
 
 #[derive(Parser)]
@@ -116,6 +116,17 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Print a shell completion script (e.g. `rearguard completions bash > /etc/bash_completion.d/rearguard`).
+    Completions {
+        #[arg(value_enum)]
+        shell: rearguard::cli::completions::Shell,
+    },
+    /// Print the man page, or with --dir write one page per subcommand there.
+    Man {
+        /// Write rearguard.1 and rearguard-SUBCOMMAND.1 pages into this directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -201,6 +212,12 @@ fn main() -> ExitCode {
                 target,
                 reason,
             } => rearguard::cli::hold::run(&config, target, reason, false).await,
+            Command::Completions { shell } => {
+                rearguard::cli::completions::run_completions(Cli::command(), shell)
+            }
+            Command::Man { dir } => {
+                rearguard::cli::completions::run_man(Cli::command(), dir.as_deref())
+            }
         }
     });
     // Do not wait for lingering blocking tasks (a hung probe) at exit.
