@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod check;
+pub mod demo;
 pub mod history;
 pub mod hold;
 pub mod probes;
