@@ -22,6 +22,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A self-contained staging scenario on loopback: a bad deploy of a simulated
+    /// Cloud Run service, detected, rolled back, verified and notified by the real daemon.
+    Demo {
+        /// Leave everything running afterwards (to browse /metrics and the API) until Ctrl-C.
+        #[arg(long)]
+        keep_running: bool,
+        /// Keep the daemon's state here instead of a new temp dir.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Run the daemon.
     Run {
         #[arg(long, short, default_value = "rearguard.yaml")]
@@ -152,6 +162,10 @@ enum TestCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo { .. }) && std::env::var_os("RUST_LOG").is_none() {
+        // The demo prints a timeline on stdout; only warnings go to the log.
+        std::env::set_var("RUST_LOG", "warn");
+    }
     logging::init(cli.log_format);
     let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -166,6 +180,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo {
+                keep_running,
+                state_dir,
+            } => rearguard::cli::demo::run(keep_running, state_dir).await,
             Command::Run { config } => rearguard::daemon::run(&config)
                 .await
                 .map(|_| ExitCode::SUCCESS)

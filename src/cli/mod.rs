@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod check;
 pub mod completions;
+pub mod demo;
 pub mod history;
 pub mod hold;
 pub mod probes;

@@ -48,6 +48,7 @@ pub mod run;
 pub mod scenario;
 mod server;
 pub mod service;
+pub mod sinks;
 mod util;
 
 pub use calls::Call;
