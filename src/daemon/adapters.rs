@@ -110,3 +110,69 @@ impl crate::rules::Querier for GcpPromql {
             .map_err(|e| crate::rules::QueryError(e.to_string()))
     }
 }
+
+/// Alert state changes for digest reports, from the rules' transition log.
+pub struct StoredAlertHistory(pub crate::store::Store);
+
+/// How many transitions a report reads at most (a day of a busy service).
+const REPORT_TRANSITIONS: usize = 100_000;
+
+impl notify::report::AlertHistory for StoredAlertHistory {
+    fn changes<'a>(
+        &'a self,
+        _from_ms: TimestampMs,
+        to_ms: TimestampMs,
+    ) -> BoxFuture<'a, Result<Vec<notify::report::AlertStateChange>, String>> {
+        Box::pin(async move {
+            let history = self
+                .0
+                .alert_history(REPORT_TRANSITIONS)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(history
+                .into_iter()
+                .filter(|t| t.at_ms < to_ms)
+                .map(|t| notify::report::AlertStateChange {
+                    rule: t.labels.get("alertname").cloned().unwrap_or(t.rule_key),
+                    state: match t.to_state.as_str() {
+                        "firing" => notify::report::AlertState::Firing,
+                        "pending" => notify::report::AlertState::Pending,
+                        _ => notify::report::AlertState::Inactive,
+                    },
+                    labels: t.labels,
+                    at_ms: t.at_ms,
+                })
+                .collect())
+        })
+    }
+}
+
+/// Rollback decisions for digest reports, from the action audit.
+pub struct StoredRollbacks(pub crate::store::Store);
+
+impl notify::report::RollbackHistory for StoredRollbacks {
+    fn rollbacks<'a>(
+        &'a self,
+        from_ms: TimestampMs,
+        to_ms: TimestampMs,
+    ) -> BoxFuture<'a, Result<Vec<notify::report::RollbackSummary>, String>> {
+        Box::pin(async move {
+            let audit = self
+                .0
+                .audit(None, REPORT_TRANSITIONS)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(audit
+                .into_iter()
+                .filter(|a| a.at_ms >= from_ms && a.at_ms < to_ms)
+                .filter(|a| a.decision != "started")
+                .map(|a| notify::report::RollbackSummary {
+                    at_ms: a.at_ms,
+                    action: a.target,
+                    outcome: a.decision,
+                    reason: a.reason,
+                })
+                .collect())
+        })
+    }
+}

@@ -290,8 +290,8 @@ impl Daemon {
             clock.clone(),
             Arc::new(crate::notify::report::StoreReportData {
                 store: store.clone(),
-                alerts: None,
-                rollbacks: None,
+                alerts: Some(Arc::new(adapters::StoredAlertHistory(store.clone()))),
+                rollbacks: Some(Arc::new(adapters::StoredRollbacks(store.clone()))),
             }),
             shutdown_rx.clone(),
         ));
