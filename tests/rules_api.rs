@@ -83,6 +83,7 @@ async fn query_rules_and_alerts_endpoints() {
         .await
         .unwrap();
     let app: axum::Router = router(RulesApiState {
+        dispatcher: None,
         manager: manager.clone(),
         db: db.clone(),
         engine,
@@ -216,6 +217,7 @@ async fn remote_query_source_drives_alerts() {
         .unwrap(),
     );
     let app: axum::Router = router(RulesApiState {
+        dispatcher: None,
         manager: remote_manager,
         db: remote_db.clone(),
         engine: Engine::default(),

@@ -315,6 +315,7 @@ impl Daemon {
         let admin_token = AdminToken(config.admin_token.clone());
         let mut api = server::rules_api::router(server::rules_api::RulesApiState {
             manager: rules.clone(),
+            dispatcher: Some(dispatcher.clone()),
             db: tsdb.clone(),
             engine,
             clock: clock.clone(),

@@ -26,6 +26,9 @@ use crate::tsdb::Queryable;
 #[derive(Clone)]
 pub struct RulesApiState {
     pub manager: Arc<RuleManager>,
+    /// When set, `/api/v1/alerts` also says who hears each alert and what
+    /// silences, inhibits or mutes it.
+    pub dispatcher: Option<Arc<crate::dispatch::Dispatcher>>,
     pub db: Arc<dyn Queryable>,
     pub engine: Engine,
     pub clock: Clock,
@@ -317,13 +320,39 @@ async fn rules(State(s): State<RulesApiState>, Query(p): Query<RulesParams>) -> 
     Json(json!({"status": "success", "data": {"groups": groups}})).into_response()
 }
 
-async fn alerts(State(s): State<RulesApiState>) -> Response {
+#[derive(serde::Deserialize)]
+struct AlertsParams {
+    /// Only the alert with this fingerprint (16 hex digits; notification links use it).
+    fingerprint: Option<String>,
+}
+
+async fn alerts(
+    State(s): State<RulesApiState>,
+    axum::extract::Query(params): axum::extract::Query<AlertsParams>,
+) -> Response {
     let mut out = Vec::new();
     for g in s.manager.groups() {
         for r in &g.rules {
             if let RuleState::Alerting(a) = &r.state {
                 for al in a.firing_and_pending() {
-                    out.push(alert_json(al));
+                    let fingerprint = al.labels.fingerprint_hex();
+                    if params
+                        .fingerprint
+                        .as_ref()
+                        .is_some_and(|f| *f != fingerprint)
+                    {
+                        continue;
+                    }
+                    let mut alert = alert_json(al);
+                    if let (Some(d), Some(obj)) = (&s.dispatcher, alert.as_object_mut()) {
+                        obj.insert("fingerprint".into(), json!(fingerprint));
+                        if let Ok(serde_json::Value::Object(status)) =
+                            serde_json::to_value(d.alert_status(&al.labels))
+                        {
+                            obj.extend(status.into_iter().filter(|(k, _)| k != "state"));
+                        }
+                    }
+                    out.push(alert);
                 }
             }
         }
