@@ -41,6 +41,10 @@ enum Command {
     Check {
         #[arg(long, short, default_value = "rearguard.yaml")]
         config: PathBuf,
+        /// Do not ask Google for a token (for machines without the credentials,
+        /// e.g. CI); everything else is still checked.
+        #[arg(long)]
+        offline: bool,
     },
     /// Test tools: `rearguard test rules FILE...` runs promtool rule unit tests.
     Test {
@@ -188,7 +192,9 @@ fn main() -> ExitCode {
                 .await
                 .map(|_| ExitCode::SUCCESS)
                 .map_err(anyhow::Error::from),
-            Command::Check { config } => Ok(rearguard::cli::check::run(&config).await),
+            Command::Check { config, offline } => {
+                Ok(rearguard::cli::check::run(&config, offline).await)
+            }
             Command::Probes { config, json } => rearguard::cli::probes::run(&config, json).await,
             Command::Test {
                 what:

@@ -8,7 +8,8 @@ use crate::config::{LoadedConfig, LocatedError, Locator, YamlPath};
 use crate::daemon::load_config;
 
 /// Prints a one-line summary (exit 0) or every error as `file:line:col: message` (exit 1).
-pub async fn run(config_path: &Path) -> ExitCode {
+/// With `offline`, the Google credentials are not tried.
+pub async fn run(config_path: &Path, offline: bool) -> ExitCode {
     let loaded = match load_config(config_path).await {
         Ok(loaded) => loaded,
         Err(errors) => {
@@ -20,7 +21,7 @@ pub async fn run(config_path: &Path) -> ExitCode {
         }
     };
     let mut summary = String::new();
-    if let Some(gcp) = &loaded.config.gcp {
+    if let Some(gcp) = loaded.config.gcp.as_ref().filter(|_| !offline) {
         match crate::gcp::context::check(gcp, &loaded.base_dir).await {
             Ok(description) => summary = format!(", Google credentials: {description}"),
             Err(e) => {
