@@ -666,6 +666,20 @@ impl ActionRunner {
         );
     }
 
+    /// Writes an intent before acting; a store that cannot take it stops the
+    /// step (acting without a record could act twice after a restart).
+    async fn write_intent(&self, intent: &Intent) -> Result<i64, Step> {
+        self.deps()
+            .store
+            .insert_intent(intent.clone())
+            .await
+            .map_err(|e| {
+                Step::Failed(format!(
+                    "cannot write the intent to the store, not acting: {e}"
+                ))
+            })
+    }
+
     async fn alert_evidence(&self, run: &Run) -> serde_json::Value {
         let mut ev = json!({ "trigger": run.trigger.alert.as_ref().map(alert_json), "actor": run.trigger.actor });
         if let Some(a) = &run.trigger.alert {
@@ -1387,13 +1401,9 @@ impl ActionRunner {
         intent.from_revision = Some(current.clone());
         intent.to_revision = Some(to.clone());
         intent.etag = Some(svc.etag.clone());
-        let id = match self.deps().store.insert_intent(intent.clone()).await {
+        let id = match self.write_intent(&intent).await {
             Ok(id) => id,
-            Err(e) => {
-                return Step::Failed(format!(
-                    "cannot write the intent to the store, not acting: {e}"
-                ))
-            }
+            Err(failed) => return failed,
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
@@ -1687,13 +1697,9 @@ impl ActionRunner {
         );
         intent.from_revision = current.clone();
         intent.etag = Some(svc.etag.clone());
-        let id = match self.deps().store.insert_intent(intent.clone()).await {
+        let id = match self.write_intent(&intent).await {
             Ok(id) => id,
-            Err(e) => {
-                return Step::Failed(format!(
-                    "cannot write the intent to the store, not acting: {e}"
-                ))
-            }
+            Err(failed) => return failed,
         };
         intent.id = id;
         let mut ev = self.alert_evidence(run).await;
@@ -1834,13 +1840,9 @@ impl ActionRunner {
             "command",
             json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "argv": argv }),
         );
-        let id = match self.deps().store.insert_intent(intent).await {
+        let id = match self.write_intent(&intent).await {
             Ok(id) => id,
-            Err(e) => {
-                return Step::Failed(format!(
-                    "cannot write the intent to the store, not acting: {e}"
-                ))
-            }
+            Err(failed) => return failed,
         };
         self.audit(
             run,
