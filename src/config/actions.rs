@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use super::duration::Dur;
+use super::gcp::valid_service_name;
 use super::{Validator, YamlPath};
 
 /// The default number of actions per target per window, and the window.
@@ -215,15 +216,6 @@ impl Default for MaxPerWindow {
 }
 
 /// `projects/P/locations/L/services/S` with no empty part.
-pub fn valid_service_name(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('/').collect();
-    parts.len() == 6
-        && parts[0] == "projects"
-        && parts[2] == "locations"
-        && parts[4] == "services"
-        && [1, 3, 5].iter().all(|&i| !parts[i].is_empty())
-}
-
 fn validate_traffic(c: &CloudRunTrafficConfig, path: &YamlPath, v: &mut Validator) {
     if !valid_service_name(&c.service) {
         v.error(
@@ -510,5 +502,17 @@ mod tests {
         ] {
             assert!(s.contains(want), "missing {want:?} in:\n{s}");
         }
+    }
+
+    #[test]
+    fn service_names_follow_the_same_rule_as_the_gcp_section() {
+        // A name the gcp section rejects (a space in the project) must be
+        // rejected here too, not found out at the first rollback.
+        let text = "actions:\n  a:\n    cloud_run_traffic:\n      service: projects/my project/locations/l/services/s\n";
+        let err = load(text).unwrap_err().to_string();
+        assert!(err.contains(":4:16: invalid Cloud Run service"), "{err}");
+        assert!(!crate::config::gcp::valid_service_name(
+            "projects/my project/locations/l/services/s"
+        ));
     }
 }
