@@ -106,7 +106,7 @@ pub struct WebhookConfig {
     pub headers: BTreeMap<String, String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
-    /// Signs the body: `X-Rearguard-Signature: sha256=<hex HMAC-SHA256>`.
+    /// Signs each request: `X-Rearguard-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">`.
     #[serde(default)]
     pub hmac_secret_file: Option<PathBuf>,
 }
@@ -393,7 +393,7 @@ fn validate_email(
         }
     }
     for (name, value) in &e.headers {
-        if let Err(err) = crate::notify::template::Template::parse(value) {
+        if let Err(err) = crate::rules::template::Template::parse(name, value, &[]) {
             v.error(
                 &path.key("headers").key(name),
                 format!("invalid template: {err}"),
@@ -402,7 +402,7 @@ fn validate_email(
     }
     for (key, tpl) in [("html", &e.html), ("text", &e.text)] {
         if let Some(t) = tpl {
-            if let Err(err) = crate::notify::template::Template::parse(t) {
+            if let Err(err) = crate::rules::template::Template::parse(key, t, &[]) {
                 v.error(&path.key(key), format!("invalid template: {err}"));
             }
         }

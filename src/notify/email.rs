@@ -17,8 +17,8 @@ use crate::config::receivers::{EmailConfig, TlsFiles};
 use crate::config::Secret;
 use crate::notify::evidence::{self, AlertEvidence, EvidenceSource};
 use crate::notify::payload::{alert_link, rfc3339, template_data, StoredAlert, StoredNotification};
-use crate::notify::template::{escape_html, Template};
 use crate::notify::DeliveryError;
+use crate::rules::template::{html_escape, Funcs, Template, Value as TemplateValue};
 
 /// How long one SMTP conversation may take.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -190,7 +190,7 @@ fn default_text(n: &StoredNotification, views: &[AlertView], subject: &str) -> S
 }
 
 fn default_html(n: &StoredNotification, views: &[AlertView], subject: &str) -> String {
-    let e = escape_html;
+    let e = html_escape;
     let firing = views.iter().filter(|v| v.firing).count();
     let mut h = String::new();
     let _ = write!(
@@ -298,10 +298,22 @@ pub fn render(
     external_url: &str,
 ) -> RenderedEmail {
     let views = views(n, ev, external_url);
-    let data = template_data(n, external_url);
-    let render_tpl = |src: &str, html: bool| match Template::parse(src) {
-        Ok(t) => Some(t.render(&data, html)),
-        Err(_) => None, // validated at load; fall back to the default
+    let data = TemplateValue::from(&template_data(n, external_url));
+    let funcs = Funcs {
+        query: None,
+        external_url: external_url.to_string(),
+    };
+    // Templates are parsed at config load; one that fails while running
+    // (say, a function given the wrong type) falls back to the default.
+    let render_tpl = |src: &str, html: bool| {
+        let t = Template::parse("email", src, &[]).ok()?;
+        let out = if html {
+            t.execute_html(data.clone(), Vec::new(), &funcs)
+        } else {
+            t.execute(data.clone(), Vec::new(), &funcs)
+        };
+        out.map_err(|e| tracing::warn!(receiver = %n.receiver, error = %e, "email template failed; using the default"))
+            .ok()
     };
     let mut subject = default_subject(n);
     let mut headers = Vec::new();

@@ -18,8 +18,8 @@
 //!   and evidence: the last log entries of the `cloud_logging` query named by
 //!   the annotation `evidence_log_query` or the label `query`, and the state of
 //!   the probe named by the annotation `evidence_probe` or the label `probe`.
-//! - Custom `html`/`text`/header templates use a subset of Go's text/template
-//!   ([`template`]) over Alertmanager's template data.
+//! - Custom `html`/`text`/header templates use the rule templates' Go
+//!   text/template engine ([`crate::rules::template`]) over Alertmanager's template data.
 //!
 //! Delivery is at least once: a message the server accepted just before a
 //! crash (before its row was marked delivered) is sent again after the restart.
@@ -31,7 +31,6 @@ pub mod metrics;
 pub mod outbox;
 pub mod payload;
 pub mod report;
-pub mod template;
 pub mod webhook;
 
 pub use evidence::{EvidenceSource, LogEvidence, NoEvidence, ProbeEvidence, SharedEvidence};

@@ -22,7 +22,7 @@ use crate::dispatch::notification::BoxFuture;
 use crate::notify::email::humanize_duration;
 use crate::notify::outbox::Outbox;
 use crate::notify::payload::{rfc3339, RenderedReport};
-use crate::notify::template::escape_html;
+use crate::rules::template::html_escape;
 use crate::store::outbox::OutboxStats;
 use crate::store::{ProbeTransition, Store};
 
@@ -228,7 +228,7 @@ pub fn render(r: &Report) -> RenderedReport {
     );
     let mut t = String::new();
     let mut h = String::new();
-    let e = escape_html;
+    let e = html_escape;
     let _ = writeln!(
         t,
         "{subject}\n\nPeriod: {} to {}\n",

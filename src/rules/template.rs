@@ -38,6 +38,26 @@ pub enum Value {
     },
 }
 
+/// Notification data (built as JSON) as template values.
+impl From<&serde_json::Value> for Value {
+    fn from(v: &serde_json::Value) -> Self {
+        use serde_json::Value as J;
+        match v {
+            J::Null => Value::Nil,
+            J::Bool(b) => Value::Bool(*b),
+            J::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            J::String(s) => Value::Str(s.clone()),
+            J::Array(a) => Value::List(a.iter().map(Value::from).collect()),
+            J::Object(o) => {
+                Value::Map(o.iter().map(|(k, v)| (k.clone(), Value::from(v))).collect())
+            }
+        }
+    }
+}
+
 impl Value {
     fn truthy(&self) -> bool {
         match self {
@@ -370,6 +390,15 @@ struct Pipeline {
     line: usize,
 }
 
+impl Pipeline {
+    fn ends_in_safe_html(&self) -> bool {
+        matches!(
+            self.cmds.last().and_then(|c| c.args.first()),
+            Some(Arg::Func(f)) if f == "safeHtml"
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Node {
     Text(String),
@@ -442,6 +471,10 @@ const FUNCS: &[&str] = &[
     "pathPrefix",
     "externalURL",
     "now",
+    // Alertmanager's, for notification templates.
+    "join",
+    "trimSpace",
+    "stringSlice",
 ];
 
 struct Parser<'a> {
@@ -774,7 +807,31 @@ impl Template {
         vars: Vec<(String, Value)>,
         funcs: &Funcs<'_>,
     ) -> Result<String, TemplateError> {
+        self.run(dot, vars, funcs, false)
+    }
+
+    /// Like [`Template::execute`], for an HTML body: every value printed is
+    /// HTML-escaped unless its pipeline ends in `safeHtml`. (Go's html/template
+    /// also escapes by context, in attributes and scripts; this escapes alike
+    /// everywhere, which is safe in element text and quoted attributes.)
+    pub fn execute_html(
+        &self,
+        dot: Value,
+        vars: Vec<(String, Value)>,
+        funcs: &Funcs<'_>,
+    ) -> Result<String, TemplateError> {
+        self.run(dot, vars, funcs, true)
+    }
+
+    fn run(
+        &self,
+        dot: Value,
+        vars: Vec<(String, Value)>,
+        funcs: &Funcs<'_>,
+        escape_html: bool,
+    ) -> Result<String, TemplateError> {
         let mut ex = Exec {
+            escape_html,
             name: &self.name,
             vars: vars
                 .into_iter()
@@ -800,6 +857,7 @@ pub struct Funcs<'a> {
 
 struct Exec<'a> {
     name: &'a str,
+    escape_html: bool,
     vars: Vec<(String, Value)>,
     funcs: &'a Funcs<'a>,
     out: String,
@@ -828,7 +886,12 @@ impl<'a> Exec<'a> {
                 Node::Action(p) => {
                     let v = self.pipeline(p, dot)?;
                     if p.vars.is_empty() {
-                        self.out.push_str(&v.print());
+                        let text = v.print();
+                        if self.escape_html && !p.ends_in_safe_html() {
+                            self.out.push_str(&html_escape(&text));
+                        } else {
+                            self.out.push_str(&text);
+                        }
                     }
                 }
                 Node::If {
@@ -939,8 +1002,37 @@ impl<'a> Exec<'a> {
     fn field(&self, mut v: Value, fields: &[String], line: usize) -> Result<Value, TemplateError> {
         for f in fields {
             v = match v {
-                // missingkey=zero: a missing label is "".
-                Value::Map(m) => m.get(f).cloned().unwrap_or(Value::Str(String::new())),
+                Value::Map(m) => match m.get(f) {
+                    Some(v) => v.clone(),
+                    // Alertmanager's KV methods, where no key shadows them.
+                    None if f == "Names" => {
+                        Value::List(m.keys().cloned().map(Value::Str).collect())
+                    }
+                    None if f == "Values" => Value::List(m.into_values().collect()),
+                    None if f == "SortedPairs" => Value::List(
+                        m.into_iter()
+                            .map(|(k, v)| {
+                                Value::Map(BTreeMap::from([
+                                    ("Name".to_string(), Value::Str(k)),
+                                    ("Value".to_string(), v),
+                                ]))
+                            })
+                            .collect(),
+                    ),
+                    // missingkey=zero: a missing label is "".
+                    None => Value::Str(String::new()),
+                },
+                // Alertmanager's Alerts.Firing and Alerts.Resolved.
+                Value::List(l) if f == "Firing" || f == "Resolved" => {
+                    let want = f.to_lowercase();
+                    Value::List(
+                        l.into_iter()
+                            .filter(|a| {
+                                matches!(a, Value::Map(m) if m.get("Status") == Some(&Value::Str(want.clone())))
+                            })
+                            .collect(),
+                    )
+                }
                 Value::Sample { labels, value } => match f.as_str() {
                     "Labels" => Value::Map(
                         labels
@@ -1137,7 +1229,29 @@ impl<'a> Exec<'a> {
                     _ => false,
                 })
             }
-            "html" | "safeHtml" => Value::Str(html_escape(&go_sprint(&args))),
+            "html" => Value::Str(html_escape(&go_sprint(&args))),
+            // Prometheus returns html/template.HTML, which text/template prints
+            // as is; in an HTML email body it is the way to skip escaping.
+            "safeHtml" => Value::Str(go_sprint(&args)),
+            "join" => {
+                want(2)?;
+                let items: Vec<String> = match &args[1] {
+                    Value::List(l) => l.iter().map(str_arg).collect(),
+                    Value::Map(m) => m.values().map(str_arg).collect(),
+                    other => {
+                        return Err(self.err(
+                            line,
+                            format!("error calling join: cannot join a {}", other.type_name()),
+                        ))
+                    }
+                };
+                Value::Str(items.join(&str_arg(&args[0])))
+            }
+            "trimSpace" => {
+                want(1)?;
+                Value::Str(str_arg(&args[0]).trim().to_string())
+            }
+            "stringSlice" => Value::List(args.iter().map(|a| Value::Str(str_arg(a))).collect()),
             "js" => Value::Str(
                 go_sprint(&args)
                     .replace('\\', "\\\\")
@@ -1333,12 +1447,20 @@ fn compare(a: &Value, b: &Value) -> Result<Option<std::cmp::Ordering>, String> {
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&#34;")
-        .replace('\'', "&#39;")
+/// Escapes text for HTML element content and quoted attributes (Go's `html`).
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&#34;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn strip_port(s: &str) -> String {
@@ -1846,5 +1968,69 @@ mod tests {
             ),
             "x=2.5"
         );
+    }
+
+    fn notification_data() -> Value {
+        Value::from(&serde_json::json!({
+            "Status": "firing",
+            "GroupLabels": {"a": "x", "b": "y"},
+            "Subject": "<i>&",
+            "Alerts": [
+                {"Status": "firing", "Labels": {"alertname": "A"}, "Value": 3},
+                {"Status": "resolved", "Labels": {"alertname": "B"}, "Value": 0}
+            ]
+        }))
+    }
+
+    fn run(text: &str, html: bool) -> String {
+        let t = Template::parse("email", text, &[]).unwrap();
+        let funcs = Funcs::default();
+        let r = if html {
+            t.execute_html(notification_data(), Vec::new(), &funcs)
+        } else {
+            t.execute(notification_data(), Vec::new(), &funcs)
+        };
+        r.unwrap()
+    }
+
+    #[test]
+    fn alertmanager_notification_templates() {
+        assert_eq!(
+            run(
+                "{{ .Status | toUpper }}:{{ range .Alerts }} {{ .Labels.alertname }}{{ if .Value }}={{ .Value }}{{ end }}{{ end }}\n{{- /* c */ -}}\n [{{ .GroupLabels.Values | join \",\" }}] {{ .Alerts | len }}",
+                false
+            ),
+            "FIRING: A=3 B[x,y] 2"
+        );
+        // Alertmanager's Alerts.Firing / .Resolved and KV methods.
+        assert_eq!(
+            run("{{ range .Alerts.Firing }}{{ .Labels.alertname }}{{ end }}/{{ len .Alerts.Resolved }}", false),
+            "A/1"
+        );
+        assert_eq!(
+            run("{{ range .GroupLabels.SortedPairs }}{{ .Name }}={{ .Value }};{{ end }}{{ join \"+\" .GroupLabels.Names }}", false),
+            "a=x;b=y;a+b"
+        );
+        assert_eq!(
+            run(
+                "{{ stringSlice \"a\" \"b\" | join \"-\" }}|{{ trimSpace \"  x \" }}",
+                false
+            ),
+            "a-b|x"
+        );
+    }
+
+    #[test]
+    fn html_output_escapes_values_not_text_and_not_safe_html() {
+        assert_eq!(
+            run(
+                "<b>{{ .Subject }}</b>{{ with .Missing }}{{ $.Subject }}{{ else }}none{{ end }}",
+                true
+            ),
+            "<b>&lt;i&gt;&amp;</b>none"
+        );
+        assert_eq!(run("{{ .Subject | safeHtml }}", true), "<i>&");
+        // In text output nothing is escaped.
+        assert_eq!(run("{{ .Subject }}", false), "<i>&");
     }
 }
