@@ -92,11 +92,24 @@ receivers:
     let (headers, body) = hook.requests.lock().unwrap()[0].clone();
     assert_eq!(headers["content-type"], "application/json");
     assert_eq!(headers["x-team"], "backend");
-    // The signature is the HMAC-SHA256 of the exact body with the file's secret (newline trimmed).
+    // The signature is the HMAC-SHA256 of "<timestamp>.<exact body>" with the
+    // file's secret (newline trimmed); the timestamp is the clock's, in seconds.
+    let timestamp = headers["x-rearguard-timestamp"].to_str().unwrap();
+    assert_eq!(timestamp, (T0 / 1000).to_string());
     let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(&body);
     let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
     assert_eq!(headers["x-rearguard-signature"].to_str().unwrap(), expected);
+    // The delivery id is the outbox row's deterministic notification id.
+    let delivery = headers["x-rearguard-delivery"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let rows = store.outbox_rows(10).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(delivery, rows[0].notification_id);
 
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["version"], "4");

@@ -104,6 +104,8 @@ impl NotifierConfig {
 /// One delivery, as handed to a [`Transport`].
 pub struct DeliveryJob {
     pub integration: IntegrationId,
+    /// The notification's deterministic id (the same on every attempt).
+    pub delivery_id: String,
     pub payload: Payload,
     pub config: Arc<NotifierConfig>,
     pub now_ms: TimestampMs,
@@ -165,13 +167,12 @@ impl SmtpAndHttp {
                 let body = serde_json::to_vec(&msg).map_err(|e| {
                     DeliveryError::permanent(format!("cannot encode the webhook payload: {e}"))
                 })?;
-                webhook::post(
-                    &self.http,
-                    cfg,
-                    job.config.secrets.hmac_secrets.get(id),
-                    body,
-                )
-                .await
+                let envelope = webhook::Envelope {
+                    delivery_id: &job.delivery_id,
+                    now_ms: job.now_ms,
+                    hmac_secret: job.config.secrets.hmac_secrets.get(id),
+                };
+                webhook::post(&self.http, cfg, envelope, body).await
             }
         }
     }
@@ -578,6 +579,7 @@ async fn attempt(inner: &Inner, id: &IntegrationId, row: OutboxRow) {
     };
     let job = DeliveryJob {
         integration: id.clone(),
+        delivery_id: row.notification_id.clone(),
         payload,
         config: inner
             .config
