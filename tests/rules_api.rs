@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use rearguard::alert::{Alert, AlertSink};
 use rearguard::clock::Clock;
+use rearguard::dispatch::notification::BoxFuture;
+use rearguard::dispatch::{
+    Dispatcher, DispatcherDeps, Notification, NotificationSink, SilenceInput,
+};
 use rearguard::labels::Labels;
 use rearguard::promql::Engine;
 use rearguard::rules::{
@@ -12,6 +16,7 @@ use rearguard::rules::{
     RulesDeps,
 };
 use rearguard::server::rules_api::{router, RulesApiState};
+use rearguard::store::silences::SilenceMatcher;
 use rearguard::store::Store;
 use rearguard::tsdb::Tsdb;
 use serde_json::Value;
@@ -36,6 +41,43 @@ groups:
     labels: {severity: critical}
     annotations: {summary: "{{ $labels.job }} is down ({{ $value }})"}
 "#;
+
+/// Notifications are not what these tests look at.
+struct Discard;
+impl NotificationSink for Discard {
+    fn send<'a>(&'a self, _: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+const DISPATCH: &str = r#"
+route:
+  receiver: team
+  routes:
+    - matchers: ['severity="critical"']
+      receiver: pager
+      continue: true
+    - receiver: team
+receivers:
+  - name: team
+  - name: pager
+"#;
+
+async fn dispatcher(clock: &Clock) -> Arc<Dispatcher> {
+    let cfg = rearguard::config::load_str(std::path::Path::new("/tmp/rg.yaml"), DISPATCH, |_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    Dispatcher::start(
+        DispatcherDeps {
+            clock: clock.clone(),
+            store: Store::open_in_memory().unwrap(),
+            sink: Arc::new(Discard),
+            registry: prometheus::Registry::new(),
+        },
+        &cfg,
+    )
+    .await
+    .unwrap()
+}
 
 #[tokio::test]
 async fn query_rules_and_alerts_endpoints() {
@@ -82,8 +124,9 @@ async fn query_rules_and_alerts_endpoints() {
         })
         .await
         .unwrap();
+    let dispatch = dispatcher(&clock).await;
     let app: axum::Router = router(RulesApiState {
-        dispatcher: None,
+        dispatcher: Some(dispatch.clone()),
         manager: manager.clone(),
         db: db.clone(),
         engine,
@@ -166,6 +209,43 @@ async fn query_rules_and_alerts_endpoints() {
     assert_eq!(a["labels"]["alertname"], "Down");
     assert_eq!(a["state"], "firing");
     assert_eq!(a["value"], "0e+00");
+    // The dispatch side: who hears it, and nothing suppresses it yet.
+    let fingerprint = a["fingerprint"].as_str().unwrap().to_string();
+    assert_eq!(fingerprint.len(), 16, "{a}");
+    assert_eq!(a["receivers"], serde_json::json!(["pager", "team"]), "{a}");
+    assert_eq!(a["silencedBy"], serde_json::json!([]), "{a}");
+    assert_eq!(a["inhibitedBy"], serde_json::json!([]), "{a}");
+    // A silence shows up on the alert; ?fingerprint= selects it, and only it.
+    let silence = dispatch
+        .set_silence(SilenceInput {
+            id: None,
+            matchers: vec![SilenceMatcher {
+                name: "job".into(),
+                value: "web".into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at_ms: clock.now_ms() - 1_000,
+            ends_at_ms: clock.now_ms() + 3_600_000,
+            created_by: "test".into(),
+            comment: "maintenance".into(),
+        })
+        .await
+        .unwrap();
+    let (_, body) = get(format!("{base}/api/v1/alerts?fingerprint={fingerprint}")).await;
+    let alerts = body["data"]["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{body}");
+    assert_eq!(
+        alerts[0]["silencedBy"],
+        serde_json::json!([silence]),
+        "{body}"
+    );
+    assert_eq!(
+        alerts[0]["state"], "firing",
+        "the rule state is kept: {body}"
+    );
+    let (_, body) = get(format!("{base}/api/v1/alerts?fingerprint=0000000000000000")).await;
+    assert_eq!(body["data"]["alerts"], serde_json::json!([]), "{body}");
 
     // The recording rule's output is in the tsdb.
     let (_, body) = get(format!("{base}/api/v1/query?query=job:up:sum")).await;
