@@ -183,6 +183,60 @@ fn sigterm_exits_zero_within_five_seconds() {
 }
 
 #[test]
+fn text_logs_to_a_pipe_have_no_colour_codes() {
+    // journald and log files get stderr through a pipe: escape codes there are noise.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let closed = free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listen: 127.0.0.1:{port}\nstate_dir: {}\nprobes:\n  - name: down\n    url: http://127.0.0.1:{closed}/health\n    interval: 1s\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rearguard"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let done = line.contains("probe is down");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = seen.join("\n");
+    assert!(text.contains("probe is down"), "{text}");
+    assert!(text.contains("WARN"), "{text}");
+    assert!(
+        !text.contains('\u{1b}'),
+        "colour codes in piped logs: {text:?}"
+    );
+}
+
+#[test]
 fn bad_config_at_start_exits_nonzero_with_location() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("rearguard.yaml");
