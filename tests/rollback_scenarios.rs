@@ -574,6 +574,138 @@ async fn restart_between_call_and_completion_does_not_patch_again() {
     assert_eq!(restarted.sink.phases(), ["verified"]);
 }
 
+/// A crash after the ladder's first step (the env flip) was accepted: the
+/// restarted runner completes it, finds it did not fix the service, and goes
+/// on to the next step, as the interrupted run would have.
+#[tokio::test(start_paused = true)]
+async fn restart_in_a_ladder_goes_on_to_the_next_step() {
+    let yaml = format!(
+        "  backend:\n    steps:\n      - cloud_run_env: {{service: {SVC}, env: {{USE_SANDBOX: \"false\"}}}}\n      - cloud_run_traffic: {{service: {SVC}}}\n    verify:\n      probes: [backend-health]\n      backoff: [2s, 4s]\n"
+    );
+    let h = Harness::new(&yaml);
+    h.deploy("backend-00002", true);
+    // The env revision carries the same bad code.
+    h.world.bad.lock().unwrap().push("backend-00003".into());
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    h.runner.spawn("backend".into(), Trigger::alert(a));
+    while h.fake.accepted_patches() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.runner.shutdown().await;
+    assert_eq!(h.fake.accepted_patches(), 1, "only the env flip was made");
+
+    let Harness {
+        clock,
+        fake,
+        dir,
+        world,
+        ..
+    } = h;
+    let restarted = Harness::with(clock, fake, dir, &yaml, world);
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    assert_eq!(
+        restarted.fake.accepted_patches(),
+        2,
+        "env once, then traffic"
+    );
+    assert_eq!(restarted.serving(), "backend-00001");
+    assert_eq!(restarted.sink.phases(), ["started", "verified"]);
+    let decisions: Vec<String> = restarted
+        .store
+        .audit(None, 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.decision)
+        .collect();
+    assert!(
+        decisions.contains(&"reconciled".to_string()),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions.contains(&"not_verified".to_string()),
+        "{decisions:?}"
+    );
+    assert!(restarted
+        .store
+        .unfinished_intents()
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        restarted.metric(
+            "rearguard_rollbacks_total",
+            &[("target", "backend"), ("result", "verified")]
+        ),
+        1.0
+    );
+}
+
+/// A command a restart interrupted is not run again (it may or may not have
+/// run); while its alert fires it counts as a failed step and the ladder goes on.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_command_is_not_rerun_and_the_ladder_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let yaml = format!(
+        "  backend:\n    steps:\n      - command: [sh, -c, 'touch {}']\n      - cloud_run_traffic: {{service: {SVC}}}\n    verify:\n      probes: [backend-health]\n      backoff: [2s]\n",
+        ran.display()
+    );
+    let h = Harness::new(&yaml);
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    // As the runner writes it into the intent, so a restart knows the trigger.
+    let alert_json = serde_json::json!({
+        "labels": {"alertname": "BackendDown", "service": "backend", "severity": "critical"},
+        "active_at_ms": a.active_at_ms,
+        "starts_at_ms": a.starts_at_ms,
+        "value": a.value,
+    });
+    h.store
+        .insert_intent(Intent {
+            id: 0,
+            run_id: "backend-1".into(),
+            target: "backend".into(),
+            kind: "command".into(),
+            service: Some(SVC.into()),
+            step: 0,
+            fingerprint: format!("{:016x}", a.fingerprint()),
+            alertname: "BackendDown".into(),
+            from_revision: None,
+            to_revision: None,
+            etag: None,
+            detail: serde_json::json!({"alert": alert_json}),
+            state: IntentState::Pending,
+            operation: None,
+            note: None,
+            manual: false,
+            created_at_ms: h.clock.now_ms(),
+            updated_at_ms: h.clock.now_ms(),
+        })
+        .await
+        .unwrap();
+    h.runner.reconcile().await.unwrap();
+    h.runner.idle().await;
+    assert!(!ran.exists(), "the interrupted command ran again");
+    assert_eq!(h.serving(), "backend-00001", "the traffic step ran");
+    let intents = h.store.intents_since(None, 0, 10).await.unwrap();
+    let command = intents.iter().find(|i| i.kind == "command").unwrap();
+    assert_eq!(command.state, IntentState::Abandoned);
+    assert!(
+        command
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("may or may not have run"),
+        "{command:?}"
+    );
+    // People hear that the command step failed, then that the rollback worked.
+    assert_eq!(h.sink.phases(), ["failed", "started", "verified"]);
+}
+
 /// An unfinished intent whose alert no longer fires is abandoned, not retried,
 /// and does not count against the budget.
 #[tokio::test(start_paused = true)]

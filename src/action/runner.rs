@@ -47,9 +47,6 @@ pub mod reason {
     pub const VERIFICATION_FAILED: &str = "verification_failed";
 }
 
-/// Whether a service already shows an intent's change.
-type DoneCheck = Box<dyn Fn(&ServiceState) -> bool + Send + Sync>;
-
 /// Who set a hold or started a manual action when nobody says.
 const SYSTEM_ACTOR: &str = "rearguard";
 
@@ -774,7 +771,14 @@ impl ActionRunner {
         };
         self.refresh_held_gauge().await;
         let outcome = self.run_guarded(&mut run).await;
-        let result = match &outcome {
+        self.record_outcome(&run, &outcome);
+        self.refresh_held_gauge().await;
+        outcome
+    }
+
+    fn record_outcome(&self, run: &Run, outcome: &Outcome) {
+        let target = run.target.as_str();
+        let result = match outcome {
             Outcome::Skipped { .. } => None,
             Outcome::DryRun { .. } => Some("dry_run"),
             Outcome::Verified { .. } => Some("verified"),
@@ -797,8 +801,6 @@ impl ActionRunner {
                     .observe(secs);
             }
         }
-        self.refresh_held_gauge().await;
-        outcome
     }
 
     async fn run_guarded(&self, run: &mut Run) -> Outcome {
@@ -1016,16 +1018,30 @@ impl ActionRunner {
     }
 
     async fn run_ladder(&self, run: &mut Run) -> Outcome {
+        self.run_ladder_from(run, 0, None).await
+    }
+
+    /// The ladder from step `start`; `resumed` is that step's result when a
+    /// restart already finished it (reconciliation), so it is not run again.
+    async fn run_ladder_from(
+        &self,
+        run: &mut Run,
+        start: usize,
+        mut resumed: Option<Step>,
+    ) -> Outcome {
         let effects = run.action.effects();
         let total = effects.len();
         let mut first_skip: Option<(&'static str, String, bool)> = None;
         let mut plan_lines = Vec::new();
         let mut last_failure: Option<String> = None;
-        for (i, effect) in effects.iter().enumerate() {
-            let step = match effect {
-                Effect::CloudRunTraffic(c) => self.step_traffic(run, i, c).await,
-                Effect::CloudRunEnv(c) => self.step_env(run, i, c).await,
-                Effect::Command(argv) => self.step_command(run, i, argv).await,
+        for (i, effect) in effects.iter().enumerate().skip(start) {
+            let step = match resumed.take() {
+                Some(step) => step,
+                None => match effect {
+                    Effect::CloudRunTraffic(c) => self.step_traffic(run, i, c).await,
+                    Effect::CloudRunEnv(c) => self.step_env(run, i, c).await,
+                    Effect::Command(argv) => self.step_command(run, i, argv).await,
+                },
             };
             let label = if total > 1 {
                 format!("step {}/{total} ({})", i + 1, effect.kind())
@@ -1939,16 +1955,19 @@ impl ActionRunner {
     // ---------------------------------------------------------------- reconciliation
 
     /// At start: finishes what a crash interrupted. For each unfinished
-    /// intent, reads the service: already at the target → done (and verified
-    /// in the background); not, and its alert still fires → tried once more
-    /// with a fresh etag; otherwise abandoned. Commands are never re-run.
+    /// intent, reads the service: already at the target → done; not, and its
+    /// alert still fires → tried once more with a fresh etag; otherwise
+    /// abandoned. A command is never re-run (it may or may not have run): while
+    /// its alert fires it counts as a failed step. Then the run goes on as the
+    /// interrupted one would have, in the background: verification, and the
+    /// ladder's next steps if that step did not fix it.
     /// Call after the rule manager has restored its alert states.
     pub async fn reconcile(&self) -> Result<usize, StoreError> {
         let intents = self.deps().store.unfinished_intents().await?;
         let n = intents.len();
         for intent in intents {
-            let _busy = self.try_busy(&intent.target);
-            self.reconcile_one(intent).await;
+            let busy = self.try_busy(&intent.target);
+            self.reconcile_one(intent, busy).await;
         }
         self.refresh_held_gauge().await;
         Ok(n)
@@ -1978,76 +1997,119 @@ impl ActionRunner {
         })
     }
 
-    async fn reconcile_one(&self, intent: Intent) {
-        let note_abandon = |why: &str| format!("found unfinished at start; {why}");
+    /// Whether the alert that started `run` still fires (a manual run: no).
+    fn trigger_still_fires(&self, run: &Run) -> bool {
+        run.trigger
+            .alert
+            .as_ref()
+            .and_then(|a| self.deps().alert_state.is_firing(a.fingerprint()))
+            == Some(true)
+    }
+
+    async fn abandon(&self, run: &Run, intent: &Intent, why: &str) {
+        let why = format!("found unfinished at start; {why}");
+        self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
+            .await;
+        self.audit(
+            run,
+            "reconciled",
+            &why,
+            Some(intent.id),
+            intent.from_revision.as_deref(),
+            intent.to_revision.as_deref(),
+            json!({}),
+        )
+        .await;
+    }
+
+    async fn reconcile_one(&self, intent: Intent, busy: Option<BusyGuard>) {
         let Some(mut run) = self.run_for_intent(&intent) else {
             self.set_intent(
                 intent.id,
                 IntentState::Abandoned,
                 None,
-                Some(note_abandon("its action is no longer configured")),
+                Some("found unfinished at start; its action is no longer configured".into()),
             )
             .await;
             return;
         };
-        let timeout = run.action.operation_timeout.0;
-        let deadline = self.now() + timeout.as_millis() as i64;
-        let env: Option<BTreeMap<String, String>> = intent
-            .detail
-            .get("env")
-            .and_then(|e| serde_json::from_value(e.clone()).ok());
-        let (done_check, kind): (DoneCheck, &str) = match intent.kind.as_str() {
-            "cloud_run_traffic" => {
-                let to = intent.to_revision.clone().unwrap_or_default();
-                (
-                    Box::new(move |s: &ServiceState| s.requests_fully(&to) || s.serves_fully(&to)),
-                    "traffic",
-                )
-            }
-            "cloud_run_env" => {
-                let env = env.clone().unwrap_or_default();
-                (Box::new(move |s: &ServiceState| s.has_env(&env)), "env")
+        let step = match intent.kind.as_str() {
+            "cloud_run_traffic" | "cloud_run_env" => {
+                match self.reconcile_cloud_run(&mut run, &intent).await {
+                    Some(step) => step,
+                    None => return,
+                }
             }
             _ => {
-                let why = note_abandon(
-                    "a command is never re-run automatically (it may or may not have run)",
-                );
-                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
+                if !self.trigger_still_fires(&run) {
+                    self.abandon(
+                        &run,
+                        &intent,
+                        "a command is never re-run automatically (it may or may not have run), and its alert no longer fires",
+                    )
                     .await;
-                self.audit(
-                    &run,
-                    "reconciled",
-                    &why,
-                    Some(intent.id),
-                    None,
-                    None,
-                    json!({}),
-                )
-                .await;
-                return;
+                    return;
+                }
+                let why = "a restart interrupted the command; it is never re-run automatically \
+                           (it may or may not have run), and its alert still fires";
+                self.abandon(&run, &intent, why).await;
+                Step::Failed(why.to_string())
             }
         };
+        if let Step::Done { from, .. } = &step {
+            run.left_behind.extend(from.clone());
+        }
+        // Go on as the interrupted run would have: verify, then the next steps.
+        let this = self.clone();
+        let start = intent.step as usize;
+        self.inner.running.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard(self.inner.clone());
+        let handle = tokio::spawn(async move {
+            let _guard = guard;
+            // Held since `reconcile` so no new run on the target slips in between.
+            let _busy = busy;
+            let outcome = this.run_ladder_from(&mut run, start, Some(step)).await;
+            this.record_outcome(&run, &outcome);
+            this.refresh_held_gauge().await;
+        });
+        self.inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle.abort_handle());
+    }
+
+    /// A Cloud Run traffic or env intent: the step's result, or None when the
+    /// intent was abandoned or must wait for the next start.
+    async fn reconcile_cloud_run(&self, run: &mut Run, intent: &Intent) -> Option<Step> {
+        let timeout = run.action.operation_timeout.0;
+        let deadline = self.now() + timeout.as_millis() as i64;
+        let env: BTreeMap<String, String> = intent
+            .detail
+            .get("env")
+            .and_then(|e| serde_json::from_value(e.clone()).ok())
+            .unwrap_or_default();
+        let is_traffic = intent.kind == "cloud_run_traffic";
+        let to = intent.to_revision.clone().unwrap_or_default();
         let Some(service) = intent.service.clone() else {
-            self.set_intent(
-                intent.id,
-                IntentState::Abandoned,
-                None,
-                Some(note_abandon("no service")),
-            )
-            .await;
-            return;
+            self.abandon(run, intent, "it names no service").await;
+            return None;
         };
         let svc = match self.deps().cloud_run.get_service(&service).await {
             Ok(s) => s,
             Err(e) => {
                 // Leave it unfinished: the next start tries again.
                 tracing::error!(error = %e, intent = intent.id, "cannot read the service to reconcile an intent");
-                return;
+                return None;
             }
         };
-        let step = if done_check(&svc) {
-            let result = if kind == "traffic" {
-                let to = intent.to_revision.clone().unwrap_or_default();
+        let already_done = if is_traffic {
+            svc.requests_fully(&to) || svc.serves_fully(&to)
+        } else {
+            svc.has_env(&env)
+        };
+        let step = if already_done {
+            let step = if is_traffic {
                 match self
                     .wait_service(&service, deadline, |s| s.serves_fully(&to))
                     .await
@@ -2063,7 +2125,7 @@ impl ActionRunner {
                         Step::Done {
                             intent_id: intent.id,
                             from: intent.from_revision.clone(),
-                            to: Some(to),
+                            to: Some(to.clone()),
                         }
                     }
                     Err(e) => {
@@ -2073,16 +2135,10 @@ impl ActionRunner {
                     }
                 }
             } else {
-                self.finish_env(
-                    &intent,
-                    &service,
-                    env.as_ref().unwrap_or(&BTreeMap::new()),
-                    deadline,
-                )
-                .await
+                self.finish_env(intent, &service, &env, deadline).await
             };
             self.audit(
-                &run,
+                run,
                 "reconciled",
                 "the change was already made; completed after a restart",
                 Some(intent.id),
@@ -2091,29 +2147,16 @@ impl ActionRunner {
                 json!({"service": traffic_json(&svc)}),
             )
             .await;
-            result
+            step
         } else {
-            let firing = run
-                .trigger
-                .alert
-                .as_ref()
-                .and_then(|a| self.deps().alert_state.is_firing(a.fingerprint()));
-            if firing != Some(true) {
-                let why =
-                    note_abandon("the change was not made and its alert is not known to fire");
-                self.set_intent(intent.id, IntentState::Abandoned, None, Some(why.clone()))
-                    .await;
-                self.audit(
-                    &run,
-                    "reconciled",
-                    &why,
-                    Some(intent.id),
-                    intent.from_revision.as_deref(),
-                    intent.to_revision.as_deref(),
-                    json!({}),
+            if !self.trigger_still_fires(run) {
+                self.abandon(
+                    run,
+                    intent,
+                    "the change was not made and its alert is not known to fire",
                 )
                 .await;
-                return;
+                return None;
             }
             if let Err(e) = self
                 .deps()
@@ -2122,10 +2165,10 @@ impl ActionRunner {
                 .await
             {
                 tracing::error!(error = %e, "cannot re-arm the intent");
-                return;
+                return None;
             }
             self.audit(
-                &run,
+                run,
                 "reconciled",
                 "the change was not made and the alert still fires: trying once more with a fresh etag",
                 Some(intent.id),
@@ -2136,45 +2179,27 @@ impl ActionRunner {
             .await;
             let mut fresh = intent.clone();
             fresh.etag = Some(svc.etag.clone());
-            if kind == "traffic" {
+            if is_traffic {
                 self.execute_traffic(&fresh, timeout).await
             } else {
-                self.execute_env(&fresh, env.as_ref().unwrap_or(&BTreeMap::new()), timeout)
-                    .await
+                self.execute_env(&fresh, &env, timeout).await
             }
         };
-        match step {
+        match &step {
             Step::Done {
-                intent_id,
-                from,
-                to,
-            } => {
-                if let (Some(f), Some(t)) = (&from, &to) {
-                    let mut left: BTreeSet<String> = [f.clone()].into();
-                    left.extend(run.origin.clone());
-                    if kind == "traffic" {
-                        self.quarantine_after(&service, &left, t).await;
-                    }
-                }
-                run.left_behind.extend(from.clone());
-                // Verify in the background, as the interrupted run would have.
-                let this = self.clone();
-                self.inner.running.fetch_add(1, Ordering::SeqCst);
-                let guard = RunningGuard(self.inner.clone());
-                let handle = tokio::spawn(async move {
-                    let _guard = guard;
-                    this.finish_reconciled(run, intent_id, from, to).await;
-                });
-                self.inner
-                    .tasks
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(handle.abort_handle());
+                from: Some(f),
+                to: Some(t),
+                ..
+            } if is_traffic => {
+                let mut left: BTreeSet<String> = [f.clone()].into();
+                left.extend(run.origin.clone());
+                self.quarantine_after(&service, &left, t).await;
             }
+            Step::Done { .. } => {}
             other => {
                 self.audit_step_result(
-                    &run,
-                    &other,
+                    run,
+                    other,
                     intent.id,
                     intent.from_revision.as_deref(),
                     intent.to_revision.as_deref(),
@@ -2182,84 +2207,7 @@ impl ActionRunner {
                 .await;
             }
         }
-    }
-
-    async fn finish_reconciled(
-        &self,
-        run: Run,
-        intent_id: i64,
-        from: Option<String>,
-        to: Option<String>,
-    ) {
-        let Some(_busy) = self.try_busy(&run.target) else {
-            return;
-        };
-        match self.verify(&run).await {
-            Ok(n) => {
-                let detail = format!("verified after {n} check(s)");
-                self.audit(
-                    &run,
-                    "verified",
-                    &detail,
-                    Some(intent_id),
-                    from.as_deref(),
-                    to.as_deref(),
-                    json!({}),
-                )
-                .await;
-                self.inner
-                    .metrics
-                    .rollbacks
-                    .with_label_values(&[&run.target, "verified"])
-                    .inc();
-                self.event(
-                    &run,
-                    Phase::Verified,
-                    "verified",
-                    from.as_deref(),
-                    to.as_deref(),
-                    format!(
-                        "rolled back {} and verified (after a restart)",
-                        run.service_label()
-                    ),
-                    detail,
-                );
-            }
-            Err(detail) => {
-                let hold_reason =
-                    format!("rollback did not fix it ({detail}); no further automatic action");
-                if let Err(e) = self
-                    .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot hold the target");
-                }
-                self.audit(
-                    &run,
-                    "not_verified",
-                    &detail,
-                    Some(intent_id),
-                    from.as_deref(),
-                    to.as_deref(),
-                    json!({}),
-                )
-                .await;
-                self.inner
-                    .metrics
-                    .rollbacks
-                    .with_label_values(&[&run.target, "not_verified"])
-                    .inc();
-                self.event(
-                    &run,
-                    Phase::Failed,
-                    reason::VERIFICATION_FAILED,
-                    from.as_deref(),
-                    to.as_deref(),
-                    format!("rollback did not fix {}", run.service_label()),
-                    hold_reason,
-                );
-            }
-        }
+        Some(step)
     }
 }
 
