@@ -35,8 +35,14 @@ fn config_text(port: u16, state: &Path, interval: &str) -> String {
 }
 
 fn start(config: &Path, port: u16) -> Daemon {
+    start_logging(&["--log-format", "json"], config, port)
+}
+
+/// `rearguard <log_args> run --config <config>`, its stderr lines collected.
+fn start_logging(log_args: &[&str], config: &Path, port: u16) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_rearguard"))
-        .args(["--log-format", "json", "run", "--config"])
+        .args(log_args)
+        .args(["run", "--config"])
         .arg(config)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -197,36 +203,21 @@ fn text_logs_to_a_pipe_have_no_colour_codes() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rearguard"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let daemon = start_logging(&[], &cfg, port);
+    // Every line up to the probe's first failure (text format, through a pipe).
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            let done = line.contains("probe is down");
-            seen.push(line);
-            if done {
-                break;
-            }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        let Ok(line) = daemon.lines.recv_timeout(left) else {
+            break;
+        };
+        let done = line.contains("probe is down");
+        seen.push(line);
+        if done {
+            break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(daemon);
     let text = seen.join("\n");
     assert!(text.contains("probe is down"), "{text}");
     assert!(text.contains("WARN"), "{text}");

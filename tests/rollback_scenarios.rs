@@ -308,18 +308,29 @@ async fn a_rollback_that_does_not_fix_it_holds_the_target_and_says_so() {
     assert_eq!(h.fake.accepted_patches(), 1);
 }
 
-/// Flip the flag first; when that does not help, shift traffic.
-#[tokio::test(start_paused = true)]
-async fn a_ladder_tries_each_step_and_verifies_before_the_next() {
-    let yaml = format!(
+/// Flip the flag first, then shift traffic.
+fn ladder_yaml() -> String {
+    format!(
         "  backend:\n    steps:\n      - cloud_run_env: {{service: {SVC}, env: {{USE_SANDBOX: \"false\"}}}}\n      - cloud_run_traffic: {{service: {SVC}}}\n    verify:\n      probes: [backend-health]\n      backoff: [2s, 4s]\n"
-    );
-    let h = Harness::new(&yaml);
+    )
+}
+
+/// A ladder action, a bad deploy whose env-flipped revision is just as bad,
+/// and its alert, now active.
+async fn bad_deploy_before_a_ladder() -> (Harness, rearguard::alert::Alert) {
+    let h = Harness::new(&ladder_yaml());
     h.deploy("backend-00002", true);
     // The env revision carries the same bad code.
     h.world.bad.lock().unwrap().push("backend-00003".into());
     let a = alert(T0 + 30_000);
     sleep_until(&h.clock, a.starts_at_ms).await;
+    (h, a)
+}
+
+/// Flip the flag first; when that does not help, shift traffic.
+#[tokio::test(start_paused = true)]
+async fn a_ladder_tries_each_step_and_verifies_before_the_next() {
+    let (h, a) = bad_deploy_before_a_ladder().await;
     let out = h.runner.run("backend", Trigger::alert(a)).await;
     let Outcome::Verified {
         step,
@@ -579,15 +590,7 @@ async fn restart_between_call_and_completion_does_not_patch_again() {
 /// on to the next step, as the interrupted run would have.
 #[tokio::test(start_paused = true)]
 async fn restart_in_a_ladder_goes_on_to_the_next_step() {
-    let yaml = format!(
-        "  backend:\n    steps:\n      - cloud_run_env: {{service: {SVC}, env: {{USE_SANDBOX: \"false\"}}}}\n      - cloud_run_traffic: {{service: {SVC}}}\n    verify:\n      probes: [backend-health]\n      backoff: [2s, 4s]\n"
-    );
-    let h = Harness::new(&yaml);
-    h.deploy("backend-00002", true);
-    // The env revision carries the same bad code.
-    h.world.bad.lock().unwrap().push("backend-00003".into());
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy_before_a_ladder().await;
     h.runner.spawn("backend".into(), Trigger::alert(a));
     while h.fake.accepted_patches() == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -602,7 +605,7 @@ async fn restart_in_a_ladder_goes_on_to_the_next_step() {
         world,
         ..
     } = h;
-    let restarted = Harness::with(clock, fake, dir, &yaml, world);
+    let restarted = Harness::with(clock, fake, dir, &ladder_yaml(), world);
     assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
     restarted.runner.idle().await;
     assert_eq!(
