@@ -22,4 +22,5 @@ pub mod server;
 pub mod sim;
 pub mod source;
 pub mod store;
+pub mod tls;
 pub mod tsdb;

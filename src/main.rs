@@ -171,7 +171,7 @@ fn main() -> ExitCode {
         std::env::set_var("RUST_LOG", "warn");
     }
     logging::init(cli.log_format);
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    rearguard::tls::ensure_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -238,3 +238,59 @@ fn hold_and_history_cli_work_on_the_state_dir() {
         "{out}"
     );
 }
+
+/// `rearguard rollback` says what the daemon is doing and waiting for while
+/// the operation and the verification run, then prints the outcome.
+#[tokio::test(start_paused = true)]
+async fn rollback_cli_shows_progress_while_it_waits() {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let base = serve(&h).await;
+    let request = rearguard::cli::rollback::Request {
+        base_url: base,
+        token: "t0ken".into(),
+        // The service's short name works as well as the action's.
+        target: "backend".into(),
+        to_revision: None,
+        dry_run: false,
+        actor: "cli:test".into(),
+    };
+    let mut progress = Vec::new();
+    let code = request.send(false, &mut progress).await.unwrap();
+    assert_eq!(code, std::process::ExitCode::SUCCESS);
+    assert_eq!(h.serving(), "backend-00001");
+    let text = String::from_utf8(progress).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("asked http://"), "{text}");
+    // Each audited step, in order, with the revisions.
+    let started = lines
+        .iter()
+        .position(|l| l.contains("started:"))
+        .expect(&text);
+    let done = lines.iter().position(|l| l.contains("done:")).expect(&text);
+    assert!(started < done, "{text}");
+    assert!(
+        lines[started].contains("backend-00002 → backend-00001"),
+        "{text}"
+    );
+    // The fake operation takes 20 s: in between, it says what it waits for.
+    assert!(
+        lines[started..done]
+            .iter()
+            .any(|l| l.contains("waiting for the Cloud Run operation")),
+        "{text}"
+    );
+    // The POST's answer comes back with the verdict, after verification.
+    assert!(
+        text.contains("verified:") || text.contains("waiting for verification"),
+        "{text}"
+    );
+
+    // A refusal is an error exit with the daemon's reason.
+    let request = rearguard::cli::rollback::Request {
+        token: "wrong".into(),
+        ..request
+    };
+    let err = request.send(false, &mut Vec::new()).await.unwrap_err();
+    assert!(err.to_string().contains("HTTP 401"), "{err}");
+}

@@ -50,17 +50,12 @@ impl std::fmt::Debug for TokenSource {
     }
 }
 
-/// google-cloud-auth signs service-account JWTs with rustls' process-wide
-/// provider and panics if none is installed: install ring's (as main does).
-pub(crate) fn ensure_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
 impl TokenSource {
     /// Builds the credentials `spec` names. A key file that is missing, unreadable,
     /// not JSON or of an unsupported type is an error here, not at the first call.
     pub async fn new(spec: &CredentialSpec) -> Result<Self, GcpError> {
-        ensure_crypto_provider();
+        // google-cloud-auth signs JWTs with rustls' provider and panics without one.
+        crate::tls::ensure_crypto_provider();
         match spec {
             CredentialSpec::Adc => {
                 let creds = credentials::Builder::default()
@@ -90,7 +85,8 @@ impl TokenSource {
 
     /// Credentials from the text of a key file; `origin` names it in errors.
     pub fn from_key_json(text: &str, origin: &str) -> Result<Self, GcpError> {
-        ensure_crypto_provider();
+        // google-cloud-auth signs JWTs with rustls' provider and panics without one.
+        crate::tls::ensure_crypto_provider();
         let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
             GcpError::Credentials(format!(
                 "key file {origin} is not JSON (line {}, column {})",
@@ -127,7 +123,8 @@ impl TokenSource {
 
     /// The metadata server at `endpoint` (e.g. `http://127.0.0.1:PORT`), as on GCE.
     pub fn metadata_server(endpoint: &str) -> Result<Self, GcpError> {
-        ensure_crypto_provider();
+        // google-cloud-auth signs JWTs with rustls' provider and panics without one.
+        crate::tls::ensure_crypto_provider();
         let creds = credentials::mds::Builder::default()
             .with_endpoint(endpoint)
             .with_scopes([CLOUD_PLATFORM_SCOPE])
@@ -141,7 +138,8 @@ impl TokenSource {
 
     /// No credentials at all (tests against the fake, emulators).
     pub fn anonymous() -> Self {
-        ensure_crypto_provider();
+        // google-cloud-auth signs JWTs with rustls' provider and panics without one.
+        crate::tls::ensure_crypto_provider();
         Self {
             creds: credentials::anonymous::Builder::new().build(),
             description: "anonymous".into(),

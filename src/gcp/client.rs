@@ -185,7 +185,7 @@ impl GcpClient {
         policy: RetryPolicy,
         metrics: UpstreamMetrics,
     ) -> Result<Self, GcpError> {
-        super::auth::ensure_crypto_provider();
+        crate::tls::ensure_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(concat!("rearguard/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))

@@ -414,7 +414,7 @@ pub fn transport(
     password: Option<&Secret>,
     tls_files: Option<&TlsFiles>,
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>, DeliveryError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::ensure_crypto_provider();
     let (host, port) = cfg
         .host_port()
         .ok_or_else(|| invalid(format!("smarthost {:?} is not host:port", cfg.smarthost)))?;

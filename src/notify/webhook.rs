@@ -36,7 +36,7 @@ pub struct Envelope<'a> {
 
 /// A client for webhooks (no redirects followed: a webhook that redirects is misconfigured).
 pub fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::ensure_crypto_provider();
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("rearguard/", env!("CARGO_PKG_VERSION")))

@@ -366,7 +366,7 @@ mod tests {
 
     #[tokio::test]
     async fn remote_query_with_bearer_token() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::ensure_crypto_provider();
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path("/api/v1/query"))

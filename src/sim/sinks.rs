@@ -384,7 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn webhook_sink_keeps_json() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::ensure_crypto_provider();
         let sink = WebhookSink::start(Clock::system()).await.unwrap();
         let r = reqwest::Client::new()
             .post(sink.url())
