@@ -579,7 +579,12 @@ pub fn run_files(
     err: &mut impl std::io::Write,
 ) -> bool {
     let mut ok = true;
-    for f in files {
+    let mut failed = 0;
+    for (i, f) in files.iter().enumerate() {
+        // promtool's line; with many files, which one of how many goes to stderr.
+        if files.len() > 1 {
+            let _ = writeln!(err, "[{}/{}] {}", i + 1, files.len(), f.display());
+        }
         let _ = writeln!(out, "Unit Testing:  {}", f.display());
         let r = run_test_file(f, opts);
         for w in &r.warnings {
@@ -589,6 +594,7 @@ pub fn run_files(
             let _ = writeln!(out, "  SUCCESS");
         } else {
             ok = false;
+            failed += 1;
             let _ = writeln!(err, "  FAILED:");
             for e in &r.errors {
                 let _ = writeln!(err, "{e}");
@@ -597,5 +603,52 @@ pub fn run_files(
         }
         let _ = writeln!(out);
     }
+    if files.len() > 1 {
+        let _ = writeln!(
+            err,
+            "{} files: {} passed, {failed} failed",
+            files.len(),
+            files.len() - failed
+        );
+    }
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn test_file(dir: &std::path::Path, name: &str, want: f64) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "tests:\n  - interval: 1m\n    input_series:\n      - series: 'up{{job=\"a\"}}'\n        values: '1 1 1'\n    promql_expr_test:\n      - expr: up\n        eval_time: 1m\n        exp_samples:\n          - labels: 'up{{job=\"a\"}}'\n            value: {want}\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn many_files_show_which_one_runs_and_a_summary() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = [
+            test_file(dir.path(), "good.yml", 1.0),
+            test_file(dir.path(), "bad.yml", 2.0),
+        ];
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        assert!(!run_files(
+            &files,
+            &TestOptions::default(),
+            &mut out,
+            &mut err
+        ));
+        let out = String::from_utf8(out).unwrap();
+        let err = String::from_utf8(err).unwrap();
+        assert_eq!(out.matches("Unit Testing:").count(), 2, "{out}");
+        assert!(err.contains("[1/2] ") && err.contains("good.yml"), "{err}");
+        assert!(err.contains("[2/2] ") && err.contains("bad.yml"), "{err}");
+        assert!(err.contains("2 files: 1 passed, 1 failed"), "{err}");
+    }
 }
