@@ -20,8 +20,15 @@ pub const DEFAULT_BAKE_WINDOW: Dur = Dur::secs(2 * 3600);
 pub const DEFAULT_COMMAND_TIMEOUT: Dur = Dur::secs(5 * 60);
 pub const DEFAULT_OPERATION_TIMEOUT: Dur = Dur::secs(10 * 60);
 
+/// About 8.5 minutes in all: an alert on a 5-minute rate of Cloud Monitoring
+/// data (which lags by minutes) cannot stop firing sooner, and a check that
+/// gives up early calls a rollback that worked a failure. A check that passes
+/// ends verification at once, so a quick fix is still verified quickly.
 pub fn default_verify_backoff() -> Vec<Dur> {
-    [2, 4, 8, 16, 32].into_iter().map(Dur::secs).collect()
+    [2, 4, 8, 16, 32, 64, 128, 256]
+        .into_iter()
+        .map(Dur::secs)
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -361,7 +368,7 @@ pub fn validate(
         if a.verify.backoff.is_empty() {
             v.error(
                 &path.key("verify").key("backoff"),
-                "verify.backoff is empty: give the waits between checks, e.g. [2s, 4s, 8s, 16s, 32s]",
+                "verify.backoff is empty: give the waits between checks, e.g. [2s, 4s, 8s, 16s, 32s, 64s, 128s, 256s]",
             );
         }
         for (i, d) in a.verify.backoff.iter().enumerate() {
