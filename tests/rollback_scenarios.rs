@@ -5,8 +5,9 @@ mod rollback_support;
 
 use std::sync::Arc;
 
-use rearguard::action::fake::FakeCall;
+use rearguard::action::fake::{FakeCall, FakeCloudRun};
 use rearguard::action::{reason, Outcome, Trigger};
+use rearguard::clock::Clock;
 use rearguard::dispatch::NotificationSink;
 use rearguard::store::{Hold, Intent, IntentState, Quarantined};
 use rollback_support::*;
@@ -709,6 +710,63 @@ async fn an_interrupted_command_is_not_rerun_and_the_ladder_goes_on() {
     assert_eq!(h.sink.phases(), ["failed", "started", "verified"]);
 }
 
+/// Runs a rollback of a bad deploy until its change has taken effect and its
+/// verification has begun, then "kills" the runner; returns what a restart needs.
+async fn crash_while_verifying() -> (Clock, FakeCloudRun, tempfile::TempDir, Arc<World>) {
+    let h = Harness::new(&traffic_action(""));
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    h.runner.spawn("backend".into(), Trigger::alert(a));
+    loop {
+        let open = h.store.unfinished_intents().await.unwrap();
+        if open.iter().any(|i| i.state == IntentState::Verifying) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    h.runner.shutdown().await;
+    assert_eq!(h.fake.accepted_patches(), 1);
+    assert!(h.sink.phases().iter().all(|p| p != "verified"));
+    (h.clock, h.fake, h.dir, h.world)
+}
+
+/// A crash during verification: the restart verifies (no second patch).
+#[tokio::test(start_paused = true)]
+async fn restart_during_verification_verifies_without_acting_again() {
+    let (clock, fake, dir, world) = crash_while_verifying().await;
+    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+    let intents = restarted.store.intents_since(None, 0, 10).await.unwrap();
+    assert_eq!(intents[0].state, IntentState::Done);
+}
+
+/// A crash during verification, and someone deploys while rearguard is down:
+/// the restart leaves their newer decision alone.
+#[tokio::test(start_paused = true)]
+async fn restart_after_the_service_changed_leaves_it_alone() {
+    let (clock, fake, dir, world) = crash_while_verifying().await;
+    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    restarted.deploy("backend-00003", true);
+    restarted.runner.reconcile().await.unwrap();
+    restarted.runner.idle().await;
+    assert_eq!(restarted.fake.accepted_patches(), 1, "no second rollback");
+    assert_eq!(restarted.serving(), "backend-00003");
+    let intents = restarted.store.intents_since(None, 0, 10).await.unwrap();
+    assert_eq!(intents[0].state, IntentState::Superseded);
+    assert!(
+        intents[0]
+            .note
+            .as_deref()
+            .unwrap_or("")
+            .contains("changed since"),
+        "{intents:?}"
+    );
+}
+
 /// An unfinished intent whose alert no longer fires is abandoned, not retried,
 /// and does not count against the budget.
 #[tokio::test(start_paused = true)]
@@ -739,9 +797,10 @@ async fn reconcile_abandons_what_is_no_longer_needed() {
         .unwrap();
     // backend-00001 serves and nothing is bad: the alert does not fire.
     h.runner.reconcile().await.unwrap();
+    // Already at the target: verified in the background, then done.
+    h.runner.idle().await;
     assert_eq!(h.fake.accepted_patches(), 0);
     let all = h.store.intents_since(None, 0, 10).await.unwrap();
-    // Already at the target: done.
     assert_eq!(all[0].state, IntentState::Done);
 }
 

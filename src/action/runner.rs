@@ -1116,7 +1116,7 @@ impl ActionRunner {
                     intent_id,
                     from,
                     to,
-                } => match self.verify(run).await {
+                } => match self.verify_intent(run, intent_id).await {
                     Ok(attempts) => {
                         let detail = format!("verified after {attempts} check(s)");
                         self.audit(
@@ -1562,7 +1562,7 @@ impl ActionRunner {
             .await
         {
             Ok(_) => {
-                self.set_intent(intent.id, IntentState::Done, None, None)
+                self.set_intent(intent.id, IntentState::Verifying, None, None)
                     .await;
                 Step::Done {
                     intent_id: intent.id,
@@ -1828,7 +1828,7 @@ impl ActionRunner {
         };
         match self.wait_service(service, deadline, ready).await {
             Ok(s) => {
-                self.set_intent(intent.id, IntentState::Done, None, None)
+                self.set_intent(intent.id, IntentState::Verifying, None, None)
                     .await;
                 Step::Done {
                     intent_id: intent.id,
@@ -1884,7 +1884,8 @@ impl ActionRunner {
         let out = command::run(argv, &env, run.action.timeout.0).await;
         let evidence = json!({ "command": out });
         if out.success {
-            self.set_intent(id, IntentState::Done, None, None).await;
+            self.set_intent(id, IntentState::Verifying, None, None)
+                .await;
             self.audit(
                 run,
                 "done",
@@ -1918,6 +1919,15 @@ impl ActionRunner {
 
     /// Checks with backoff until the trigger alert stopped firing and every
     /// `verify.probes` passes; returns the number of checks made.
+    /// Verifies the change of intent `id`, then marks the intent done (until
+    /// then a restart resumes the run at this verification).
+    async fn verify_intent(&self, run: &Run, id: i64) -> Result<usize, String> {
+        let result = self.verify(run).await;
+        let note = result.as_ref().err().map(|e| format!("not verified: {e}"));
+        self.set_intent(id, IntentState::Done, None, note).await;
+        result
+    }
+
     async fn verify(&self, run: &Run) -> Result<usize, String> {
         let mut last = String::from("not checked");
         for (i, wait) in run.action.verify.backoff.iter().enumerate() {
@@ -2040,6 +2050,12 @@ impl ActionRunner {
                     None => return,
                 }
             }
+            // The command ran to success; only its verification was cut short.
+            _ if intent.state == IntentState::Verifying => Step::Done {
+                intent_id: intent.id,
+                from: None,
+                to: None,
+            },
             _ => {
                 if !self.trigger_still_fires(&run) {
                     self.abandon(
@@ -2117,7 +2133,7 @@ impl ActionRunner {
                     Ok(_) => {
                         self.set_intent(
                             intent.id,
-                            IntentState::Done,
+                            IntentState::Verifying,
                             None,
                             Some("completed after a restart".into()),
                         )
@@ -2148,6 +2164,23 @@ impl ActionRunner {
             )
             .await;
             step
+        } else if intent.state == IntentState::Verifying {
+            // The change had taken effect; now it is gone: someone changed
+            // the service since. Theirs is the newer decision.
+            let why = "the change had been made, and the service has changed since";
+            self.set_intent(intent.id, IntentState::Superseded, None, Some(why.into()))
+                .await;
+            self.audit(
+                run,
+                "reconciled",
+                why,
+                Some(intent.id),
+                intent.from_revision.as_deref(),
+                intent.to_revision.as_deref(),
+                json!({"service": traffic_json(&svc)}),
+            )
+            .await;
+            return None;
         } else {
             if !self.trigger_still_fires(run) {
                 self.abandon(

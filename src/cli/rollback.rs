@@ -101,10 +101,10 @@ impl Request {
         );
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let resp = loop {
-            tokio::select! {
-                r = &mut post => break r,
-                _ = tick.tick() => {}
-            }
+            let answered = tokio::select! {
+                r = &mut post => Some(r),
+                _ = tick.tick() => None,
+            };
             let elapsed = started.elapsed().as_secs_f64();
             // A failed poll is not worth a word: the request itself reports errors.
             for e in self.audit_since(&client, seen).await.unwrap_or_default() {
@@ -115,6 +115,10 @@ impl Request {
                     waiting_for = next;
                 }
                 last_news = tokio::time::Instant::now();
+            }
+            // With the answer in, the poll above showed the run's last steps.
+            if let Some(r) = answered {
+                break r;
             }
             if last_news.elapsed() >= QUIET_REMINDER {
                 let _ = writeln!(progress, "{elapsed:>7.1}s  … waiting for {waiting_for}");

@@ -76,7 +76,10 @@ pub enum IntentState {
     Pending,
     /// The API accepted the change; waiting for it to take effect.
     Applied,
-    /// The change took effect.
+    /// The change took effect; its verification has not ended. A restart
+    /// picks the run up here (verify, then the ladder's next steps).
+    Verifying,
+    /// The change took effect and its verification ended (either way).
     Done,
     /// Another actor made the change (etag conflict, or found done at reconcile).
     Superseded,
@@ -91,6 +94,7 @@ impl IntentState {
         match self {
             IntentState::Pending => "pending",
             IntentState::Applied => "applied",
+            IntentState::Verifying => "verifying",
             IntentState::Done => "done",
             IntentState::Superseded => "superseded",
             IntentState::Failed => "failed",
@@ -102,6 +106,7 @@ impl IntentState {
         match s {
             "pending" => IntentState::Pending,
             "applied" => IntentState::Applied,
+            "verifying" => IntentState::Verifying,
             "done" => IntentState::Done,
             "superseded" => IntentState::Superseded,
             "abandoned" => IntentState::Abandoned,
@@ -110,7 +115,10 @@ impl IntentState {
     }
 
     pub fn is_unfinished(self) -> bool {
-        matches!(self, IntentState::Pending | IntentState::Applied)
+        matches!(
+            self,
+            IntentState::Pending | IntentState::Applied | IntentState::Verifying
+        )
     }
 }
 
@@ -316,7 +324,7 @@ impl Store {
     pub async fn unfinished_intents(&self) -> Result<Vec<Intent>, StoreError> {
         self.call(|c| {
             let mut st = c.prepare(&format!(
-                "SELECT {INTENT_COLUMNS} FROM action_intents WHERE state IN ('pending', 'applied') ORDER BY id"
+                "SELECT {INTENT_COLUMNS} FROM action_intents WHERE state IN ('pending', 'applied', 'verifying') ORDER BY id"
             ))?;
             let rows = st.query_map([], row_to_intent)?;
             rows.collect()
