@@ -49,6 +49,29 @@ async fn a_bad_deploy_is_rolled_back_once_verified_and_resolved() {
         "{decisions:?}"
     );
     assert!(decisions.contains(&"verified"), "{decisions:?}");
+    // The decision's evidence holds the trigger's expression over its `for`
+    // window, evaluated as the rule did: the health probe at 0 all along.
+    let started = audit.iter().find(|e| e.decision == "started").unwrap();
+    let series = &started.evidence["series"];
+    assert!(
+        series["expr"]
+            .as_str()
+            .unwrap_or("")
+            .contains("probe_success"),
+        "{series}"
+    );
+    let points = series["points"].as_array().expect("points");
+    assert!(points.len() >= 3, "{series}");
+    let first = points[0][0].as_i64().unwrap();
+    let last = points[points.len() - 1][0].as_i64().unwrap();
+    assert!(
+        last - first >= Timings::default().health_for.as_millis() as i64,
+        "{series}"
+    );
+    assert!(
+        points.iter().all(|p| p[1].as_f64() == Some(0.0)),
+        "{series}"
+    );
 
     let hooks = run.webhook.received();
     let health = |status: &str| {

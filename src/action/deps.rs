@@ -11,6 +11,16 @@ pub trait AlertState: Send + Sync {
     /// `Some(true)` firing, `Some(false)` not firing (resolved or gone),
     /// `None` when unknown (e.g. rules not restored yet).
     fn is_firing(&self, fingerprint: u64) -> Option<bool>;
+
+    /// The alert's expression over its `for` window until `now_ms`, for the
+    /// audit (JSON), or `None` when unknown. The default knows nothing.
+    fn history<'a>(
+        &'a self,
+        _fingerprint: u64,
+        _now_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Runs a probe now and says whether it passed (the probe engine's `probe_now`).
@@ -36,8 +46,8 @@ pub trait ServingHistory: Send + Sync {
     fn serving_history<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Vec<ServingPeriod>>;
 }
 
-/// Extra evidence for the audit: the alert's series over its `for` window,
-/// the last log entries of the service.
+/// Extra evidence for the audit: the last log entries and the probe the alert
+/// names (its series come from [`AlertState::history`]).
 pub trait EvidenceSource: Send + Sync {
     fn collect<'a>(
         &'a self,

@@ -688,6 +688,14 @@ impl ActionRunner {
             if !extra.is_null() {
                 ev["evidence"] = extra;
             }
+            if let Some(series) = self
+                .deps()
+                .alert_state
+                .history(a.fingerprint(), self.now())
+                .await
+            {
+                ev["series"] = series;
+            }
         }
         ev
     }

@@ -15,9 +15,9 @@ use serde_json::json;
 use super::cloud_run::short_name;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod};
 use crate::alert::Alert;
+use crate::clock::TimestampMs;
 use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
 use crate::rules::alerting::AlertState as RuleAlertState;
-use crate::rules::group::RuleState;
 use crate::rules::manager::RuleManager;
 use crate::source::cloud_run::CloudRunViews;
 use crate::source::probe::ProbeManager;
@@ -35,36 +35,33 @@ pub struct RulesAlertState {
     pub external_labels: BTreeMap<String, String>,
 }
 
+/// How many evaluations of the trigger's expression the audit keeps.
+const HISTORY_POINTS: usize = 60;
+
 impl AlertState for RulesAlertState {
     fn is_firing(&self, fingerprint: u64) -> Option<bool> {
-        let groups = self.rules.groups();
-        if groups.is_empty() {
+        if self.rules.groups().is_empty() {
             return None;
         }
-        for g in &groups {
-            for r in &g.rules {
-                let RuleState::Alerting(rule) = &r.state else {
-                    continue;
-                };
-                for a in rule.firing_and_pending() {
-                    let with_external = {
-                        let mut b = a.labels.builder();
-                        for (k, v) in &self.external_labels {
-                            if a.labels.get(k).is_none() {
-                                b = b.set(k, v);
-                            }
-                        }
-                        b.build()
-                    };
-                    if a.labels.fingerprint() == fingerprint
-                        || with_external.fingerprint() == fingerprint
-                    {
-                        return Some(a.state == RuleAlertState::Firing);
-                    }
-                }
-            }
-        }
-        Some(false)
+        Some(
+            self.rules
+                .find_alert(fingerprint, &self.external_labels)
+                .is_some_and(|f| f.alert.state == RuleAlertState::Firing),
+        )
+    }
+
+    fn history<'a>(
+        &'a self,
+        fingerprint: u64,
+        now_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async move {
+            let h = self
+                .rules
+                .alert_history(fingerprint, &self.external_labels, now_ms, HISTORY_POINTS)
+                .await?;
+            serde_json::to_value(h).ok()
+        })
     }
 }
 

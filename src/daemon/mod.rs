@@ -515,6 +515,19 @@ impl crate::action::AlertState for OnceLockAlertState {
     fn is_firing(&self, fingerprint: u64) -> Option<bool> {
         self.0.get().and_then(|s| s.is_firing(fingerprint))
     }
+
+    fn history<'a>(
+        &'a self,
+        fingerprint: u64,
+        now_ms: crate::clock::TimestampMs,
+    ) -> crate::dispatch::notification::BoxFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async move {
+            match self.0.get() {
+                Some(s) => s.history(fingerprint, now_ms).await,
+                None => None,
+            }
+        })
+    }
 }
 
 /// Dispatch's time intervals, set once the dispatcher exists.

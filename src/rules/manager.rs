@@ -15,12 +15,14 @@ use crate::alert::AlertSink;
 use crate::clock::{Clock, TimestampMs};
 use crate::config::locate::{LocatedError, Pos};
 use crate::config::LoadedConfig;
+use crate::labels::{Labels, METRIC_NAME};
 use crate::store::alerts::StoredAlert;
 use crate::store::Store;
 use crate::tsdb::SampleSink;
 
-use super::alerting::AlertState;
+use super::alerting::{ActiveAlert, AlertState, AlertingRuleDef};
 use super::file::{load_rule_files, ParseOptions, RuleFile};
+use super::group::RuleState;
 use super::group::{Group, GroupEnv};
 use super::querier::{Querier, RemoteQuerier};
 
@@ -190,6 +192,28 @@ struct Shared {
     metrics: Metrics,
     /// The latest state of every group, for the API.
     snapshots: RwLock<BTreeMap<String, Group>>,
+    /// Each group's querier (local or a remote source), for [`RuleManager::alert_history`].
+    queriers: RwLock<BTreeMap<String, Arc<dyn Querier>>>,
+}
+
+/// A pending or firing alert, found by its fingerprint, with its rule.
+#[derive(Clone, Debug)]
+pub struct FoundAlert {
+    pub group_key: String,
+    pub interval: Duration,
+    pub rule: AlertingRuleDef,
+    pub alert: ActiveAlert,
+}
+
+/// An alert's expression over time: what the audit keeps as evidence.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct AlertHistory {
+    pub expr: String,
+    pub from_ms: TimestampMs,
+    pub to_ms: TimestampMs,
+    pub step_ms: i64,
+    /// `[time_ms, value]` of the alert's own series, where it had a value.
+    pub points: Vec<(TimestampMs, f64)>,
 }
 
 struct Running {
@@ -222,6 +246,7 @@ impl RuleManager {
                 opts,
                 metrics,
                 snapshots: RwLock::new(BTreeMap::new()),
+                queriers: RwLock::new(BTreeMap::new()),
             }),
             running: tokio::sync::Mutex::new(HashMap::new()),
         })
@@ -307,6 +332,11 @@ impl RuleManager {
                     .interval
                     .with_label_values(&[group.key.as_str()])
                     .set(group.interval.as_secs_f64());
+                self.shared
+                    .queriers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(group.key.clone(), querier.clone());
                 let settings = TaskSettings {
                     querier,
                     external_url: cfg.external_url.clone(),
@@ -407,6 +437,90 @@ impl RuleManager {
         let mut v: Vec<Group> = snaps.values().cloned().collect();
         v.sort_by(|a, b| (&a.def.file, &a.def.name).cmp(&(&b.def.file, &b.def.name)));
         v
+    }
+}
+
+impl RuleManager {
+    /// The pending or firing alert whose labels (alone, or with the external
+    /// labels added, as notifications carry them) have `fingerprint`.
+    pub fn find_alert(
+        &self,
+        fingerprint: u64,
+        external_labels: &BTreeMap<String, String>,
+    ) -> Option<FoundAlert> {
+        for g in self.groups() {
+            for r in &g.rules {
+                let RuleState::Alerting(rule) = &r.state else {
+                    continue;
+                };
+                for a in rule.firing_and_pending() {
+                    let mut with_external = a.labels.builder();
+                    for (k, v) in external_labels {
+                        if a.labels.get(k).is_none() {
+                            with_external = with_external.set(k, v);
+                        }
+                    }
+                    if a.labels.fingerprint() == fingerprint
+                        || with_external.build().fingerprint() == fingerprint
+                    {
+                        return Some(FoundAlert {
+                            group_key: g.key.clone(),
+                            interval: g.interval,
+                            rule: rule.def.clone(),
+                            alert: a.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The rule expression of the alert `fingerprint` from one evaluation
+    /// interval before it became active until `to_ms`, at most `max_points`
+    /// evaluations, through the group's own querier; only the alert's series.
+    pub async fn alert_history(
+        &self,
+        fingerprint: u64,
+        external_labels: &BTreeMap<String, String>,
+        to_ms: TimestampMs,
+        max_points: usize,
+    ) -> Option<AlertHistory> {
+        let found = self.find_alert(fingerprint, external_labels)?;
+        let querier = self
+            .shared
+            .queriers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&found.group_key)
+            .cloned()?;
+        let interval_ms = (found.interval.as_millis() as i64).max(1);
+        let from_ms = found.alert.active_at_ms - interval_ms;
+        let span = (to_ms - from_ms).max(0);
+        let step_ms = interval_ms.max(span / max_points.max(1) as i64 + 1);
+        // The expression's own labels: the alert's, less those the rule sets.
+        let own = |l: &Labels| {
+            l.iter()
+                .filter(|l| &*l.name != METRIC_NAME && !found.rule.labels.contains_key(&*l.name))
+                .all(|l| found.alert.labels.get(&l.name) == Some(&*l.value))
+        };
+        let mut points = Vec::new();
+        let mut t = from_ms;
+        while t <= to_ms {
+            if let Ok(samples) = querier.query(&found.rule.expr, t).await {
+                if let Some(s) = samples.iter().find(|s| own(&s.labels)) {
+                    points.push((t, s.value));
+                }
+            }
+            t += step_ms;
+        }
+        Some(AlertHistory {
+            expr: found.rule.expr,
+            from_ms,
+            to_ms,
+            step_ms,
+            points,
+        })
     }
 }
 

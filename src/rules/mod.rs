@@ -16,5 +16,5 @@ pub use file::{
     check_files, load_rule_files, parse_rule_file, ParseOptions, Rule, RuleFile, RuleGroup,
     RuleKind,
 };
-pub use manager::{ManagerOptions, RuleManager, RulesConfig, RulesDeps};
+pub use manager::{AlertHistory, FoundAlert, ManagerOptions, RuleManager, RulesConfig, RulesDeps};
 pub use querier::{LocalQuerier, Querier, QueryError, RemoteQuerier};
