@@ -926,4 +926,43 @@ mod tests {
             .any(|l| l.metric_name() == Some("ALERTS")));
         a.manager.shutdown().await;
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn alert_history_is_the_alerts_own_series_over_its_window() {
+        let clock = Clock::starting_at(T0);
+        let store = Store::open_in_memory().unwrap();
+        let a = rig(&store, &clock);
+        a.manager.apply(rules(FOR_10M)).await.unwrap();
+        // Two series cross the threshold; the history of "api" holds only its own.
+        *a.querier.answer.lock().unwrap() = vec![("api".into(), 5.0), ("web".into(), 9.0)];
+        run_for(12 * MIN).await;
+        let api = firing(&a.sent)
+            .into_iter()
+            .find(|x| x.labels.get("job") == Some("api"))
+            .expect("api fires");
+        let now = clock.now_ms();
+        let found = a
+            .manager
+            .find_alert(api.labels.fingerprint(), &BTreeMap::new())
+            .unwrap();
+        assert_eq!(found.rule.name, "HighErrors");
+        let h = a
+            .manager
+            .alert_history(api.labels.fingerprint(), &BTreeMap::new(), now, 5)
+            .await
+            .unwrap();
+        assert_eq!(h.expr, "errors > 1");
+        assert_eq!(h.from_ms, found.alert.active_at_ms - 60_000);
+        // At most 5 points, spread over the window, each a value of "api".
+        assert!((2..=5).contains(&h.points.len()), "{h:?}");
+        assert!(h.points.iter().all(|(_, v)| *v == 5.0), "{h:?}");
+        assert!(h.step_ms >= (now - h.from_ms) / 5, "{h:?}");
+        // An unknown fingerprint has no history.
+        assert!(a
+            .manager
+            .alert_history(42, &BTreeMap::new(), now, 5)
+            .await
+            .is_none());
+        a.manager.shutdown().await;
+    }
 }
