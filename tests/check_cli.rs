@@ -118,3 +118,29 @@ fn missing_config_file_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cannot read config file"));
 }
+
+#[test]
+fn bad_google_credentials_are_located_and_offline_skips_them() {
+    let dir = tempfile::tempdir().unwrap();
+    // A service-account key file without its private key.
+    std::fs::write(
+        dir.path().join("key.json"),
+        r#"{"type": "service_account", "client_email": "rg@p.iam.gserviceaccount.com"}"#,
+    )
+    .unwrap();
+    let text = "gcp:\n  project: p\n  credentials: key.json\n";
+    assert_error_at(
+        dir.path(),
+        text,
+        3,
+        16,
+        "gcp.credentials: Google credentials",
+    );
+    // --offline (CI, a laptop without the key) checks everything else.
+    let out = Command::new(env!("CARGO_BIN_EXE_rearguard"))
+        .args(["check", "--offline", "--config"])
+        .arg(dir.path().join("rearguard.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
