@@ -167,6 +167,9 @@ start_victims() { # DIR: start VICTIMS single-target servers
 }
 all_ports() { cat "$WORK/shared_ports"; printf '%s\n' "${VICTIM_PORTS[@]}"; }
 
+# The same rule set for both stacks: the alert the latency is measured on,
+# plus the kinds of rules a probe setup carries (a recording rule, a range
+# function over every target, an aggregate, a latency threshold).
 cat >"$WORK/rules.yaml" <<EOF
 groups:
   - name: side-by-side
@@ -179,17 +182,34 @@ groups:
           severity: page
         annotations:
           summary: '{{ \$labels.instance }} is down'
+      - record: instance:probe_success:avg_1m
+        expr: avg_over_time(probe_success[1m])
+      - alert: AvailabilityLow
+        expr: instance:probe_success:avg_1m < 0.99
+        labels:
+          severity: ticket
+      - alert: ManyTargetsDown
+        expr: count(probe_success == 0) > 10
+        for: 10s
+        labels:
+          severity: page
+      - alert: TargetSlow
+        expr: probe_duration_seconds > 0.5
+        for: 10s
+        labels:
+          severity: ticket
 EOF
 
 # Results, filled in by each run: RESULT_<stack>_<field>.
 declare -A RESULT
 
-firing_for() { # URL INSTANCE: does the alerts API at URL list a firing alert for INSTANCE?
+firing_for() { # URL INSTANCE: does the alerts API at URL list TargetDown firing for INSTANCE?
     curl -sf --max-time 1 "$1" | jq -e --arg i "$2" \
-        'any(.data.alerts[]; .state == "firing" and .labels.instance == $i)' >/dev/null 2>&1
+        'any(.data.alerts[]; .state == "firing" and .labels.alertname == "TargetDown" and .labels.instance == $i)' >/dev/null 2>&1
 }
-firing_count() { # URL: number of firing alerts
-    { curl -sf --max-time 10 "$1" || true; } | jq '[.data.alerts[] | select(.state == "firing")] | length' 2>/dev/null || echo "?"
+firing_count() { # URL: number of firing TargetDown alerts
+    { curl -sf --max-time 10 "$1" || true; } |
+        jq '[.data.alerts[] | select(.state == "firing" and .labels.alertname == "TargetDown")] | length' 2>/dev/null || echo "?"
 }
 
 # fail_and_time STACK ALERTS_URL K: kill victim K, then poll ALERTS_URL every
@@ -384,7 +404,7 @@ ratio() { # A B: A / B, or - when either is missing
 }
 echo
 echo "$TARGETS HTTP targets on loopback at 1 s, window ${DURATION} s, run one after the other; $STARTED; $(nproc) cores"
-echo "rule: probe_success == 0, for: $ALERT_FOR, group interval 1 s; $VICTIMS targets failed one after another (expect $VICTIMS alerts firing at the end)"
+echo "rules: 5 (TargetDown: probe_success == 0, for: $ALERT_FOR; a recording rule, 3 more alerts), group interval 1 s; $VICTIMS targets failed one after another (expect $VICTIMS TargetDown firing at the end)"
 echo
 printf '| %-28s | %12s | %21s | %22s |\n' "" "rearguard" "prometheus + blackbox" "ratio (rg / prom)"
 printf '|%s|%s|%s|%s|\n' "------------------------------" "-------------:" "----------------------:" "-----------------------:"
