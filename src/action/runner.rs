@@ -1288,6 +1288,13 @@ impl ActionRunner {
         }
     }
 
+    /// Marks the intent failed with `detail`; the step failed for the same reason.
+    async fn fail_intent(&self, id: i64, detail: String) -> Step {
+        self.set_intent(id, IntentState::Failed, None, Some(detail.clone()))
+            .await;
+        Step::Failed(detail)
+    }
+
     async fn set_intent(
         &self,
         id: i64,
@@ -1580,9 +1587,7 @@ impl ActionRunner {
             }
             Err(e) => {
                 let detail = format!("traffic did not move to {to}: {e}");
-                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
-                    .await;
-                Step::Failed(detail)
+                self.fail_intent(intent.id, detail).await
             }
         }
     }
@@ -1622,14 +1627,10 @@ impl ActionRunner {
                 "{} changed while rearguard planned ({err}); not retrying",
                 short_name(service)
             );
-            self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
-                .await;
-            return Step::Failed(detail);
+            return self.fail_intent(intent.id, detail).await;
         }
         let detail = format!("{} refused the change: {err}", short_name(service));
-        self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
-            .await;
-        Step::Failed(detail)
+        self.fail_intent(intent.id, detail).await
     }
 
     /// Polls an operation with backoff (1s doubling to 10s) until done or the deadline.
@@ -1846,9 +1847,7 @@ impl ActionRunner {
             }
             Err(e) => {
                 let detail = format!("the new revision did not become Ready and serving: {e}");
-                self.set_intent(intent.id, IntentState::Failed, None, Some(detail.clone()))
-                    .await;
-                Step::Failed(detail)
+                self.fail_intent(intent.id, detail).await
             }
         }
     }
@@ -2152,11 +2151,7 @@ impl ActionRunner {
                             to: Some(to.clone()),
                         }
                     }
-                    Err(e) => {
-                        self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
-                            .await;
-                        Step::Failed(e)
-                    }
+                    Err(e) => self.fail_intent(intent.id, e).await,
                 }
             } else {
                 self.finish_env(intent, &service, &env, deadline).await
