@@ -34,6 +34,17 @@ pub enum AlertStatus {
     Resolved,
 }
 
+impl AlertStatus {
+    /// A group's status: `firing` while any of its alerts fires, else `resolved`.
+    pub fn of_group(mut statuses: impl Iterator<Item = AlertStatus>) -> AlertStatus {
+        if statuses.any(|s| s == AlertStatus::Firing) {
+            AlertStatus::Firing
+        } else {
+            AlertStatus::Resolved
+        }
+    }
+}
+
 impl Alert {
     pub fn name(&self) -> &str {
         self.labels.get(ALERTNAME).unwrap_or("")

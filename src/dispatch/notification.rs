@@ -23,15 +23,7 @@ pub struct Notification {
 impl Notification {
     /// `firing` while any alert in it fires, else `resolved`.
     pub fn status(&self) -> AlertStatus {
-        if self
-            .alerts
-            .iter()
-            .any(|a| a.status_at(self.created_at_ms) == AlertStatus::Firing)
-        {
-            AlertStatus::Firing
-        } else {
-            AlertStatus::Resolved
-        }
+        AlertStatus::of_group(self.alerts.iter().map(|a| a.status_at(self.created_at_ms)))
     }
 }
 

@@ -129,15 +129,7 @@ impl From<&Notification> for StoredNotification {
 
 impl StoredNotification {
     pub fn status(&self) -> AlertStatus {
-        if self
-            .alerts
-            .iter()
-            .any(|a| a.status_at(self.created_at_ms) == AlertStatus::Firing)
-        {
-            AlertStatus::Firing
-        } else {
-            AlertStatus::Resolved
-        }
+        AlertStatus::of_group(self.alerts.iter().map(|a| a.status_at(self.created_at_ms)))
     }
     pub fn firing(&self) -> impl Iterator<Item = &StoredAlert> {
         self.alerts
