@@ -392,7 +392,7 @@ impl RuleManager {
                 tracing::warn!(error = %e, "cannot forget alert states of removed rules");
             }
         }
-        // Groups that are gone: forget their metrics and snapshots.
+        // Groups that are gone: forget their metrics, snapshots and queriers.
         {
             let mut snaps = self
                 .shared
@@ -401,6 +401,11 @@ impl RuleManager {
                 .unwrap_or_else(|p| p.into_inner());
             snaps.retain(|k, _| running.contains_key(k));
         }
+        self.shared
+            .queriers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, _| running.contains_key(k));
         for key in old.keys() {
             for m in [
                 &self.shared.metrics.last_eval,
