@@ -411,7 +411,10 @@ impl Outbox {
 
     /// When the report's last run was queued (its due time), if it ever was
     /// and that run's rows are still kept.
-    pub async fn last_report_run_ms(&self, report: &str) -> Result<Option<TimestampMs>, OutboxError> {
+    pub async fn last_report_run_ms(
+        &self,
+        report: &str,
+    ) -> Result<Option<TimestampMs>, OutboxError> {
         let receiver = format!("{REPORT_RECEIVER_PREFIX}{report}");
         Ok(self.inner.store.outbox_latest_created_ms(&receiver).await?)
     }

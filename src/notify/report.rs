@@ -690,5 +690,45 @@ mod tests {
         let (from, to) = next_period(&s, now).unwrap();
         assert_eq!(rfc3339(from), "2026-01-01T08:00:00Z");
         assert_eq!(rfc3339(to), "2026-01-02T08:00:00Z");
+        // The period that ended last: the one before, also when a run is exactly now.
+        for now in [now, 1_767_254_400_000] {
+            let (from, due) = last_period(&s, now).unwrap();
+            assert_eq!(
+                rfc3339(from),
+                "2025-12-31T08:00:00Z",
+                "now {}",
+                rfc3339(now)
+            );
+            assert_eq!(rfc3339(due), "2026-01-01T08:00:00Z");
+        }
+    }
+
+    #[test]
+    fn a_late_report_says_so_in_its_subject_and_body() {
+        let r = build(&ReportInput {
+            name: "daily".into(),
+            // 2025-12-31T08:00Z to 2026-01-01T08:00Z
+            from_ms: 1_767_168_000_000,
+            to_ms: 1_767_254_400_000,
+            ..ReportInput::default()
+        });
+        let on_time = render(&r);
+        assert!(!on_time.subject.contains("late"), "{}", on_time.subject);
+        let late = render_late(&r, 1_767_254_400_000 + 2 * 3_600_000);
+        assert_eq!(
+            late.subject,
+            "[rearguard report] daily: 0 fired, 0 resolved (2025-12-31 08:00 – 2026-01-01 08:00 UTC) (sent late: rearguard was not running at 08:00 UTC)"
+        );
+        assert!(late.text.starts_with(&late.subject), "{}", late.text);
+        assert!(
+            late.text.contains("This report was due at 2026-01-01T08:00:00Z but rearguard was not running then; it was sent at 2026-01-01T10:00:00Z."),
+            "{}",
+            late.text
+        );
+        assert!(
+            late.html.contains("<p><strong>This report was due at"),
+            "{}",
+            late.html
+        );
     }
 }

@@ -364,14 +364,21 @@ mod tests {
             s.outbox_latest_created_ms("report:weekly").await.unwrap(),
             None
         );
-        s.outbox_enqueue(vec![report_row("w1", 1000), report_row("w2", 2000), row("n1", 0)])
-            .await
-            .unwrap();
+        s.outbox_enqueue(vec![
+            report_row("w1", 1000),
+            report_row("w2", 2000),
+            row("n1", 0),
+        ])
+        .await
+        .unwrap();
         assert_eq!(
             s.outbox_latest_created_ms("report:weekly").await.unwrap(),
             Some(2000)
         );
-        assert_eq!(s.outbox_latest_created_ms("team").await.unwrap(), Some(1000));
+        assert_eq!(
+            s.outbox_latest_created_ms("team").await.unwrap(),
+            Some(1000)
+        );
         for r in s.outbox_rows(10).await.unwrap() {
             s.outbox_mark_delivered(r.id, 1, 3000).await.unwrap();
         }
