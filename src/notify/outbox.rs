@@ -409,6 +409,16 @@ impl Outbox {
         Ok(written)
     }
 
+    /// When the report's last run was queued (its due time), if it ever was
+    /// and that run's rows are still kept.
+    pub async fn last_report_run_ms(
+        &self,
+        report: &str,
+    ) -> Result<Option<TimestampMs>, OutboxError> {
+        let receiver = format!("{REPORT_RECEIVER_PREFIX}{report}");
+        Ok(self.inner.store.outbox_latest_created_ms(&receiver).await?)
+    }
+
     fn wake(&self, id: IntegrationId) {
         if *self.inner.shutdown.borrow() {
             return;
@@ -668,7 +678,11 @@ async fn dead_letter(
 
 async fn prune(inner: &Inner, now: TimestampMs) {
     let before = now - inner.options.keep_finished.as_millis() as i64;
-    if let Err(e) = inner.store.outbox_prune(before).await {
+    if let Err(e) = inner
+        .store
+        .outbox_prune(before, REPORT_RECEIVER_PREFIX)
+        .await
+    {
         tracing::warn!(error = %e, "cannot prune the outbox");
     }
 }

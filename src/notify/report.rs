@@ -218,7 +218,18 @@ fn pct(a: Option<f64>) -> String {
 
 /// Renders the report as an email (subject, text and HTML).
 pub fn render(r: &Report) -> RenderedReport {
-    let subject = format!(
+    render_mail(r, None)
+}
+
+/// Renders a report sent at `sent_at_ms`, after its due time (the end of its
+/// period) passed while the daemon was not running: marked as late in the
+/// subject and the body.
+pub fn render_late(r: &Report, sent_at_ms: TimestampMs) -> RenderedReport {
+    render_mail(r, Some(sent_at_ms))
+}
+
+fn render_mail(r: &Report, sent_late_at_ms: Option<TimestampMs>) -> RenderedReport {
+    let mut subject = format!(
         "[rearguard report] {}: {} fired, {} resolved ({} – {})",
         r.name,
         r.fired(),
@@ -226,6 +237,20 @@ pub fn render(r: &Report) -> RenderedReport {
         to_datetime(r.from_ms).format("%Y-%m-%d %H:%M"),
         to_datetime(r.to_ms).format("%Y-%m-%d %H:%M UTC"),
     );
+    let late = sent_late_at_ms.map(|sent| {
+        format!(
+            "This report was due at {} but rearguard was not running then; it was sent at {}.",
+            rfc3339(r.to_ms),
+            rfc3339(sent)
+        )
+    });
+    if late.is_some() {
+        let _ = write!(
+            subject,
+            " (sent late: rearguard was not running at {})",
+            to_datetime(r.to_ms).format("%H:%M UTC")
+        );
+    }
     let mut t = String::new();
     let mut h = String::new();
     let e = html_escape;
@@ -243,6 +268,10 @@ pub fn render(r: &Report) -> RenderedReport {
         rfc3339(r.from_ms),
         rfc3339(r.to_ms)
     );
+    if let Some(late) = &late {
+        let _ = writeln!(t, "{late}\n");
+        let _ = writeln!(h, "<p><strong>{}</strong></p>", e(late));
+    }
     let _ = writeln!(t, "Alerts: {} fired, {} resolved", r.fired(), r.resolved());
     h.push_str("<h3>Alerts</h3>\n");
     if r.rules.is_empty() {
@@ -453,11 +482,78 @@ pub fn next_period(
     Some((prev.timestamp_millis(), next.timestamp_millis()))
 }
 
+/// The latest run of a schedule at or before `now_ms`, and the run before
+/// that: the most recent period that has ended.
+pub fn last_period(
+    schedule: &cron::Schedule,
+    now_ms: TimestampMs,
+) -> Option<(TimestampMs, TimestampMs)> {
+    let (due, _) = next_period(schedule, now_ms)?;
+    let from = schedule.after(&to_datetime(due)).next_back()?;
+    Some((from.timestamp_millis(), due))
+}
+
 /// How often the scheduler looks at the (possibly reloaded) config again.
 const RECHECK: Duration = Duration::from_secs(60);
 
+/// Gathers, renders and queues one run of a report (due at `due`, covering
+/// `[from, due)`); `sent_late_at` marks a run caught up after a restart.
+async fn run_report(
+    outbox: &Outbox,
+    data: &dyn ReportData,
+    name: &str,
+    (from, due): (TimestampMs, TimestampMs),
+    sent_late_at: Option<TimestampMs>,
+) {
+    let input = match data.gather(name, from, due).await {
+        Ok(input) => input,
+        Err(e) => {
+            tracing::error!(report = name, error = %e, "cannot gather the report's data");
+            return;
+        }
+    };
+    let report = build(&input);
+    let rendered = match sent_late_at {
+        Some(at) => render_late(&report, at),
+        None => render(&report),
+    };
+    match outbox.enqueue_report(rendered, due).await {
+        Ok(_) => tracing::info!(report = name, "report queued"),
+        Err(e) => tracing::error!(report = name, error = %e, "cannot queue the report"),
+    }
+}
+
+/// At start: the report's most recent run, if it passed while the daemon was
+/// not running and an earlier run was queued (a report never queued before is
+/// new, and waits for its first run). Older missed runs are not caught up.
+async fn missed_run(
+    outbox: &Outbox,
+    name: &str,
+    schedule: &cron::Schedule,
+    now: TimestampMs,
+) -> Option<(TimestampMs, TimestampMs)> {
+    let period = last_period(schedule, now)?;
+    let last_queued = match outbox.last_report_run_ms(name).await {
+        Ok(last) => last?,
+        Err(e) => {
+            tracing::error!(report = name, error = %e, "cannot read when the report last ran; a run missed while rearguard was not running is not caught up");
+            return None;
+        }
+    };
+    (last_queued < period.1).then(|| {
+        tracing::info!(
+            report = name,
+            due = %rfc3339(period.1),
+            last_queued = %rfc3339(last_queued),
+            "the report's run was missed while rearguard was not running; sending it late (only the latest missed run)"
+        );
+        period
+    })
+}
+
 /// Runs the reports of the outbox's config on their schedules until `shutdown`
-/// turns true. Reloads are picked up within a minute.
+/// turns true. Reloads are picked up within a minute. At start, each report's
+/// latest run missed while the daemon was not running is sent once, late.
 pub fn spawn_scheduler(
     outbox: Outbox,
     clock: Clock,
@@ -467,6 +563,8 @@ pub fn spawn_scheduler(
     tokio::spawn(async move {
         // Report name -> the run time it is waiting for.
         let mut waiting: BTreeMap<String, (TimestampMs, TimestampMs)> = BTreeMap::new();
+        // Only reports configured at start catch up: one added by a reload is new.
+        let mut starting = true;
         loop {
             if *shutdown.borrow() {
                 return;
@@ -478,27 +576,17 @@ pub fn spawn_scheduler(
                 let Some(schedule) = r.cron_schedule() else {
                     continue;
                 };
-                let entry = waiting.get(&r.name).copied();
-                match entry {
-                    Some((from, due)) if due <= now => {
-                        match data.gather(&r.name, from, due).await {
-                            Ok(input) => {
-                                let rendered = render(&build(&input));
-                                match outbox.enqueue_report(rendered, due).await {
-                                    Ok(_) => tracing::info!(report = r.name, "report queued"),
-                                    Err(e) => {
-                                        tracing::error!(report = r.name, error = %e, "cannot queue the report")
-                                    }
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(report = r.name, error = %e, "cannot gather the report's data")
-                            }
-                        }
+                if starting {
+                    if let Some(period) = missed_run(&outbox, &r.name, &schedule, now).await {
+                        let late = (now > period.1).then_some(now);
+                        run_report(&outbox, &*data, &r.name, period, late).await;
+                    }
+                }
+                if let Some(&period) = waiting.get(&r.name) {
+                    if period.1 <= now {
+                        run_report(&outbox, &*data, &r.name, period, None).await;
                         waiting.remove(&r.name);
                     }
-                    Some(_) => {}
-                    None => {}
                 }
                 if !waiting.contains_key(&r.name) {
                     if let Some(p) = next_period(&schedule, now) {
@@ -506,6 +594,7 @@ pub fn spawn_scheduler(
                     }
                 }
             }
+            starting = false;
             let next_due = waiting.values().map(|p| p.1).min().unwrap_or(i64::MAX);
             let wake = next_due.min(now + RECHECK.as_millis() as i64);
             tokio::select! {
@@ -601,5 +690,45 @@ mod tests {
         let (from, to) = next_period(&s, now).unwrap();
         assert_eq!(rfc3339(from), "2026-01-01T08:00:00Z");
         assert_eq!(rfc3339(to), "2026-01-02T08:00:00Z");
+        // The period that ended last: the one before, also when a run is exactly now.
+        for now in [now, 1_767_254_400_000] {
+            let (from, due) = last_period(&s, now).unwrap();
+            assert_eq!(
+                rfc3339(from),
+                "2025-12-31T08:00:00Z",
+                "now {}",
+                rfc3339(now)
+            );
+            assert_eq!(rfc3339(due), "2026-01-01T08:00:00Z");
+        }
+    }
+
+    #[test]
+    fn a_late_report_says_so_in_its_subject_and_body() {
+        let r = build(&ReportInput {
+            name: "daily".into(),
+            // 2025-12-31T08:00Z to 2026-01-01T08:00Z
+            from_ms: 1_767_168_000_000,
+            to_ms: 1_767_254_400_000,
+            ..ReportInput::default()
+        });
+        let on_time = render(&r);
+        assert!(!on_time.subject.contains("late"), "{}", on_time.subject);
+        let late = render_late(&r, 1_767_254_400_000 + 2 * 3_600_000);
+        assert_eq!(
+            late.subject,
+            "[rearguard report] daily: 0 fired, 0 resolved (2025-12-31 08:00 – 2026-01-01 08:00 UTC) (sent late: rearguard was not running at 08:00 UTC)"
+        );
+        assert!(late.text.starts_with(&late.subject), "{}", late.text);
+        assert!(
+            late.text.contains("This report was due at 2026-01-01T08:00:00Z but rearguard was not running then; it was sent at 2026-01-01T10:00:00Z."),
+            "{}",
+            late.text
+        );
+        assert!(
+            late.html.contains("<p><strong>This report was due at"),
+            "{}",
+            late.html
+        );
     }
 }

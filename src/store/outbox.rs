@@ -263,12 +263,40 @@ impl Store {
         .await
     }
 
-    /// Deletes finished rows older than `before_ms`. Returns how many.
-    pub async fn outbox_prune(&self, before_ms: TimestampMs) -> Result<usize, StoreError> {
+    /// The newest `created_at_ms` of any row of `receiver` (None: it has no rows).
+    /// For a report's receiver that is its last queued run.
+    pub async fn outbox_latest_created_ms(
+        &self,
+        receiver: &str,
+    ) -> Result<Option<TimestampMs>, StoreError> {
+        let receiver = receiver.to_string();
+        self.call(move |c| {
+            c.query_row(
+                "SELECT MAX(created_at_ms) FROM outbox WHERE receiver = ?1",
+                params![receiver],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    /// Deletes finished rows older than `before_ms`, except the newest rows of
+    /// each receiver starting with `keep_latest_prefix` (reports: their last
+    /// run must outlive a weekly or monthly period, so a run missed while the
+    /// daemon was down can be caught up). Returns how many were deleted.
+    pub async fn outbox_prune(
+        &self,
+        before_ms: TimestampMs,
+        keep_latest_prefix: &str,
+    ) -> Result<usize, StoreError> {
+        let prefix = keep_latest_prefix.to_string();
         self.call(move |c| {
             c.execute(
-                "DELETE FROM outbox WHERE state != 'pending' AND finished_at_ms < ?1",
-                params![before_ms],
+                "DELETE FROM outbox WHERE state != 'pending' AND finished_at_ms < ?1
+                   AND NOT (substr(receiver, 1, length(?2)) = ?2
+                            AND created_at_ms = (SELECT MAX(o.created_at_ms) FROM outbox o
+                                                 WHERE o.receiver = outbox.receiver))",
+                params![before_ms, prefix],
             )
         })
         .await
@@ -321,6 +349,47 @@ mod tests {
             (stats[0].delivered, stats[0].dead_lettered, stats[0].pending),
             (1, 1, 0)
         );
-        assert_eq!(s.outbox_prune(6500).await.unwrap(), 1);
+        assert_eq!(s.outbox_prune(6500, "report:").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn latest_created_and_prune_keep_a_reports_last_run() {
+        let s = Store::open_in_memory().unwrap();
+        let report_row = |nid: &str, at: TimestampMs| NewOutboxRow {
+            receiver: "report:weekly".into(),
+            created_at_ms: at,
+            ..row(nid, 0)
+        };
+        assert_eq!(
+            s.outbox_latest_created_ms("report:weekly").await.unwrap(),
+            None
+        );
+        s.outbox_enqueue(vec![
+            report_row("w1", 1000),
+            report_row("w2", 2000),
+            row("n1", 0),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(
+            s.outbox_latest_created_ms("report:weekly").await.unwrap(),
+            Some(2000)
+        );
+        assert_eq!(
+            s.outbox_latest_created_ms("team").await.unwrap(),
+            Some(1000)
+        );
+        for r in s.outbox_rows(10).await.unwrap() {
+            s.outbox_mark_delivered(r.id, 1, 3000).await.unwrap();
+        }
+        // The older report run and the alert go; the report's last run stays.
+        assert_eq!(s.outbox_prune(10_000, "report:").await.unwrap(), 2);
+        let left = s.outbox_rows(10).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].notification_id, "w2");
+        assert_eq!(
+            s.outbox_latest_created_ms("report:weekly").await.unwrap(),
+            Some(2000)
+        );
     }
 }
