@@ -45,6 +45,31 @@ impl NotificationSink for Recorder {
     }
 }
 
+/// Notifications are not what the test looks at.
+pub struct Discard;
+
+impl NotificationSink for Discard {
+    fn send<'a>(&'a self, _n: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A dispatcher configured by `yaml` on `clock`, over an in-memory store,
+/// whose notifications go nowhere.
+pub async fn discarding_dispatcher(yaml: &str, clock: &Clock) -> Arc<Dispatcher> {
+    Dispatcher::start(
+        DispatcherDeps {
+            clock: clock.clone(),
+            store: Store::open_in_memory().unwrap(),
+            sink: Arc::new(Discard),
+            registry: prometheus::Registry::new(),
+        },
+        &load(yaml),
+    )
+    .await
+    .unwrap()
+}
+
 pub fn load(yaml: &str) -> LoadedConfig {
     config::load_str(Path::new("/tmp/dispatch-test.yaml"), yaml, |_| None)
         .unwrap_or_else(|e| panic!("{e}"))
