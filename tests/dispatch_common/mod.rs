@@ -12,8 +12,11 @@ use rearguard::alert::{Alert, AlertSink};
 use rearguard::clock::{Clock, TimestampMs};
 use rearguard::config::{self, LoadedConfig};
 use rearguard::dispatch::notification::BoxFuture;
-use rearguard::dispatch::{Dispatcher, DispatcherDeps, Notification, NotificationSink};
+use rearguard::dispatch::{
+    Dispatcher, DispatcherDeps, Notification, NotificationSink, SilenceInput,
+};
 use rearguard::labels::Labels;
+use rearguard::store::silences::SilenceMatcher;
 use rearguard::store::Store;
 
 /// 2026-11-23T00:00:00Z, a Monday.
@@ -125,6 +128,23 @@ impl Harness {
 
     pub fn now(&self) -> TimestampMs {
         self.clock.now_ms()
+    }
+
+    /// An hour-long silence by alice from now on `name="value"`, without a comment.
+    pub fn silence_from_now(&self, name: &str, value: &str) -> SilenceInput {
+        SilenceInput {
+            id: None,
+            matchers: vec![SilenceMatcher {
+                name: name.into(),
+                value: value.into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at_ms: self.now(),
+            ends_at_ms: self.now() + 3_600_000,
+            created_by: "alice".into(),
+            comment: "".into(),
+        }
     }
 
     /// Starts (or keeps) an alert firing, sent at once like a rule evaluation would.
