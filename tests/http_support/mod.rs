@@ -54,7 +54,7 @@ impl Api {
 
     /// GET `path` (reads need no token).
     pub async fn get(&self, path: &str) -> Response {
-        self.request(Method::GET, path).send().await.unwrap()
+        send(self.request(Method::GET, path)).await
     }
 
     /// GET `path`: the status and the body as JSON.
@@ -71,34 +71,29 @@ impl Api {
 
     /// POST `body` as JSON to `path` with the token.
     pub async fn post(&self, path: &str, body: &Value) -> Response {
-        self.authed(Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        send(self.authed(Method::POST, path).json(body)).await
     }
 
     /// POST `body` as JSON to `path` without the token.
     pub async fn post_anonymous(&self, path: &str, body: &Value) -> Response {
-        self.request(Method::POST, path)
-            .json(body)
-            .send()
-            .await
-            .unwrap()
+        send(self.request(Method::POST, path).json(body)).await
     }
 
     /// POST a raw `body` declared as JSON (for malformed JSON) with the token.
     pub async fn post_raw(&self, path: &str, body: &'static str) -> Response {
-        self.authed(Method::POST, path)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
+        let declared = self
+            .authed(Method::POST, path)
+            .header("content-type", "application/json");
+        send(declared.body(body)).await
     }
 
     /// DELETE `path` with the token.
     pub async fn delete(&self, path: &str) -> Response {
-        self.authed(Method::DELETE, path).send().await.unwrap()
+        send(self.authed(Method::DELETE, path)).await
     }
+}
+
+/// Sends `request`; a transport error fails the test.
+async fn send(request: RequestBuilder) -> Response {
+    request.send().await.unwrap()
 }
