@@ -605,6 +605,31 @@ async fn restart_in_a_ladder_goes_on_to_the_next_step() {
     );
 }
 
+/// The first step (`kind`) of run `backend-1` on a BackendDown `alert`
+/// (as JSON), written at `at_ms` and left pending, as a crash leaves it.
+fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
+    Intent {
+        id: 0,
+        run_id: "backend-1".into(),
+        target: "backend".into(),
+        kind: kind.into(),
+        service: Some(SVC.into()),
+        step: 0,
+        fingerprint: String::new(),
+        alertname: "BackendDown".into(),
+        from_revision: None,
+        to_revision: None,
+        etag: None,
+        detail: serde_json::json!({ "alert": alert }),
+        state: IntentState::Pending,
+        operation: None,
+        note: None,
+        manual: false,
+        created_at_ms: at_ms,
+        updated_at_ms: at_ms,
+    }
+}
+
 /// A command a restart interrupted is not run again (it may or may not have
 /// run); while its alert fires it counts as a failed step and the ladder goes on.
 #[tokio::test(start_paused = true)]
@@ -625,24 +650,8 @@ async fn an_interrupted_command_is_not_rerun_and_the_ladder_goes_on() {
     });
     h.store
         .insert_intent(Intent {
-            id: 0,
-            run_id: "backend-1".into(),
-            target: "backend".into(),
-            kind: "command".into(),
-            service: Some(SVC.into()),
-            step: 0,
             fingerprint: format!("{:016x}", a.fingerprint()),
-            alertname: "BackendDown".into(),
-            from_revision: None,
-            to_revision: None,
-            etag: None,
-            detail: serde_json::json!({"alert": alert_json}),
-            state: IntentState::Pending,
-            operation: None,
-            note: None,
-            manual: false,
-            created_at_ms: h.clock.now_ms(),
-            updated_at_ms: h.clock.now_ms(),
+            ..pending_intent("command", h.clock.now_ms(), alert_json)
         })
         .await
         .unwrap();
@@ -724,24 +733,15 @@ async fn reconcile_abandons_what_is_no_longer_needed() {
     let h = Harness::new(&traffic_action(""));
     h.store
         .insert_intent(Intent {
-            id: 0,
-            run_id: "backend-1".into(),
-            target: "backend".into(),
-            kind: "cloud_run_traffic".into(),
-            service: Some(SVC.into()),
-            step: 0,
             fingerprint: "00".into(),
-            alertname: "BackendDown".into(),
             from_revision: Some("backend-00002".into()),
             to_revision: Some("backend-00001".into()),
             etag: Some("old".into()),
-            detail: serde_json::json!({"alert": {"labels": {"alertname": "BackendDown"}, "active_at_ms": T0}}),
-            state: IntentState::Pending,
-            operation: None,
-            note: None,
-            manual: false,
-            created_at_ms: T0,
-            updated_at_ms: T0,
+            ..pending_intent(
+                "cloud_run_traffic",
+                T0,
+                serde_json::json!({"labels": {"alertname": "BackendDown"}, "active_at_ms": T0}),
+            )
         })
         .await
         .unwrap();
