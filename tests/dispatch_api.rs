@@ -1,27 +1,23 @@
 //! The admin API over real HTTP: the token, silences in Alertmanager's shapes,
 //! bad JSON, status, the dispatch view of alerts, and the CLI against it.
 
+mod dispatch_common;
+mod http_support;
+
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
+use dispatch_common::discarding_dispatcher;
+use http_support::Api;
 use rearguard::alert::{Alert, AlertSink};
 use rearguard::clock::Clock;
-use rearguard::config::{self, Secret};
-use rearguard::dispatch::notification::BoxFuture;
-use rearguard::dispatch::{Dispatcher, DispatcherDeps, Notification, NotificationSink};
+use rearguard::config::Secret;
+use rearguard::dispatch::Dispatcher;
 use rearguard::labels::Labels;
 use rearguard::server::auth::AdminToken;
 use rearguard::server::dispatch_api::{router, DispatchApiState};
-use rearguard::store::Store;
+use reqwest::Method;
 use serde_json::{json, Value};
-
-struct NullSink;
-impl NotificationSink for NullSink {
-    fn send<'a>(&'a self, _n: Notification) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-}
 
 const TOKEN: &str = "t0ken-for-tests";
 
@@ -42,30 +38,22 @@ inhibit_rules:
     equal: [service]
 "#;
 
-async fn serve() -> (String, Arc<Dispatcher>) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cfg = config::load_str(Path::new("/tmp/api.yaml"), CONFIG, |_| None).unwrap();
+async fn serve() -> (Api, Arc<Dispatcher>) {
+    let http = http_support::client();
     let clock = Clock::system();
-    let dispatcher = Dispatcher::start(
-        DispatcherDeps {
-            clock: clock.clone(),
-            store: Store::open_in_memory().unwrap(),
-            sink: Arc::new(NullSink),
-            registry: prometheus::Registry::new(),
-        },
-        &cfg,
-    )
-    .await
-    .unwrap();
-    let app = router(DispatchApiState {
+    let dispatcher = discarding_dispatcher(CONFIG, &clock).await;
+    let base = http_support::serve(router(DispatchApiState {
         dispatcher: dispatcher.clone(),
         admin_token: AdminToken(Some(Secret::new(TOKEN))),
         started_at_ms: clock.now_ms(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), dispatcher)
+    }))
+    .await;
+    let api = Api {
+        base,
+        http,
+        token: TOKEN.into(),
+    };
+    (api, dispatcher)
 }
 
 fn silence_body(matchers: Value) -> Value {
@@ -81,64 +69,44 @@ fn silence_body(matchers: Value) -> Value {
 
 #[tokio::test]
 async fn mutating_calls_need_the_token() {
-    let (base, _d) = serve().await;
-    let http = reqwest::Client::new();
+    let (api, _d) = serve().await;
     let body = silence_body(json!([{"name": "service", "value": "backend", "isRegex": false}]));
-    let r = http
-        .post(format!("{base}/api/v1/silences"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let r = api.post_anonymous("/api/v1/silences", &body).await;
     assert_eq!(r.status(), 401);
     assert!(r.headers().contains_key("www-authenticate"));
     let text = r.text().await.unwrap();
     assert!(text.contains("Authorization: Bearer"), "{text}");
     assert!(!text.contains(TOKEN));
-    let r = http
-        .post(format!("{base}/api/v1/silences"))
-        .bearer_auth("wrong")
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let wrong = Api {
+        token: "wrong".into(),
+        ..api.clone()
+    };
+    let r = wrong.post("/api/v1/silences", &body).await;
     assert_eq!(r.status(), 401);
-    let r = http
-        .delete(format!("{base}/api/v1/silences/whatever"))
+    let r = api
+        .request(Method::DELETE, "/api/v1/silences/whatever")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "DELETE needs the token too");
     // Reads need none.
-    let r = http
-        .get(format!("{base}/api/v1/silences"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/api/v1/silences").await;
     assert_eq!(r.status(), 200);
-    let r = http
-        .get(format!("{base}/api/v1/status"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/api/v1/status").await;
     assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
 async fn silences_in_alertmanager_shapes() {
-    let (base, d) = serve().await;
-    let http = reqwest::Client::new();
+    let (api, d) = serve().await;
     let post = |body: Value| {
-        http.post(format!("{base}/api/v1/silences"))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
+        let api = api.clone();
+        async move { api.post("/api/v1/silences", &body).await }
     };
     let r = post(silence_body(
         json!([{"name": "service", "value": "back.*", "isRegex": true}]),
     ))
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status(), 200);
     let id = r.json::<Value>().await.unwrap()["silenceID"]
         .as_str()
@@ -146,14 +114,7 @@ async fn silences_in_alertmanager_shapes() {
         .to_string();
     assert_eq!(id.len(), 36, "a UUID");
 
-    let list: Value = http
-        .get(format!("{base}/api/v1/silences"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = api.get_json("/api/v1/silences").await;
     let s = &list[0];
     assert_eq!(s["id"], id.as_str());
     assert_eq!(s["status"]["state"], "active");
@@ -163,17 +124,8 @@ async fn silences_in_alertmanager_shapes() {
     );
     assert_eq!(s["createdBy"], "alice");
     let filtered = |q: &'static str| {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/silences?{q}");
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        }
+        let api = api.clone();
+        async move { api.get_json(&format!("/api/v1/silences?{q}")).await }
     };
     assert_eq!(
         filtered("filter=service%3D%22back.*%22")
@@ -208,14 +160,7 @@ async fn silences_in_alertmanager_shapes() {
     }]);
     d.sync().await;
     assert_eq!(d.suppression(&labels).silenced_by, vec![id.clone()]);
-    let view: Value = http
-        .get(format!("{base}/api/v1/dispatch/alerts"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = api.get_json("/api/v1/dispatch/alerts").await;
     assert_eq!(view[0]["labels"]["alertname"], "Slow");
     assert_eq!(view[0]["status"]["state"], "suppressed");
     assert_eq!(view[0]["status"]["silencedBy"], json!([id]));
@@ -235,7 +180,7 @@ async fn silences_in_alertmanager_shapes() {
             "regular expression",
         ),
     ] {
-        let r = post(body).await.unwrap();
+        let r = post(body).await;
         assert_eq!(r.status(), 400);
         let msg = r.json::<Value>().await.unwrap()["error"]
             .as_str()
@@ -243,64 +188,28 @@ async fn silences_in_alertmanager_shapes() {
             .to_string();
         assert!(msg.contains(needle), "{msg}");
     }
-    let r = http
-        .post(format!("{base}/api/v1/silences"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body("{\"matchers\": [")
-        .send()
-        .await
-        .unwrap();
+    let r = api.post_raw("/api/v1/silences", "{\"matchers\": [").await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("EOF"));
     let mut past = silence_body(json!([{"name": "a", "value": "b"}]));
     past["endsAt"] = json!("2001-01-01T00:00:00Z");
     past["startsAt"] = json!("2000-01-01T00:00:00Z");
-    let r = post(past).await.unwrap();
+    let r = post(past).await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("in the past"));
 
     // Expire: then it is expired, a second expire conflicts, unknown ids are 404.
-    let r = http
-        .delete(format!("{base}/api/v1/silences/{id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete(&format!("/api/v1/silences/{id}")).await;
     assert_eq!(r.status(), 200);
-    let s: Value = http
-        .get(format!("{base}/api/v1/silences/{id}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = api.get_json(&format!("/api/v1/silences/{id}")).await;
     assert_eq!(s["status"]["state"], "expired");
-    let r = http
-        .delete(format!("{base}/api/v1/silence/{id}"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete(&format!("/api/v1/silence/{id}")).await;
     assert_eq!(r.status(), 409);
-    let r = http
-        .delete(format!("{base}/api/v1/silences/nope"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete("/api/v1/silences/nope").await;
     assert_eq!(r.status(), 404);
     assert!(d.suppression(&labels).silenced_by.is_empty());
 
-    let status: Value = http
-        .get(format!("{base}/api/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = api.get_json("/api/v1/status").await;
     assert_eq!(status["silences"]["expired"], 1);
     assert_eq!(status["routes"][1]["receiver"], "pager");
     assert_eq!(status["cluster"]["status"], "disabled");
@@ -309,7 +218,8 @@ async fn silences_in_alertmanager_shapes() {
 #[tokio::test]
 async fn cli_adds_lists_and_expires() {
     use rearguard::cli::silence::{run, ApiArgs, SilenceCommand};
-    let (base, d) = serve().await;
+    let (api, d) = serve().await;
+    let base = api.base;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();

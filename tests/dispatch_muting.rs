@@ -8,9 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dispatch_common::*;
-use rearguard::dispatch::SilenceInput;
 use rearguard::labels::Labels;
-use rearguard::store::silences::SilenceMatcher;
 
 const MIN: Duration = Duration::from_secs(60);
 
@@ -92,23 +90,11 @@ async fn silences_mute_until_they_expire() {
     ))
     .await;
     let t0 = h.now();
-    let id = h
-        .dispatcher
-        .set_silence(SilenceInput {
-            id: None,
-            matchers: vec![SilenceMatcher {
-                name: "service".into(),
-                value: "back.*".into(),
-                is_regex: true,
-                is_equal: true,
-            }],
-            starts_at_ms: t0,
-            ends_at_ms: t0 + 20 * 60_000,
-            created_by: "alice".into(),
-            comment: "deploy".into(),
-        })
-        .await
-        .unwrap();
+    let mut deploy = h.silence_from_now("service", "back.*");
+    deploy.matchers[0].is_regex = true;
+    deploy.ends_at_ms = t0 + 20 * 60_000;
+    deploy.comment = "deploy".into();
+    let id = h.dispatcher.set_silence(deploy).await.unwrap();
     h.fire(&[("alertname", "Down"), ("service", "backend")])
         .await;
     h.fire(&[("alertname", "Other"), ("service", "frontend")])
@@ -156,19 +142,7 @@ async fn silences_mute_until_they_expire() {
     // Expiring a silence early lets the alert through at the next tick.
     let id2 = h
         .dispatcher
-        .set_silence(SilenceInput {
-            id: None,
-            matchers: vec![SilenceMatcher {
-                name: "alertname".into(),
-                value: "Third".into(),
-                is_regex: false,
-                is_equal: true,
-            }],
-            starts_at_ms: h.now(),
-            ends_at_ms: h.now() + 3_600_000,
-            created_by: "alice".into(),
-            comment: "".into(),
-        })
+        .set_silence(h.silence_from_now("alertname", "Third"))
         .await
         .unwrap();
     let since = h.now();
@@ -319,19 +293,7 @@ async fn expired_silences_are_kept_five_days_then_dropped() {
     let h = Harness::new(&format!("route:\n  receiver: hook\n{RECEIVERS}")).await;
     let id = h
         .dispatcher
-        .set_silence(SilenceInput {
-            id: None,
-            matchers: vec![SilenceMatcher {
-                name: "alertname".into(),
-                value: "X".into(),
-                is_regex: false,
-                is_equal: true,
-            }],
-            starts_at_ms: h.now(),
-            ends_at_ms: h.now() + 3_600_000,
-            created_by: "alice".into(),
-            comment: "".into(),
-        })
+        .set_silence(h.silence_from_now("alertname", "X"))
         .await
         .unwrap();
     h.dispatcher.expire_silence(&id).await.unwrap();

@@ -25,13 +25,14 @@ receivers:
     )
 }
 
+/// A harness whose config is `route_yaml` over the hook and mail receivers.
+async fn with_route(route_yaml: &str) -> Harness {
+    Harness::new(&format!("{route_yaml}{}", receivers(true))).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn group_wait_collects_the_group_then_group_interval_paces_it() {
-    let h = Harness::new(&format!(
-        "route:\n  receiver: hook\n  group_by: [alertname]\n{}",
-        receivers(true)
-    ))
-    .await;
+    let h = with_route("route:\n  receiver: hook\n  group_by: [alertname]\n").await;
     let t0 = h.now();
     h.fire(&[("alertname", "Down"), ("instance", "a")]).await;
     h.advance(Duration::from_secs(10)).await;
@@ -77,7 +78,7 @@ async fn group_wait_collects_the_group_then_group_interval_paces_it() {
 
 #[tokio::test(start_paused = true)]
 async fn an_alert_resolved_inside_group_wait_is_never_notified() {
-    let h = Harness::new(&format!("route:\n  receiver: hook\n{}", receivers(true))).await;
+    let h = with_route("route:\n  receiver: hook\n").await;
     let a = h.fire(&[("alertname", "Blip")]).await;
     h.advance(Duration::from_secs(10)).await;
     h.resolve(&a).await;
@@ -87,7 +88,7 @@ async fn an_alert_resolved_inside_group_wait_is_never_notified() {
 
 #[tokio::test(start_paused = true)]
 async fn repeat_interval_defaults_to_4h_and_rounds_up_to_group_interval() {
-    let mut h = Harness::new(&format!("route:\n  receiver: hook\n{}", receivers(true))).await;
+    let mut h = with_route("route:\n  receiver: hook\n").await;
     let t0 = h.now();
     h.eval_interval = Duration::from_secs(60);
     h.fire(&[("alertname", "Down")]).await;
@@ -103,11 +104,7 @@ async fn repeat_interval_defaults_to_4h_and_rounds_up_to_group_interval() {
     );
 
     // repeat_interval 7m with group_interval 5m: repeats land on the 10m tick.
-    let h = Harness::new(&format!(
-        "route:\n  receiver: hook\n  group_wait: 0s\n  repeat_interval: 7m\n{}",
-        receivers(true)
-    ))
-    .await;
+    let h = with_route("route:\n  receiver: hook\n  group_wait: 0s\n  repeat_interval: 7m\n").await;
     let t0 = h.now();
     h.fire(&[("alertname", "Down")]).await;
     h.advance(25 * MIN).await;
@@ -118,11 +115,7 @@ async fn repeat_interval_defaults_to_4h_and_rounds_up_to_group_interval() {
 #[tokio::test(start_paused = true)]
 async fn resolved_notifications_follow_send_resolved() {
     // Webhook (send_resolved true by default): a partial resolution is told.
-    let h = Harness::new(&format!(
-        "route:\n  receiver: hook\n  group_wait: 1s\n{}",
-        receivers(true)
-    ))
-    .await;
+    let h = with_route("route:\n  receiver: hook\n  group_wait: 1s\n").await;
     let t0 = h.now();
     let a = h.fire(&[("alertname", "Down"), ("instance", "a")]).await;
     h.fire(&[("alertname", "Down"), ("instance", "b")]).await;
@@ -139,11 +132,7 @@ async fn resolved_notifications_follow_send_resolved() {
 
     // Email (send_resolved false by default): a partial resolution waits, but
     // "all resolved" is still handed over (the email integration drops resolved alerts).
-    let h = Harness::new(&format!(
-        "route:\n  receiver: mail\n  group_wait: 1s\n{}",
-        receivers(true)
-    ))
-    .await;
+    let h = with_route("route:\n  receiver: mail\n  group_wait: 1s\n").await;
     let t0 = h.now();
     let a = h.fire(&[("alertname", "Down"), ("instance", "a")]).await;
     let b = h.fire(&[("alertname", "Down"), ("instance", "b")]).await;
@@ -263,11 +252,7 @@ async fn an_old_alert_does_not_wait_again_and_a_restart_does_not_resend() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_notification_is_retried_at_the_next_tick() {
-    let h = Harness::new(&format!(
-        "route:\n  receiver: hook\n  group_wait: 0s\n{}",
-        receivers(true)
-    ))
-    .await;
+    let h = with_route("route:\n  receiver: hook\n  group_wait: 0s\n").await;
     *h.sink.fail.lock().unwrap() = true;
     h.fire(&[("alertname", "Down")]).await;
     h.advance(MIN).await;
@@ -279,11 +264,7 @@ async fn a_refused_notification_is_retried_at_the_next_tick() {
 
 #[tokio::test(start_paused = true)]
 async fn an_alert_no_longer_sent_resolves_after_the_resolve_timeout() {
-    let h = Harness::new(&format!(
-        "route:\n  receiver: hook\n  group_wait: 0s\n{}",
-        receivers(true)
-    ))
-    .await;
+    let h = with_route("route:\n  receiver: hook\n  group_wait: 0s\n").await;
     let t0 = h.now();
     // Sent once, then never again (a rule removed on reload).
     let alert = rearguard::alert::Alert {

@@ -1,6 +1,10 @@
 //! `GET /api/v1/evidence/logs?query=NAME` and `GET /api/v1/cloud_run/services`.
 
+mod http_support;
+
 use std::collections::VecDeque;
+
+use http_support::Api;
 
 use rearguard::server::gcp_api;
 use rearguard::source::cloud_logging::{LogEvidence, LogEvidenceStore};
@@ -9,7 +13,6 @@ use serde_json::Value;
 
 #[tokio::test]
 async fn evidence_route() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let evidence = LogEvidenceStore::default();
     evidence.set(
         "backend-errors",
@@ -24,44 +27,24 @@ async fn evidence_route() {
             log_name: "projects/p/logs/run.googleapis.com%2Fstderr".into(),
         }]),
     );
-    let app = gcp_api::router(evidence, CloudRunViews::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    let http = reqwest::Client::new();
-    let base = format!("http://{addr}/api/v1");
+    let base = http_support::serve(gcp_api::router(evidence, CloudRunViews::default())).await;
+    let api = Api::new(&format!("{base}/api/v1"), "");
 
-    let r = http
-        .get(format!("{base}/evidence/logs?query=backend-errors"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/evidence/logs?query=backend-errors").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"]["entries"][0]["message"], "boom");
     assert_eq!(v["data"]["entries"][0]["revision"], "backend-00002");
 
-    let r = http
-        .get(format!("{base}/evidence/logs?query=nope"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/evidence/logs?query=nope").await;
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert!(v["error"].as_str().unwrap().contains("backend-errors"));
 
-    let r = http
-        .get(format!("{base}/evidence/logs"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/evidence/logs").await;
     assert_eq!(r.status(), 400);
 
-    let r = http
-        .get(format!("{base}/cloud_run/services"))
-        .send()
-        .await
-        .unwrap();
+    let r = api.get("/cloud_run/services").await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"], serde_json::json!([]));

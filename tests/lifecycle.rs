@@ -1,18 +1,12 @@
 //! The daemon as a process: readiness, SIGHUP reload (good and bad), SIGTERM.
 
+mod http_support;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Daemon {
     child: Child,
@@ -117,7 +111,7 @@ impl Daemon {
 #[test]
 fn serves_metrics_and_health() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = http_support::free_port();
     let cfg = dir.path().join("rearguard.yaml");
     std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
     let d = start(&cfg, port);
@@ -134,7 +128,7 @@ fn serves_metrics_and_health() {
 #[test]
 fn sighup_applies_good_config_and_rejects_bad_one() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = http_support::free_port();
     let cfg = dir.path().join("rearguard.yaml");
     let state = dir.path().join("state");
     std::fs::write(&cfg, config_text(port, &state, "1s")).unwrap();
@@ -166,7 +160,7 @@ fn sighup_applies_good_config_and_rejects_bad_one() {
 #[test]
 fn sigterm_exits_zero_within_five_seconds() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = http_support::free_port();
     let cfg = dir.path().join("rearguard.yaml");
     std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
     let mut d = start(&cfg, port);
@@ -192,8 +186,8 @@ fn sigterm_exits_zero_within_five_seconds() {
 fn text_logs_to_a_pipe_have_no_colour_codes() {
     // journald and log files get stderr through a pipe: escape codes there are noise.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let closed = free_port();
+    let port = http_support::free_port();
+    let closed = http_support::free_port();
     let cfg = dir.path().join("rearguard.yaml");
     std::fs::write(
         &cfg,
@@ -246,7 +240,7 @@ fn bad_config_at_start_exits_nonzero_with_location() {
 fn talks_to_systemd_notify_socket() {
     use std::os::unix::net::UnixDatagram;
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = http_support::free_port();
     let cfg = dir.path().join("rearguard.yaml");
     std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
     let sock_path = dir.path().join("notify.sock");

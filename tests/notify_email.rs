@@ -2,6 +2,7 @@
 //! headers, both bodies, grouped alerts, evidence; custom templates; an SMTP
 //! server refusing connections, then accepting; a restart with a queued email.
 
+mod http_support;
 mod notify_common;
 
 use std::sync::Arc;
@@ -65,14 +66,6 @@ receivers:
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_smtp(port: u16) -> SmtpSink {
     let sink = SmtpSink::default();
     sink.serve(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
@@ -82,7 +75,7 @@ fn start_smtp(port: u16) -> SmtpSink {
 #[tokio::test]
 async fn grouped_alerts_with_evidence_in_one_mail() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = http_support::free_port();
     let smtp = start_smtp(port);
     let cfg = notifier_config(
         dir.path(),
@@ -204,7 +197,7 @@ async fn grouped_alerts_with_evidence_in_one_mail() {
 #[tokio::test]
 async fn custom_templates_and_send_resolved_default() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = http_support::free_port();
     let smtp = start_smtp(port);
     let extra = r#"        headers:
           Subject: '{{ .Status | toUpper }} {{ .CommonLabels.alertname }}'
@@ -252,7 +245,7 @@ async fn custom_templates_and_send_resolved_default() {
 #[tokio::test]
 async fn smtp_refusing_then_accepting_delivers_each_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port(); // nothing listens: connections are refused
+    let port = http_support::free_port(); // nothing listens: connections are refused
     let cfg = notifier_config(dir.path(), &smtp_config(port, ""));
     let store = Store::open_in_memory().unwrap();
     let outbox = Outbox::start(
@@ -331,7 +324,7 @@ async fn smtp_refusing_then_accepting_delivers_each_exactly_once() {
 async fn queued_mail_is_delivered_after_a_restart_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
-    let port = free_port();
+    let port = http_support::free_port();
     let cfg = notifier_config(dir.path(), &smtp_config(port, ""));
     {
         let store = Store::open(&state).unwrap();
@@ -399,7 +392,7 @@ async fn queued_mail_is_delivered_after_a_restart_once() {
 async fn starttls_verifies_the_server_with_ca_file_and_server_name() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tls");
-    let port = free_port();
+    let port = http_support::free_port();
     let sink = SmtpSink::default();
     let mut server = mailin_embedded::Server::new(sink.clone());
     server

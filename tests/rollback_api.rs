@@ -1,7 +1,9 @@
 //! The action admin API over HTTP and the hold/history CLI against a state dir.
 
+mod http_support;
 mod rollback_support;
 
+use http_support::Api;
 use rearguard::config::Secret;
 use rearguard::server::action_api::{self, ActionApiState};
 use rearguard::server::auth::AdminToken;
@@ -9,90 +11,58 @@ use rollback_support::*;
 use serde_json::{json, Value};
 
 async fn serve(h: &Harness) -> String {
-    let router = action_api::router(ActionApiState {
+    http_support::serve(action_api::router(ActionApiState {
         runner: h.runner.clone(),
         store: h.store.clone(),
         state_dir: h.dir.path().to_path_buf(),
         admin_token: AdminToken(Some(Secret::new("t0ken"))),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{addr}")
-}
-
-fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+    }))
+    .await
 }
 
 #[tokio::test(start_paused = true)]
 async fn manual_rollback_holds_and_quarantine_through_the_api() {
     let h = Harness::new(&traffic_action(""));
     h.deploy("backend-00002", true);
-    let base = serve(&h).await;
-    let c = http();
+    let api = Api::new(&serve(&h).await, "t0ken");
 
     // Mutating calls need the token.
-    let r = c
-        .post(format!("{base}/api/v1/rollbacks"))
-        .json(&json!({"target": "backend"}))
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post_anonymous("/api/v1/rollbacks", &json!({"target": "backend"}))
+        .await;
     assert_eq!(r.status(), 401);
-    let r = c
-        .post(format!("{base}/api/v1/rollbacks"))
-        .bearer_auth("t0ken")
-        .json(&json!({"target": "nope"}))
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post("/api/v1/rollbacks", &json!({"target": "nope"}))
+        .await;
     assert_eq!(r.status(), 404);
-    let r = c
-        .post(format!("{base}/api/v1/rollbacks"))
-        .bearer_auth("t0ken")
-        .body("{not json")
-        .header("content-type", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let r = api.post_raw("/api/v1/rollbacks", "{not json").await;
     assert_eq!(r.status(), 400);
 
     // A dry run by service name, then the real thing.
-    let v: Value = c
-        .post(format!("{base}/api/v1/rollbacks"))
-        .bearer_auth("t0ken")
-        .json(&json!({"target": "backend", "dry_run": true}))
-        .send()
+    let v: Value = api
+        .post(
+            "/api/v1/rollbacks",
+            &json!({"target": "backend", "dry_run": true}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(v["data"]["outcome"], "dry_run", "{v}");
     assert_eq!(h.fake.accepted_patches(), 0);
-    let r = c
-        .post(format!("{base}/api/v1/rollbacks"))
-        .bearer_auth("t0ken")
-        .json(&json!({"target": "backend", "actor": "alice"}))
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post(
+            "/api/v1/rollbacks",
+            &json!({"target": "backend", "actor": "alice"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["data"]["outcome"], "verified", "{v}");
     assert_eq!(v["data"]["to_revision"], "backend-00001");
     assert_eq!(h.serving(), "backend-00001");
 
-    let audit: Value = c
-        .get(format!("{base}/api/v1/rollbacks?target=backend"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit = api.get_json("/api/v1/rollbacks?target=backend").await;
     let decisions: Vec<&str> = audit["data"]
         .as_array()
         .unwrap()
@@ -100,76 +70,32 @@ async fn manual_rollback_holds_and_quarantine_through_the_api() {
         .map(|e| e["decision"].as_str().unwrap())
         .collect();
     assert_eq!(decisions, ["dry_run", "started", "done", "verified"]);
-    let intents: Value = c
-        .get(format!("{base}/api/v1/rollbacks/intents"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let intents = api.get_json("/api/v1/rollbacks/intents").await;
     assert_eq!(intents["data"][0]["state"], "done");
     assert_eq!(intents["data"][0]["manual"], true);
 
     // Holds.
-    let r = c
-        .post(format!("{base}/api/v1/holds"))
-        .bearer_auth("t0ken")
-        .json(&json!({"target": "backend", "reason": "investigating"}))
-        .send()
-        .await
-        .unwrap();
+    let r = api
+        .post(
+            "/api/v1/holds",
+            &json!({"target": "backend", "reason": "investigating"}),
+        )
+        .await;
     assert_eq!(r.status(), 200);
-    let holds: Value = c
-        .get(format!("{base}/api/v1/holds"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let holds = api.get_json("/api/v1/holds").await;
     assert_eq!(holds["data"][0]["target"], "backend");
     assert_eq!(holds["data"][0]["reason"], "investigating");
-    let r = c
-        .delete(format!("{base}/api/v1/holds/backend"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete("/api/v1/holds/backend").await;
     assert_eq!(r.status(), 200);
-    let r = c
-        .delete(format!("{base}/api/v1/holds/backend"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete("/api/v1/holds/backend").await;
     assert_eq!(r.status(), 404);
 
     // The revision rolled back from is quarantined; it can be lifted.
-    let q: Value = c
-        .get(format!("{base}/api/v1/quarantine"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q = api.get_json("/api/v1/quarantine").await;
     assert_eq!(q["data"][0]["revision"], "backend-00002");
-    let r = c
-        .delete(format!("{base}/api/v1/quarantine/backend/backend-00002"))
-        .bearer_auth("t0ken")
-        .send()
-        .await
-        .unwrap();
+    let r = api.delete("/api/v1/quarantine/backend/backend-00002").await;
     assert_eq!(r.status(), 200);
-    let q: Value = c
-        .get(format!("{base}/api/v1/quarantine"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let q = api.get_json("/api/v1/quarantine").await;
     assert!(q["data"].as_array().unwrap().is_empty());
 }
 

@@ -11,6 +11,8 @@
 //! when the process dies, and never processed), and between the call and its
 //! completion by a long operation delay.
 
+mod http_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -29,14 +31,6 @@ struct World {
     service: SimService,
     good: String,
     dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A healthy revision, then a bad deploy; the config of a daemon watching it.
@@ -87,7 +81,7 @@ probes:\n  - name: backend-health\n    url: {health_url}\n    interval: 1s\n    
 route:\n  receiver: rollback-backend\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 5s\n\
 receivers:\n  - name: rollback-backend\n    rollback_configs:\n      - action: backend\n\
 actions:\n  backend:\n    cloud_run_traffic:\n      service: {SVC}\n    verify:\n      probes: [backend-health]\n      backoff: [1s, 2s, 4s, 8s]\n    cooldown: 10m\n",
-        port = free_port(),
+        port = http_support::free_port(),
         run = w.fake.base_url(),
     );
     LOG_DIR.with(|d| *d.borrow_mut() = Some(w.dir.path().to_path_buf()));

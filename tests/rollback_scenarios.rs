@@ -5,9 +5,8 @@ mod rollback_support;
 
 use std::sync::Arc;
 
-use rearguard::action::fake::{FakeCall, FakeCloudRun};
+use rearguard::action::fake::FakeCall;
 use rearguard::action::{reason, Outcome, Trigger};
-use rearguard::clock::Clock;
 use rearguard::dispatch::NotificationSink;
 use rearguard::store::{Hold, Intent, IntentState, Quarantined};
 use rollback_support::*;
@@ -21,10 +20,7 @@ fn phases(h: &Harness) -> Vec<String> {
 /// notification over: traffic goes back to 00001 exactly once and is verified.
 #[tokio::test(start_paused = true)]
 async fn bad_deploy_is_rolled_back_exactly_once_and_verified() {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&traffic_action("")).await;
 
     h.runner.send(h.notification(&a)).await.unwrap();
     h.runner.idle().await;
@@ -216,10 +212,7 @@ async fn dry_run_decides_and_tells_but_changes_nothing() {
 
 #[tokio::test(start_paused = true)]
 async fn holds_from_the_store_and_the_hold_file_stop_automatic_actions() {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&traffic_action("")).await;
 
     h.runner
         .hold(Some("backend"), "investigating", "alice")
@@ -420,10 +413,7 @@ async fn a_quarantined_revision_is_never_a_target() {
 
 #[tokio::test(start_paused = true)]
 async fn the_alert_must_still_fire_when_the_action_starts() {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&traffic_action("")).await;
     // Someone fixed it by hand meanwhile.
     h.world.bad.lock().unwrap().clear();
     let out = h.runner.run("backend", Trigger::alert(a)).await;
@@ -453,16 +443,16 @@ async fn two_rearguards_on_one_service_roll_back_once() {
     second
         .runner
         .spawn("backend".into(), Trigger::alert(a.clone()));
-    while first
-        .fake
-        .calls()
-        .iter()
-        .filter(|c| matches!(c, FakeCall::Patch(..)))
-        .count()
-        < 2
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until(|| {
+        first
+            .fake
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, FakeCall::Patch(..)))
+            .count()
+            >= 2
+    })
+    .await;
     drop(gate);
     first.runner.idle().await;
     second.runner.idle().await;
@@ -502,21 +492,17 @@ async fn two_rearguards_on_one_service_roll_back_once() {
 /// reads the service, sees no change, the alert still fires, and patches once.
 #[tokio::test(start_paused = true)]
 async fn restart_between_intent_and_call_rolls_back_once() {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&traffic_action("")).await;
 
     let gate = h.fake.hold_patches().await;
     h.runner.spawn("backend".into(), Trigger::alert(a.clone()));
-    while !h
-        .fake
-        .calls()
-        .iter()
-        .any(|c| matches!(c, FakeCall::Patch(..)))
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until(|| {
+        h.fake
+            .calls()
+            .iter()
+            .any(|c| matches!(c, FakeCall::Patch(..)))
+    })
+    .await;
     // "kill": the held request never reaches the service.
     h.runner.shutdown().await;
     drop(gate);
@@ -525,14 +511,7 @@ async fn restart_between_intent_and_call_rolls_back_once() {
     assert_eq!(open.len(), 1);
     assert_eq!(open[0].state, IntentState::Pending);
 
-    let Harness {
-        clock,
-        fake,
-        dir,
-        world,
-        ..
-    } = h;
-    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    let restarted = h.restart(&traffic_action(""));
     assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
     restarted.runner.idle().await;
     assert_eq!(restarted.fake.accepted_patches(), 1);
@@ -555,27 +534,15 @@ async fn restart_between_intent_and_call_rolls_back_once() {
 /// runner finds the change made and only waits and verifies.
 #[tokio::test(start_paused = true)]
 async fn restart_between_call_and_completion_does_not_patch_again() {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&traffic_action("")).await;
 
     h.runner.spawn("backend".into(), Trigger::alert(a));
-    while h.fake.accepted_patches() == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until(|| h.fake.accepted_patches() > 0).await;
     h.runner.shutdown().await;
     let open = h.store.unfinished_intents().await.unwrap();
     assert_eq!(open.len(), 1, "{open:?}");
 
-    let Harness {
-        clock,
-        fake,
-        dir,
-        world,
-        ..
-    } = h;
-    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    let restarted = h.restart(&traffic_action(""));
     restarted.runner.reconcile().await.unwrap();
     restarted.runner.idle().await;
     assert_eq!(restarted.fake.accepted_patches(), 1);
@@ -593,20 +560,11 @@ async fn restart_between_call_and_completion_does_not_patch_again() {
 async fn restart_in_a_ladder_goes_on_to_the_next_step() {
     let (h, a) = bad_deploy_before_a_ladder().await;
     h.runner.spawn("backend".into(), Trigger::alert(a));
-    while h.fake.accepted_patches() == 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_until(|| h.fake.accepted_patches() > 0).await;
     h.runner.shutdown().await;
     assert_eq!(h.fake.accepted_patches(), 1, "only the env flip was made");
 
-    let Harness {
-        clock,
-        fake,
-        dir,
-        world,
-        ..
-    } = h;
-    let restarted = Harness::with(clock, fake, dir, &ladder_yaml(), world);
+    let restarted = h.restart(&ladder_yaml());
     assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
     restarted.runner.idle().await;
     assert_eq!(
@@ -647,6 +605,31 @@ async fn restart_in_a_ladder_goes_on_to_the_next_step() {
     );
 }
 
+/// The first step (`kind`) of run `backend-1` on a BackendDown `alert`
+/// (as JSON), written at `at_ms` and left pending, as a crash leaves it.
+fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
+    Intent {
+        id: 0,
+        run_id: "backend-1".into(),
+        target: "backend".into(),
+        kind: kind.into(),
+        service: Some(SVC.into()),
+        step: 0,
+        fingerprint: String::new(),
+        alertname: "BackendDown".into(),
+        from_revision: None,
+        to_revision: None,
+        etag: None,
+        detail: serde_json::json!({ "alert": alert }),
+        state: IntentState::Pending,
+        operation: None,
+        note: None,
+        manual: false,
+        created_at_ms: at_ms,
+        updated_at_ms: at_ms,
+    }
+}
+
 /// A command a restart interrupted is not run again (it may or may not have
 /// run); while its alert fires it counts as a failed step and the ladder goes on.
 #[tokio::test(start_paused = true)]
@@ -657,10 +640,7 @@ async fn an_interrupted_command_is_not_rerun_and_the_ladder_goes_on() {
         "  backend:\n    steps:\n      - command: [sh, -c, 'touch {}']\n      - cloud_run_traffic: {{service: {SVC}}}\n    verify:\n      probes: [backend-health]\n      backoff: [2s]\n",
         ran.display()
     );
-    let h = Harness::new(&yaml);
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&yaml).await;
     // As the runner writes it into the intent, so a restart knows the trigger.
     let alert_json = serde_json::json!({
         "labels": {"alertname": "BackendDown", "service": "backend", "severity": "critical"},
@@ -670,24 +650,8 @@ async fn an_interrupted_command_is_not_rerun_and_the_ladder_goes_on() {
     });
     h.store
         .insert_intent(Intent {
-            id: 0,
-            run_id: "backend-1".into(),
-            target: "backend".into(),
-            kind: "command".into(),
-            service: Some(SVC.into()),
-            step: 0,
             fingerprint: format!("{:016x}", a.fingerprint()),
-            alertname: "BackendDown".into(),
-            from_revision: None,
-            to_revision: None,
-            etag: None,
-            detail: serde_json::json!({"alert": alert_json}),
-            state: IntentState::Pending,
-            operation: None,
-            note: None,
-            manual: false,
-            created_at_ms: h.clock.now_ms(),
-            updated_at_ms: h.clock.now_ms(),
+            ..pending_intent("command", h.clock.now_ms(), alert_json)
         })
         .await
         .unwrap();
@@ -711,12 +675,9 @@ async fn an_interrupted_command_is_not_rerun_and_the_ladder_goes_on() {
 }
 
 /// Runs a rollback of a bad deploy until its change has taken effect and its
-/// verification has begun, then "kills" the runner; returns what a restart needs.
-async fn crash_while_verifying() -> (Clock, FakeCloudRun, tempfile::TempDir, Arc<World>) {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+/// verification has begun, then "kills" the runner; returns it for a restart.
+async fn crash_while_verifying() -> Harness {
+    let (h, a) = bad_deploy(&traffic_action("")).await;
     h.runner.spawn("backend".into(), Trigger::alert(a));
     loop {
         let open = h.store.unfinished_intents().await.unwrap();
@@ -728,14 +689,13 @@ async fn crash_while_verifying() -> (Clock, FakeCloudRun, tempfile::TempDir, Arc
     h.runner.shutdown().await;
     assert_eq!(h.fake.accepted_patches(), 1);
     assert!(h.sink.phases().iter().all(|p| p != "verified"));
-    (h.clock, h.fake, h.dir, h.world)
+    h
 }
 
 /// A crash during verification: the restart verifies (no second patch).
 #[tokio::test(start_paused = true)]
 async fn restart_during_verification_verifies_without_acting_again() {
-    let (clock, fake, dir, world) = crash_while_verifying().await;
-    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    let restarted = crash_while_verifying().await.restart(&traffic_action(""));
     assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
     restarted.runner.idle().await;
     assert_eq!(restarted.fake.accepted_patches(), 1);
@@ -748,8 +708,7 @@ async fn restart_during_verification_verifies_without_acting_again() {
 /// the restart leaves their newer decision alone.
 #[tokio::test(start_paused = true)]
 async fn restart_after_the_service_changed_leaves_it_alone() {
-    let (clock, fake, dir, world) = crash_while_verifying().await;
-    let restarted = Harness::with(clock, fake, dir, &traffic_action(""), world);
+    let restarted = crash_while_verifying().await.restart(&traffic_action(""));
     restarted.deploy("backend-00003", true);
     restarted.runner.reconcile().await.unwrap();
     restarted.runner.idle().await;
@@ -774,24 +733,15 @@ async fn reconcile_abandons_what_is_no_longer_needed() {
     let h = Harness::new(&traffic_action(""));
     h.store
         .insert_intent(Intent {
-            id: 0,
-            run_id: "backend-1".into(),
-            target: "backend".into(),
-            kind: "cloud_run_traffic".into(),
-            service: Some(SVC.into()),
-            step: 0,
             fingerprint: "00".into(),
-            alertname: "BackendDown".into(),
             from_revision: Some("backend-00002".into()),
             to_revision: Some("backend-00001".into()),
             etag: Some("old".into()),
-            detail: serde_json::json!({"alert": {"labels": {"alertname": "BackendDown"}, "active_at_ms": T0}}),
-            state: IntentState::Pending,
-            operation: None,
-            note: None,
-            manual: false,
-            created_at_ms: T0,
-            updated_at_ms: T0,
+            ..pending_intent(
+                "cloud_run_traffic",
+                T0,
+                serde_json::json!({"labels": {"alertname": "BackendDown"}, "active_at_ms": T0}),
+            )
         })
         .await
         .unwrap();
@@ -849,10 +799,7 @@ async fn a_failing_command_fails_and_holds() {
 
 #[tokio::test(start_paused = true)]
 async fn own_events_and_resolved_notifications_never_trigger() {
-    let h = Harness::new(&traffic_action(""));
-    h.deploy("backend-00002", true);
-    let a = alert(T0 + 30_000);
-    sleep_until(&h.clock, a.starts_at_ms).await;
+    let (h, a) = bad_deploy(&traffic_action("")).await;
     let mut own = a.clone();
     own.labels = rearguard::labels::Labels::from_pairs([
         ("alertname", "RearguardRollback"),

@@ -1,25 +1,26 @@
 //! The query, rules and alerts API over a real tsdb, engine and rule manager.
 
+mod dispatch_common;
+mod http_support;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dispatch_common::discarding_dispatcher;
+use http_support::Api;
 use rearguard::alert::{Alert, AlertSink};
 use rearguard::clock::Clock;
-use rearguard::dispatch::notification::BoxFuture;
-use rearguard::dispatch::{
-    Dispatcher, DispatcherDeps, Notification, NotificationSink, SilenceInput,
-};
+use rearguard::dispatch::SilenceInput;
 use rearguard::labels::Labels;
 use rearguard::promql::Engine;
 use rearguard::rules::{
-    parse_rule_file, LocalQuerier, ManagerOptions, ParseOptions, RuleManager, RulesConfig,
-    RulesDeps,
+    parse_rule_file, LocalQuerier, ManagerOptions, ParseOptions, RuleFile, RuleManager,
+    RulesConfig, RulesDeps,
 };
 use rearguard::server::rules_api::{router, RulesApiState};
 use rearguard::store::silences::SilenceMatcher;
 use rearguard::store::Store;
 use rearguard::tsdb::Tsdb;
-use serde_json::Value;
 
 #[derive(Default)]
 struct Sent(Mutex<Vec<Alert>>);
@@ -42,14 +43,6 @@ groups:
     annotations: {summary: "{{ $labels.job }} is down ({{ $value }})"}
 "#;
 
-/// Notifications are not what these tests look at.
-struct Discard;
-impl NotificationSink for Discard {
-    fn send<'a>(&'a self, _: Notification) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async { Ok(()) })
-    }
-}
-
 const DISPATCH: &str = r#"
 route:
   receiver: team
@@ -63,20 +56,35 @@ receivers:
   - name: pager
 "#;
 
-async fn dispatcher(clock: &Clock) -> Arc<Dispatcher> {
-    let cfg = rearguard::config::load_str(std::path::Path::new("/tmp/rg.yaml"), DISPATCH, |_| None)
-        .unwrap_or_else(|e| panic!("{e}"));
-    Dispatcher::start(
-        DispatcherDeps {
+/// A rule manager evaluating over `db` (and writing to it), sending alerts to `alerts`.
+fn manager(clock: &Clock, db: &Arc<Tsdb>, engine: Engine, alerts: Arc<Sent>) -> RuleManager {
+    RuleManager::new(
+        RulesDeps {
             clock: clock.clone(),
+            local: Arc::new(LocalQuerier::new(db.clone(), engine)),
+            sink: db.clone(),
             store: Store::open_in_memory().unwrap(),
-            sink: Arc::new(Discard),
             registry: prometheus::Registry::new(),
+            alerts,
         },
-        &cfg,
+        ManagerOptions::default(),
     )
-    .await
     .unwrap()
+}
+
+fn rule_file(path: &str, text: &str) -> RuleFile {
+    parse_rule_file(std::path::Path::new(path), text, ParseOptions::default()).unwrap()
+}
+
+/// Waits (real time, up to 4 s) for the first group evaluation to send alerts.
+async fn wait_for_alerts(sent: &Sent) -> Vec<Alert> {
+    for _ in 0..40 {
+        if !sent.0.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sent.0.lock().unwrap().clone()
 }
 
 #[tokio::test]
@@ -95,26 +103,8 @@ async fn query_rules_and_alerts_endpoints() {
     }
     let engine = Engine::default();
     let sent = Arc::new(Sent::default());
-    let manager = Arc::new(
-        RuleManager::new(
-            RulesDeps {
-                clock: clock.clone(),
-                local: Arc::new(LocalQuerier::new(db.clone(), engine.clone())),
-                sink: db.clone(),
-                store: Store::open_in_memory().unwrap(),
-                registry: prometheus::Registry::new(),
-                alerts: sent.clone(),
-            },
-            ManagerOptions::default(),
-        )
-        .unwrap(),
-    );
-    let file = parse_rule_file(
-        std::path::Path::new("rules/api.yaml"),
-        RULES,
-        ParseOptions::default(),
-    )
-    .unwrap();
+    let manager = Arc::new(manager(&clock, &db, engine.clone(), sent.clone()));
+    let file = rule_file("rules/api.yaml", RULES);
     manager
         .apply(RulesConfig {
             files: vec![file],
@@ -124,61 +114,47 @@ async fn query_rules_and_alerts_endpoints() {
         })
         .await
         .unwrap();
-    let dispatch = dispatcher(&clock).await;
-    let app: axum::Router = router(RulesApiState {
+    let dispatch = discarding_dispatcher(DISPATCH, &clock).await;
+    let base = http_support::serve(router(RulesApiState {
         dispatcher: Some(dispatch.clone()),
         manager: manager.clone(),
         db: db.clone(),
         engine,
         clock: clock.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    }))
+    .await;
     // Wait for one group evaluation (1s interval).
-    for _ in 0..40 {
-        if !sent.0.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let alerts = sent.0.lock().unwrap().clone();
+    let alerts = wait_for_alerts(&sent).await;
     assert_eq!(alerts.len(), 1, "the Down alert fired and was sent");
     assert_eq!(alerts[0].annotations["summary"], "web is down (0)");
     assert!(alerts[0]
         .generator_url
         .starts_with("http://rg.example/graph?g0.expr="));
 
-    let c = reqwest::Client::new();
-    let get = |path: String| {
-        let c = c.clone();
-        async move {
-            let r = c.get(path).send().await.unwrap();
-            let status = r.status().as_u16();
-            (status, r.json::<Value>().await.unwrap())
-        }
-    };
-    let (st, body) = get(format!(
-        "{base}/api/v1/query?query=up&time={}",
-        now as f64 / 1000.0
-    ))
-    .await;
+    let api = Api::new(&base, "");
+    let (st, body) = api
+        .get_status_json(&format!(
+            "/api/v1/query?query=up&time={}",
+            now as f64 / 1000.0
+        ))
+        .await;
     assert_eq!(st, 200);
     assert_eq!(body["status"], "success");
     assert_eq!(body["data"]["resultType"], "vector");
     assert_eq!(body["data"]["result"][0]["metric"]["job"], "web");
     assert_eq!(body["data"]["result"][0]["value"][1], "0");
 
-    let (st, body) = get(format!("{base}/api/v1/query?query=sum(")).await;
+    let (st, body) = api.get_status_json("/api/v1/query?query=sum(").await;
     assert_eq!(st, 400);
     assert_eq!(body["errorType"], "bad_data");
 
-    let (st, body) = get(format!(
-        "{base}/api/v1/query_range?query=up&start={}&end={}&step=10s",
-        (now - 20_000) as f64 / 1000.0,
-        now as f64 / 1000.0
-    ))
-    .await;
+    let (st, body) = api
+        .get_status_json(&format!(
+            "/api/v1/query_range?query=up&start={}&end={}&step=10s",
+            (now - 20_000) as f64 / 1000.0,
+            now as f64 / 1000.0
+        ))
+        .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["data"]["resultType"], "matrix");
     assert_eq!(
@@ -189,7 +165,7 @@ async fn query_rules_and_alerts_endpoints() {
         3
     );
 
-    let (_, body) = get(format!("{base}/api/v1/rules")).await;
+    let (_, body) = api.get_status_json("/api/v1/rules").await;
     let g = &body["data"]["groups"][0];
     assert_eq!(g["name"], "api");
     assert_eq!(g["file"], "rules/api.yaml");
@@ -198,13 +174,13 @@ async fn query_rules_and_alerts_endpoints() {
     assert_eq!(g["rules"][1]["type"], "alerting");
     assert_eq!(g["rules"][1]["state"], "firing");
     assert_eq!(g["rules"][1]["alerts"][0]["labels"]["severity"], "critical");
-    let (_, body) = get(format!("{base}/api/v1/rules?type=record")).await;
+    let (_, body) = api.get_status_json("/api/v1/rules?type=record").await;
     assert_eq!(
         body["data"]["groups"][0]["rules"].as_array().unwrap().len(),
         1
     );
 
-    let (_, body) = get(format!("{base}/api/v1/alerts")).await;
+    let (_, body) = api.get_status_json("/api/v1/alerts").await;
     let a = &body["data"]["alerts"][0];
     assert_eq!(a["labels"]["alertname"], "Down");
     assert_eq!(a["state"], "firing");
@@ -232,7 +208,9 @@ async fn query_rules_and_alerts_endpoints() {
         })
         .await
         .unwrap();
-    let (_, body) = get(format!("{base}/api/v1/alerts?fingerprint={fingerprint}")).await;
+    let (_, body) = api
+        .get_status_json(&format!("/api/v1/alerts?fingerprint={fingerprint}"))
+        .await;
     let alerts = body["data"]["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 1, "{body}");
     assert_eq!(
@@ -244,11 +222,13 @@ async fn query_rules_and_alerts_endpoints() {
         alerts[0]["state"], "firing",
         "the rule state is kept: {body}"
     );
-    let (_, body) = get(format!("{base}/api/v1/alerts?fingerprint=0000000000000000")).await;
+    let (_, body) = api
+        .get_status_json("/api/v1/alerts?fingerprint=0000000000000000")
+        .await;
     assert_eq!(body["data"]["alerts"], serde_json::json!([]), "{body}");
 
     // The recording rule's output is in the tsdb.
-    let (_, body) = get(format!("{base}/api/v1/query?query=job:up:sum")).await;
+    let (_, body) = api.get_status_json("/api/v1/query?query=job:up:sum").await;
     assert_eq!(
         body["data"]["result"][0]["metric"]["__name__"],
         "job:up:sum"
@@ -282,53 +262,27 @@ async fn remote_query_source_drives_alerts() {
             0.0,
         )
         .unwrap();
-    let remote_manager = Arc::new(
-        RuleManager::new(
-            RulesDeps {
-                clock: clock.clone(),
-                local: Arc::new(LocalQuerier::new(remote_db.clone(), Engine::default())),
-                sink: remote_db.clone(),
-                store: Store::open_in_memory().unwrap(),
-                registry: prometheus::Registry::new(),
-                alerts: Arc::new(Sent::default()),
-            },
-            ManagerOptions::default(),
-        )
-        .unwrap(),
-    );
-    let app: axum::Router = router(RulesApiState {
+    let remote_manager = Arc::new(manager(
+        &clock,
+        &remote_db,
+        Engine::default(),
+        Arc::new(Sent::default()),
+    ));
+    let base = http_support::serve(router(RulesApiState {
         dispatcher: None,
         manager: remote_manager,
         db: remote_db.clone(),
         engine: Engine::default(),
         clock: clock.clone(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    }))
+    .await;
 
     // The local side: an empty tsdb; the group is evaluated remotely.
     let local_db = Arc::new(Tsdb::new(3_600_000));
     let sent = Arc::new(Sent::default());
-    let manager = RuleManager::new(
-        RulesDeps {
-            clock: clock.clone(),
-            local: Arc::new(LocalQuerier::new(local_db.clone(), Engine::default())),
-            sink: local_db.clone(),
-            store: Store::open_in_memory().unwrap(),
-            registry: prometheus::Registry::new(),
-            alerts: sent.clone(),
-        },
-        ManagerOptions::default(),
-    )
-    .unwrap();
+    let manager = manager(&clock, &local_db, Engine::default(), sent.clone());
     let text = "groups:\n- name: remote\n  interval: 1s\n  rules:\n  - alert: FarDown\n    expr: up == 0\n    labels: {severity: critical}\n";
-    let file = parse_rule_file(
-        std::path::Path::new("r.yaml"),
-        text,
-        ParseOptions::default(),
-    )
-    .unwrap();
+    let file = rule_file("r.yaml", text);
     let remote: Arc<dyn rearguard::rules::Querier> =
         Arc::new(rearguard::rules::RemoteQuerier::new(&base, None).unwrap());
     manager
@@ -343,13 +297,7 @@ async fn remote_query_source_drives_alerts() {
         })
         .await
         .unwrap();
-    for _ in 0..40 {
-        if !sent.0.lock().unwrap().is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let alerts = sent.0.lock().unwrap().clone();
+    let alerts = wait_for_alerts(&sent).await;
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].labels.get("job"), Some("far"));
     assert_eq!(alerts[0].labels.get("alertname"), Some("FarDown"));
@@ -363,12 +311,7 @@ async fn remote_query_source_drives_alerts() {
     manager.shutdown().await;
 
     // A group naming an unknown source is reported.
-    let file = parse_rule_file(
-        std::path::Path::new("r.yaml"),
-        text,
-        ParseOptions::default(),
-    )
-    .unwrap();
+    let file = rule_file("r.yaml", text);
     let err = manager
         .apply(RulesConfig {
             files: vec![file],

@@ -77,32 +77,7 @@ pub fn parse_metric_prefix(s: &str) -> Result<(Labels, &str), NotationError> {
     }
     // Inside braces: items separated by commas, quotes respected.
     let body_start = pos + 1;
-    let mut j = body_start;
-    let bytes = s.as_bytes();
-    let mut quote: Option<u8> = None;
-    let mut end = None;
-    while j < bytes.len() {
-        let b = bytes[j];
-        match quote {
-            Some(q) => {
-                if b == b'\\' && q != b'`' {
-                    j += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if b == b'"' || b == b'\'' || b == b'`' {
-                    quote = Some(b);
-                } else if b == b'}' {
-                    end = Some(j);
-                    break;
-                }
-            }
-        }
-        j += 1;
-    }
-    let Some(end) = end else {
+    let Ok(Some(end)) = find_unquoted(s, body_start, |_, b| b == b'}') else {
         return nerr(format!("unclosed '{{' in {s:?}"));
     };
     for item in split_items(&s[body_start..end])? {
@@ -143,33 +118,16 @@ pub fn parse_metric_prefix(s: &str) -> Result<(Labels, &str), NotationError> {
 }
 
 fn split_items(body: &str) -> Result<Vec<&str>, NotationError> {
-    let bytes = body.as_bytes();
     let mut out = Vec::new();
-    let mut quote: Option<u8> = None;
     let mut start = 0;
-    let mut j = 0;
-    while j < bytes.len() {
-        let b = bytes[j];
-        match quote {
-            Some(q) => {
-                if b == b'\\' && q != b'`' {
-                    j += 1;
-                } else if b == q {
-                    quote = None;
-                }
-            }
-            None => {
-                if b == b'"' || b == b'\'' || b == b'`' {
-                    quote = Some(b);
-                } else if b == b',' {
-                    out.push(&body[start..j]);
-                    start = j + 1;
-                }
-            }
+    let scanned = find_unquoted(body, 0, |j, b| {
+        if b == b',' {
+            out.push(&body[start..j]);
+            start = j + 1;
         }
-        j += 1;
-    }
-    if quote.is_some() {
+        false
+    });
+    if scanned.is_err() {
         return nerr(format!("unterminated string in {body:?}"));
     }
     out.push(&body[start..]);
@@ -177,9 +135,24 @@ fn split_items(body: &str) -> Result<Vec<&str>, NotationError> {
 }
 
 fn find_unquoted_eq(item: &str) -> Option<usize> {
-    let bytes = item.as_bytes();
+    find_unquoted(item, 0, |_, b| b == b'=').ok().flatten()
+}
+
+/// `s` ends inside a quoted string.
+struct UnterminatedQuote;
+
+/// Scans `s` from byte `from`, stepping over quoted strings (`"…"`, `'…'`,
+/// `` `…` ``; backslash escapes except in backticks), and returns the first
+/// byte outside quotes for which `is_stop(position, byte)` holds; `Ok(None)`
+/// when there is none.
+fn find_unquoted(
+    s: &str,
+    from: usize,
+    mut is_stop: impl FnMut(usize, u8) -> bool,
+) -> Result<Option<usize>, UnterminatedQuote> {
+    let bytes = s.as_bytes();
     let mut quote: Option<u8> = None;
-    let mut j = 0;
+    let mut j = from;
     while j < bytes.len() {
         let b = bytes[j];
         match quote {
@@ -193,14 +166,17 @@ fn find_unquoted_eq(item: &str) -> Option<usize> {
             None => {
                 if b == b'"' || b == b'\'' || b == b'`' {
                     quote = Some(b);
-                } else if b == b'=' {
-                    return Some(j);
+                } else if is_stop(j, b) {
+                    return Ok(Some(j));
                 }
             }
         }
         j += 1;
     }
-    None
+    match quote {
+        Some(_) => Err(UnterminatedQuote),
+        None => Ok(None),
+    }
 }
 
 /// Unquotes a PromQL string literal (`"…"`, `'…'` or `` `…` ``, Go escapes).
@@ -416,5 +392,21 @@ mod tests {
             parse_metric("expect{}").unwrap().metric_name(),
             Some("expect")
         );
+    }
+
+    #[test]
+    fn quotes_hide_separators_from_every_scan() {
+        // An escaped quote, a backtick string (no escapes) and '=' inside quotes.
+        let l = parse_metric(r#"m{a="x\",}=", b=`y\`, "c=d"='e,}'}"#).unwrap();
+        assert_eq!(l.get("a"), Some("x\",}="));
+        assert_eq!(l.get("b"), Some("y\\"));
+        assert_eq!(l.get("c=d"), Some("e,}"));
+        let err = parse_metric(r#"m{a="x}"#).unwrap_err();
+        assert!(err.to_string().contains("unclosed '{'"), "{err}");
+        assert_eq!(split_items("a,'b,c',d").ok(), Some(vec!["a", "'b,c'", "d"]));
+        let err = split_items("a,'b").unwrap_err();
+        assert!(err.to_string().contains("unterminated string"), "{err}");
+        assert_eq!(find_unquoted_eq("'a=b'=c"), Some(5));
+        assert_eq!(find_unquoted_eq("'a=b"), None);
     }
 }

@@ -12,8 +12,11 @@ use rearguard::alert::{Alert, AlertSink};
 use rearguard::clock::{Clock, TimestampMs};
 use rearguard::config::{self, LoadedConfig};
 use rearguard::dispatch::notification::BoxFuture;
-use rearguard::dispatch::{Dispatcher, DispatcherDeps, Notification, NotificationSink};
+use rearguard::dispatch::{
+    Dispatcher, DispatcherDeps, Notification, NotificationSink, SilenceInput,
+};
 use rearguard::labels::Labels;
+use rearguard::store::silences::SilenceMatcher;
 use rearguard::store::Store;
 
 /// 2026-11-23T00:00:00Z, a Monday.
@@ -43,6 +46,31 @@ impl NotificationSink for Recorder {
             Ok(())
         })
     }
+}
+
+/// Notifications are not what the test looks at.
+pub struct Discard;
+
+impl NotificationSink for Discard {
+    fn send<'a>(&'a self, _n: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A dispatcher configured by `yaml` on `clock`, over an in-memory store,
+/// whose notifications go nowhere.
+pub async fn discarding_dispatcher(yaml: &str, clock: &Clock) -> Arc<Dispatcher> {
+    Dispatcher::start(
+        DispatcherDeps {
+            clock: clock.clone(),
+            store: Store::open_in_memory().unwrap(),
+            sink: Arc::new(Discard),
+            registry: prometheus::Registry::new(),
+        },
+        &load(yaml),
+    )
+    .await
+    .unwrap()
 }
 
 pub fn load(yaml: &str) -> LoadedConfig {
@@ -100,6 +128,23 @@ impl Harness {
 
     pub fn now(&self) -> TimestampMs {
         self.clock.now_ms()
+    }
+
+    /// An hour-long silence by alice from now on `name="value"`, without a comment.
+    pub fn silence_from_now(&self, name: &str, value: &str) -> SilenceInput {
+        SilenceInput {
+            id: None,
+            matchers: vec![SilenceMatcher {
+                name: name.into(),
+                value: value.into(),
+                is_regex: false,
+                is_equal: true,
+            }],
+            starts_at_ms: self.now(),
+            ends_at_ms: self.now() + 3_600_000,
+            created_by: "alice".into(),
+            comment: "".into(),
+        }
     }
 
     /// Starts (or keeps) an alert firing, sent at once like a rule evaluation would.

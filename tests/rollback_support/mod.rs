@@ -182,6 +182,19 @@ impl Harness {
         }
     }
 
+    /// A restart: drops this runner and starts another over the same fake,
+    /// world and state dir, with `actions_yaml`.
+    pub fn restart(self, actions_yaml: &str) -> Harness {
+        let Harness {
+            clock,
+            fake,
+            dir,
+            world,
+            ..
+        } = self;
+        Harness::with(clock, fake, dir, actions_yaml, world)
+    }
+
     pub fn serving(&self) -> String {
         self.fake.service(SVC).unwrap().serving_revision().unwrap()
     }
@@ -246,6 +259,23 @@ pub fn alert(active_at: TimestampMs) -> Alert {
         ends_at_ms: None,
         value: 0.42,
         generator_url: "http://rearguard/graph".into(),
+    }
+}
+
+/// `actions_yaml` over a service where a bad `backend-00002` was just
+/// deployed; returns its alert, active 30 s later, once it fires.
+pub async fn bad_deploy(actions_yaml: &str) -> (Harness, Alert) {
+    let h = Harness::new(actions_yaml);
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    (h, a)
+}
+
+/// Polls `done` every 10 ms of (paused) tokio time until it holds.
+pub async fn wait_until(mut done: impl FnMut() -> bool) {
+    while !done() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
