@@ -809,38 +809,16 @@ async fn logging_after_a_long_outage_does_not_count_old_entries() {
     let store = Store::open(dir.path()).unwrap();
     let e = env_with(store).await;
     let cfg = logging_cfg("errors", ERRORS);
-    let mut src = CloudLoggingSource::load(
-        cfg.clone(),
-        e.ctx.clone(),
-        e.deps(),
-        LogEvidenceStore::default(),
-    )
-    .await;
-    src.poll_once().await.unwrap();
-    drop(src);
+    poll_then_stop(&e, &cfg).await;
     // rearguard is down for 3 hours; errors happen all along.
-    for m in 0..180 {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        e.fake
-            .add_log_entry(LogEntrySpec::cloud_run(
-                "sim-project",
-                "us-central1",
-                "backend",
-                "r1",
-                e.clock.now_ms(),
-                "ERROR",
-                &format!("old {m}"),
-            ))
-            .unwrap();
-    }
+    errors_while_down(&e, 180, 1).await;
     let mut src =
         CloudLoggingSource::load(cfg, e.ctx.clone(), e.deps(), LogEvidenceStore::default()).await;
     let counted = src.poll_once().await.unwrap();
-    assert!(
-        counted <= 18,
-        "only the last overlap + catch-up window counts: {counted}"
+    assert_eq!(
+        counted, 17,
+        "only the last overlap (2m) + max_catch_up (15m) counts"
     );
-    assert!(counted >= 15, "{counted}");
 }
 
 #[tokio::test(start_paused = true)]
