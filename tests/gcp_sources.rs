@@ -343,6 +343,7 @@ fn logging_cfg(name: &str, filter: &str) -> CloudLoggingConfig {
         filter: filter.into(),
         interval: Dur::secs(30),
         overlap: Dur::secs(120),
+        max_catch_up: Dur::secs(15 * 60),
     }
 }
 
@@ -808,6 +809,77 @@ async fn logging_after_a_long_outage_does_not_count_old_entries() {
     let store = Store::open(dir.path()).unwrap();
     let e = env_with(store).await;
     let cfg = logging_cfg("errors", ERRORS);
+    poll_then_stop(&e, &cfg).await;
+    // rearguard is down for 3 hours; errors happen all along.
+    errors_while_down(&e, 180, 1).await;
+    let mut src =
+        CloudLoggingSource::load(cfg, e.ctx.clone(), e.deps(), LogEvidenceStore::default()).await;
+    let counted = src.poll_once().await.unwrap();
+    assert_eq!(
+        counted, 17,
+        "only the last overlap (2m) + max_catch_up (15m) counts"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_are_counted_once_per_retry_made_by_reason() {
+    let e = env().await;
+    e.fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    e.fake.settle().await;
+    // Three failures, then success: three retries, four attempts.
+    e.fake
+        .inject(Fault::status(methods::SERVICES_GET, 503).times(3));
+    e.ctx.run.get_service(SVC).await.unwrap();
+    assert_eq!(e.metrics.retry_count("run", "services.get", "503"), 3);
+    assert_eq!(e.metrics.count("run", "services.get", "503"), 3);
+    assert_eq!(e.metrics.count("run", "services.get", "200"), 1);
+    // Mixed reasons are told apart; a success right away adds no retry.
+    e.fake
+        .inject(Fault::rate_limited(methods::SERVICES_GET, 2).times(1));
+    e.fake.inject(
+        Fault::new(
+            methods::SERVICES_GET,
+            FaultKind::Delay(Duration::from_secs(60)),
+        )
+        .after(1)
+        .times(1),
+    );
+    e.ctx.run.get_service(SVC).await.unwrap();
+    e.ctx.run.get_service(SVC).await.unwrap();
+    assert_eq!(e.metrics.retry_count("run", "services.get", "429"), 1);
+    assert_eq!(e.metrics.retry_count("run", "services.get", "timeout"), 1);
+    assert_eq!(e.metrics.retry_count("run", "services.get", "503"), 3);
+    // A call that fails on every attempt is retried max_attempts - 1 times;
+    // the last failure is not a retry.
+    e.fake.inject(Fault::status(methods::SERVICES_GET, 500));
+    e.ctx.run.get_service(SVC).await.unwrap_err();
+    e.fake.clear_faults();
+    let max = RetryPolicy::default().max_attempts as u64;
+    assert_eq!(e.metrics.count("run", "services.get", "500"), max);
+    assert_eq!(e.metrics.retry_count("run", "services.get", "500"), max - 1);
+    // Logging's calls (through the shared quota) are counted the same way.
+    let mut src = CloudLoggingSource::load(
+        logging_cfg("errors", ERRORS),
+        e.ctx.clone(),
+        e.deps(),
+        LogEvidenceStore::default(),
+    )
+    .await;
+    e.fake
+        .inject(Fault::status(methods::ENTRIES_LIST, 502).times(2));
+    src.poll_once().await.unwrap();
+    assert_eq!(e.metrics.retry_count("logging", "entries.list", "502"), 2);
+    // Non-retryable errors are not retried.
+    e.fake
+        .inject(Fault::status(methods::ENTRIES_LIST, 403).times(1));
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    src.poll_once().await.unwrap_err();
+    assert_eq!(e.metrics.retry_count("logging", "entries.list", "403"), 0);
+    assert_eq!(e.metrics.count("logging", "entries.list", "403"), 1);
+}
+
+/// Loads the query `cfg`, polls once, and drops it (rearguard goes down).
+async fn poll_then_stop(e: &Env, cfg: &CloudLoggingConfig) {
     let mut src = CloudLoggingSource::load(
         cfg.clone(),
         e.ctx.clone(),
@@ -816,28 +888,109 @@ async fn logging_after_a_long_outage_does_not_count_old_entries() {
     )
     .await;
     src.poll_once().await.unwrap();
-    drop(src);
-    // rearguard is down for 3 hours; errors happen all along.
-    for m in 0..180 {
+}
+
+/// One ERROR entry `per_minute` times a minute for `minutes` minutes, on paused time.
+async fn errors_while_down(e: &Env, minutes: u64, per_minute: u64) {
+    for m in 0..minutes {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        e.fake
-            .add_log_entry(LogEntrySpec::cloud_run(
-                "sim-project",
-                "us-central1",
-                "backend",
-                "r1",
-                e.clock.now_ms(),
-                "ERROR",
-                &format!("old {m}"),
-            ))
-            .unwrap();
+        for i in 0..per_minute {
+            e.fake
+                .add_log_entry(LogEntrySpec::cloud_run(
+                    "sim-project",
+                    "us-central1",
+                    "backend",
+                    "r1",
+                    // Spread over the minute, none on a minute boundary.
+                    e.clock.now_ms() - (i as i64 * 60_000 + 30_000) / per_minute as i64,
+                    "ERROR",
+                    &format!("while down {m}.{i}"),
+                ))
+                .unwrap();
+        }
     }
-    let mut src =
-        CloudLoggingSource::load(cfg, e.ctx.clone(), e.deps(), LogEvidenceStore::default()).await;
-    let counted = src.poll_once().await.unwrap();
-    assert!(
-        counted <= 18,
-        "only the last overlap + catch-up window counts: {counted}"
+}
+
+#[tokio::test(start_paused = true)]
+async fn logging_catch_up_after_a_gap_is_capped_by_max_catch_up() {
+    let e = env().await;
+    let default_cap = logging_cfg("default-cap", ERRORS);
+    let hour_cap = CloudLoggingConfig {
+        max_catch_up: Dur::secs(3600),
+        ..logging_cfg("hour-cap", ERRORS)
+    };
+    poll_then_stop(&e, &default_cap).await;
+    poll_then_stop(&e, &hour_cap).await;
+    // Down for an hour; one error a minute, half a minute before each minute ends.
+    errors_while_down(&e, 60, 1).await;
+    let poll = |cfg: CloudLoggingConfig| async {
+        let mut src =
+            CloudLoggingSource::load(cfg, e.ctx.clone(), e.deps(), LogEvidenceStore::default())
+                .await;
+        src.poll_once().await.unwrap()
+    };
+    // The default reads back the overlap (2m) and 15m beyond it: 17 minutes.
+    assert_eq!(poll(default_cap).await, 17);
+    assert_eq!(
+        e.sink
+            .last("log_entries_total", &[("query", "default-cap")]),
+        Some(17.0)
     );
-    assert!(counted >= 15, "{counted}");
+    // max_catch_up: 1h covers the whole hour.
+    assert_eq!(poll(hour_cap.clone()).await, 60);
+    assert_eq!(
+        e.sink.last("log_entries_total", &[("query", "hour-cap")]),
+        Some(60.0)
+    );
+    // A gap longer than the cap still counts only overlap + max_catch_up.
+    errors_while_down(&e, 180, 1).await;
+    assert_eq!(poll(hour_cap).await, 62);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_catch_up_pages_within_the_quota() {
+    let e = env().await;
+    let cfgs: Vec<CloudLoggingConfig> = (0..5)
+        .map(|i| CloudLoggingConfig {
+            max_catch_up: Dur::secs(3 * 3600),
+            interval: Dur::secs(120),
+            ..logging_cfg(&format!("q{i}"), ERRORS)
+        })
+        .collect();
+    for c in &cfgs {
+        poll_then_stop(&e, c).await;
+    }
+    let before = e.fake.calls_to(methods::ENTRIES_LIST).len();
+    // Down for 3 hours, 20 errors a minute: 3600 entries, four pages of 1000.
+    errors_while_down(&e, 180, 20).await;
+    // Every search starts with 12 empty pages: each catch-up needs 16 calls,
+    // 80 for the five queries, more than the quota allows in a minute.
+    e.fake.set_logging_empty_pages(12);
+    let manager = CloudLoggingManager::new(e.ctx.clone(), e.deps());
+    manager.apply(&cfgs);
+    tokio::time::sleep(Duration::from_secs(200)).await;
+    manager.shutdown().await;
+    let calls = e.fake.calls_to(methods::ENTRIES_LIST);
+    assert!(
+        calls.len() - before >= 5 * 16,
+        "every query paged through its catch-up: {} calls",
+        calls.len() - before
+    );
+    assert!(
+        calls.iter().all(|c| c.status != 429),
+        "no call was refused for quota"
+    );
+    let times: Vec<i64> = calls.iter().map(|c| c.at_ms).collect();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|u| **u < t + 60_000).count();
+        assert!(in_window <= 60, "{in_window} calls in the minute from {t}");
+    }
+    for i in 0..5 {
+        assert_eq!(
+            e.sink
+                .last("log_entries_total", &[("query", &format!("q{i}"))]),
+            Some(3600.0),
+            "q{i} counted the whole gap once"
+        );
+    }
 }

@@ -31,4 +31,6 @@ pub const CLOUD_MONITORING_INTERVAL: Dur = Dur::secs(60);
 pub const CLOUD_LOGGING_INTERVAL: Dur = Dur::secs(30);
 pub const CLOUD_MONITORING_OVERLAP: Dur = Dur::secs(10 * 60);
 pub const CLOUD_LOGGING_OVERLAP: Dur = Dur::secs(2 * 60);
+/// How far beyond the overlap a log query reads back after a gap.
+pub const CLOUD_LOGGING_MAX_CATCH_UP: Dur = Dur::secs(15 * 60);
 pub const CLOUD_RUN_INTERVAL: Dur = Dur::secs(30);

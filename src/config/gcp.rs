@@ -102,6 +102,10 @@ pub struct CloudLoggingConfig {
     /// insertIds de-duplicate what is read twice.
     #[serde(default = "default_logging_overlap")]
     pub overlap: Dur,
+    /// After a gap (rearguard down, or the API unavailable), how far beyond the
+    /// overlap a poll reads back; older entries are never counted.
+    #[serde(default = "default_logging_max_catch_up")]
+    pub max_catch_up: Dur,
 }
 
 fn default_logging_interval() -> Dur {
@@ -109,6 +113,9 @@ fn default_logging_interval() -> Dur {
 }
 fn default_logging_overlap() -> Dur {
     defaults::CLOUD_LOGGING_OVERLAP
+}
+fn default_logging_max_catch_up() -> Dur {
+    defaults::CLOUD_LOGGING_MAX_CATCH_UP
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -420,6 +427,12 @@ pub fn validate(config: &super::Config, v: &mut Validator) {
         } else {
             calls_per_minute += 60.0 / l.interval.0.as_secs_f64();
         }
+        if l.max_catch_up.0.is_zero() {
+            v.error(
+                &path.key("max_catch_up"),
+                "max_catch_up must be greater than 0 (e.g. 15m): it is how far beyond the overlap a poll reads back after a gap",
+            );
+        }
     }
     if calls_per_minute > LOGGING_CALLS_PER_MINUTE {
         v.error(
@@ -494,6 +507,43 @@ mod tests {
             crate::config::defaults::CLOUD_MONITORING_OVERLAP
         );
         assert_eq!(c.gcp.unwrap().credentials, "adc");
+    }
+
+    #[test]
+    fn max_catch_up_defaults_to_15m_and_must_be_positive() {
+        let c = load(
+            "gcp: {project: p}\n\
+             cloud_logging:\n  - {name: a, filter: 'severity>=ERROR'}\n  - {name: b, filter: 'severity>=ERROR', max_catch_up: 1h}\n",
+        )
+        .unwrap()
+        .config;
+        assert_eq!(
+            c.cloud_logging[0].max_catch_up,
+            crate::config::Dur::secs(15 * 60)
+        );
+        assert_eq!(
+            c.cloud_logging[1].max_catch_up,
+            crate::config::Dur::secs(3600)
+        );
+
+        let err = load(
+            "gcp: {project: p}\n\
+             cloud_logging:\n  - name: a\n    filter: 'severity>=ERROR'\n    max_catch_up: 0s\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("rearguard.yaml:5:19: max_catch_up must be greater than 0"),
+            "{err}"
+        );
+        let err = load(
+            "gcp: {project: p}\n\
+             cloud_logging:\n  - name: a\n    filter: 'severity>=ERROR'\n    max_catch_up: -15m\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("rearguard.yaml:5:19"), "{err}");
+        assert!(err.contains("-15m"), "{err}");
     }
 
     #[test]

@@ -60,11 +60,13 @@ impl RetryPolicy {
     }
 }
 
-/// `rearguard_upstream_requests_total{api,method,code}` and
+/// `rearguard_upstream_requests_total{api,method,code}`,
+/// `rearguard_upstream_retries_total{api,method,reason}` and
 /// `rearguard_upstream_request_duration_seconds{api,method}`.
 #[derive(Clone)]
 pub struct UpstreamMetrics {
     pub requests: IntCounterVec,
+    pub retries: IntCounterVec,
     pub duration: HistogramVec,
 }
 
@@ -77,6 +79,13 @@ impl UpstreamMetrics {
             ),
             &["api", "method", "code"],
         )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "rearguard_upstream_retries_total",
+                "Retries of requests to Google APIs by API, method and the reason of the failed attempt (HTTP status, timeout or transport), one per retry made.",
+            ),
+            &["api", "method", "reason"],
+        )?;
         let duration = HistogramVec::new(
             HistogramOpts::new(
                 "rearguard_upstream_request_duration_seconds",
@@ -88,13 +97,34 @@ impl UpstreamMetrics {
             &["api", "method"],
         )?;
         registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(duration.clone()))?;
-        Ok(Self { requests, duration })
+        Ok(Self {
+            requests,
+            retries,
+            duration,
+        })
     }
 
     /// Requests counted so far for `api`, `method` and `code` (tests, diagnostics).
     pub fn count(&self, api: &str, method: &str, code: &str) -> u64 {
         self.requests.with_label_values(&[api, method, code]).get()
+    }
+
+    /// Retries counted so far for `api`, `method` and `reason` (tests, diagnostics).
+    pub fn retry_count(&self, api: &str, method: &str, reason: &str) -> u64 {
+        self.retries.with_label_values(&[api, method, reason]).get()
+    }
+}
+
+/// The `reason` label of a retry: the HTTP status Google answered with, or
+/// `timeout` / `transport` when no answer came.
+fn retry_reason(err: &GcpError) -> String {
+    match err {
+        GcpError::Timeout { .. } => "timeout".to_string(),
+        _ => err
+            .http_status()
+            .map_or_else(|| "transport".to_string(), |s| s.to_string()),
     }
 }
 
@@ -250,6 +280,12 @@ impl GcpClient {
             };
             tracing::debug!(api = req.api, method = req.method, attempt, wait_ms = wait.as_millis() as u64, error = %err, "retrying Google API call");
             tokio::time::sleep(wait).await;
+            // Counted after the wait: a call dropped while waiting made no retry.
+            self.inner
+                .metrics
+                .retries
+                .with_label_values(&[req.api, req.method, &retry_reason(&err)])
+                .inc();
         }
     }
 

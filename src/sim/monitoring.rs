@@ -362,6 +362,7 @@ enum Matcher {
     Ne(String),
     StartsWith(String),
     EndsWith(String),
+    HasSubstring(String),
     OneOf(Vec<String>),
     Regex(regex::Regex),
 }
@@ -376,6 +377,7 @@ impl Matcher {
                     Matcher::Eq(x) => v == x,
                     Matcher::StartsWith(x) => v.starts_with(x.as_str()),
                     Matcher::EndsWith(x) => v.ends_with(x.as_str()),
+                    Matcher::HasSubstring(x) => v.contains(x.as_str()),
                     Matcher::OneOf(xs) => xs.iter().any(|x| x == v),
                     Matcher::Regex(r) => r.is_match(v),
                     Matcher::Ne(_) => unreachable_ne(),
@@ -408,6 +410,18 @@ impl<'a> Lexer<'a> {
         } else {
             false
         }
+    }
+    /// The word `kw` (`AND`, `OR`, `NOT`), not the start of a longer name.
+    fn keyword(&mut self, kw: &str) -> bool {
+        self.ws();
+        let rest = &self.s[self.pos..];
+        let whole_word = rest.strip_prefix(kw).is_some_and(|after| {
+            !after.starts_with(|c: char| c.is_ascii_alphanumeric() || "_./".contains(c))
+        });
+        if whole_word {
+            self.pos += kw.len();
+        }
+        whole_word
     }
     fn ident(&mut self) -> Option<String> {
         self.ws();
@@ -452,74 +466,187 @@ impl<'a> Lexer<'a> {
     }
 }
 
-/// Parses Monitoring's filter subset: `FIELD = "v"` / `!=` / `= starts_with("v")`
-/// / `ends_with` / `one_of("a","b")` / `monitoring.regex.full_match("re")`,
-/// joined by `AND`.
-fn parse_filter(filter: &str) -> Result<Vec<(String, Matcher)>, ApiError> {
-    let bad = |why: &str| {
+/// A parsed filter: terms joined by `AND`, `OR` and `NOT`/`-`, grouped by parentheses.
+#[derive(Debug)]
+enum Filter {
+    Term(String, Matcher),
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+}
+
+impl Filter {
+    fn matches(&self, s: &SeriesSpec) -> bool {
+        match self {
+            Filter::Term(field, m) => m.matches(s.field(field)),
+            Filter::And(v) => v.iter().all(|f| f.matches(s)),
+            Filter::Or(v) => v.iter().any(|f| f.matches(s)),
+            Filter::Not(f) => !f.matches(s),
+        }
+    }
+
+    /// The `metric.type = "..."` that every matching series must have: a term
+    /// of the top-level conjunction (one inside `OR` or `NOT` does not select a type).
+    fn metric_type(&self) -> Option<&str> {
+        match self {
+            Filter::Term(field, Matcher::Eq(t)) if field == "metric.type" => Some(t.as_str()),
+            Filter::And(v) => v.iter().find_map(Filter::metric_type),
+            _ => None,
+        }
+    }
+}
+
+/// Parentheses and `NOT`s nested deeper than this are refused (no stack overflow).
+const MAX_FILTER_DEPTH: usize = 32;
+
+/// Parses Monitoring's filter syntax: terms `FIELD = "v"` / `!=` /
+/// `= starts_with("v")` / `ends_with` / `has_substring` / `one_of("a","b")` /
+/// `monitoring.regex.full_match("re")`, joined by `AND` and `OR` (`AND` binds
+/// tighter), negated by `NOT` or `-`, grouped by parentheses. Anything else is
+/// a 400 `INVALID_ARGUMENT` that says where the filter stopped making sense.
+fn parse_filter(filter: &str) -> Result<Filter, ApiError> {
+    let mut p = FilterParser {
+        lx: Lexer { s: filter, pos: 0 },
+    };
+    let parsed = p.or(0).and_then(|f| {
+        if p.lx.done() {
+            Ok(f)
+        } else {
+            Err(p.error("expected AND, OR or the end of the filter"))
+        }
+    });
+    parsed.map_err(|why| {
         ApiError::invalid_argument(format!(
             "Field filter had an invalid value of \"{filter}\": {why}"
         ))
-    };
-    let mut lx = Lexer { s: filter, pos: 0 };
-    let mut out = Vec::new();
-    loop {
-        let field = lx.ident().ok_or_else(|| bad("expected a field name"))?;
-        let negate = if lx.eat("!=") {
+    })
+}
+
+struct FilterParser<'a> {
+    lx: Lexer<'a>,
+}
+
+impl FilterParser<'_> {
+    /// `why`, with where the parser stopped (a character offset from 0).
+    fn error(&mut self, why: &str) -> String {
+        self.lx.ws();
+        let at = self.lx.s[..self.lx.pos].chars().count();
+        match self.lx.s[self.lx.pos..].chars().next() {
+            Some(c) => format!("{why} at position {at} (at {c:?})"),
+            None => format!("{why} at the end"),
+        }
+    }
+
+    /// `OR` of `AND`s.
+    fn or(&mut self, depth: usize) -> Result<Filter, String> {
+        let mut v = vec![self.and(depth)?];
+        while self.lx.keyword("OR") {
+            v.push(self.and(depth)?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Filter::Or(v)
+        })
+    }
+
+    fn and(&mut self, depth: usize) -> Result<Filter, String> {
+        let mut v = vec![self.unary(depth)?];
+        while self.lx.keyword("AND") || self.lx.keyword("and") {
+            v.push(self.unary(depth)?);
+        }
+        Ok(if v.len() == 1 {
+            v.remove(0)
+        } else {
+            Filter::And(v)
+        })
+    }
+
+    /// `NOT x`, `-x`, `( ... )` or a term.
+    fn unary(&mut self, depth: usize) -> Result<Filter, String> {
+        if depth >= MAX_FILTER_DEPTH {
+            return Err(self.error(&format!(
+                "parentheses and NOTs nested more than {MAX_FILTER_DEPTH} deep"
+            )));
+        }
+        if self.lx.keyword("NOT") || self.lx.eat("-") {
+            return Ok(Filter::Not(Box::new(self.unary(depth + 1)?)));
+        }
+        if self.lx.eat("(") {
+            let inner = self.or(depth + 1)?;
+            if !self.lx.eat(")") {
+                return Err(self.error("expected ) to close the ("));
+            }
+            return Ok(inner);
+        }
+        self.term()
+    }
+
+    fn term(&mut self) -> Result<Filter, String> {
+        let bad = |p: &mut Self, why: &str| Err(p.error(why));
+        let Some(field) = self.lx.ident() else {
+            return bad(self, "expected a field name, NOT, - or (");
+        };
+        if ["AND", "OR", "NOT"].contains(&field.as_str()) {
+            return Err(format!("expected a field name, found {field}"));
+        }
+        let negate = if self.lx.eat("!=") {
             true
-        } else if lx.eat("=") {
+        } else if self.lx.eat("=") {
             false
         } else {
-            return Err(bad(&format!("expected = or != after {field}")));
+            return bad(self, &format!("expected = or != after {field}"));
         };
-        let m = if let Some(v) = lx.string() {
-            if negate {
+        if let Some(v) = self.lx.string() {
+            let m = if negate {
                 Matcher::Ne(v)
             } else {
                 Matcher::Eq(v)
-            }
-        } else {
-            let func = lx
-                .ident()
-                .ok_or_else(|| bad("expected a quoted string or a function"))?;
-            if !lx.eat("(") {
-                return Err(bad("expected ("));
-            }
-            let mut args = vec![lx
-                .string()
-                .ok_or_else(|| bad("expected a quoted string argument"))?];
-            while lx.eat(",") {
-                args.push(
-                    lx.string()
-                        .ok_or_else(|| bad("expected a quoted string argument"))?,
-                );
-            }
-            if !lx.eat(")") {
-                return Err(bad("expected )"));
-            }
-            if negate {
-                return Err(bad("!= with a function is not supported by the fake"));
-            }
-            match func.as_str() {
-                "starts_with" => Matcher::StartsWith(args.remove(0)),
-                "ends_with" => Matcher::EndsWith(args.remove(0)),
-                "one_of" => Matcher::OneOf(args),
-                "monitoring.regex.full_match" => Matcher::Regex(
-                    regex::Regex::new(&format!("^(?:{})$", args[0]))
-                        .map_err(|e| bad(&e.to_string()))?,
-                ),
-                f => return Err(bad(&format!("unknown function {f}"))),
-            }
-        };
-        out.push((field, m));
-        if lx.done() {
-            return Ok(out);
+            };
+            return Ok(Filter::Term(field, m));
         }
-        if !(lx.eat("AND ") || lx.eat("and ")) {
-            return Err(bad(
-                "terms must be joined by AND (OR and parentheses are not supported by the fake)",
+        let Some(func) = self.lx.ident() else {
+            return bad(self, "expected a quoted string or a function");
+        };
+        if !self.lx.eat("(") {
+            return bad(self, &format!("expected ( after {func}"));
+        }
+        let mut args = Vec::new();
+        loop {
+            match self.lx.string() {
+                Some(a) => args.push(a),
+                None => return bad(self, "expected a quoted string argument"),
+            }
+            if !self.lx.eat(",") {
+                break;
+            }
+        }
+        if !self.lx.eat(")") {
+            return bad(self, &format!("expected ) to close {func}("));
+        }
+        if negate {
+            return Err(format!(
+                "!= with {func}() is not supported by the fake; write NOT {field} = {func}(...)"
             ));
         }
+        let one = |args: &[String]| -> Result<String, String> {
+            match args {
+                [a] => Ok(a.clone()),
+                _ => Err(format!("{func}() takes one argument, got {}", args.len())),
+            }
+        };
+        let m = match func.as_str() {
+            "starts_with" => Matcher::StartsWith(one(&args)?),
+            "ends_with" => Matcher::EndsWith(one(&args)?),
+            "has_substring" => Matcher::HasSubstring(one(&args)?),
+            "one_of" => Matcher::OneOf(args),
+            "monitoring.regex.full_match" => Matcher::Regex(
+                regex::Regex::new(&format!("^(?:{})$", one(&args)?))
+                    .map_err(|e| format!("invalid regular expression: {e}"))?,
+            ),
+            f => return Err(format!("unknown function {f}")),
+        };
+        Ok(Filter::Term(field, m))
     }
 }
 
@@ -688,11 +815,8 @@ impl MonitoringState {
         let filter = query_get(query, "filter")
             .filter(|f| !f.trim().is_empty())
             .ok_or_else(|| ApiError::invalid_argument("Field filter had an invalid value of \"\": a metric type must be given (metric.type = \"...\")."))?;
-        let terms = parse_filter(filter)?;
-        if !terms
-            .iter()
-            .any(|(f, m)| f == "metric.type" && matches!(m, Matcher::Eq(_)))
-        {
+        let parsed = parse_filter(filter)?;
+        if parsed.metric_type().is_none() {
             return Err(ApiError::invalid_argument(format!(
                 "Field filter had an invalid value of \"{filter}\": must specify metric.type = \"...\""
             )));
@@ -760,7 +884,7 @@ impl MonitoringState {
             {
                 continue;
             }
-            if !terms.iter().all(|(f, m)| m.matches(s.spec.field(f))) {
+            if !parsed.matches(&s.spec) {
                 continue;
             }
             let pts: Vec<&StoredPoint> = s
@@ -1331,5 +1455,172 @@ mod tests {
             }
         }
         assert_eq!(seen, 3);
+    }
+
+    /// The (revision, class) pairs of the series a filter selects from `state()`.
+    fn selected(filter: &str) -> Result<Vec<(String, String)>, ApiError> {
+        let v = state().list(
+            T0 + 10 * 60_000,
+            "projects/p",
+            &q(&[
+                ("filter", filter),
+                ("interval.startTime", &timestamp(T0 - 1)),
+                ("interval.endTime", &timestamp(T0 + 10 * 60_000)),
+            ]),
+        )?;
+        let mut out: Vec<(String, String)> = v["timeSeries"]
+            .as_array()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        (
+                            t["resource"]["labels"]["revision_name"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string(),
+                            t["metric"]["labels"]["response_code_class"]
+                                .as_str()
+                                .unwrap_or("")
+                                .to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort();
+        Ok(out)
+    }
+
+    fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    const RC: &str = r#"metric.type = "run.googleapis.com/request_count""#;
+
+    #[test]
+    fn or_parentheses_and_not_select_series() {
+        let all = pairs(&[("r1", "2xx"), ("r1", "5xx"), ("r2", "2xx")]);
+        assert_eq!(selected(RC).unwrap(), all);
+        // OR inside parentheses.
+        let f = format!(
+            r#"{RC} AND (metric.labels.response_code_class = "5xx" OR resource.labels.revision_name = "r2")"#
+        );
+        assert_eq!(
+            selected(&f).unwrap(),
+            pairs(&[("r1", "5xx"), ("r2", "2xx")])
+        );
+        // NOT and - negate a term or a group.
+        let f = format!(r#"{RC} AND NOT resource.labels.revision_name = "r1""#);
+        assert_eq!(selected(&f).unwrap(), pairs(&[("r2", "2xx")]));
+        let f = format!(
+            r#"{RC} AND -(resource.labels.revision_name = "r2" OR metric.labels.response_code_class = "5xx")"#
+        );
+        assert_eq!(selected(&f).unwrap(), pairs(&[("r1", "2xx")]));
+        let f = format!(r#"{RC} AND -metric.labels.response_code_class = "2xx""#);
+        assert_eq!(selected(&f).unwrap(), pairs(&[("r1", "5xx")]));
+        // Nested groups (the metric type in one); one_of and has_substring.
+        let f = format!(
+            r#"({RC} AND resource.labels.service_name = "backend") AND ((resource.labels.revision_name = one_of("r1", "r9") AND NOT (metric.labels.response_code_class = has_substring("2"))) OR resource.labels.revision_name = "r2")"#
+        );
+        assert_eq!(
+            selected(&f).unwrap(),
+            pairs(&[("r1", "5xx"), ("r2", "2xx")])
+        );
+    }
+
+    #[test]
+    fn and_binds_tighter_than_or() {
+        // a AND b OR c  ==  (a AND b) OR c; read as a AND (b OR c) it would select r1/5xx only.
+        let f = format!(
+            r#"{RC} AND (resource.labels.revision_name = "r1" AND metric.labels.response_code_class = "5xx" OR resource.labels.revision_name = "r2")"#
+        );
+        assert_eq!(
+            selected(&f).unwrap(),
+            pairs(&[("r1", "5xx"), ("r2", "2xx")])
+        );
+        // c OR a AND b  ==  c OR (a AND b); read as (c OR a) AND b it would select r1/5xx only.
+        let f = format!(
+            r#"{RC} AND (metric.labels.response_code_class = "2xx" OR resource.labels.revision_name = "r1" AND metric.labels.response_code_class = "5xx")"#
+        );
+        assert_eq!(
+            selected(&f).unwrap(),
+            pairs(&[("r1", "2xx"), ("r1", "5xx"), ("r2", "2xx")])
+        );
+        // Keywords are whole words: a label named ORIGIN is a field, not OR.
+        let f = format!(r#"{RC} AND NOT metric.labels.ORIGIN = "x""#);
+        assert_eq!(selected(&f).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn unparseable_filters_are_invalid_argument_with_where() {
+        for (filter, needle) in [
+            (
+                format!(r#"{RC} AND (resource.labels.revision_name = "r1""#),
+                "expected ) to close the ( at the end",
+            ),
+            (
+                format!(r#"{RC} AND resource.labels.revision_name = "r1")"#),
+                "expected AND, OR or the end of the filter at position",
+            ),
+            (
+                format!(r#"{RC} OR OR x = "1""#),
+                "expected a field name, found OR",
+            ),
+            (
+                format!(r#"{RC} AND x = "1" y = "2""#),
+                "expected AND, OR or the end of the filter",
+            ),
+            (
+                format!(r#"{RC} AND NOT"#),
+                "expected a field name, NOT, - or ( at the end",
+            ),
+            (
+                format!(r#"{RC} AND x = starts_with("a", "b")"#),
+                "starts_with() takes one argument, got 2",
+            ),
+            (
+                format!(r#"{RC} AND x = nope("a")"#),
+                "unknown function nope",
+            ),
+            (
+                format!(r#"{RC} AND x < "1""#),
+                "expected = or != after x at position",
+            ),
+            (
+                format!("{RC} AND {}x = \"1\"{}", "(".repeat(100), ")".repeat(100)),
+                "nested more than 32 deep",
+            ),
+        ] {
+            let err = selected(&filter).unwrap_err();
+            assert_eq!(
+                (err.code, err.status),
+                (400, "INVALID_ARGUMENT"),
+                "{filter}"
+            );
+            assert!(err.message.contains(needle), "{filter}: {}", err.message);
+            assert!(
+                err.message
+                    .starts_with("Field filter had an invalid value of"),
+                "{}",
+                err.message
+            );
+            let body = err.body();
+            assert_eq!(body["error"]["status"], "INVALID_ARGUMENT");
+            assert_eq!(body["error"]["code"], 400);
+        }
+        // A metric type only inside OR or NOT does not select one.
+        for filter in [
+            format!(r#"{RC} OR resource.labels.revision_name = "r1""#),
+            format!(r#"NOT {RC}"#),
+        ] {
+            let err = selected(&filter).unwrap_err();
+            assert!(
+                err.message.contains("must specify metric.type"),
+                "{filter}: {}",
+                err.message
+            );
+        }
     }
 }

@@ -30,8 +30,6 @@ const MAX_MESSAGE_CHARS: usize = 2000;
 const PAGE_SIZE: i32 = 1000;
 /// Pages read per poll at most (each is a call against the quota).
 const MAX_PAGES_PER_POLL: usize = 20;
-/// How far beyond the overlap a poll reads back after rearguard was down.
-const MAX_CATCH_UP_MS: i64 = 15 * 60 * 1000;
 /// JSON payloads larger than this are not kept as evidence (the message is).
 const MAX_JSON_EVIDENCE_BYTES: usize = 8 * 1024;
 
@@ -186,9 +184,12 @@ impl CloudLoggingSource {
             Some(c) => c.min(now) - self.cfg.overlap.as_millis(),
             None => now - self.cfg.interval.as_millis(),
         }
-        // After a long outage, old errors must not arrive as a burst of new ones
-        // (that could page someone or roll back a healthy deploy).
-        .max(now - self.cfg.overlap.as_millis() - MAX_CATCH_UP_MS);
+        // After a long gap, old errors must not arrive as a burst of new ones
+        // (that could page someone or roll back a healthy deploy): read back at
+        // most `max_catch_up` beyond the overlap. A long catch-up reads at most
+        // MAX_PAGES_PER_POLL pages a poll, each through the shared call quota,
+        // and goes on from where it stopped at the next poll.
+        .max(now - self.cfg.overlap.as_millis() - self.cfg.max_catch_up.as_millis());
         let filter = format!(
             "({}) AND timestamp >= \"{}\" AND timestamp <= \"{}\"",
             self.cfg.filter.trim(),
