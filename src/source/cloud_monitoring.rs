@@ -161,19 +161,7 @@ impl CloudMonitoringSource {
     }
 
     fn filter(&self) -> String {
-        let base = format!("metric.type = \"{}\"", self.cfg.metric);
-        match self
-            .cfg
-            .filter
-            .as_deref()
-            .map(str::trim)
-            .filter(|f| !f.is_empty())
-        {
-            // Parentheses only where precedence needs them (AND binds tighter than OR).
-            Some(f) if f.to_ascii_uppercase().contains(" OR ") => format!("{base} AND ({f})"),
-            Some(f) => format!("{base} AND {f}"),
-            None => base,
-        }
+        series_filter(&self.cfg.metric, self.cfg.filter.as_deref())
     }
 
     /// The aggregation to send, with a default aligner for the metric's kind.
@@ -428,9 +416,34 @@ impl CloudMonitoringManager {
     }
 }
 
+/// The `timeSeries.list` filter: the metric type, AND the user's filter.
+fn series_filter(metric: &str, user: Option<&str>) -> String {
+    let base = format!("metric.type = \"{metric}\"");
+    match user.map(str::trim).filter(|f| !f.is_empty()) {
+        // Always parenthesised: AND binds tighter than OR, and an OR may
+        // hide without spaces around it (`a OR(b)`).
+        Some(f) => format!("{base} AND ({f})"),
+        None => base,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_users_filter_keeps_its_precedence() {
+        let m = "run.googleapis.com/request_count";
+        assert_eq!(series_filter(m, None), format!("metric.type = \"{m}\""));
+        assert_eq!(
+            series_filter(m, Some("  ")),
+            format!("metric.type = \"{m}\"")
+        );
+        assert_eq!(
+            series_filter(m, Some("resource.labels.x = \"1\" OR(resource.labels.x = \"2\")")),
+            format!("metric.type = \"{m}\" AND (resource.labels.x = \"1\" OR(resource.labels.x = \"2\"))")
+        );
+    }
 
     #[test]
     fn gmp_names() {
