@@ -115,6 +115,10 @@ fn serves_metrics_and_health() {
     let cfg = dir.path().join("rearguard.yaml");
     std::fs::write(&cfg, config_text(port, &dir.path().join("state"), "1s")).unwrap();
     let d = start(&cfg, port);
+    // The config probes rearguard's own /healthz: the listener is bound before
+    // the first probe, so it never logs a false "down" at start.
+    let first = d.wait_for_line("\"probe is ", Duration::from_secs(20));
+    assert!(first.contains("probe is up"), "{first}");
     d.wait_healthy();
     let (code, body) = d.get("/metrics").unwrap();
     assert_eq!(code, 200);

@@ -154,6 +154,24 @@ impl Daemon {
         register_build_info(&registry)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let c = &config.config;
+        // Bound first: a probe of our own /healthz (the example config) then
+        // waits in the listen queue instead of failing before the server runs,
+        // and a busy address fails before anything starts.
+        let listener = match listener {
+            Some(l) => l,
+            None => {
+                let addr = c.listen;
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| DaemonError::Listen { addr, source })?
+            }
+        };
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| DaemonError::Listen {
+                addr: c.listen,
+                source,
+            })?;
 
         // Sources write into the tsdb.
         let tsdb = Arc::new(Tsdb::new(c.retention.as_millis()));
@@ -297,21 +315,6 @@ impl Daemon {
         ));
 
         // The server.
-        let listener = match listener {
-            Some(l) => l,
-            None => {
-                let addr = c.listen;
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| DaemonError::Listen { addr, source })?
-            }
-        };
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| DaemonError::Listen {
-                addr: c.listen,
-                source,
-            })?;
         let admin_token = AdminToken(config.admin_token.clone());
         let mut api = server::rules_api::router(server::rules_api::RulesApiState {
             manager: rules.clone(),
