@@ -317,6 +317,31 @@ async fn smtp_refusing_then_accepting_delivers_each_exactly_once() {
     let rows = store.outbox_rows(10).await.unwrap();
     assert!(rows.iter().all(|r| r.state == "delivered"), "{rows:?}");
     assert_eq!(store.outbox_queue_depth().await.unwrap(), 0);
+    // Each Message-ID comes from its outbox row, so a resend would repeat it.
+    let mut ids: Vec<String> = smtp
+        .messages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            parse_mail(&m.raw)
+                .header("Message-ID")
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    ids.sort();
+    let mut want: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "<{}.{}@example.com>",
+                r.notification_id, r.integration_index
+            )
+        })
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
     outbox.shutdown().await;
 }
 

@@ -348,16 +348,28 @@ fn invalid(msg: String) -> DeliveryError {
 }
 
 /// Builds the MIME message (multipart/alternative: text, then HTML).
+/// Builds the message. `delivery_id` (the outbox row's deterministic id and
+/// the integration's index) makes the Message-ID: a resend after a crash
+/// carries the same one, so mail clients can show it once.
 pub fn build_message(
     cfg: &EmailConfig,
     mail: &RenderedEmail,
     now_ms: i64,
+    delivery_id: &str,
 ) -> Result<Message, DeliveryError> {
     let from: Mailbox = cfg
         .from
         .parse()
         .map_err(|e| invalid(format!("invalid from address: {e}")))?;
+    let message_id = format!("<{delivery_id}@{}>", from.email.domain());
     let mut b = Message::builder().from(from).subject(mail.subject.clone());
+    if !mail
+        .headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("message-id"))
+    {
+        b = b.message_id(Some(message_id));
+    }
     for addr in cfg.to.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let to: Mailbox = addr
             .parse()

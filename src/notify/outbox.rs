@@ -147,7 +147,8 @@ impl SmtpAndHttp {
                         headers: Vec::new(),
                     },
                 };
-                let message = email::build_message(cfg, &mail, job.now_ms)?;
+                let delivery_id = format!("{}.{}", job.delivery_id, id.index);
+                let message = email::build_message(cfg, &mail, job.now_ms, &delivery_id)?;
                 let transport = email::transport(
                     cfg,
                     job.config.secrets.smtp_passwords.get(id),
