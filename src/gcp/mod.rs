@@ -10,6 +10,7 @@ pub mod error;
 pub mod int64;
 pub mod logging;
 pub mod monitoring;
+pub mod paging;
 pub mod promql;
 pub mod quota;
 pub mod run;

@@ -307,17 +307,17 @@ impl MonitoringClient {
         q: &ListTimeSeries,
         max_pages: usize,
     ) -> Result<Vec<TimeSeries>, GcpError> {
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..max_pages.max(1) {
+        let (out, cut_short) = super::paging::collect_pages(max_pages, |token| async move {
             let page = self.list_page(q, token.as_deref()).await?;
-            out.extend(page.time_series);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-                _ => return Ok(out),
-            }
+            Ok(super::paging::Page {
+                items: page.time_series,
+                next_page_token: page.next_page_token,
+            })
+        })
+        .await?;
+        if cut_short {
+            tracing::warn!(query = %q.filter, max_pages, "timeSeries.list: stopped after the page limit");
         }
-        tracing::warn!(query = %q.filter, max_pages, "timeSeries.list: stopped after the page limit");
         Ok(out)
     }
 }

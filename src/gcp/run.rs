@@ -510,17 +510,22 @@ impl CloudRunClient {
     pub async fn list_revisions(&self, service: &str) -> Result<Vec<Revision>, GcpError> {
         const PAGE_SIZE: u32 = 100;
         const MAX_PAGES: usize = 50;
-        let mut out = Vec::new();
-        let mut token: Option<String> = None;
-        for _ in 0..MAX_PAGES {
+        let (out, cut_short) = super::paging::collect_pages(MAX_PAGES, |token| async move {
             let page = self
                 .list_revisions_page(service, PAGE_SIZE, token.as_deref())
                 .await?;
-            out.extend(page.revisions);
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) if Some(&t) != token.as_ref() => token = Some(t),
-                _ => return Ok(out),
-            }
+            Ok(super::paging::Page {
+                items: page.revisions,
+                next_page_token: page.next_page_token,
+            })
+        })
+        .await?;
+        if cut_short {
+            tracing::warn!(
+                service,
+                max_pages = MAX_PAGES,
+                "revisions.list: stopped after the page limit"
+            );
         }
         Ok(out)
     }
