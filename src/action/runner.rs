@@ -518,6 +518,15 @@ impl ActionRunner {
     }
 
     /// Holds `target` (or every target with `None`).
+    /// Holds `target` on rearguard's own decision (budget spent, a rollback
+    /// that did not help). The run goes on to tell people either way, so a
+    /// store error is logged rather than returned.
+    async fn hold_by_rearguard(&self, target: &str, reason: &str) {
+        if let Err(e) = self.hold(Some(target), reason, SYSTEM_ACTOR).await {
+            tracing::error!(error = %e, "cannot hold the target");
+        }
+    }
+
     pub async fn hold(
         &self,
         target: Option<&str>,
@@ -905,12 +914,7 @@ impl ActionRunner {
                 "budget of {budget} actions per {} used up; it keeps failing after rollbacks: investigate, then `rearguard unhold {}`",
                 run.action.max_per_window.window, run.target
             );
-            if let Err(e) = self
-                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
-                .await
-            {
-                tracing::error!(error = %e, "cannot hold the target");
-            }
+            self.hold_by_rearguard(&run.target, &hold_reason).await;
             self.audit(
                 run,
                 "escalated",
@@ -1207,12 +1211,7 @@ impl ActionRunner {
             // Acted (or tried) and it did not help: stop acting here.
             let hold_reason =
                 format!("rollback did not fix it ({failure}); no further automatic action");
-            if let Err(e) = self
-                .hold(Some(&run.target), &hold_reason, SYSTEM_ACTOR)
-                .await
-            {
-                tracing::error!(error = %e, "cannot hold the target");
-            }
+            self.hold_by_rearguard(&run.target, &hold_reason).await;
             self.inner
                 .metrics
                 .skipped
