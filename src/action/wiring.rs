@@ -40,7 +40,7 @@ const HISTORY_POINTS: usize = 60;
 
 impl AlertState for RulesAlertState {
     fn is_firing(&self, fingerprint: u64) -> Option<bool> {
-        if self.rules.groups().is_empty() {
+        if !self.rules.has_groups() {
             return None;
         }
         Some(

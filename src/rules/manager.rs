@@ -432,6 +432,16 @@ impl RuleManager {
         }
     }
 
+    /// Whether any rule group runs (before the first apply, alert states are unknown).
+    pub fn has_groups(&self) -> bool {
+        !self
+            .shared
+            .snapshots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
     /// The latest state of every group (rules, health, active alerts), in file and name order.
     pub fn groups(&self) -> Vec<Group> {
         let snaps = self
@@ -453,7 +463,14 @@ impl RuleManager {
         fingerprint: u64,
         external_labels: &BTreeMap<String, String>,
     ) -> Option<FoundAlert> {
-        for g in self.groups() {
+        // Read in place: cloning every group (as `groups` does) to find one
+        // alert would copy all their alerts on each verification check.
+        let snaps = self
+            .shared
+            .snapshots
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        for g in snaps.values() {
             for r in &g.rules {
                 let RuleState::Alerting(rule) = &r.state else {
                     continue;
