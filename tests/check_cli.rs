@@ -144,3 +144,35 @@ fn bad_google_credentials_are_located_and_offline_skips_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
+
+#[test]
+fn a_rule_too_deep_to_evaluate_is_located_and_check_survives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    // 50,000 terms once overflowed `check`'s own stack.
+    let expr = vec!["1"; 50_000].join("+");
+    std::fs::write(
+        dir.path().join("deep.yaml"),
+        format!("groups:\n- name: g\n  rules:\n  - record: deep\n    expr: {expr}\n"),
+    )
+    .unwrap();
+    let (code, out) = check(dir.path(), "rule_files: [deep.yaml]\n");
+    assert_eq!(code, 1, "{out}");
+    let prefix = format!("{}:5:11: ", dir.path().join("deep.yaml").display());
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&prefix) && l.contains("nests too deeply")),
+        "expected {prefix}… in:\n{out}"
+    );
+}
+
+#[test]
+fn query_limits_must_be_positive() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_error_at(
+        dir.path(),
+        "query:\n  timeout: 30s\n  max_concurrency: 0\n",
+        3,
+        20,
+        "query.max_concurrency must be greater than 0",
+    );
+}

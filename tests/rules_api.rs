@@ -121,6 +121,7 @@ async fn query_rules_and_alerts_endpoints() {
         db: db.clone(),
         engine,
         clock: clock.clone(),
+        query_slots: Arc::new(tokio::sync::Semaphore::new(20)),
     }))
     .await;
     // Wait for one group evaluation (1s interval).
@@ -274,6 +275,7 @@ async fn remote_query_source_drives_alerts() {
         db: remote_db.clone(),
         engine: Engine::default(),
         clock: clock.clone(),
+        query_slots: Arc::new(tokio::sync::Semaphore::new(20)),
     }))
     .await;
 
@@ -325,4 +327,85 @@ async fn remote_query_source_drives_alerts() {
         .unwrap_err();
     assert!(err[0].contains("nope"), "{err:?}");
     manager.shutdown().await;
+}
+
+/// Hostile queries get Prometheus's error shapes and leave the server answering.
+#[tokio::test]
+async fn deep_long_and_slow_queries_are_refused_and_the_server_keeps_answering() {
+    let clock = Clock::system();
+    let now = clock.now_ms();
+    let db = Arc::new(Tsdb::new(3_600_000));
+    db.append_sample(&Labels::from_pairs([("__name__", "up")]), now - 1_000, 1.0)
+        .unwrap();
+    let slots = Arc::new(tokio::sync::Semaphore::new(1));
+    let base = http_support::serve(router(RulesApiState {
+        dispatcher: None,
+        manager: Arc::new(manager(&clock, &db, Engine::default(), Arc::default())),
+        db: db.clone(),
+        engine: Engine::default(),
+        clock: clock.clone(),
+        query_slots: slots.clone(),
+    }))
+    .await;
+    let client = http_support::client();
+    let query = |q: String, extra: &'static str| {
+        let client = client.clone();
+        let url = format!("{base}/api/v1/query");
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(format!(
+                    "query={}{extra}",
+                    url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>()
+                ))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+
+    // Once aborted the daemon: a 5,000-term sum and 100,000 nested parentheses.
+    let (st, body) = query(vec!["1"; 5000].join("+"), "").await;
+    assert_eq!(
+        (st, body["errorType"].as_str()),
+        (400, Some("bad_data")),
+        "{body}"
+    );
+    assert!(
+        body["error"].as_str().unwrap().contains("nests too deeply"),
+        "{body}"
+    );
+    let parens = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    let (st, body) = query(parens, "").await;
+    assert_eq!(
+        (st, body["errorType"].as_str()),
+        (400, Some("bad_data")),
+        "{body}"
+    );
+
+    // A runaway subquery stops at its timeout with Prometheus's 503 "timeout".
+    let (st, body) = query("max_over_time(up[1y:1s])".into(), "&timeout=200ms").await;
+    assert_eq!(
+        (st, body["errorType"].as_str()),
+        (503, Some("timeout")),
+        "{body}"
+    );
+    assert_eq!(body["error"], "query timed out in expression evaluation");
+
+    // With every slot taken, a query waits within its timeout, then gives up.
+    let held = slots.clone().acquire_owned().await.unwrap();
+    let (st, body) = query("up".into(), "&timeout=100ms").await;
+    assert_eq!(
+        (st, body["error"].as_str()),
+        (503, Some("query timed out in query queue"))
+    );
+    drop(held);
+
+    // And the server still answers an ordinary query.
+    let (st, body) = query("up".into(), "").await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["data"]["result"][0]["value"][1], "1");
 }

@@ -34,3 +34,18 @@ pub const CLOUD_LOGGING_OVERLAP: Dur = Dur::secs(2 * 60);
 /// How far beyond the overlap a log query reads back after a gap.
 pub const CLOUD_LOGGING_MAX_CATCH_UP: Dur = Dur::secs(15 * 60);
 pub const CLOUD_RUN_INTERVAL: Dur = Dur::secs(30);
+
+/// Prometheus's `--query.timeout` default.
+pub fn query_timeout() -> Dur {
+    Dur::secs(120)
+}
+
+/// Prometheus's `--query.max-samples` default.
+pub fn query_max_samples() -> usize {
+    50_000_000
+}
+
+/// Prometheus's `--query.max-concurrency` default.
+pub fn query_max_concurrency() -> usize {
+    20
+}

@@ -76,6 +76,34 @@ pub struct Config {
     pub actions: BTreeMap<String, ActionConfig>,
     #[serde(default)]
     pub reports: Vec<ReportConfig>,
+    #[serde(default)]
+    pub query: QueryConfig,
+}
+
+/// Bounds on PromQL evaluation (Prometheus's `--query.*` flags). Read at
+/// start; a reload keeps the values the daemon started with.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// How long one evaluation (API query or rule) may run.
+    #[serde(default = "defaults::query_timeout")]
+    pub timeout: Dur,
+    /// The most samples one query may load into memory at once.
+    #[serde(default = "defaults::query_max_samples")]
+    pub max_samples: usize,
+    /// API queries evaluated at once; more wait for a slot (within `timeout`).
+    #[serde(default = "defaults::query_max_concurrency")]
+    pub max_concurrency: usize,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: defaults::query_timeout(),
+            max_samples: defaults::query_max_samples(),
+            max_concurrency: defaults::query_max_concurrency(),
+        }
+    }
 }
 
 fn default_evaluation_interval() -> Dur {
@@ -228,6 +256,18 @@ pub fn load_str(
             &YamlPath::root().key("evaluation_interval"),
             "evaluation_interval must be greater than 0",
         );
+    }
+    for (field, zero) in [
+        ("timeout", config.query.timeout.0.is_zero()),
+        ("max_samples", config.query.max_samples == 0),
+        ("max_concurrency", config.query.max_concurrency == 0),
+    ] {
+        if zero {
+            v.error(
+                &YamlPath::root().key("query").key(field),
+                format!("query.{field} must be greater than 0"),
+            );
+        }
     }
     if let Some(u) = &config.external_url {
         if url::Url::parse(u).is_err() {

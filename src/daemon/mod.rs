@@ -270,7 +270,11 @@ impl Daemon {
         late_intervals.set(Arc::new(DispatchIntervals(dispatcher.clone())));
 
         // Rules read the tsdb and alert dispatch.
-        let engine = Engine::new(EngineOptions::default());
+        let engine = Engine::new(EngineOptions {
+            timeout: Some(c.query.timeout.0),
+            max_samples: c.query.max_samples,
+            ..EngineOptions::default()
+        });
         let rules = Arc::new(RuleManager::new(
             RulesDeps {
                 clock: clock.clone(),
@@ -322,6 +326,7 @@ impl Daemon {
             db: tsdb.clone(),
             engine,
             clock: clock.clone(),
+            query_slots: Arc::new(tokio::sync::Semaphore::new(c.query.max_concurrency)),
         })
         .merge(server::dispatch_api::router(
             server::dispatch_api::DispatchApiState {

@@ -30,6 +30,8 @@ pub struct EngineOptions {
     pub delayed_name_removal: bool,
     /// The most samples a query may hold at once in one node's result.
     pub max_samples: usize,
+    /// How long one evaluation may run (Prometheus's `--query.timeout`, 2m).
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +41,7 @@ impl Default for EngineOptions {
             default_subquery_step_ms: 60 * 1000,
             delayed_name_removal: false,
             max_samples: 50_000_000,
+            timeout: Some(std::time::Duration::from_secs(120)),
         }
     }
 }
@@ -56,6 +59,9 @@ pub enum QueryError {
     NativeHistogram(String),
     #[error("{0}")]
     Unsupported(String),
+    /// Prometheus's wording for `context.DeadlineExceeded` during evaluation.
+    #[error("query timed out in {0}")]
+    Timeout(&'static str),
 }
 
 pub(crate) fn err<T>(msg: impl Into<String>) -> Result<T, QueryError> {
@@ -106,8 +112,10 @@ pub struct Engine {
     pub options: EngineOptions,
 }
 
-/// Parses a PromQL expression with promql-parser.
+/// Parses a PromQL expression with promql-parser, after [`super::limits`]
+/// made sure the recursive parser and evaluator cannot overflow the stack.
 pub fn parse(expr: &str) -> Result<Expr, QueryError> {
+    super::limits::check(expr).map_err(|e| QueryError::Parse(e.to_string()))?;
     promql_parser::parser::parse(expr).map_err(QueryError::Parse)
 }
 
@@ -399,6 +407,10 @@ pub(crate) struct Evaluator<'a> {
     /// String literals of the query that are not valid UTF-8 in Go (as
     /// promql-parser decoded them): invalid as label names.
     invalid_strings: HashSet<String>,
+    /// When evaluation must give up (`EngineOptions::timeout`).
+    deadline: Option<std::time::Instant>,
+    /// Nodes evaluated, so the clock is read only every so often.
+    nodes_evaluated: u32,
 }
 
 impl<'a> Evaluator<'a> {
@@ -421,7 +433,23 @@ impl<'a> Evaluator<'a> {
             infos: Vec::new(),
             source: None,
             invalid_strings: HashSet::new(),
+            deadline: opts.timeout.map(|d| std::time::Instant::now() + d),
+            nodes_evaluated: 0,
         }
+    }
+
+    /// Fails once the deadline passed; reads the clock every 64 nodes, which
+    /// keeps the check off the rule benchmark's profile.
+    fn check_deadline(&mut self) -> Result<(), QueryError> {
+        self.nodes_evaluated = self.nodes_evaluated.wrapping_add(1);
+        if self.nodes_evaluated % 64 == 0 {
+            if let Some(deadline) = self.deadline {
+                if std::time::Instant::now() >= deadline {
+                    return Err(QueryError::Timeout("expression evaluation"));
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn query_start(&self) -> i64 {
@@ -637,6 +665,7 @@ impl<'a> Evaluator<'a> {
     // ---- evaluation ----
 
     pub(crate) fn eval(&mut self, e: &Expr, t: i64) -> Result<Val, QueryError> {
+        self.check_deadline()?;
         match e {
             Expr::NumberLiteral(n) => Ok(Val::Scalar(n.val)),
             Expr::StringLiteral(s) => Ok(Val::Str(s.val.clone())),

@@ -4,6 +4,7 @@
 mod aggregate;
 pub mod engine;
 mod functions;
+pub mod limits;
 pub mod notation;
 pub mod script;
 pub mod value;

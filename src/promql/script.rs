@@ -432,6 +432,7 @@ pub fn conformance_options() -> EngineOptions {
         default_subquery_step_ms: 60 * 1000,
         delayed_name_removal: true,
         max_samples: 10_000,
+        timeout: None,
     }
 }
 

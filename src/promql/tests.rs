@@ -222,3 +222,21 @@ fn warnings_carry_positions() {
     );
     assert_eq!(r.to_api_response()["warnings"][0], r.warnings[0].as_str());
 }
+
+#[test]
+fn a_query_that_runs_past_its_timeout_stops_with_prometheus_wording() {
+    let db = db_with(&[("m", "1 2 3 4")], MIN);
+    let quick = Engine::new(EngineOptions {
+        timeout: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    });
+    // A subquery over a year at one-second steps: hours of work without a deadline.
+    let e = quick.instant_query(&db, "max_over_time(m[1y:1s])", 3 * MIN);
+    assert_eq!(e.unwrap_err(), QueryError::Timeout("expression evaluation"));
+    assert_eq!(
+        QueryError::Timeout("expression evaluation").to_string(),
+        "query timed out in expression evaluation"
+    );
+    // The default (2m) leaves ordinary queries alone.
+    assert!(Engine::default().instant_query(&db, "m", 3 * MIN).is_ok());
+}

@@ -386,10 +386,14 @@ fn parse_rule(cx: &mut Ctx, v: &Yaml, path: &YamlPath, group: &str) -> Option<Ru
     }
     if expr.trim().is_empty() {
         cx.err(path, "field 'expr' must be set in rule");
-    } else if let Err(e) = promql_parser::parser::parse(&expr) {
+    } else if let Err(e) = crate::promql::parse(&expr) {
+        let msg = match e {
+            crate::promql::QueryError::Parse(m) => m,
+            other => other.to_string(),
+        };
         cx.err(
             &path.key("expr"),
-            format!("could not parse expression: {}", e.trim()),
+            format!("could not parse expression: {}", msg.trim()),
         );
     }
     if let Some(r) = &record {

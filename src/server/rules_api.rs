@@ -32,6 +32,10 @@ pub struct RulesApiState {
     pub db: Arc<dyn Queryable>,
     pub engine: Engine,
     pub clock: Clock,
+    /// One permit per API query evaluated at once (`query.max_concurrency`),
+    /// so queries cannot take every blocking thread; rule groups and probes
+    /// never wait for these.
+    pub query_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The routes, with their state applied: merge into the main router.
@@ -85,7 +89,6 @@ pub fn parse_step(s: &str) -> Result<i64, String> {
 struct QueryParams {
     query: Option<String>,
     time: Option<String>,
-    #[allow(dead_code)]
     timeout: Option<String>,
 }
 
@@ -95,13 +98,16 @@ struct RangeParams {
     start: Option<String>,
     end: Option<String>,
     step: Option<String>,
-    #[allow(dead_code)]
     timeout: Option<String>,
 }
 
 fn engine_error(e: QueryError) -> Response {
     match e {
         QueryError::Parse(m) => bad_data(format!("invalid parameter \"query\": {m}")),
+        // Prometheus answers a timed-out query with 503 and errorType "timeout".
+        e @ QueryError::Timeout(_) => {
+            api_error(StatusCode::SERVICE_UNAVAILABLE, "timeout", e.to_string())
+        }
         other => api_error(
             StatusCode::UNPROCESSABLE_ENTITY,
             "execution",
@@ -140,8 +146,55 @@ async fn instant(s: RulesApiState, p: QueryParams) -> Response {
             Err(e) => return bad_data(format!("invalid parameter \"time\": {e}")),
         },
     };
-    let (db, engine) = (s.db.clone(), s.engine.clone());
-    match tokio::task::spawn_blocking(move || engine.instant_query(db.as_ref(), &q, t)).await {
+    let engine = match engine_with_timeout(&s.engine, p.timeout.as_deref()) {
+        Ok(e) => e,
+        Err(resp) => return resp,
+    };
+    let db = s.db.clone();
+    evaluate(&s.query_slots, engine, move |engine| {
+        engine.instant_query(db.as_ref(), &q, t)
+    })
+    .await
+}
+
+/// The engine for one request: the `timeout` parameter may shorten the
+/// configured timeout, never lengthen it (as in Prometheus).
+fn engine_with_timeout(engine: &Engine, timeout: Option<&str>) -> Result<Engine, Response> {
+    let mut engine = engine.clone();
+    if let Some(t) = timeout.filter(|t| !t.is_empty()) {
+        let ms =
+            parse_step(t).map_err(|e| bad_data(format!("invalid parameter \"timeout\": {e}")))?;
+        let asked = std::time::Duration::from_millis(ms.max(0) as u64);
+        engine.options.timeout = Some(engine.options.timeout.map_or(asked, |c| c.min(asked)));
+    }
+    Ok(engine)
+}
+
+/// Runs one API query off the runtime, within a concurrency slot and the
+/// engine's timeout (waiting for a slot counts against it).
+async fn evaluate(
+    slots: &Arc<tokio::sync::Semaphore>,
+    engine: Engine,
+    query: impl FnOnce(&Engine) -> Result<crate::promql::QueryResult, QueryError> + Send + 'static,
+) -> Response {
+    let wait = engine.options.timeout.unwrap_or(std::time::Duration::MAX);
+    let permit = match tokio::time::timeout(wait, slots.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => permit,
+        Ok(Err(_)) => {
+            return api_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "shutting down",
+            )
+        }
+        Err(_) => return engine_error(QueryError::Timeout("query queue")),
+    };
+    let result = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        query(&engine)
+    })
+    .await;
+    match result {
         Ok(Ok(r)) => Json(r.to_api_response()).into_response(),
         Ok(Err(e)) => engine_error(e),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
@@ -192,14 +245,15 @@ async fn range(s: RulesApiState, p: RangeParams) -> Response {
     if (end - start) / step > 11_000 {
         return bad_data("exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)");
     }
-    let (db, engine) = (s.db.clone(), s.engine.clone());
-    match tokio::task::spawn_blocking(move || engine.range_query(db.as_ref(), &q, start, end, step))
-        .await
-    {
-        Ok(Ok(r)) => Json(r.to_api_response()).into_response(),
-        Ok(Err(e)) => engine_error(e),
-        Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
-    }
+    let engine = match engine_with_timeout(&s.engine, p.timeout.as_deref()) {
+        Ok(e) => e,
+        Err(resp) => return resp,
+    };
+    let db = s.db.clone();
+    evaluate(&s.query_slots, engine, move |engine| {
+        engine.range_query(db.as_ref(), &q, start, end, step)
+    })
+    .await
 }
 
 fn rfc3339(ms: TimestampMs) -> String {
