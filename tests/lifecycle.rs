@@ -317,3 +317,111 @@ fn talks_to_systemd_notify_socket() {
     assert!(stopping);
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
+
+impl Daemon {
+    /// POSTs `body` and returns the status; the server may answer before
+    /// reading a large body, so a failed write is not an error here.
+    fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Option<u16> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .ok()?;
+        let _ = s.write_all(body);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        String::from_utf8_lossy(&buf)
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    }
+}
+
+#[test]
+fn hostile_requests_and_a_hostile_reload_leave_the_daemon_probing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = http_support::free_port();
+    let cfg = dir.path().join("rearguard.yaml");
+    let state = dir.path().join("state");
+    std::fs::write(&cfg, config_text(port, &state, "1s")).unwrap();
+    let d = start(&cfg, port);
+    d.wait_healthy();
+    d.wait_for_line("rearguard started", Duration::from_secs(10));
+
+    // Deep and long expressions once aborted the process.
+    let deep = format!(
+        "/api/v1/query?query={}1{}",
+        "(".repeat(5_000),
+        ")".repeat(5_000)
+    );
+    let deep = deep.replace('(', "%28").replace(')', "%29");
+    assert_eq!(d.get(&deep).map(|r| r.0), Some(400));
+    let sum = vec!["1"; 5_000].join("%2B");
+    assert_eq!(
+        d.get(&format!("/api/v1/query?query={sum}")).map(|r| r.0),
+        Some(400)
+    );
+
+    // Every POST route refuses a body over the limit.
+    let big = vec![b'a'; 3 * 1024 * 1024];
+    for (path, ty) in [
+        ("/api/v1/query", "application/x-www-form-urlencoded"),
+        ("/api/v1/query_range", "application/x-www-form-urlencoded"),
+        ("/api/v1/silences", "application/json"),
+        ("/api/v1/holds", "application/json"),
+        ("/api/v1/rollbacks", "application/json"),
+    ] {
+        let status = d.post(path, ty, &big);
+        assert!(
+            matches!(status, Some(413) | Some(401) | Some(403)),
+            "{path}: {status:?}"
+        );
+        if path.contains("query") {
+            assert_eq!(status, Some(413), "{path}");
+        }
+    }
+
+    // A rule too deep to evaluate: the reload is rejected, the old config kept.
+    let expr = vec!["up"; 1_000].join(" + ");
+    std::fs::write(
+        dir.path().join("deep.yaml"),
+        format!("groups:\n- name: g\n  rules:\n  - record: deep\n    expr: {expr}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}rule_files: [deep.yaml]\n",
+            config_text(port, &state, "1s")
+        ),
+    )
+    .unwrap();
+    d.signal("-HUP");
+    let line = d.wait_for_line("config reload rejected", Duration::from_secs(10));
+    assert!(
+        line.contains("deep.yaml:5:11") && line.contains("nests too deeply"),
+        "{line}"
+    );
+
+    // Still serving and still probing.
+    assert_eq!(d.get("/healthz").map(|r| r.0), Some(200));
+    let (_, metrics) = d.get("/metrics").unwrap();
+    let probes_before = probe_runs(&metrics);
+    std::thread::sleep(Duration::from_millis(2_500));
+    let (_, metrics) = d.get("/metrics").unwrap();
+    assert!(probe_runs(&metrics) > probes_before, "probes kept running");
+}
+
+/// The number of probe runs reported on /metrics.
+fn probe_runs(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("rearguard_probe_runs_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

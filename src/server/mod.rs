@@ -36,6 +36,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The largest request body any route reads (silences, holds, rollbacks,
+/// form-encoded queries); larger ones get 413 before they are buffered.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -43,7 +47,10 @@ pub async fn serve(
     api: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).merge(api))
+    let app = router(state)
+        .merge(api)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES));
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
