@@ -176,3 +176,40 @@ fn query_limits_must_be_positive() {
         "query.max_concurrency must be greater than 0",
     );
 }
+
+/// Nine levels of nine aliases: a billion strings if expanded.
+fn alias_bomb() -> String {
+    let mut bomb = String::from("a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+    for pair in names.windows(2) {
+        let refs = vec![format!("*{}", pair[0]); 9].join(", ");
+        bomb.push_str(&format!("{}: &{} [{refs}]\n", pair[1], pair[1]));
+    }
+    bomb
+}
+
+#[test]
+fn deep_yaml_and_alias_bombs_are_errors_not_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!("probes: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let (code, out) = check(dir.path(), &deep);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rearguard.yaml:"), "{out}");
+
+    let (code, out) = check(dir.path(), &alias_bomb());
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("rearguard.yaml:"), "{out}");
+
+    for (name, text) in [
+        (
+            "deep.yaml",
+            format!("groups: {}{}\n", "[".repeat(100_000), "]".repeat(100_000)),
+        ),
+        ("bomb.yaml", format!("{}groups: []\n", alias_bomb())),
+    ] {
+        std::fs::write(dir.path().join(name), text).unwrap();
+        let (code, out) = check(dir.path(), &format!("rule_files: [{name}]\n"));
+        assert_eq!(code, 1, "{name}: {out}");
+        assert!(out.contains(name), "{name}: {out}");
+    }
+}

@@ -227,6 +227,10 @@ pub fn load_str(
         })
         .collect();
     let text = &expanded.text;
+    if let Err(e) = locate::check_yaml_limits(path, text) {
+        errors.push(e);
+        return Err(LocatedErrors(errors));
+    }
     let config: Config = if text.trim().is_empty() {
         serde_yaml_ng::from_str("{}").expect("empty mapping parses")
     } else {

@@ -220,6 +220,7 @@ pub fn parse_rule_file(
     text: &str,
     opts: ParseOptions,
 ) -> Result<RuleFile, Vec<LocatedError>> {
+    crate::config::locate::check_yaml_limits(path, text).map_err(|e| vec![e])?;
     let doc: Yaml = if text.trim().is_empty() {
         Yaml::Null
     } else {

@@ -477,12 +477,20 @@ const FUNCS: &[&str] = &[
     "stringSlice",
 ];
 
+/// The deepest nesting of `{{if}}`/`{{range}}`/`{{with}}` blocks and
+/// parenthesized pipelines a template may have. Parsing and execution recurse
+/// once per level on a fixed-size stack (Go's grow), and 50,000 levels in an
+/// annotation aborted the daemon; no real template nests more than a few.
+pub const MAX_TEMPLATE_DEPTH: usize = 100;
+
 struct Parser<'a> {
     name: &'a str,
     pieces: Vec<Piece>,
     pos: usize,
     /// Variables in scope, for "undefined variable" errors like Go's parser.
     scopes: Vec<Vec<String>>,
+    /// Blocks and parentheses open at this point (see [`MAX_TEMPLATE_DEPTH`]).
+    depth: usize,
 }
 
 /// How a list of nodes ended.
@@ -499,6 +507,24 @@ impl<'a> Parser<'a> {
             line,
             message: message.into(),
         }
+    }
+
+    /// Runs `parse` one level deeper, refusing past [`MAX_TEMPLATE_DEPTH`].
+    fn nested<T>(
+        &mut self,
+        line: usize,
+        parse: impl FnOnce(&mut Self) -> Result<T, TemplateError>,
+    ) -> Result<T, TemplateError> {
+        if self.depth >= MAX_TEMPLATE_DEPTH {
+            return Err(self.err(
+                line,
+                format!("template nests deeper than {MAX_TEMPLATE_DEPTH} blocks and parentheses"),
+            ));
+        }
+        self.depth += 1;
+        let result = parse(self);
+        self.depth -= 1;
+        result
     }
 
     fn var_defined(&self, v: &str) -> bool {
@@ -530,7 +556,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(Tok::Ident(k)) if k == "if" || k == "with" || k == "range" => {
                     let kind = k.clone();
-                    nodes.push(self.parse_control(&kind, &toks[1..], line)?);
+                    nodes.push(self.nested(line, |p| p.parse_control(&kind, &toks[1..], line))?);
                 }
                 Some(Tok::Ident(k))
                     if matches!(
@@ -582,7 +608,7 @@ impl<'a> Parser<'a> {
                 } else if matches!(rest.first(), Some(Tok::Ident(k)) if (k == "if" && kind == "if") || (k == "with" && kind == "with"))
                 {
                     // `else if` / `else with`: a nested control that consumes our `end`.
-                    vec![self.parse_control(kind, &rest[1..], eline)?]
+                    vec![self.nested(eline, |p| p.parse_control(kind, &rest[1..], eline))?]
                 } else {
                     return Err(self.err(eline, "unexpected tokens after else"));
                 }
@@ -765,7 +791,8 @@ impl<'a> Parser<'a> {
                 if j >= toks.len() {
                     return Err(self.err(line, "unclosed left paren"));
                 }
-                let inner = self.parse_pipeline(&toks[i + 1..j], line, false)?;
+                let inner =
+                    self.nested(line, |p| p.parse_pipeline(&toks[i + 1..j], line, false))?;
                 if inner.cmds.is_empty() {
                     return Err(self.err(line, "missing value for parenthesized pipeline"));
                 }
@@ -788,6 +815,7 @@ impl Template {
             pieces,
             pos: 0,
             scopes: vec![preset.iter().map(|s| s.to_string()).collect()],
+            depth: 0,
         };
         let (nodes, end) = p.parse_list()?;
         match end {
@@ -1789,6 +1817,29 @@ pub fn expand_alert_template(
 /// Checks that an alert template parses (what `promtool check rules` does).
 pub fn check_alert_template(name: &str, text: &str) -> Result<(), TemplateError> {
     Template::parse(name, text, PRESET_VARS).map(|_| ())
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::*;
+
+    #[test]
+    fn deep_blocks_parentheses_and_else_if_chains_are_refused_not_overflowed() {
+        let n = 50_000;
+        for text in [
+            format!("{{{{ {}1{} }}}}", "(".repeat(n), ")".repeat(n)),
+            format!("{}x{}", "{{if true}}".repeat(n), "{{end}}".repeat(n)),
+            format!(
+                "{{{{if false}}}}{}x{{{{end}}}}",
+                "{{else if false}}".repeat(n)
+            ),
+        ] {
+            let err = Template::parse("t", &text, &[]).unwrap_err();
+            assert!(err.message.contains("nests deeper than 100"), "{err}");
+        }
+        let ok = format!("{}x{}", "{{if true}}".repeat(99), "{{end}}".repeat(99));
+        assert!(Template::parse("t", &ok, &[]).is_ok());
+    }
 }
 
 #[cfg(test)]

@@ -162,6 +162,10 @@ pub fn run_test_file(path: &Path, opts: &TestOptions) -> FileResult {
             return result;
         }
     };
+    if let Err(e) = crate::config::locate::check_yaml_limits(path, &text) {
+        result.errors.push(format!("  {e}"));
+        return result;
+    }
     let file: TestFile = match serde_yaml_ng::from_str(&text) {
         Ok(f) => f,
         Err(e) => {
