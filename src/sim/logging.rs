@@ -187,8 +187,19 @@ impl LoggingState {
         Ok(insert_id)
     }
 
-    /// `entries.list`.
+    /// `entries.list`, charged to one default quota project.
+    #[cfg(test)]
     pub fn list(&mut self, now: TimestampMs, body: &Value) -> Result<Value, ApiError> {
+        self.list_as(now, body, None)
+    }
+
+    /// `entries.list` with its quota charged to `quota_project`.
+    pub fn list_as(
+        &mut self,
+        now: TimestampMs,
+        body: &Value,
+        quota_project: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let obj = body.as_object().ok_or_else(|| {
             ApiError::invalid_argument("Invalid JSON payload received: expected an object.")
         })?;
@@ -238,21 +249,40 @@ impl LoggingState {
                 "Field resourceNames had an invalid value: at least one resource name is required.",
             ));
         }
+        // Quota is charged to the quota project of the call (the caller's own
+        // project, or the one `x-goog-user-project` names), not to each
+        // resource read: "the quota project is the project used for quota and
+        // billing" (https://cloud.google.com/docs/quotas/quota-project); Logging's
+        // limit is 60 entries.list calls a minute per project
+        // (https://cloud.google.com/logging/quotas#api-limits). Beyond it, a 429
+        // with ErrorInfo and RetryInfo and no Retry-After header.
         if let Some(limit) = self.quota_per_minute {
-            for p in &projects {
-                let q = self.recent_calls.entry(p.clone()).or_default();
-                while q.front().is_some_and(|t| *t <= now - 60_000) {
-                    q.pop_front();
-                }
-                if q.len() >= limit {
-                    return Err(ApiError::new(
-                        429,
-                        "RESOURCE_EXHAUSTED",
-                        format!("Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service 'logging.googleapis.com' for consumer 'project_number:{p}'."),
-                    ));
-                }
-                q.push_back(now);
+            let consumer = quota_project.unwrap_or("default");
+            let q = self.recent_calls.entry(consumer.to_string()).or_default();
+            while q.front().is_some_and(|t| *t <= now - 60_000) {
+                q.pop_front();
             }
+            if q.len() >= limit {
+                let free_at = q.front().map_or(now, |t| t + 60_000);
+                return Err(ApiError::new(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    format!("Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service 'logging.googleapis.com' for consumer 'project_number:{consumer}'."),
+                )
+                .with_detail(json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "RATE_LIMIT_EXCEEDED",
+                    "domain": "googleapis.com",
+                    "metadata": {
+                        "service": "logging.googleapis.com",
+                        "consumer": format!("projects/{consumer}"),
+                        "quota_metric": "logging.googleapis.com/read_requests",
+                        "quota_limit": "ReadRequestsPerMinutePerProject",
+                    },
+                }))
+                .with_retry_delay(free_at - now));
+            }
+            q.push_back(now);
         }
         let filter_text = obj.get("filter").and_then(Value::as_str).unwrap_or("");
         let filter = parse(filter_text)?;

@@ -297,6 +297,19 @@ impl FakeGcp {
             .add_point(spec, start_ms, end_ms, value)
     }
 
+    /// While `Some`, every `timeSeries.list` answer carries this execution
+    /// error and lacks the newest point of each series (default `None`).
+    pub fn set_monitoring_execution_error(&self, message: Option<&str>) {
+        self.lock().monitoring.execution_error = message.map(str::to_string);
+    }
+
+    /// Series in these locations are left out of `timeSeries.list` answers,
+    /// which list the locations in `unreachable` (default none).
+    pub fn set_monitoring_unreachable(&self, locations: &[&str]) {
+        self.lock().monitoring.unreachable_locations =
+            locations.iter().map(|l| l.to_string()).collect();
+    }
+
     /// Points become visible this long after their end time (default 0).
     pub fn set_monitoring_delay(&self, d: Duration) {
         self.lock().monitoring.ingest_delay_ms = d.as_millis() as i64;
@@ -549,6 +562,12 @@ async fn handle(
             }
             break 'resp r;
         }
+        if let Some(FaultKind::RetryInfo { retry_delay_ms }) = &fault {
+            break 'resp ApiError::new(429, "RESOURCE_EXHAUSTED", fault_message(429))
+                .with_detail(quota_error_info(method_id))
+                .with_retry_delay(*retry_delay_ms)
+                .into_response();
+        }
         let Some((method_id, name)) = routed else {
             break 'resp ApiError::not_found(format!(
                 "The requested URL {path} was not found on this server ({method})."
@@ -579,6 +598,9 @@ async fn handle(
                 &body,
                 body_json.as_ref(),
                 authorization.as_deref(),
+                headers
+                    .get("x-goog-user-project")
+                    .and_then(|v| v.to_str().ok()),
             )
         };
         let ok_json = |v: Value| match &fault {
@@ -671,6 +693,18 @@ fn strict_check(
     }
 }
 
+/// The `google.rpc.ErrorInfo` of a quota 429 (reason `RATE_LIMIT_EXCEEDED`,
+/// domain `googleapis.com`: https://cloud.google.com/apis/design/errors#error_info).
+pub(crate) fn quota_error_info(method_id: &str) -> Value {
+    let service = method_id.split('.').next().unwrap_or("");
+    serde_json::json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "RATE_LIMIT_EXCEEDED",
+        "domain": "googleapis.com",
+        "metadata": {"service": format!("{service}.googleapis.com")},
+    })
+}
+
 fn fault_message(code: u16) -> String {
     match code {
         429 => "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service. (injected)".into(),
@@ -714,6 +748,7 @@ fn dispatch(
     raw_body: &[u8],
     body: Option<&Value>,
     authorization: Option<&str>,
+    quota_project: Option<&str>,
 ) -> Answer {
     let now = shared.clock.now_ms();
     let mut s = shared.lock();
@@ -772,7 +807,10 @@ fn dispatch(
             return Answer::Json(serde_json::json!({"status": "success", "data": data}));
         }
         ENTRIES_LIST => match body {
-            Some(b) => s.logging.list(now, b),
+            Some(b) => {
+                let consumer = quota_project.unwrap_or(&s.auth.project).to_string();
+                s.logging.list_as(now, b, Some(&consumer))
+            }
             None => Err(ApiError::invalid_argument("Invalid JSON payload received.")),
         },
         _ => Err(ApiError::not_found("method not implemented by the fake")),
