@@ -570,8 +570,8 @@ mod tests {
     #[test]
     fn aligned_windows_sit_on_period_boundaries_behind_the_lag() {
         let m = 60_000;
-        // 10:07:30 with a 5m period and a 3m lag: the newest period taken ends at 10:00.
-        let t = 1_800_000_000_000 + 7 * m + 30_000;
+        // 10:06:30 with a 5m period and a 3m lag: the newest period taken ends at 10:00.
+        let t = 1_800_000_000_000 + 6 * m + 30_000;
         let base = 1_800_000_000_000;
         assert_eq!(
             aligned_window(t, 10 * m, 5 * m, 3 * m),
