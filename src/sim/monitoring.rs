@@ -373,6 +373,10 @@ pub(crate) struct MonitoringState {
     /// Locations (`resource.labels.location`) unreachable: their series are
     /// left out and the answer lists them in `unreachable`.
     pub unreachable_locations: Vec<String>,
+    /// The most points a FULL page holds whatever `pageSize` asks: `pageSize`
+    /// is "the maximum number of Points returned" (monitoring-v3.json) and
+    /// "the API may return fewer results than the page size" (AIP-158).
+    pub max_points_per_page: Option<usize>,
 }
 
 // ---- the filter ----------------------------------------------------------------
@@ -982,11 +986,16 @@ impl MonitoringState {
         );
         let page_size = parse_page_size(query_get(query, "pageSize"), 100_000, 100_000)?;
         let offset = parse_page_token(query_get(query, "pageToken").unwrap_or(""), &key)?;
+        let view = query_get(query, "view").unwrap_or("FULL");
+        let page_size = match self.max_points_per_page {
+            Some(cap) if view == "FULL" => page_size.min(cap.max(1)),
+            _ => page_size,
+        };
         // monitoring-v3.json, `pageSize`: "If view is set to FULL, this is the
         // maximum number of Points returned. If view is set to HEADERS, this is
         // the maximum number of TimeSeries returned." So in FULL one series may
         // be split over pages, each page repeating its metric and resource.
-        let (page, total): (Vec<Value>, usize) = match query_get(query, "view").unwrap_or("FULL") {
+        let (page, total): (Vec<Value>, usize) = match view {
             "HEADERS" => (
                 out.iter()
                     .skip(offset)

@@ -310,6 +310,12 @@ impl FakeGcp {
             locations.iter().map(|l| l.to_string()).collect();
     }
 
+    /// The most points one FULL `timeSeries.list` page holds, whatever
+    /// `pageSize` asks (default `None`: as many as asked).
+    pub fn set_monitoring_page_points(&self, max: Option<usize>) {
+        self.lock().monitoring.max_points_per_page = max;
+    }
+
     /// Points become visible this long after their end time (default 0).
     pub fn set_monitoring_delay(&self, d: Duration) {
         self.lock().monitoring.ingest_delay_ms = d.as_millis() as i64;
