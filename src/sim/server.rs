@@ -394,6 +394,9 @@ pub mod methods {
     pub const METADATA_UNIVERSE: &str = "metadata.universeDomain";
     pub const METADATA_PROJECT: &str = "metadata.projectId";
     pub const OAUTH_TOKEN: &str = "oauth2.token";
+    /// IAM Service Account Credentials API (not among the fake's discovery documents).
+    pub const GENERATE_ACCESS_TOKEN: &str =
+        "iamcredentials.projects.serviceAccounts.generateAccessToken";
     pub const SERVICES_GET: &str = "run.projects.locations.services.get";
     pub const SERVICES_LIST: &str = "run.projects.locations.services.list";
     pub const SERVICES_PATCH: &str = "run.projects.locations.services.patch";
@@ -446,6 +449,16 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, String)> {
     }
     if *method == Method::POST && path == "/token" {
         return Some((OAUTH_TOKEN, String::new()));
+    }
+    // https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken:
+    // POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken
+    if *method == Method::POST {
+        if let Some(email) = path
+            .strip_prefix("/v1/projects/-/serviceAccounts/")
+            .and_then(|r| r.strip_suffix(":generateAccessToken"))
+        {
+            return Some((GENERATE_ACCESS_TOKEN, email.to_string()));
+        }
     }
     if *method == Method::POST && path == "/v2/entries:list" {
         return Some((ENTRIES_LIST, String::new()));
@@ -773,6 +786,12 @@ fn dispatch(
     }
     if let Err(e) = s.auth.check(now, authorization) {
         return Answer::Err(e);
+    }
+    if method_id == GENERATE_ACCESS_TOKEN {
+        return match s.auth.generate_access_token(now, name, body) {
+            Ok(v) => Answer::Json(v),
+            Err(e) => Answer::Err(e),
+        };
     }
     let key = |extra: &str| format!("{method_id}|{name}|{extra}");
     let result = match method_id {
