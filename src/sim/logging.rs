@@ -815,4 +815,44 @@ mod tests {
             .list(T0 + 60_000, &json!({"resourceNames": ["projects/p"]}))
             .is_ok());
     }
+
+    #[test]
+    fn quota_is_charged_to_the_quota_project_not_the_resource() {
+        let mut l = state();
+        for i in 0..60 {
+            let r = if i % 2 == 0 {
+                "projects/p"
+            } else {
+                "projects/other"
+            };
+            l.list_as(T0, &json!({"resourceNames": [r]}), Some("caller"))
+                .unwrap();
+        }
+        // Another resource does not get a fresh quota.
+        let e = l
+            .list_as(
+                T0 + 30_000,
+                &json!({"resourceNames": ["projects/third"]}),
+                Some("caller"),
+            )
+            .unwrap_err();
+        assert_eq!((e.code, e.status), (429, "RESOURCE_EXHAUSTED"));
+        // The wait is in RetryInfo: until the oldest call leaves the minute.
+        let body = e.body();
+        let details = body["error"]["details"].as_array().unwrap();
+        let retry = details
+            .iter()
+            .find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo")
+            .unwrap();
+        assert_eq!(retry["retryDelay"], "30.000s");
+        assert!(details.iter().any(|d| d["reason"] == "RATE_LIMIT_EXCEEDED"));
+        // Another quota project has its own.
+        assert!(l
+            .list_as(
+                T0 + 30_000,
+                &json!({"resourceNames": ["projects/p"]}),
+                Some("someone-else")
+            )
+            .is_ok());
+    }
 }

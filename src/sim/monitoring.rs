@@ -1745,4 +1745,67 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn non_finite_doubles_are_proto3_strings_and_headers_page_by_series() {
+        let mut m = state();
+        let gauge = SeriesSpec::cloud_run(
+            "run.googleapis.com/container/cpu/utilizations",
+            MetricKind::Gauge,
+            "p",
+            "us-central1",
+            "backend",
+            "r1",
+        );
+        for (i, v) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY]
+            .into_iter()
+            .enumerate()
+        {
+            let end = T0 + i as i64 * 60_000;
+            m.add_point(&gauge, end, end, PointValue::Double(v))
+                .unwrap();
+        }
+        let v = m
+            .list(
+                T0 + 600_000,
+                "projects/p",
+                &q(&[
+                    (
+                        "filter",
+                        r#"metric.type = "run.googleapis.com/container/cpu/utilizations""#,
+                    ),
+                    ("interval.startTime", &timestamp(T0 - 1)),
+                    ("interval.endTime", &timestamp(T0 + 600_000)),
+                ]),
+            )
+            .unwrap();
+        let values: Vec<&Value> = v["timeSeries"][0]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["value"]["doubleValue"])
+            .collect();
+        assert_eq!(
+            values,
+            vec![&json!("-Infinity"), &json!("Infinity"), &json!("NaN")]
+        );
+        // HEADERS: pageSize counts series, and no points are sent.
+        let h = state()
+            .list(
+                T0 + 600_000,
+                "projects/p",
+                &q(&[
+                    ("filter", RC),
+                    ("interval.startTime", &timestamp(T0 - 1)),
+                    ("interval.endTime", &timestamp(T0 + 600_000)),
+                    ("view", "HEADERS"),
+                    ("pageSize", "2"),
+                ]),
+            )
+            .unwrap();
+        let ts = h["timeSeries"].as_array().unwrap();
+        assert_eq!(ts.len(), 2);
+        assert!(ts.iter().all(|t| t.get("points").is_none()));
+        assert!(h["nextPageToken"].is_string());
+    }
 }
