@@ -145,7 +145,9 @@ fn retry_info_delay(details: &[serde_json::Value]) -> Option<Duration> {
 /// A proto3 JSON `google.protobuf.Duration`: decimal seconds with an `s` suffix.
 pub fn parse_proto_duration(s: &str) -> Option<Duration> {
     let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e12).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e12)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// Builds the error for a non-2xx answer from its body (which may be anything).

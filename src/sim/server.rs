@@ -616,10 +616,12 @@ async fn handle(
                 &query,
                 &body,
                 body_json.as_ref(),
-                authorization.as_deref(),
-                headers
-                    .get("x-goog-user-project")
-                    .and_then(|v| v.to_str().ok()),
+                Caller {
+                    authorization: authorization.as_deref(),
+                    quota_project: headers
+                        .get("x-goog-user-project")
+                        .and_then(|v| v.to_str().ok()),
+                },
             )
         };
         let ok_json = |v: Value| match &fault {
@@ -759,6 +761,13 @@ async fn wait(
     }
 }
 
+/// Who calls: the `Authorization` header, and the quota project the call is
+/// charged to when `x-goog-user-project` names one.
+struct Caller<'a> {
+    authorization: Option<&'a str>,
+    quota_project: Option<&'a str>,
+}
+
 fn dispatch(
     shared: &Arc<Shared>,
     method_id: &'static str,
@@ -766,9 +775,12 @@ fn dispatch(
     query: &[(String, String)],
     raw_body: &[u8],
     body: Option<&Value>,
-    authorization: Option<&str>,
-    quota_project: Option<&str>,
+    caller: Caller<'_>,
 ) -> Answer {
+    let Caller {
+        authorization,
+        quota_project,
+    } = caller;
     let now = shared.clock.now_ms();
     let mut s = shared.lock();
     match method_id {
