@@ -424,6 +424,26 @@ async fn logging_reads_newest_first_and_resumes_a_slow_search() {
     let first = e.fake.calls_to(methods::ENTRIES_LIST)[before..].to_vec();
     assert_eq!(first.len(), 20);
     assert!(src.state().resume.is_some());
+    // The saved search survives a restart, but not a change of the filter.
+    let restarted = CloudLoggingSource::load(
+        logging_cfg("errors"),
+        e.ctx.clone(),
+        e.deps(),
+        LogEvidenceStore::default(),
+    )
+    .await;
+    assert_eq!(restarted.state().resume, src.state().resume);
+    let changed = CloudLoggingSource::load(
+        CloudLoggingConfig {
+            filter: "severity>=WARNING".into(),
+            ..logging_cfg("errors")
+        },
+        e.ctx.clone(),
+        e.deps(),
+        LogEvidenceStore::default(),
+    )
+    .await;
+    assert_eq!(changed.state().resume, None);
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(src.poll_once().await.unwrap(), 5);
     let calls = e.fake.calls_to(methods::ENTRIES_LIST);

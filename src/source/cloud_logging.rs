@@ -170,6 +170,16 @@ impl CloudLoggingSource {
                 LoggingState::default()
             }
         };
+        let mut state = state;
+        // A search saved under another filter (the config changed) is not resumed.
+        let ours = format!("({}) AND timestamp", cfg.filter.trim());
+        if state
+            .resume
+            .as_ref()
+            .is_some_and(|r| !r.filter.starts_with(&ours))
+        {
+            state.resume = None;
+        }
         evidence.set(&cfg.name, state.evidence.clone());
         Self {
             cfg,
