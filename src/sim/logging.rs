@@ -8,8 +8,9 @@
 //! `timestamp` by time), joined by `AND` (or juxtaposition), `OR`, `NOT`/`-`,
 //! parentheses, and bare values (a search in every field). Paging may answer
 //! empty pages with a `nextPageToken` (configurable), as Logging does while a
-//! search runs; `entries.list` is limited to 60 calls a minute per project
-//! (configurable), answered 429 beyond.
+//! search runs; `entries.list` is limited to 60 calls a minute per quota
+//! project (configurable), answered 429 beyond with the wait in
+//! `RetryInfo.retryDelay` and no `Retry-After` header.
 
 use std::collections::{BTreeMap, VecDeque};
 

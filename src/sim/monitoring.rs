@@ -7,7 +7,10 @@
 //! (`ALIGN_DELTA`, `ALIGN_RATE`, `ALIGN_MEAN`, `ALIGN_SUM`, `ALIGN_MIN`,
 //! `ALIGN_MAX`, `ALIGN_COUNT`, `ALIGN_NEXT_OLDER`, `ALIGN_PERCENTILE_*`;
 //! `REDUCE_SUM`, `REDUCE_MEAN`, `REDUCE_MIN`, `REDUCE_MAX`, `REDUCE_COUNT`,
-//! `REDUCE_PERCENTILE_*`), page by series, and list points newest first.
+//! `REDUCE_PERCENTILE_*`), list points newest first, and page by points in
+//! view FULL (a series may be split over pages) and by series in view HEADERS.
+//! NaN and infinities are written as proto3 JSON strings; answers can be
+//! marked incomplete (`executionErrors`, `unreachable`).
 
 use std::collections::BTreeMap;
 
