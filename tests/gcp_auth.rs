@@ -117,7 +117,7 @@ async fn unusable_credentials_are_clear_errors() {
         "no key material in errors: {e}"
     );
     let other = dir.path().join("other.json");
-    std::fs::write(&other, "{\"type\": \"external_account\"}").unwrap();
+    std::fs::write(&other, "{\"type\": \"gdch_service_account\"}").unwrap();
     let e = TokenSource::new(&CredentialSpec::KeyFile(other))
         .await
         .unwrap_err();
@@ -125,6 +125,14 @@ async fn unusable_credentials_are_clear_errors() {
         e.to_string().contains("expected \"service_account\""),
         "{e}"
     );
+    // A supported type with its fields missing says which type it is.
+    let incomplete = dir.path().join("incomplete.json");
+    std::fs::write(&incomplete, "{\"type\": \"external_account\"}").unwrap();
+    let e = TokenSource::new(&CredentialSpec::KeyFile(incomplete))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, GcpError::Credentials(_)), "{e}");
+    assert!(e.to_string().contains("\"external_account\""), "{e}");
     let bad_key = dir.path().join("bad-key.json");
     std::fs::write(&bad_key, serde_json::json!({"type": "service_account", "client_email": "x@y", "private_key": "not a key", "private_key_id": "1"}).to_string()).unwrap();
     let e = match TokenSource::new(&CredentialSpec::KeyFile(bad_key)).await {
@@ -143,4 +151,105 @@ async fn unusable_credentials_are_clear_errors() {
     let t = TokenSource::metadata_server(&format!("http://{addr}")).unwrap();
     let e = t.check(Duration::from_secs(5)).await.unwrap_err();
     assert!(e.to_string().contains("metadata server"), "{e}");
+}
+
+/// A workload identity federation key file (`external_account`), as
+/// `gcloud iam workload-identity-pools create-cred-config` writes it, with a
+/// file-sourced subject token: exchanged at the fake's STS endpoint, and, when
+/// the file names a service account to impersonate, exchanged again at IAM
+/// Credentials' generateAccessToken.
+#[tokio::test]
+async fn external_account_key_file() {
+    let fake = FakeGcp::start(Clock::system()).await.unwrap();
+    fake.set_require_auth(true);
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let subject = dir.path().join("subject-token");
+    std::fs::write(&subject, "eyJhbGciOiJSUzI1NiJ9.e30.c2ln").unwrap();
+    let target = "rearguard@sim-project.iam.gserviceaccount.com";
+    for impersonate in [false, true] {
+        let mut key = serde_json::json!({
+            "type": "external_account",
+            "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/ci/providers/github",
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "token_url": fake.token_uri(),
+            "credential_source": {"file": subject.display().to_string()},
+        });
+        if impersonate {
+            key["service_account_impersonation_url"] = serde_json::json!(format!(
+                "{}/v1/projects/-/serviceAccounts/{target}:generateAccessToken",
+                fake.base_url()
+            ));
+        }
+        let path = dir.path().join(format!("wif-{impersonate}.json"));
+        std::fs::write(&path, key.to_string()).unwrap();
+        let tokens = TokenSource::new(&CredentialSpec::KeyFile(path))
+            .await
+            .unwrap();
+        assert!(tokens.description().contains("external_account"));
+        let before = fake.calls_to(methods::GENERATE_ACCESS_TOKEN).len();
+        get_service_with(&fake, tokens).await.unwrap();
+        let exchanges = fake.calls_to(methods::OAUTH_TOKEN);
+        let last = exchanges.last().unwrap();
+        assert_eq!(last.status, 200);
+        let impersonations = fake.calls_to(methods::GENERATE_ACCESS_TOKEN);
+        assert_eq!(impersonations.len() - before, usize::from(impersonate));
+        if impersonate {
+            let call = impersonations.last().unwrap();
+            assert!(
+                call.authorized,
+                "generateAccessToken is called with the STS token"
+            );
+            assert_eq!(call.status, 200);
+        }
+        let call = fake.calls_to(methods::SERVICES_GET).pop().unwrap();
+        assert!(call.authorized);
+        assert_eq!(call.status, 200);
+    }
+}
+
+/// `gcloud auth application-default login --impersonate-service-account`
+/// writes an `impersonated_service_account` file: its source credentials get
+/// a token, which IAM Credentials' generateAccessToken turns into the target's.
+#[tokio::test]
+async fn impersonated_service_account_key_file() {
+    let fake = FakeGcp::start(Clock::system()).await.unwrap();
+    fake.set_require_auth(true);
+    fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let target = "deployer@sim-project.iam.gserviceaccount.com";
+    let key = serde_json::json!({
+        "type": "impersonated_service_account",
+        "service_account_impersonation_url": format!(
+            "{}/v1/projects/-/serviceAccounts/{target}:generateAccessToken",
+            fake.base_url()
+        ),
+        "source_credentials": {
+            "type": "authorized_user",
+            "client_id": "client-1",
+            "client_secret": "secret-1",
+            "refresh_token": "refresh-1",
+            "token_uri": fake.token_uri(),
+        },
+        "delegates": [],
+    });
+    let path = dir.path().join("impersonated.json");
+    std::fs::write(&path, key.to_string()).unwrap();
+    let tokens = TokenSource::new(&CredentialSpec::KeyFile(path))
+        .await
+        .unwrap();
+    assert!(tokens
+        .description()
+        .contains("impersonated_service_account"));
+    tokens.check(Duration::from_secs(10)).await.unwrap();
+    get_service_with(&fake, tokens).await.unwrap();
+    let gen = fake.calls_to(methods::GENERATE_ACCESS_TOKEN);
+    assert_eq!(gen.len(), 1, "one impersonated token, cached");
+    assert!(gen[0].authorized && gen[0].status == 200);
+    assert!(gen[0].path.contains(target));
+    let body = gen[0].body.as_ref().unwrap();
+    assert_eq!(body["scope"][0], rearguard::gcp::CLOUD_PLATFORM_SCOPE);
+    let call = fake.calls_to(methods::SERVICES_GET).pop().unwrap();
+    assert!(call.authorized);
+    assert_eq!(call.status, 200);
 }

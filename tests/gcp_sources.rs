@@ -151,6 +151,7 @@ fn monitoring_cfg(name: &str, metric: &str) -> CloudMonitoringConfig {
         filter: Some("resource.labels.service_name = \"backend\"".into()),
         interval: Dur::secs(60),
         overlap: Dur::secs(600),
+        ingestion_lag: Dur::secs(180),
         aggregation: None,
     }
 }

@@ -30,6 +30,10 @@ pub const GCP_LOGGING_ENDPOINT: &str = "https://logging.googleapis.com";
 pub const CLOUD_MONITORING_INTERVAL: Dur = Dur::secs(60);
 pub const CLOUD_LOGGING_INTERVAL: Dur = Dur::secs(30);
 pub const CLOUD_MONITORING_OVERLAP: Dur = Dur::secs(10 * 60);
+/// How long an aligned period of a summing aligner (`ALIGN_DELTA`, ...) may
+/// still be filling: Cloud Run's metrics are "not visible for up to 180
+/// seconds" after sampling (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-run).
+pub const CLOUD_MONITORING_INGESTION_LAG: Dur = Dur::secs(180);
 pub const CLOUD_LOGGING_OVERLAP: Dur = Dur::secs(2 * 60);
 /// How far beyond the overlap a log query reads back after a gap.
 pub const CLOUD_LOGGING_MAX_CATCH_UP: Dur = Dur::secs(15 * 60);

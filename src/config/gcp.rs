@@ -67,6 +67,10 @@ pub struct CloudMonitoringConfig {
     /// How far back every poll re-reads, because points arrive minutes late.
     #[serde(default = "default_monitoring_overlap")]
     pub overlap: Dur,
+    /// With a summing aligner, periods newer than this are still filling and
+    /// are not taken yet (they are read again until they are older).
+    #[serde(default = "default_monitoring_ingestion_lag")]
+    pub ingestion_lag: Dur,
     #[serde(default)]
     pub aggregation: Option<AggregationConfig>,
 }
@@ -86,6 +90,9 @@ pub struct AggregationConfig {
 
 fn default_monitoring_interval() -> Dur {
     defaults::CLOUD_MONITORING_INTERVAL
+}
+fn default_monitoring_ingestion_lag() -> Dur {
+    defaults::CLOUD_MONITORING_INGESTION_LAG
 }
 fn default_monitoring_overlap() -> Dur {
     defaults::CLOUD_MONITORING_OVERLAP

@@ -17,7 +17,9 @@ pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-pl
 pub enum CredentialSpec {
     /// Application Default Credentials.
     Adc,
-    /// A service-account (or gcloud `authorized_user`) key file.
+    /// A key file: `service_account`, `authorized_user` (gcloud),
+    /// `external_account` (workload identity federation) or
+    /// `impersonated_service_account`, as Application Default Credentials read them.
     KeyFile(PathBuf),
 }
 
@@ -108,13 +110,30 @@ impl TokenSource {
             "authorized_user" => credentials::user_account::Builder::new(json)
                 .with_scopes([CLOUD_PLATFORM_SCOPE])
                 .build(),
+            // Workload or workforce identity federation (what
+            // `gcloud iam workload-identity-pools create-cred-config` writes):
+            // the subject token is exchanged at the STS `token_url`, then
+            // impersonates `service_account_impersonation_url` when set.
+            "external_account" => credentials::external_account::Builder::new(json)
+                .with_scopes([CLOUD_PLATFORM_SCOPE])
+                .build(),
+            // `gcloud auth application-default login --impersonate-service-account`:
+            // the source credentials get a token for the target service account
+            // from IAM Credentials' generateAccessToken.
+            "impersonated_service_account" => credentials::impersonated::Builder::new(json)
+                .with_scopes([CLOUD_PLATFORM_SCOPE])
+                .build(),
             other => {
                 return Err(GcpError::Credentials(format!(
-                    "key file {origin} has type {other:?}; expected \"service_account\" or \"authorized_user\""
+                    "key file {origin} has type {other:?}; expected \"service_account\", \"authorized_user\", \"external_account\" or \"impersonated_service_account\""
                 )))
             }
         };
-        let creds = built.map_err(|e| GcpError::Credentials(format!("key file {origin}: {e}")))?;
+        let creds = built.map_err(|e| {
+            GcpError::Credentials(format!(
+                "key file {origin} of type {kind:?} is unusable: {e}"
+            ))
+        })?;
         Ok(Self {
             creds,
             description: format!("{kind} key file {origin}"),

@@ -68,6 +68,9 @@ pub struct UpstreamMetrics {
     pub requests: IntCounterVec,
     pub retries: IntCounterVec,
     pub duration: HistogramVec,
+    /// `rearguard_source_partial_results_total{kind,name}`: answers Google
+    /// marked as possibly incomplete, by source kind and name.
+    pub partial_results: IntCounterVec,
 }
 
 impl UpstreamMetrics {
@@ -96,6 +99,14 @@ impl UpstreamMetrics {
             ]),
             &["api", "method"],
         )?;
+        let partial_results = IntCounterVec::new(
+            Opts::new(
+                "rearguard_source_partial_results_total",
+                "Polls of a Google source whose answer Google marked as possibly incomplete (executionErrors, unreachable regions) or that stopped at the page limit; nothing of such a poll is taken, the next one reads it again.",
+            ),
+            &["kind", "name"],
+        )?;
+        registry.register(Box::new(partial_results.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(duration.clone()))?;
@@ -103,6 +114,7 @@ impl UpstreamMetrics {
             requests,
             retries,
             duration,
+            partial_results,
         })
     }
 

@@ -28,7 +28,8 @@ pub struct GcpContext {
     pub run: CloudRunClient,
     pub monitoring: MonitoringClient,
     pub logging: LoggingClient,
-    /// Shared by every log query of the project.
+    /// Shared by every log query: Logging charges `entries.list` to the quota
+    /// project of the credentials (one per context), not to the resources read.
     pub log_quota: CallQuota,
     monitoring_endpoint: String,
 }

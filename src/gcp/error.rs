@@ -123,9 +123,36 @@ struct ErrorDetail {
     status: Option<String>,
     #[serde(default)]
     message: Option<String>,
+    /// `google.rpc.Status.details`: typed messages, each with an `@type`.
+    #[serde(default)]
+    details: Vec<serde_json::Value>,
+}
+
+/// The `@type` of `google.rpc.RetryInfo` in an error's `details`.
+pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// `google.rpc.RetryInfo.retryDelay` among an error's `details` (google/rpc/error_details.proto:
+/// "Describes when the clients can retry a failed request"), a proto3 JSON
+/// `Duration` such as `"2s"` or `"0.500s"`.
+fn retry_info_delay(details: &[serde_json::Value]) -> Option<Duration> {
+    details
+        .iter()
+        .filter(|d| d.get("@type").and_then(|t| t.as_str()) == Some(RETRY_INFO_TYPE))
+        .find_map(|d| d.get("retryDelay").and_then(|v| v.as_str()))
+        .and_then(parse_proto_duration)
+}
+
+/// A proto3 JSON `google.protobuf.Duration`: decimal seconds with an `s` suffix.
+pub fn parse_proto_duration(s: &str) -> Option<Duration> {
+    let secs: f64 = s.trim().strip_suffix('s')?.parse().ok()?;
+    (0.0..1e12)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 /// Builds the error for a non-2xx answer from its body (which may be anything).
+/// The wait Google asks for is the `Retry-After` header, else the body's
+/// `RetryInfo.retryDelay` (Google's 429s usually carry only the latter).
 pub(crate) fn api_error(
     api: &'static str,
     method: &'static str,
@@ -141,7 +168,7 @@ pub(crate) fn api_error(
             status: b.error.status.unwrap_or_default(),
             message: b.error.message.unwrap_or_default(),
             code: b.error.code,
-            retry_after,
+            retry_after: retry_after.or_else(|| retry_info_delay(&b.error.details)),
         },
         Err(_) => GcpError::Api {
             api,
@@ -177,6 +204,30 @@ mod tests {
         assert_eq!(e.google_status(), Some("ABORTED"));
         assert!(e.to_string().contains("etag mismatch"), "{e}");
         assert!(!e.is_retryable());
+    }
+
+    #[test]
+    fn retry_info_is_the_wait_when_there_is_no_retry_after_header() {
+        let body = serde_json::json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "Quota exceeded",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"},
+                {"@type": RETRY_INFO_TYPE, "retryDelay": "17.500s"}
+            ]}})
+        .to_string();
+        let e = api_error("logging", "entries.list", 429, body.as_bytes(), None);
+        assert_eq!(e.retry_after(), Some(Duration::from_millis(17_500)));
+        // The header, when present, wins.
+        let e = api_error(
+            "logging",
+            "entries.list",
+            429,
+            body.as_bytes(),
+            Some(Duration::from_secs(3)),
+        );
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        assert_eq!(parse_proto_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_proto_duration("-1s"), None);
+        assert_eq!(parse_proto_duration("soon"), None);
     }
 
     #[test]

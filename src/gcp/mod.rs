@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod client;
 pub mod context;
+pub mod double;
 pub mod error;
 pub mod int64;
 pub mod logging;

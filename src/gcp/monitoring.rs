@@ -20,8 +20,43 @@ pub struct ListTimeSeriesResponse {
     pub next_page_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<String>,
+    /// `Status`es of errors that "may have caused the time series data returned
+    /// to be incomplete" (monitoring-v3.json, `ListTimeSeriesResponse`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub execution_errors: Vec<serde_json::Value>,
+    /// "Cloud regions that were unreachable which may have caused incomplete
+    /// data to be returned" (monitoring-v3.json).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreachable: Vec<String>,
+}
+
+impl ListTimeSeriesResponse {
+    /// Why this page may be missing data, when it may.
+    pub fn incomplete(&self) -> Option<String> {
+        let mut why = Vec::new();
+        for e in &self.execution_errors {
+            let msg = e
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or("no message");
+            why.push(format!(
+                "execution error: {}",
+                super::error::snippet(msg.as_bytes())
+            ));
+        }
+        if !self.unreachable.is_empty() {
+            why.push(format!("unreachable: {}", self.unreachable.join(", ")));
+        }
+        (!why.is_empty()).then(|| why.join("; "))
+    }
+}
+
+/// Every series of a query, each whole, and whether Google said data may be missing.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SeriesList {
+    pub series: Vec<TimeSeries>,
+    /// Why the answer may be incomplete (`executionErrors`, `unreachable`).
+    pub incomplete: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -86,7 +121,12 @@ pub struct TypedValue {
         with = "super::int64::option"
     )]
     pub int64_value: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A number, or `"NaN"`, `"Infinity"`, `"-Infinity"` (proto3 JSON).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::double::option"
+    )]
     pub double_value: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub string_value: Option<String>,
@@ -112,9 +152,13 @@ impl TypedValue {
 pub struct Distribution {
     #[serde(default, with = "super::int64::required")]
     pub count: i64,
-    #[serde(default)]
+    #[serde(default, with = "super::double::required")]
     pub mean: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "super::double::option"
+    )]
     pub sum_of_squared_deviation: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bucket_options: Option<BucketOptions>,
@@ -276,10 +320,9 @@ impl MonitoringClient {
         .query("filter", q.filter.clone())
         .query("interval.startTime", rfc3339(q.start))
         .query("interval.endTime", rfc3339(q.end))
-        .query("pageSize", q.page_size.to_string());
-        if q.headers_only {
-            req = req.query("view", "HEADERS");
-        }
+        .query("pageSize", q.page_size.to_string())
+        // `view` is "Required" (monitoring-v3.json); FULL pages by points.
+        .query("view", if q.headers_only { "HEADERS" } else { "FULL" });
         if let Some(a) = &q.aggregation {
             req = req.query(
                 "aggregation.alignmentPeriod",
@@ -301,25 +344,71 @@ impl MonitoringClient {
         self.client.send(req).await
     }
 
-    /// Every page of a query (at most `max_pages`).
+    /// Every page of a query (at most `max_pages`), with each series whole.
+    /// In view FULL `pageSize` counts points, not series (monitoring-v3.json:
+    /// "the maximum number of Points returned"), so one series may come in
+    /// parts over several pages; the parts are joined here.
     pub async fn list_all(
         &self,
         q: &ListTimeSeries,
         max_pages: usize,
-    ) -> Result<Vec<TimeSeries>, GcpError> {
-        let (out, cut_short) = super::paging::collect_pages(max_pages, |token| async move {
-            let page = self.list_page(q, token.as_deref()).await?;
-            Ok(super::paging::Page {
-                items: page.time_series,
-                next_page_token: page.next_page_token,
-            })
+    ) -> Result<SeriesList, GcpError> {
+        let incomplete_pages = std::sync::Mutex::new(Vec::new());
+        let (parts, cut_short) = super::paging::collect_pages(max_pages, |token| {
+            let incomplete_pages = &incomplete_pages;
+            async move {
+                let page = self.list_page(q, token.as_deref()).await?;
+                if let Some(why) = page.incomplete() {
+                    incomplete_pages
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(why);
+                }
+                Ok(super::paging::Page {
+                    items: page.time_series,
+                    next_page_token: page.next_page_token,
+                })
+            }
         })
         .await?;
+        let mut incomplete = incomplete_pages
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
         if cut_short {
             tracing::warn!(query = %q.filter, max_pages, "timeSeries.list: stopped after the page limit");
+            incomplete.push(format!("stopped after {max_pages} pages"));
         }
-        Ok(out)
+        Ok(SeriesList {
+            series: stitch(parts),
+            incomplete: (!incomplete.is_empty()).then(|| incomplete.join("; ")),
+        })
     }
+}
+
+/// Joins the parts of each series (same metric, resource, kind and value type)
+/// into one, keeping the order in which series first appear.
+pub fn stitch(parts: Vec<TimeSeries>) -> Vec<TimeSeries> {
+    let mut out: Vec<TimeSeries> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for part in parts {
+        let key = format!(
+            "{:?}",
+            (
+                &part.metric,
+                &part.resource,
+                &part.metric_kind,
+                &part.value_type
+            )
+        );
+        match index.get(&key) {
+            Some(&i) => out[i].points.extend(part.points),
+            None => {
+                index.insert(key, out.len());
+                out.push(part);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -353,6 +442,55 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.upper_bounds().is_err());
+    }
+
+    #[test]
+    fn parts_of_a_series_are_joined() {
+        let part = |rev: &str, end: &str| -> TimeSeries {
+            serde_json::from_value(serde_json::json!({
+                "metric": {"type": "m"}, "resource": {"type": "r", "labels": {"revision_name": rev}},
+                "metricKind": "DELTA", "valueType": "INT64",
+                "points": [{"interval": {"endTime": end}, "value": {"int64Value": "1"}}]
+            }))
+            .unwrap()
+        };
+        let joined = stitch(vec![
+            part("a", "2026-11-22T10:02:00Z"),
+            part("a", "2026-11-22T10:01:00Z"),
+            part("b", "2026-11-22T10:02:00Z"),
+            part("a", "2026-11-22T10:00:00Z"),
+        ]);
+        assert_eq!(joined.len(), 2);
+        assert_eq!(joined[0].points.len(), 3);
+        assert_eq!(joined[1].points.len(), 1);
+    }
+
+    #[test]
+    fn non_finite_doubles_and_incomplete_pages() {
+        let page: ListTimeSeriesResponse = serde_json::from_value(serde_json::json!({
+            "timeSeries": [{"metric": {"type": "m"}, "resource": {"type": "r"}, "metricKind": "GAUGE", "valueType": "DOUBLE",
+                "points": [
+                    {"interval": {"endTime": "2026-11-22T10:02:00Z"}, "value": {"doubleValue": "NaN"}},
+                    {"interval": {"endTime": "2026-11-22T10:01:00Z"}, "value": {"doubleValue": "-Infinity"}},
+                    {"interval": {"endTime": "2026-11-22T10:00:00Z"}, "value": {"doubleValue": 0.5}}
+                ]}],
+            "executionErrors": [{"code": 14, "message": "region down"}],
+            "unreachable": ["europe-west1"]
+        }))
+        .unwrap();
+        let v: Vec<Option<f64>> = page.time_series[0]
+            .points
+            .iter()
+            .map(|p| p.value.as_f64())
+            .collect();
+        assert!(v[0].unwrap().is_nan());
+        assert_eq!(v[1], Some(f64::NEG_INFINITY));
+        assert_eq!(v[2], Some(0.5));
+        let why = page.incomplete().unwrap();
+        assert!(
+            why.contains("region down") && why.contains("europe-west1"),
+            "{why}"
+        );
     }
 
     #[test]

@@ -83,6 +83,26 @@ impl AuthState {
                 })?;
                 check_jwt(assertion, true).map_err(|e| oauth_err("invalid_grant", &e))?;
             }
+            // RFC 8693 token exchange at Google's STS
+            // (https://cloud.google.com/iam/docs/reference/sts/rest/v1/TopLevel/token),
+            // what external_account credentials call with their subject token.
+            Some("urn:ietf:params:oauth:grant-type:token-exchange") => {
+                for field in ["subject_token", "subject_token_type", "audience"] {
+                    if fields.get(field).is_none_or(|t| t.is_empty()) {
+                        return Err(oauth_err(
+                            "invalid_request",
+                            &format!("Missing required parameter: {field}"),
+                        ));
+                    }
+                }
+                let (token, lifetime) = self.issue(now);
+                return Ok(json!({
+                    "access_token": token,
+                    "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                    "token_type": "Bearer",
+                    "expires_in": lifetime,
+                }));
+            }
             Some("refresh_token") => {
                 if fields.get("refresh_token").is_none_or(|t| t.is_empty()) {
                     return Err(oauth_err(
@@ -116,6 +136,37 @@ impl AuthState {
             "expires_in": lifetime,
             "token_type": "Bearer",
             "scope": CLOUD_PLATFORM_SCOPE,
+        }))
+    }
+
+    /// IAM Credentials `generateAccessToken` for `email` (the caller's token was
+    /// checked already): `{"accessToken", "expireTime"}`, the scope required
+    /// (https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken).
+    pub fn generate_access_token(
+        &mut self,
+        now: TimestampMs,
+        email: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        if !email.contains('@') {
+            return Err(ApiError::invalid_argument(format!(
+                "Invalid form of account ID {email}. Should be [Gaia ID |Email |Unique ID |] of the account"
+            )));
+        }
+        let scopes = body
+            .and_then(|b| b.get("scope"))
+            .and_then(Value::as_array)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| ApiError::invalid_argument("Scope required."))?;
+        if scopes.iter().any(|s| !s.is_string()) {
+            return Err(ApiError::invalid_argument(
+                "Scope must be a list of strings.",
+            ));
+        }
+        let (token, lifetime) = self.issue(now);
+        Ok(json!({
+            "accessToken": token,
+            "expireTime": crate::sim::util::timestamp(now + lifetime as i64 * 1000),
         }))
     }
 

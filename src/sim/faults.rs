@@ -13,6 +13,11 @@ pub enum FaultKind {
         code: u16,
         retry_after_secs: Option<u64>,
     },
+    /// Answer 429 `RESOURCE_EXHAUSTED` with no `Retry-After` header and the
+    /// wait only in the body, as `google.rpc.RetryInfo.retryDelay` next to an
+    /// `ErrorInfo` (how Google's quota errors look: AIP-193 and
+    /// https://cloud.google.com/apis/design/errors#retryinfo).
+    RetryInfo { retry_delay_ms: i64 },
     /// Wait this long (on tokio's clock) before answering normally.
     Delay(Duration),
     /// Answer 200 with a body that is not JSON.
@@ -60,6 +65,15 @@ impl Fault {
             FaultKind::Status {
                 code: 429,
                 retry_after_secs: Some(retry_after_secs),
+            },
+        )
+    }
+    /// `429 RESOURCE_EXHAUSTED` whose only hint is `RetryInfo.retryDelay` in the body.
+    pub fn rate_limited_retry_info(method: impl Into<String>, retry_delay: Duration) -> Self {
+        Self::new(
+            method,
+            FaultKind::RetryInfo {
+                retry_delay_ms: retry_delay.as_millis() as i64,
             },
         )
     }

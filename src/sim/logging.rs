@@ -8,8 +8,9 @@
 //! `timestamp` by time), joined by `AND` (or juxtaposition), `OR`, `NOT`/`-`,
 //! parentheses, and bare values (a search in every field). Paging may answer
 //! empty pages with a `nextPageToken` (configurable), as Logging does while a
-//! search runs; `entries.list` is limited to 60 calls a minute per project
-//! (configurable), answered 429 beyond.
+//! search runs; `entries.list` is limited to 60 calls a minute per quota
+//! project (configurable), answered 429 beyond with the wait in
+//! `RetryInfo.retryDelay` and no `Retry-After` header.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -187,8 +188,19 @@ impl LoggingState {
         Ok(insert_id)
     }
 
-    /// `entries.list`.
+    /// `entries.list`, charged to one default quota project.
+    #[cfg(test)]
     pub fn list(&mut self, now: TimestampMs, body: &Value) -> Result<Value, ApiError> {
+        self.list_as(now, body, None)
+    }
+
+    /// `entries.list` with its quota charged to `quota_project`.
+    pub fn list_as(
+        &mut self,
+        now: TimestampMs,
+        body: &Value,
+        quota_project: Option<&str>,
+    ) -> Result<Value, ApiError> {
         let obj = body.as_object().ok_or_else(|| {
             ApiError::invalid_argument("Invalid JSON payload received: expected an object.")
         })?;
@@ -238,21 +250,40 @@ impl LoggingState {
                 "Field resourceNames had an invalid value: at least one resource name is required.",
             ));
         }
+        // Quota is charged to the quota project of the call (the caller's own
+        // project, or the one `x-goog-user-project` names), not to each
+        // resource read: "the quota project is the project used for quota and
+        // billing" (https://cloud.google.com/docs/quotas/quota-project); Logging's
+        // limit is 60 entries.list calls a minute per project
+        // (https://cloud.google.com/logging/quotas#api-limits). Beyond it, a 429
+        // with ErrorInfo and RetryInfo and no Retry-After header.
         if let Some(limit) = self.quota_per_minute {
-            for p in &projects {
-                let q = self.recent_calls.entry(p.clone()).or_default();
-                while q.front().is_some_and(|t| *t <= now - 60_000) {
-                    q.pop_front();
-                }
-                if q.len() >= limit {
-                    return Err(ApiError::new(
-                        429,
-                        "RESOURCE_EXHAUSTED",
-                        format!("Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service 'logging.googleapis.com' for consumer 'project_number:{p}'."),
-                    ));
-                }
-                q.push_back(now);
+            let consumer = quota_project.unwrap_or("default");
+            let q = self.recent_calls.entry(consumer.to_string()).or_default();
+            while q.front().is_some_and(|t| *t <= now - 60_000) {
+                q.pop_front();
             }
+            if q.len() >= limit {
+                let free_at = q.front().map_or(now, |t| t + 60_000);
+                return Err(ApiError::new(
+                    429,
+                    "RESOURCE_EXHAUSTED",
+                    format!("Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service 'logging.googleapis.com' for consumer 'project_number:{consumer}'."),
+                )
+                .with_detail(json!({
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "RATE_LIMIT_EXCEEDED",
+                    "domain": "googleapis.com",
+                    "metadata": {
+                        "service": "logging.googleapis.com",
+                        "consumer": format!("projects/{consumer}"),
+                        "quota_metric": "logging.googleapis.com/read_requests",
+                        "quota_limit": "ReadRequestsPerMinutePerProject",
+                    },
+                }))
+                .with_retry_delay(free_at - now));
+            }
+            q.push_back(now);
         }
         let filter_text = obj.get("filter").and_then(Value::as_str).unwrap_or("");
         let filter = parse(filter_text)?;
@@ -783,6 +814,46 @@ mod tests {
         assert_eq!((e.code, e.status), (429, "RESOURCE_EXHAUSTED"));
         assert!(l
             .list(T0 + 60_000, &json!({"resourceNames": ["projects/p"]}))
+            .is_ok());
+    }
+
+    #[test]
+    fn quota_is_charged_to_the_quota_project_not_the_resource() {
+        let mut l = state();
+        for i in 0..60 {
+            let r = if i % 2 == 0 {
+                "projects/p"
+            } else {
+                "projects/other"
+            };
+            l.list_as(T0, &json!({"resourceNames": [r]}), Some("caller"))
+                .unwrap();
+        }
+        // Another resource does not get a fresh quota.
+        let e = l
+            .list_as(
+                T0 + 30_000,
+                &json!({"resourceNames": ["projects/third"]}),
+                Some("caller"),
+            )
+            .unwrap_err();
+        assert_eq!((e.code, e.status), (429, "RESOURCE_EXHAUSTED"));
+        // The wait is in RetryInfo: until the oldest call leaves the minute.
+        let body = e.body();
+        let details = body["error"]["details"].as_array().unwrap();
+        let retry = details
+            .iter()
+            .find(|d| d["@type"] == "type.googleapis.com/google.rpc.RetryInfo")
+            .unwrap();
+        assert_eq!(retry["retryDelay"], "30.000s");
+        assert!(details.iter().any(|d| d["reason"] == "RATE_LIMIT_EXCEEDED"));
+        // Another quota project has its own.
+        assert!(l
+            .list_as(
+                T0 + 30_000,
+                &json!({"resourceNames": ["projects/p"]}),
+                Some("someone-else")
+            )
             .is_ok());
     }
 }

@@ -7,7 +7,10 @@
 //! (`ALIGN_DELTA`, `ALIGN_RATE`, `ALIGN_MEAN`, `ALIGN_SUM`, `ALIGN_MIN`,
 //! `ALIGN_MAX`, `ALIGN_COUNT`, `ALIGN_NEXT_OLDER`, `ALIGN_PERCENTILE_*`;
 //! `REDUCE_SUM`, `REDUCE_MEAN`, `REDUCE_MIN`, `REDUCE_MAX`, `REDUCE_COUNT`,
-//! `REDUCE_PERCENTILE_*`), page by series, and list points newest first.
+//! `REDUCE_PERCENTILE_*`), list points newest first, and page by points in
+//! view FULL (a series may be split over pages) and by series in view HEADERS.
+//! NaN and infinities are written as proto3 JSON strings; answers can be
+//! marked incomplete (`executionErrors`, `unreachable`).
 
 use std::collections::BTreeMap;
 
@@ -211,8 +214,8 @@ impl Distribution {
             "bucketOptions": self.options.json(),
         });
         if self.count > 0 {
-            v["mean"] = json!(self.mean);
-            v["sumOfSquaredDeviation"] = json!(self.sum_of_squared_deviation);
+            v["mean"] = proto_double(self.mean);
+            v["sumOfSquaredDeviation"] = proto_double(self.sum_of_squared_deviation);
         }
         if !counts.is_empty() {
             v["bucketCounts"] = json!(counts.iter().map(i64::to_string).collect::<Vec<_>>());
@@ -252,10 +255,24 @@ impl PointValue {
     fn json(&self) -> Value {
         match self {
             PointValue::Int64(i) => json!({"int64Value": i.to_string()}),
-            PointValue::Double(d) => json!({"doubleValue": d}),
+            PointValue::Double(d) => json!({"doubleValue": proto_double(*d)}),
             PointValue::Bool(b) => json!({"boolValue": b}),
             PointValue::Distribution(d) => json!({"distributionValue": d.json()}),
         }
+    }
+}
+
+/// A double as proto3 JSON writes it: a number, or `"NaN"`, `"Infinity"`,
+/// `"-Infinity"` (https://protobuf.dev/programming-guides/json/).
+fn proto_double(d: f64) -> Value {
+    if d.is_nan() {
+        json!("NaN")
+    } else if d == f64::INFINITY {
+        json!("Infinity")
+    } else if d == f64::NEG_INFINITY {
+        json!("-Infinity")
+    } else {
+        json!(d)
     }
 }
 
@@ -352,6 +369,17 @@ struct Series {
 pub(crate) struct MonitoringState {
     series: Vec<Series>,
     pub ingest_delay_ms: i64,
+    /// While set, every answer carries this execution error (code 14,
+    /// UNAVAILABLE) and lacks the newest point of each series: the data a
+    /// failing backend did not deliver.
+    pub execution_error: Option<String>,
+    /// Locations (`resource.labels.location`) unreachable: their series are
+    /// left out and the answer lists them in `unreachable`.
+    pub unreachable_locations: Vec<String>,
+    /// The most points a FULL page holds whatever `pageSize` asks: `pageSize`
+    /// is "the maximum number of Points returned" (monitoring-v3.json) and
+    /// "the API may return fewer results than the page size" (AIP-158).
+    pub max_points_per_page: Option<usize>,
 }
 
 // ---- the filter ----------------------------------------------------------------
@@ -887,6 +915,24 @@ impl MonitoringState {
             if !parsed.matches(&s.spec) {
                 continue;
             }
+            if s.spec
+                .resource_labels
+                .get("location")
+                .is_some_and(|l| self.unreachable_locations.contains(l))
+            {
+                continue;
+            }
+            // A failing backend: the newest visible point of the series is missing.
+            let newest_visible = s
+                .points
+                .iter()
+                .rev()
+                .find(|p| p.end_ms <= now - self.ingest_delay_ms)
+                .map(|p| p.end_ms);
+            let visible_until = match (&self.execution_error, newest_visible) {
+                (Some(_), Some(newest)) => newest - 1,
+                _ => visible_until,
+            };
             let pts: Vec<&StoredPoint> = s
                 .points
                 .iter()
@@ -943,24 +989,92 @@ impl MonitoringState {
         );
         let page_size = parse_page_size(query_get(query, "pageSize"), 100_000, 100_000)?;
         let offset = parse_page_token(query_get(query, "pageToken").unwrap_or(""), &key)?;
-        let page: Vec<Value> = out
-            .iter()
-            .skip(offset)
-            .take(page_size)
-            .map(OutSeries::json)
-            .collect();
+        let view = query_get(query, "view").unwrap_or("FULL");
+        let page_size = match self.max_points_per_page {
+            Some(cap) if view == "FULL" => page_size.min(cap.max(1)),
+            _ => page_size,
+        };
+        // monitoring-v3.json, `pageSize`: "If view is set to FULL, this is the
+        // maximum number of Points returned. If view is set to HEADERS, this is
+        // the maximum number of TimeSeries returned." So in FULL one series may
+        // be split over pages, each page repeating its metric and resource.
+        let (page, total): (Vec<Value>, usize) = match view {
+            "HEADERS" => (
+                out.iter()
+                    .skip(offset)
+                    .take(page_size)
+                    .map(|s| {
+                        let mut v = s.json();
+                        if let Some(o) = v.as_object_mut() {
+                            o.remove("points");
+                        }
+                        v
+                    })
+                    .collect(),
+                out.len(),
+            ),
+            "FULL" => {
+                let total = out.iter().map(|s| s.points.len()).sum();
+                (points_page(&out, offset, page_size), total)
+            }
+            v => {
+                return Err(ApiError::invalid_argument(format!(
+                    "Invalid value at 'view' (type.googleapis.com/google.monitoring.v3.ListTimeSeriesRequest.TimeSeriesView), \"{v}\""
+                )))
+            }
+        };
         let mut resp = Map::new();
         if !page.is_empty() {
             resp.insert("timeSeries".into(), json!(page));
         }
-        if offset + page_size < out.len() {
+        if offset + page_size < total {
             resp.insert(
                 "nextPageToken".into(),
                 json!(page_token(offset + page_size, &key)),
             );
         }
+        // monitoring-v3.json, `ListTimeSeriesResponse.executionErrors`: "Query
+        // execution errors that may have caused the time series data returned to
+        // be incomplete"; `unreachable`: "Cloud regions that were unreachable
+        // which may have caused incomplete data to be returned".
+        if let Some(message) = &self.execution_error {
+            resp.insert(
+                "executionErrors".into(),
+                json!([{"code": 14, "message": message}]),
+            );
+        }
+        if !self.unreachable_locations.is_empty() {
+            resp.insert("unreachable".into(), json!(self.unreachable_locations));
+        }
         Ok(Value::Object(resp))
     }
+}
+
+/// The points `[offset, offset + size)` of `series` (each series' points newest
+/// first, as the API lists them), grouped back into their series.
+fn points_page(series: &[OutSeries], offset: usize, size: usize) -> Vec<Value> {
+    let mut page = Vec::new();
+    let mut skip = offset;
+    let mut left = size;
+    for s in series {
+        if left == 0 {
+            break;
+        }
+        let n = s.points.len();
+        if skip >= n {
+            skip -= n;
+            continue;
+        }
+        let take = (n - skip).min(left);
+        let mut v = s.json();
+        if let Some(points) = v.get_mut("points").and_then(Value::as_array_mut) {
+            *points = points[skip..skip + take].to_vec();
+        }
+        page.push(v);
+        left -= take;
+        skip = 0;
+    }
+    page
 }
 
 fn align(
@@ -1429,7 +1543,7 @@ mod tests {
         assert!((512.0..=1024.0).contains(&x), "{x}");
 
         let many = state();
-        let mut seen = 0;
+        let (mut ids, mut points, mut pages) = (Vec::new(), 0, 0);
         let mut token = String::new();
         loop {
             let v = many
@@ -1448,13 +1562,24 @@ mod tests {
                     ]),
                 )
                 .unwrap();
-            seen += v["timeSeries"].as_array().unwrap().len();
+            // Pages hold 2 points each: series come in parts, joined by identity.
+            for t in v["timeSeries"].as_array().unwrap() {
+                let id = (t["metric"].to_string(), t["resource"].to_string());
+                points += t["points"].as_array().unwrap().len();
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+                assert!(t["points"].as_array().unwrap().len() <= 2);
+            }
+            pages += 1;
             match v["nextPageToken"].as_str() {
                 Some(t) => token = t.into(),
                 None => break,
             }
         }
+        let seen = ids.len();
         assert_eq!(seen, 3);
+        assert_eq!((points, pages), (15, 8));
     }
 
     /// The (revision, class) pairs of the series a filter selects from `state()`.
@@ -1622,5 +1747,68 @@ mod tests {
                 err.message
             );
         }
+    }
+
+    #[test]
+    fn non_finite_doubles_are_proto3_strings_and_headers_page_by_series() {
+        let mut m = state();
+        let gauge = SeriesSpec::cloud_run(
+            "run.googleapis.com/container/cpu/utilizations",
+            MetricKind::Gauge,
+            "p",
+            "us-central1",
+            "backend",
+            "r1",
+        );
+        for (i, v) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY]
+            .into_iter()
+            .enumerate()
+        {
+            let end = T0 + i as i64 * 60_000;
+            m.add_point(&gauge, end, end, PointValue::Double(v))
+                .unwrap();
+        }
+        let v = m
+            .list(
+                T0 + 600_000,
+                "projects/p",
+                &q(&[
+                    (
+                        "filter",
+                        r#"metric.type = "run.googleapis.com/container/cpu/utilizations""#,
+                    ),
+                    ("interval.startTime", &timestamp(T0 - 1)),
+                    ("interval.endTime", &timestamp(T0 + 600_000)),
+                ]),
+            )
+            .unwrap();
+        let values: Vec<&Value> = v["timeSeries"][0]["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| &p["value"]["doubleValue"])
+            .collect();
+        assert_eq!(
+            values,
+            vec![&json!("-Infinity"), &json!("Infinity"), &json!("NaN")]
+        );
+        // HEADERS: pageSize counts series, and no points are sent.
+        let h = state()
+            .list(
+                T0 + 600_000,
+                "projects/p",
+                &q(&[
+                    ("filter", RC),
+                    ("interval.startTime", &timestamp(T0 - 1)),
+                    ("interval.endTime", &timestamp(T0 + 600_000)),
+                    ("view", "HEADERS"),
+                    ("pageSize", "2"),
+                ]),
+            )
+            .unwrap();
+        let ts = h["timeSeries"].as_array().unwrap();
+        assert_eq!(ts.len(), 2);
+        assert!(ts.iter().all(|t| t.get("points").is_none()));
+        assert!(h["nextPageToken"].is_string());
     }
 }

@@ -297,6 +297,25 @@ impl FakeGcp {
             .add_point(spec, start_ms, end_ms, value)
     }
 
+    /// While `Some`, every `timeSeries.list` answer carries this execution
+    /// error and lacks the newest point of each series (default `None`).
+    pub fn set_monitoring_execution_error(&self, message: Option<&str>) {
+        self.lock().monitoring.execution_error = message.map(str::to_string);
+    }
+
+    /// Series in these locations are left out of `timeSeries.list` answers,
+    /// which list the locations in `unreachable` (default none).
+    pub fn set_monitoring_unreachable(&self, locations: &[&str]) {
+        self.lock().monitoring.unreachable_locations =
+            locations.iter().map(|l| l.to_string()).collect();
+    }
+
+    /// The most points one FULL `timeSeries.list` page holds, whatever
+    /// `pageSize` asks (default `None`: as many as asked).
+    pub fn set_monitoring_page_points(&self, max: Option<usize>) {
+        self.lock().monitoring.max_points_per_page = max;
+    }
+
     /// Points become visible this long after their end time (default 0).
     pub fn set_monitoring_delay(&self, d: Duration) {
         self.lock().monitoring.ingest_delay_ms = d.as_millis() as i64;
@@ -375,6 +394,9 @@ pub mod methods {
     pub const METADATA_UNIVERSE: &str = "metadata.universeDomain";
     pub const METADATA_PROJECT: &str = "metadata.projectId";
     pub const OAUTH_TOKEN: &str = "oauth2.token";
+    /// IAM Service Account Credentials API (not among the fake's discovery documents).
+    pub const GENERATE_ACCESS_TOKEN: &str =
+        "iamcredentials.projects.serviceAccounts.generateAccessToken";
     pub const SERVICES_GET: &str = "run.projects.locations.services.get";
     pub const SERVICES_LIST: &str = "run.projects.locations.services.list";
     pub const SERVICES_PATCH: &str = "run.projects.locations.services.patch";
@@ -427,6 +449,16 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, String)> {
     }
     if *method == Method::POST && path == "/token" {
         return Some((OAUTH_TOKEN, String::new()));
+    }
+    // https://cloud.google.com/iam/docs/reference/credentials/rest/v1/projects.serviceAccounts/generateAccessToken:
+    // POST /v1/projects/-/serviceAccounts/{email}:generateAccessToken
+    if *method == Method::POST {
+        if let Some(email) = path
+            .strip_prefix("/v1/projects/-/serviceAccounts/")
+            .and_then(|r| r.strip_suffix(":generateAccessToken"))
+        {
+            return Some((GENERATE_ACCESS_TOKEN, email.to_string()));
+        }
     }
     if *method == Method::POST && path == "/v2/entries:list" {
         return Some((ENTRIES_LIST, String::new()));
@@ -549,6 +581,12 @@ async fn handle(
             }
             break 'resp r;
         }
+        if let Some(FaultKind::RetryInfo { retry_delay_ms }) = &fault {
+            break 'resp ApiError::new(429, "RESOURCE_EXHAUSTED", fault_message(429))
+                .with_detail(quota_error_info(method_id))
+                .with_retry_delay(*retry_delay_ms)
+                .into_response();
+        }
         let Some((method_id, name)) = routed else {
             break 'resp ApiError::not_found(format!(
                 "The requested URL {path} was not found on this server ({method})."
@@ -578,7 +616,12 @@ async fn handle(
                 &query,
                 &body,
                 body_json.as_ref(),
-                authorization.as_deref(),
+                Caller {
+                    authorization: authorization.as_deref(),
+                    quota_project: headers
+                        .get("x-goog-user-project")
+                        .and_then(|v| v.to_str().ok()),
+                },
             )
         };
         let ok_json = |v: Value| match &fault {
@@ -671,6 +714,18 @@ fn strict_check(
     }
 }
 
+/// The `google.rpc.ErrorInfo` of a quota 429 (reason `RATE_LIMIT_EXCEEDED`,
+/// domain `googleapis.com`: https://cloud.google.com/apis/design/errors#error_info).
+pub(crate) fn quota_error_info(method_id: &str) -> Value {
+    let service = method_id.split('.').next().unwrap_or("");
+    serde_json::json!({
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "RATE_LIMIT_EXCEEDED",
+        "domain": "googleapis.com",
+        "metadata": {"service": format!("{service}.googleapis.com")},
+    })
+}
+
 fn fault_message(code: u16) -> String {
     match code {
         429 => "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute' of service. (injected)".into(),
@@ -706,6 +761,13 @@ async fn wait(
     }
 }
 
+/// Who calls: the `Authorization` header, and the quota project the call is
+/// charged to when `x-goog-user-project` names one.
+struct Caller<'a> {
+    authorization: Option<&'a str>,
+    quota_project: Option<&'a str>,
+}
+
 fn dispatch(
     shared: &Arc<Shared>,
     method_id: &'static str,
@@ -713,8 +775,12 @@ fn dispatch(
     query: &[(String, String)],
     raw_body: &[u8],
     body: Option<&Value>,
-    authorization: Option<&str>,
+    caller: Caller<'_>,
 ) -> Answer {
+    let Caller {
+        authorization,
+        quota_project,
+    } = caller;
     let now = shared.clock.now_ms();
     let mut s = shared.lock();
     match method_id {
@@ -732,6 +798,12 @@ fn dispatch(
     }
     if let Err(e) = s.auth.check(now, authorization) {
         return Answer::Err(e);
+    }
+    if method_id == GENERATE_ACCESS_TOKEN {
+        return match s.auth.generate_access_token(now, name, body) {
+            Ok(v) => Answer::Json(v),
+            Err(e) => Answer::Err(e),
+        };
     }
     let key = |extra: &str| format!("{method_id}|{name}|{extra}");
     let result = match method_id {
@@ -772,7 +844,10 @@ fn dispatch(
             return Answer::Json(serde_json::json!({"status": "success", "data": data}));
         }
         ENTRIES_LIST => match body {
-            Some(b) => s.logging.list(now, b),
+            Some(b) => {
+                let consumer = quota_project.unwrap_or(&s.auth.project).to_string();
+                s.logging.list_as(now, b, Some(&consumer))
+            }
             None => Err(ApiError::invalid_argument("Invalid JSON payload received.")),
         },
         _ => Err(ApiError::not_found("method not implemented by the fake")),

@@ -15,6 +15,8 @@ pub struct ApiError {
     pub code: u16,
     pub status: &'static str,
     pub message: String,
+    /// `google.rpc.Status.details` (`ErrorInfo`, `RetryInfo`, ...), each with its `@type`.
+    pub details: Vec<Value>,
 }
 
 impl ApiError {
@@ -23,7 +25,24 @@ impl ApiError {
             code,
             status,
             message: message.into(),
+            details: Vec::new(),
         }
+    }
+    /// Adds a typed detail (google/rpc/error_details.proto) to the error.
+    pub fn with_detail(mut self, detail: Value) -> Self {
+        self.details.push(detail);
+        self
+    }
+    /// Adds `google.rpc.RetryInfo` with `retryDelay` (a proto3 JSON Duration):
+    /// how Google's APIs say when to retry, in the body rather than a
+    /// `Retry-After` header (https://cloud.google.com/apis/design/errors#retryinfo,
+    /// google/rpc/error_details.proto `RetryInfo`).
+    pub fn with_retry_delay(self, delay_ms: i64) -> Self {
+        let secs = delay_ms.max(0) as f64 / 1000.0;
+        self.with_detail(json!({
+            "@type": "type.googleapis.com/google.rpc.RetryInfo",
+            "retryDelay": format!("{secs:.3}s"),
+        }))
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self::new(400, "INVALID_ARGUMENT", message)
@@ -39,7 +58,12 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        json!({"error": {"code": self.code, "message": self.message, "status": self.status}})
+        let mut b =
+            json!({"error": {"code": self.code, "message": self.message, "status": self.status}});
+        if !self.details.is_empty() {
+            b["error"]["details"] = json!(self.details);
+        }
+        b
     }
 }
 

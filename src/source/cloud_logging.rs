@@ -94,8 +94,27 @@ pub struct LoggingState {
     pub counts: BTreeMap<String, f64>,
     pub evidence: VecDeque<LogEvidence>,
     /// The last poll stopped at its page limit: the next one starts exactly at the cursor.
+    /// (Written by older versions; a search cut short is now resumed instead.)
     #[serde(default)]
     pub partial: bool,
+    /// A search cut short by the page limit, continued by the next poll with
+    /// its page token rather than started again (a slow search answers empty
+    /// pages with tokens until it has looked everywhere: logging-v2.json,
+    /// `ListLogEntriesResponse.nextPageToken`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<ResumeSearch>,
+}
+
+/// Where an unfinished `entries.list` search stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResumeSearch {
+    /// The filter of the search (its time range included), sent again unchanged
+    /// with the token, as `pageToken` requires ("the values of other method
+    /// parameters should be identical to those in the previous call").
+    pub filter: String,
+    pub page_token: String,
+    /// The end of the search's time range: the cursor once it is finished.
+    pub end_ms: TimestampMs,
 }
 
 /// One `cloud_logging:` entry.
@@ -151,6 +170,16 @@ impl CloudLoggingSource {
                 LoggingState::default()
             }
         };
+        let mut state = state;
+        // A search saved under another filter (the config changed) is not resumed.
+        let ours = format!("({}) AND timestamp", cfg.filter.trim());
+        if state
+            .resume
+            .as_ref()
+            .is_some_and(|r| !r.filter.starts_with(&ours))
+        {
+            state.resume = None;
+        }
         evidence.set(&cfg.name, state.evidence.clone());
         Self {
             cfg,
@@ -175,12 +204,9 @@ impl CloudLoggingSource {
         ])
     }
 
-    /// One poll: reads `[cursor - overlap, now]` page by page, counts entries not
-    /// seen before, persists the state, then writes the counters. Returns the new entries.
-    pub async fn poll_once(&mut self) -> Result<usize, GcpError> {
-        let now = self.deps.clock.now_ms();
+    /// The filter of a new search: the query's, over `[cursor - overlap, now]`.
+    fn search_filter(&self, now: TimestampMs) -> String {
         let start = match self.state.cursor_ms {
-            Some(c) if self.state.partial => c.min(now),
             Some(c) => c.min(now) - self.cfg.overlap.as_millis(),
             None => now - self.cfg.interval.as_millis(),
         }
@@ -188,69 +214,138 @@ impl CloudLoggingSource {
         // (that could page someone or roll back a healthy deploy): read back at
         // most `max_catch_up` beyond the overlap. A long catch-up reads at most
         // MAX_PAGES_PER_POLL pages a poll, each through the shared call quota,
-        // and goes on from where it stopped at the next poll.
+        // and goes on from its page token at the next poll.
         .max(now - self.cfg.overlap.as_millis() - self.cfg.max_catch_up.as_millis());
-        let filter = format!(
+        format!(
             "({}) AND timestamp >= \"{}\" AND timestamp <= \"{}\"",
             self.cfg.filter.trim(),
             rfc3339(to_datetime(start)),
             rfc3339(to_datetime(now))
-        );
-        let mut body = ListLogEntriesRequest {
+        )
+    }
+
+    /// An `entries.list` request, newest first: logging-v2.json advises
+    /// "timestamp desc" for recently ingested entries, as "timestamp asc" "may
+    /// take a long time to fetch matching logs that are only recently ingested".
+    fn request(&self, filter: String, page_token: Option<String>) -> ListLogEntriesRequest {
+        ListLogEntriesRequest {
             resource_names: vec![format!("projects/{}", self.ctx.project)],
             filter,
-            order_by: "timestamp asc".into(),
+            order_by: "timestamp desc".into(),
             page_size: Some(PAGE_SIZE),
-            page_token: None,
-        };
+            page_token,
+        }
+    }
+
+    fn evidence_of(&self, e: &LogEntry) -> LogEvidence {
+        LogEvidence {
+            query: self.cfg.name.clone(),
+            timestamp: e.timestamp,
+            severity: e.severity().to_string(),
+            revision: e.revision_name().map(str::to_string),
+            message: shorten(&e.message()),
+            json_payload: e
+                .json_payload
+                .clone()
+                .map(serde_json::Value::Object)
+                .filter(|j| j.to_string().len() <= MAX_JSON_EVIDENCE_BYTES),
+            insert_id: e.insert_id.clone(),
+            log_name: e.log_name.clone(),
+        }
+    }
+
+    /// One poll: reads `[cursor - overlap, now]` page by page, newest first,
+    /// counts entries not seen before, persists the state, then writes the
+    /// counters. A search the page limit cuts short goes on at the next poll
+    /// from its page token. Returns the new entries.
+    pub async fn poll_once(&mut self) -> Result<usize, GcpError> {
+        let now = self.deps.clock.now_ms();
         let mut new_counts: BTreeMap<String, f64> = BTreeMap::new();
         let mut new_entries = 0usize;
-        let mut complete = false;
-        let mut newest_read: Option<TimestampMs> = None;
-        for _ in 0..MAX_PAGES_PER_POLL {
-            let page = self
-                .ctx
-                .logging
-                .list(&body, Some(&self.ctx.log_quota))
-                .await?;
-            for e in &page.entries {
-                let key = dedup_key(e);
-                let ts = e.timestamp.map(|t| t.timestamp_millis()).unwrap_or(now);
-                newest_read = Some(newest_read.map_or(ts, |n| n.max(ts)));
-                if self.state.seen.contains_key(&key) {
-                    continue;
+        let mut new_evidence: Vec<LogEvidence> = Vec::new();
+        let mut pages_left = MAX_PAGES_PER_POLL;
+        // At most two searches a poll: the rest of one cut short, then a new one.
+        for _ in 0..2 {
+            let (mut body, mut end_ms) = match self.state.resume.take() {
+                Some(r) => (self.request(r.filter, Some(r.page_token)), r.end_ms),
+                None => (self.request(self.search_filter(now), None), now),
+            };
+            let mut resumed = body.page_token.is_some();
+            let mut finished = false;
+            while pages_left > 0 {
+                pages_left -= 1;
+                let page = match self
+                    .ctx
+                    .logging
+                    .list(&body, Some(&self.ctx.log_quota))
+                    .await
+                {
+                    Ok(p) => p,
+                    // A token Logging no longer takes (expired): search again from the cursor.
+                    Err(e) if resumed && e.http_status() == Some(400) => {
+                        tracing::warn!(query = %self.cfg.name, error = %e, "entries.list: the saved page token was refused; searching again");
+                        body = self.request(self.search_filter(now), None);
+                        resumed = false;
+                        end_ms = now;
+                        continue;
+                    }
+                    Err(e) => {
+                        self.state.resume =
+                            body.page_token.clone().map(|page_token| ResumeSearch {
+                                filter: body.filter.clone(),
+                                page_token,
+                                end_ms,
+                            });
+                        return Err(e);
+                    }
+                };
+                for e in &page.entries {
+                    let key = dedup_key(e);
+                    let ts = e.timestamp.map(|t| t.timestamp_millis()).unwrap_or(now);
+                    if self.state.seen.contains_key(&key) {
+                        continue;
+                    }
+                    self.state.seen.insert(key, ts);
+                    new_entries += 1;
+                    let ck = format!("{}\u{1}{}", e.severity(), e.revision_name().unwrap_or(""));
+                    *new_counts.entry(ck).or_insert(0.0) += 1.0;
+                    new_evidence.push(self.evidence_of(e));
                 }
-                self.state.seen.insert(key, ts);
-                new_entries += 1;
-                let ck = format!("{}\u{1}{}", e.severity(), e.revision_name().unwrap_or(""));
-                *new_counts.entry(ck).or_insert(0.0) += 1.0;
-                self.state.evidence.push_back(LogEvidence {
-                    query: self.cfg.name.clone(),
-                    timestamp: e.timestamp,
-                    severity: e.severity().to_string(),
-                    revision: e.revision_name().map(str::to_string),
-                    message: shorten(&e.message()),
-                    json_payload: e
-                        .json_payload
-                        .clone()
-                        .map(serde_json::Value::Object)
-                        .filter(|j| j.to_string().len() <= MAX_JSON_EVIDENCE_BYTES),
-                    insert_id: e.insert_id.clone(),
-                    log_name: e.log_name.clone(),
-                });
-                while self.state.evidence.len() > EVIDENCE_PER_QUERY {
-                    self.state.evidence.pop_front();
+                // An empty page with a token means the search is not finished: keep paging.
+                match page.next_page_token.filter(|t| !t.is_empty()) {
+                    Some(t) => body.page_token = Some(t),
+                    None => {
+                        finished = true;
+                        break;
+                    }
                 }
             }
-            // An empty page with a token means the search is not finished: keep paging.
-            match page.next_page_token.filter(|t| !t.is_empty()) {
-                Some(t) => body.page_token = Some(t),
-                None => {
-                    complete = true;
-                    break;
+            if !finished {
+                if let Some(page_token) = body.page_token.clone() {
+                    self.state.resume = Some(ResumeSearch {
+                        filter: body.filter.clone(),
+                        page_token,
+                        end_ms,
+                    });
                 }
+                tracing::warn!(query = %self.cfg.name, pages = MAX_PAGES_PER_POLL, "entries.list: more pages than one poll reads; continuing next poll");
+                break;
+            }
+            self.state.cursor_ms = Some(end_ms);
+            if !resumed || pages_left == 0 {
+                break;
             }
         }
+        // Pages come newest first: evidence is kept oldest first.
+        self.state.evidence.extend(new_evidence);
+        self.state
+            .evidence
+            .make_contiguous()
+            .sort_by_key(|e| e.timestamp);
+        while self.state.evidence.len() > EVIDENCE_PER_QUERY {
+            self.state.evidence.pop_front();
+        }
+        self.state.partial = self.state.resume.is_some();
         // What was read is in `seen` and will not count twice when read again.
         let first_new_series: Vec<String> = new_counts
             .keys()
@@ -260,15 +355,7 @@ impl CloudLoggingSource {
         for (k, n) in &new_counts {
             *self.state.counts.entry(k.clone()).or_insert(0.0) += n;
         }
-        self.state.partial = !complete;
-        if complete {
-            self.state.cursor_ms = Some(now);
-        } else {
-            // Entries come oldest first: go on from the newest one read.
-            self.state.cursor_ms = Some(newest_read.unwrap_or(start).max(start));
-            tracing::warn!(query = %self.cfg.name, pages = MAX_PAGES_PER_POLL, "entries.list: more pages than one poll reads; continuing next poll");
-        }
-        let horizon = self.state.cursor_ms.unwrap_or(start) - self.cfg.overlap.as_millis() - 60_000;
+        let horizon = self.state.cursor_ms.unwrap_or(now) - self.cfg.overlap.as_millis() - 60_000;
         self.state.seen.retain(|_, t| *t >= horizon);
         match serde_json::to_string(&self.state) {
             Ok(text) => {

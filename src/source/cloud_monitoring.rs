@@ -205,23 +205,50 @@ impl CloudMonitoringSource {
     /// Returns the samples written.
     pub async fn poll_once(&mut self) -> Result<usize, GcpError> {
         let now = self.deps.clock.now_ms();
-        let start = now
-            - self
-                .cfg
-                .overlap
-                .as_millis()
-                .max(self.cfg.interval.as_millis());
+        let window = self
+            .cfg
+            .overlap
+            .as_millis()
+            .max(self.cfg.interval.as_millis());
         let mut query = ListTimeSeries {
             name: format!("projects/{}", self.ctx.project),
             filter: self.filter(),
-            start: crate::clock::to_datetime(start),
+            start: crate::clock::to_datetime(now - window),
             end: crate::clock::to_datetime(now),
             aggregation: None,
             headers_only: false,
             page_size: 1000,
         };
         query.aggregation = self.aggregation(&query).await?;
-        let series = self.ctx.monitoring.list_all(&query, MAX_PAGES).await?;
+        if let Some(a) = &query.aggregation {
+            let lag = if a
+                .per_series_aligner
+                .as_deref()
+                .is_some_and(is_summing_aligner)
+            {
+                self.cfg.ingestion_lag.as_millis()
+            } else {
+                0
+            };
+            let (start, end) =
+                aligned_window(now, window, a.alignment_period.as_millis() as i64, lag);
+            query.start = crate::clock::to_datetime(start);
+            query.end = crate::clock::to_datetime(end);
+        }
+        let list = self.ctx.monitoring.list_all(&query, MAX_PAGES).await?;
+        if let Some(why) = &list.incomplete {
+            // Taking part of a period would mark it read: the rest would never
+            // count. Nothing is taken; the next poll reads the window again.
+            self.ctx
+                .client
+                .metrics()
+                .partial_results
+                .with_label_values(&["cloud_monitoring", &self.cfg.name])
+                .inc();
+            tracing::warn!(source = %self.cfg.name, reason = %why, "timeSeries.list answer may be incomplete; nothing taken this poll");
+            return Ok(0);
+        }
+        let series = list.series;
         let mut samples = Vec::new();
         for ts in &series {
             if let Err(e) = convert(ts, &mut self.state, &mut samples) {
@@ -250,6 +277,37 @@ impl CloudMonitoringSource {
         self.deps.sink.append(&samples);
         Ok(samples.len())
     }
+}
+
+/// Aligners whose value for a period grows as late points arrive: a period
+/// read before all its points are in would be taken short.
+pub fn is_summing_aligner(aligner: &str) -> bool {
+    matches!(
+        aligner,
+        "ALIGN_DELTA"
+            | "ALIGN_SUM"
+            | "ALIGN_RATE"
+            | "ALIGN_COUNT"
+            | "ALIGN_COUNT_TRUE"
+            | "ALIGN_COUNT_FALSE"
+    )
+}
+
+/// The `(start, end)` of an aligned query: both on multiples of the period, so
+/// every poll asks for the same periods (Monitoring ends the aligned periods at
+/// the interval's end time; a moving end would give overlapping periods that
+/// count the same points twice), and the end at least `lag_ms` old, so the
+/// newest period taken is no longer filling.
+pub fn aligned_window(
+    now: TimestampMs,
+    window_ms: i64,
+    period_ms: i64,
+    lag_ms: i64,
+) -> (TimestampMs, TimestampMs) {
+    let period = period_ms.max(1);
+    let end = (now - lag_ms).div_euclid(period) * period;
+    let start = (end - window_ms.max(period)).div_euclid(period) * period;
+    (start, end)
 }
 
 /// The aligner used when an aggregation names none.
@@ -315,7 +373,10 @@ pub fn convert(
                     if first {
                         push_zero(out, &l, start_ms, end);
                     }
-                    *total += v;
+                    // A NaN or infinite delta would poison the running total for good.
+                    if v.is_finite() {
+                        *total += v;
+                    }
                 } else {
                     *total = v;
                 }
@@ -332,7 +393,10 @@ pub fn convert(
                     push_zero(out, &l, start_ms, end);
                 }
                 let total = st.totals.entry(String::new()).or_insert(0.0);
-                *total += v;
+                // A NaN or infinite delta would poison the running total for good.
+                if v.is_finite() {
+                    *total += v;
+                }
                 *total
             } else {
                 v
@@ -501,6 +565,56 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.iter().map(|s| s.value).collect::<Vec<_>>(), vec![9.0]);
+    }
+
+    #[test]
+    fn aligned_windows_sit_on_period_boundaries_behind_the_lag() {
+        let m = 60_000;
+        // 10:06:30 with a 5m period and a 3m lag: the newest period taken ends at 10:00.
+        let t = 1_800_000_000_000 + 6 * m + 30_000;
+        let base = 1_800_000_000_000;
+        assert_eq!(
+            aligned_window(t, 10 * m, 5 * m, 3 * m),
+            (base - 10 * m, base)
+        );
+        // A minute later the same periods are asked for.
+        assert_eq!(
+            aligned_window(t + m, 10 * m, 5 * m, 3 * m),
+            (base - 10 * m, base)
+        );
+        // Without a lag the end is the last boundary.
+        assert_eq!(
+            aligned_window(t, 10 * m, 5 * m, 0),
+            (base - 5 * m, base + 5 * m)
+        );
+        assert!(is_summing_aligner("ALIGN_DELTA") && !is_summing_aligner("ALIGN_MEAN"));
+    }
+
+    #[test]
+    fn non_finite_points_do_not_poison_counters() {
+        let mut st = MonitoringState::default();
+        let mut out = Vec::new();
+        let mut t = ts(
+            "DELTA",
+            serde_json::json!([
+                {"interval": {"startTime": "2026-11-22T10:02:00Z", "endTime": "2026-11-22T10:03:00Z"}, "value": {"doubleValue": 2.0}},
+                {"interval": {"startTime": "2026-11-22T10:01:00Z", "endTime": "2026-11-22T10:02:00Z"}, "value": {"doubleValue": "NaN"}},
+                {"interval": {"startTime": "2026-11-22T10:00:00Z", "endTime": "2026-11-22T10:01:00Z"}, "value": {"doubleValue": 1.0}}
+            ]),
+        );
+        t.value_type = "DOUBLE".into();
+        convert(&t, &mut st, &mut out).unwrap();
+        assert_eq!(out.last().unwrap().value, 3.0);
+        // A gauge keeps the value as it is (Prometheus stores NaN and infinities).
+        let mut out = Vec::new();
+        let g = ts(
+            "GAUGE",
+            serde_json::json!([
+                {"interval": {"endTime": "2026-11-22T10:01:00Z"}, "value": {"doubleValue": "Infinity"}}
+            ]),
+        );
+        convert(&g, &mut MonitoringState::default(), &mut out).unwrap();
+        assert_eq!(out[0].value, f64::INFINITY);
     }
 
     #[test]
