@@ -195,3 +195,20 @@ async fn two_rearguards_over_http_roll_back_once() {
         "{other:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn count_api_calls_of_a_rollback() {
+    let clock = Clock::starting_at(T0);
+    let (fake, _good, bad) = bad_deploy(&clock).await;
+    let (runner, _sink, _dir) = runner(&fake, &bad, &clock);
+    let a = alert(clock.now_ms() + 30_000);
+    clock.sleep_until_ms(a.starts_at_ms).await;
+    fake.clear_calls();
+    let out = runner.run("backend", Trigger::alert(a)).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+    let mut by: std::collections::BTreeMap<String, usize> = Default::default();
+    for c in fake.calls() {
+        *by.entry(c.method).or_default() += 1;
+    }
+    eprintln!("API CALLS {by:?} total {}", by.values().sum::<usize>());
+}

@@ -4,19 +4,22 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::TimestampMs;
 use crate::dispatch::notification::BoxFuture;
 
 /// One entry of `traffic` or `trafficStatuses`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrafficTarget {
     /// Set for a pinned revision; in `trafficStatuses` also for `latest`.
     pub revision: Option<String>,
     /// `TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST`.
     pub latest: bool,
     pub percent: u32,
+    /// A traffic tag (its own URL); tags are kept by a rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
 }
 
 impl TrafficTarget {
@@ -25,6 +28,7 @@ impl TrafficTarget {
             revision: Some(revision.to_string()),
             latest: false,
             percent,
+            tag: None,
         }
     }
     pub fn latest(percent: u32) -> Self {
@@ -32,8 +36,46 @@ impl TrafficTarget {
             revision: None,
             latest: true,
             percent,
+            tag: None,
         }
     }
+    fn same_destination(&self, other: &Self) -> bool {
+        self.latest == other.latest && (self.latest || self.revision == other.revision)
+    }
+}
+
+/// Where a change sends all traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// A named revision (a rollback).
+    Revision(&'a str),
+    /// The latest Ready revision (an env revert's new revision).
+    Latest,
+}
+
+/// The `traffic` that sends 100% to `route` and keeps every tag of `current`
+/// at 0%, as `gcloud run services update-traffic --to-revisions R=100` does
+/// (a tag on the destination itself stays on its 100% entry).
+pub fn route_all(current: &[TrafficTarget], route: Route<'_>) -> Vec<TrafficTarget> {
+    let mut main = match route {
+        Route::Revision(r) => TrafficTarget::pinned(r, 100),
+        Route::Latest => TrafficTarget::latest(100),
+    };
+    let mut out = Vec::new();
+    for t in current.iter().filter(|t| t.tag.is_some()) {
+        if main.tag.is_none() && t.same_destination(&main) {
+            main.tag = t.tag.clone();
+            continue;
+        }
+        let mut kept = t.clone();
+        kept.percent = 0;
+        if kept.latest {
+            kept.revision = None;
+        }
+        out.push(kept);
+    }
+    out.insert(0, main);
+    out
 }
 
 /// The parts of a Cloud Run v2 Service that actions read.
@@ -49,9 +91,13 @@ pub struct ServiceState {
     pub traffic: Vec<TrafficTarget>,
     /// The traffic split in effect (`trafficStatuses`).
     pub traffic_statuses: Vec<TrafficTarget>,
-    /// Environment of the template's first container (plain values only).
+    /// Environment of the template's ingress container (the one with a
+    /// port; the only one when there is no sidecar), plain values only.
     pub env: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `template.serviceAccount`: the identity revisions run as (None: the
+    /// Compute Engine default service account). Updating the service acts as it.
+    pub runtime_service_account: Option<String>,
 }
 
 fn resolve(t: &TrafficTarget, latest_ready: Option<&str>) -> Option<String> {
@@ -115,16 +161,118 @@ pub struct RevisionState {
     pub ready: bool,
 }
 
+/// What the service looked like when a change was planned: the patch is
+/// refused if the service differs right before it is sent (the etag alone
+/// is not relied on: `service.proto` marks it output only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedBase {
+    pub generation: i64,
+    pub traffic: Vec<TrafficTarget>,
+}
+
+impl PlannedBase {
+    pub fn of(svc: &ServiceState) -> Self {
+        Self {
+            generation: svc.generation,
+            traffic: svc.traffic.clone(),
+        }
+    }
+
+    /// Why `now` is not the service the change was planned against, if it is not.
+    pub fn differs(&self, now: &ServiceState) -> Option<String> {
+        if now.generation != self.generation {
+            return Some(format!(
+                "its generation is {} (planned against {})",
+                now.generation, self.generation
+            ));
+        }
+        if now.traffic != self.traffic {
+            return Some(format!(
+                "its traffic is {} (planned against {})",
+                describe_traffic(&now.traffic),
+                describe_traffic(&self.traffic)
+            ));
+        }
+        None
+    }
+}
+
+/// `s-1=100%, LATEST=0% (tag canary)` for messages.
+pub fn describe_traffic(t: &[TrafficTarget]) -> String {
+    if t.is_empty() {
+        return "(none: 100% to LATEST)".into();
+    }
+    t.iter()
+        .map(|t| {
+            let dest = if t.latest {
+                "LATEST"
+            } else {
+                t.revision.as_deref().unwrap_or("?")
+            };
+            match &t.tag {
+                Some(tag) => format!("{dest}={}% (tag {tag})", t.percent),
+                None => format!("{dest}={}%", t.percent),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A change to a service, sent with the etag it was planned against.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ServicePatch {
     pub etag: String,
+    /// The service as planned against; `None` (an intent from an older
+    /// rearguard) skips the check.
+    pub expect: Option<PlannedBase>,
     /// New `traffic`, when it changes.
     pub traffic: Option<Vec<TrafficTarget>>,
-    /// Env vars to set on the template's first container (others are kept).
+    /// Env vars to set on the template's ingress container (others are kept);
+    /// a new revision with a generated name.
     pub env: Option<BTreeMap<String, String>>,
     /// Annotations to add to the service (others are kept).
     pub annotations: BTreeMap<String, String>,
+}
+
+impl ServicePatch {
+    /// Whether `now` carries this very change: our annotations (with their
+    /// timestamp) and our traffic and env.
+    pub fn is_applied_in(&self, now: &ServiceState) -> bool {
+        self.annotations
+            .iter()
+            .all(|(k, v)| now.annotations.get(k) == Some(v))
+            && self.traffic.as_ref().is_none_or(|t| now.traffic == *t)
+            && self.env.as_ref().is_none_or(|e| now.has_env(e))
+    }
+}
+
+/// What a re-read says about a patch whose answer was lost (timeout, reset,
+/// 5xx: the server may have acted). `services.patch` is not idempotent, so
+/// it is never re-sent without this.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LostPatch {
+    /// Our change is there: continue to verification as ours.
+    Applied,
+    /// Nothing changed since the plan: send it again with this fresh etag.
+    NotApplied { etag: String },
+    /// Someone else changed the service meanwhile.
+    ChangedByOther(String),
+}
+
+pub fn after_lost_patch(patch: &ServicePatch, now: &ServiceState) -> LostPatch {
+    if patch.is_applied_in(now) {
+        return LostPatch::Applied;
+    }
+    match patch.expect.as_ref().map(|e| e.differs(now)) {
+        Some(None) => LostPatch::NotApplied {
+            etag: now.etag.clone(),
+        },
+        Some(Some(why)) => LostPatch::ChangedByOther(why),
+        None if now.etag == patch.etag => LostPatch::NotApplied {
+            etag: now.etag.clone(),
+        },
+        None => LostPatch::ChangedByOther("its etag changed".into()),
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -148,8 +296,24 @@ pub enum CloudRunError {
         status: String,
         message: String,
     },
+    /// Re-read right before the patch, the service was not as planned.
+    #[error("the service changed since the change was planned: {0}")]
+    Changed(String),
     #[error("cannot reach the Cloud Run API: {0}")]
     Transport(String),
+}
+
+impl CloudRunError {
+    /// The request may or may not have been carried out: no answer
+    /// (timeout, reset) or a 5xx/429 that a front end may send after the
+    /// server acted.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            CloudRunError::Transport(_) => true,
+            CloudRunError::Api { code, .. } => *code >= 500 || *code == 429,
+            _ => false,
+        }
+    }
 }
 
 /// Cloud Run Admin API v2, as much as actions need. `service` is the full
@@ -196,6 +360,7 @@ mod tests {
             traffic_statuses: statuses,
             env: BTreeMap::new(),
             annotations: BTreeMap::new(),
+            runtime_service_account: None,
         }
     }
 
