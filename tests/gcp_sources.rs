@@ -768,12 +768,7 @@ async fn rollback_style_patch_through_the_fake() {
     let now = e.ctx.run.get_service(SVC).await.unwrap();
     assert_eq!(now.serving_revisions(), vec![(first, 100)]);
     // The etag read before the change is stale now.
-    let err = e
-        .ctx
-        .run
-        .update_service(&stale, false)
-        .await
-        .unwrap_err();
+    let err = e.ctx.run.update_service(&stale, false).await.unwrap_err();
     assert!(err.is_stale_etag(), "{err}");
     let op = e.ctx.run.get_operation(&op.name).await.unwrap();
     assert!(op.done);

@@ -540,7 +540,10 @@ async fn the_etag_can_go_unenforced() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["status"], "ABORTED");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["status"],
+        "ABORTED"
+    );
     fake.set_run_etag_enforced(false);
     let r = http
         .patch(format!("{url}?updateMask=traffic"))

@@ -787,7 +787,8 @@ impl RunState {
                 }
             }
             let differs = strip_revision(&t) != strip_revision(&svc.template)
-                || t.get("revision").is_some_and(|r| Some(r) != svc.template.get("revision"));
+                || t.get("revision")
+                    .is_some_and(|r| Some(r) != svc.template.get("revision"));
             if differs || force_new_revision {
                 // The service's template keeps the name the client gave (or
                 // none), as `services.get` shows it after a gcloud deploy.
