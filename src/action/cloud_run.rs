@@ -316,6 +316,32 @@ impl CloudRunError {
     }
 }
 
+/// Which role a 403 on a rollback says is missing. Cloud Run needs Cloud Run
+/// Developer on the service and Service Account User on its runtime identity
+/// for traffic changes too ("Rollbacks, gradual rollouts, and traffic
+/// migration", cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration);
+/// a missing actAs is named in the message as `iam.serviceaccounts.actAs`.
+pub fn missing_role(err: &CloudRunError, runtime_account: Option<&str>) -> String {
+    let message = match err {
+        CloudRunError::Api { message, .. } => message.to_ascii_lowercase(),
+        _ => String::new(),
+    };
+    let account = runtime_account
+        .map(|a| format!("the runtime service account {a}"))
+        .unwrap_or_else(|| "the service's runtime service account (the Compute Engine default service account when none is set)".into());
+    let act_as = format!(
+        "rearguard's identity needs Service Account User (roles/iam.serviceAccountUser) on {account}: Cloud Run requires it for traffic changes too"
+    );
+    let developer = "rearguard's identity needs Cloud Run Developer (roles/run.developer, or run.services.update) on the service";
+    if message.contains("iam.serviceaccounts.actas") {
+        act_as
+    } else if message.contains("run.services.") {
+        developer.to_string()
+    } else {
+        format!("{developer}, and {act_as}")
+    }
+}
+
 /// Cloud Run Admin API v2, as much as actions need. `service` is the full
 /// name `projects/P/locations/L/services/S`.
 pub trait CloudRunApi: Send + Sync {
@@ -380,5 +406,155 @@ mod tests {
         assert!(!split.serves_fully("s-1"));
         assert!(svc(vec![TrafficTarget::pinned("s-1", 100)]).serves_fully("s-1"));
         assert_eq!(short_name("projects/p/locations/l/services/s"), "s");
+    }
+
+    fn tagged(revision: Option<&str>, latest: bool, percent: u32, tag: &str) -> TrafficTarget {
+        TrafficTarget {
+            revision: revision.map(String::from),
+            latest,
+            percent,
+            tag: Some(tag.into()),
+        }
+    }
+
+    #[test]
+    fn route_all_keeps_the_tags_of_others_at_zero() {
+        let current = vec![
+            TrafficTarget::latest(90),
+            tagged(Some("s-2"), false, 10, "canary"),
+            tagged(None, true, 0, "head"),
+            tagged(Some("s-1"), false, 0, "stable"),
+        ];
+        assert_eq!(
+            route_all(&current, Route::Revision("s-1")),
+            vec![
+                tagged(Some("s-1"), false, 100, "stable"),
+                tagged(Some("s-2"), false, 0, "canary"),
+                tagged(None, true, 0, "head"),
+            ]
+        );
+        assert_eq!(
+            route_all(&current, Route::Latest),
+            vec![
+                tagged(None, true, 100, "head"),
+                tagged(Some("s-2"), false, 0, "canary"),
+                tagged(Some("s-1"), false, 0, "stable"),
+            ]
+        );
+        assert_eq!(
+            route_all(&[TrafficTarget::latest(100)], Route::Revision("s-1")),
+            vec![TrafficTarget::pinned("s-1", 100)]
+        );
+    }
+
+    fn patch_for(base: &ServiceState) -> ServicePatch {
+        ServicePatch {
+            etag: base.etag.clone(),
+            expect: Some(PlannedBase::of(base)),
+            traffic: Some(vec![TrafficTarget::pinned("s-1", 100)]),
+            env: None,
+            annotations: [(
+                "rearguard.dev/rolled-back-by".to_string(),
+                "run/1/ab".to_string(),
+            )]
+            .into(),
+        }
+    }
+
+    #[test]
+    fn a_lost_patch_is_ours_untouched_or_someone_elses() {
+        let base = svc(vec![TrafficTarget::latest(100)]);
+        let patch = patch_for(&base);
+        // Applied: our annotation and our traffic, whatever the generation.
+        let mut ours = base.clone();
+        ours.generation = 2;
+        ours.etag = "e2".into();
+        ours.traffic = vec![TrafficTarget::pinned("s-1", 100)];
+        ours.annotations = patch.annotations.clone();
+        assert_eq!(after_lost_patch(&patch, &ours), LostPatch::Applied);
+        // Not applied: as planned, only the etag moved (an operation settled).
+        let mut untouched = base.clone();
+        untouched.etag = "e3".into();
+        assert_eq!(
+            after_lost_patch(&patch, &untouched),
+            LostPatch::NotApplied { etag: "e3".into() }
+        );
+        // Another rearguard made the same traffic change: not ours.
+        let mut other = ours.clone();
+        other.annotations = [(
+            "rearguard.dev/rolled-back-by".to_string(),
+            "run/1/cd".to_string(),
+        )]
+        .into();
+        assert!(matches!(
+            after_lost_patch(&patch, &other),
+            LostPatch::ChangedByOther(why) if why.contains("generation")
+        ));
+        // A human split the traffic without a new generation in our view.
+        let mut split = base.clone();
+        split.traffic = vec![TrafficTarget::latest(50), TrafficTarget::pinned("s-1", 50)];
+        assert!(matches!(
+            after_lost_patch(&patch, &split),
+            LostPatch::ChangedByOther(why) if why.contains("s-1=50%")
+        ));
+    }
+
+    #[test]
+    fn the_plan_check_names_what_differs() {
+        let base = svc(vec![TrafficTarget::latest(100)]);
+        let plan = PlannedBase::of(&base);
+        assert_eq!(plan.differs(&base), None);
+        let mut newer = base.clone();
+        newer.generation = 5;
+        assert_eq!(
+            plan.differs(&newer).as_deref(),
+            Some("its generation is 5 (planned against 1)")
+        );
+        // Which outcomes leave the request's fate unknown.
+        assert!(CloudRunError::Transport("reset".into()).outcome_unknown());
+        for (code, unknown) in [
+            (503, true),
+            (502, true),
+            (429, true),
+            (403, false),
+            (409, false),
+        ] {
+            let e = CloudRunError::Api {
+                code,
+                status: String::new(),
+                message: String::new(),
+            };
+            assert_eq!(e.outcome_unknown(), unknown, "{code}");
+        }
+        assert!(!CloudRunError::StaleEtag(String::new()).outcome_unknown());
+    }
+
+    #[test]
+    fn a_403_names_the_missing_role() {
+        let denied = |message: &str| CloudRunError::Api {
+            code: 403,
+            status: "PERMISSION_DENIED".into(),
+            message: message.into(),
+        };
+        let act_as = missing_role(
+            &denied("Permission 'iam.serviceaccounts.actAs' denied on service account rt@p.iam.gserviceaccount.com (or it may not exist)."),
+            Some("rt@p.iam.gserviceaccount.com"),
+        );
+        assert!(act_as.contains("roles/iam.serviceAccountUser"), "{act_as}");
+        assert!(act_as.contains("rt@p.iam.gserviceaccount.com"), "{act_as}");
+        assert!(!act_as.contains("roles/run.developer"), "{act_as}");
+        let update = missing_role(
+            &denied("Permission 'run.services.update' denied on resource 'projects/p/locations/l/services/s' (or resource may not exist)."),
+            None,
+        );
+        assert!(update.contains("roles/run.developer"), "{update}");
+        assert!(!update.contains("serviceAccountUser"), "{update}");
+        let unknown = missing_role(&denied("The caller does not have permission"), None);
+        assert!(
+            unknown.contains("roles/run.developer")
+                && unknown.contains("roles/iam.serviceAccountUser")
+                && unknown.contains("Compute Engine default"),
+            "{unknown}"
+        );
     }
 }

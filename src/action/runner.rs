@@ -11,8 +11,9 @@ use serde_json::json;
 use tokio::task::AbortHandle;
 
 use super::cloud_run::{
-    after_lost_patch, describe_traffic, route_all, short_name, CloudRunApi, CloudRunError,
-    LostPatch, OperationState, PlannedBase, Route, ServicePatch, ServiceState, TrafficTarget,
+    after_lost_patch, describe_traffic, missing_role, route_all, short_name, CloudRunApi,
+    CloudRunError, LostPatch, OperationState, PlannedBase, Route, ServicePatch, ServiceState,
+    TrafficTarget,
 };
 use super::command;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
@@ -2424,32 +2425,6 @@ fn planned_base(intent: &Intent) -> Option<PlannedBase> {
         .detail
         .get("planned")
         .and_then(|p| serde_json::from_value(p.clone()).ok())
-}
-
-/// Which role a 403 on a rollback says is missing. Cloud Run needs Cloud Run
-/// Developer on the service and Service Account User on its runtime identity
-/// for traffic changes too ("Rollbacks, gradual rollouts, and traffic
-/// migration", cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration);
-/// a missing actAs is named in the message as `iam.serviceaccounts.actAs`.
-pub fn missing_role(err: &CloudRunError, runtime_account: Option<&str>) -> String {
-    let message = match err {
-        CloudRunError::Api { message, .. } => message.to_ascii_lowercase(),
-        _ => String::new(),
-    };
-    let account = runtime_account
-        .map(|a| format!("the runtime service account {a}"))
-        .unwrap_or_else(|| "the service's runtime service account (the Compute Engine default service account when none is set)".into());
-    let act_as = format!(
-        "rearguard's identity needs Service Account User (roles/iam.serviceAccountUser) on {account}: Cloud Run requires it for traffic changes too"
-    );
-    let developer = "rearguard's identity needs Cloud Run Developer (roles/run.developer, or run.services.update) on the service";
-    if message.contains("iam.serviceaccounts.actas") {
-        act_as
-    } else if message.contains("run.services.") {
-        developer.to_string()
-    } else {
-        format!("{developer}, and {act_as}")
-    }
 }
 
 impl NotificationSink for ActionRunner {
