@@ -1648,6 +1648,9 @@ impl ActionRunner {
                     .await;
             }
             tracing::warn!(error = %err, service, intent = intent.id, "the answer to services.patch was lost; re-reading the service to learn whether it was applied");
+            // A 429 or an overloaded front end: pause (1s, 2s, 4s) before
+            // the re-read, so a re-send is not hammered at it either.
+            tokio::time::sleep(Duration::from_secs(1 << (sends - 1))).await;
             let now = match api.get_service(service).await {
                 Ok(s) => s,
                 Err(e) => {
