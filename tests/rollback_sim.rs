@@ -289,6 +289,32 @@ async fn a_pinned_service_with_a_lost_patch_answer_is_rolled_back_once_and_verif
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_change_by_someone_else_while_our_answer_is_lost_supersedes_ours() {
+    let (_clock, fake, _good, _bad, runner, _sink, _dir, a) = ready_to_roll_back().await;
+    fake.inject(Fault::answer_lost(PATCH, 502).times(1));
+    // A human deploys while rearguard waits to re-read.
+    let human = async {
+        while fake.calls_to(PATCH).is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (rev, _) = fake.deploy(SVC, DeploySpec::default()).unwrap();
+        rev
+    };
+    let (out, human_rev) = tokio::join!(runner.run("backend", Trigger::alert(a)), human);
+    let Outcome::Superseded { detail } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        detail.contains("while rearguard's change was unanswered"),
+        "{detail}"
+    );
+    // Not re-sent over the human's change.
+    assert_eq!(fake.calls_to(PATCH).len(), 1);
+    fake.settle().await;
+    assert_eq!(fake.serving(SVC), vec![(human_rev, 100)]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_patch_refused_before_it_was_made_is_sent_again_with_a_fresh_etag() {
     let (_clock, fake, good, _bad, runner, _sink, _dir, a) = ready_to_roll_back().await;
     // 503 without acting: the re-read shows nothing changed.
