@@ -263,3 +263,47 @@ async fn remote_promql_query() {
     assert!(err.to_string().contains("parse error"), "{err}");
     assert_eq!(metrics.count("promql", "query", "400"), 1);
 }
+
+#[tokio::test]
+async fn a_patch_is_sent_once_whatever_the_retry_policy_and_carries_only_its_fields() {
+    use rearguard::gcp::run::ServiceUpdate;
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/{SVC}")))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(method("PATCH"))
+        .and(path(format!("/v2/{SVC}")))
+        .and(query_param("updateMask", "traffic,annotations"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let (run, metrics) = client(&server);
+    // An idempotent read is retried as the policy says (4 attempts)...
+    assert!(run.get_service(SVC).await.is_err());
+    assert_eq!(metrics.count("run", "services.get", "503"), 4);
+    // ...a patch is not: the server may have acted before the 503.
+    let update = ServiceUpdate {
+        name: SVC.into(),
+        etag: "\"e1\"".into(),
+        traffic: Some(vec![TrafficTarget::to_revision("backend-00011-xyz", 100)]),
+        annotations: Some(
+            [(
+                "rearguard.dev/rolled-back-to".to_string(),
+                "backend-00011-xyz".to_string(),
+            )]
+            .into(),
+        ),
+        template: None,
+    };
+    let err = run.update_service(&update, false).await.unwrap_err();
+    assert_eq!(err.http_status(), Some(503));
+    assert_eq!(metrics.count("run", "services.patch", "503"), 1);
+    let sent = server.received_requests().await.unwrap();
+    let patch = sent.iter().find(|r| r.method.as_str() == "PATCH").unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&patch.body).unwrap();
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["annotations", "etag", "name", "traffic"]);
+}

@@ -263,6 +263,10 @@ async fn every_response_matches_the_discovery_schema() {
         )
         .await;
     svc["template"]["containers"][0]["image"] = json!("us-docker.pkg.dev/p/r/backend:v3");
+    // Updated for issue 12: the deploy pinned template.revision as gcloud
+    // does, and Cloud Run refuses a body naming an existing revision (409
+    // ALREADY_EXISTS, google-cloud-python 11870): a new template clears it.
+    svc["template"].as_object_mut().unwrap().remove("revision");
     let op = c
         .call(
             "run.projects.locations.services.patch",

@@ -443,3 +443,159 @@ async fn operation_wait_honours_timeout_on_the_clock() {
     assert_eq!(v["response"]["observedGeneration"], "2");
     assert!(fake.service(SVC).unwrap().get("reconciling").is_none());
 }
+
+/// A service deployed twice "with gcloud" (the second revision pinned in
+/// `template.revision`), without auth, and a plain HTTP client.
+async fn pinned_service() -> (FakeGcp, reqwest::Client, String, String, String) {
+    let fake = FakeGcp::start(Clock::starting_at(1_700_000_000_000))
+        .await
+        .unwrap();
+    fake.set_require_auth(false);
+    let first = fake.create_service(ServiceSpec::new(SVC)).unwrap();
+    let (second, _) = fake.deploy(SVC, DeploySpec::default()).unwrap();
+    fake.settle().await;
+    let short = |s: &str| s.rsplit('/').next().unwrap().to_string();
+    let url = format!("{}/v2/{SVC}", fake.base_url());
+    (fake, http_client(), url, short(&first), short(&second))
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+fn to_revision(rev: &str) -> Value {
+    json!([{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": rev, "percent": 100}])
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gcloud_deploy_pins_the_revision_and_echoing_it_back_is_refused() {
+    let (fake, http, url, first, second) = pinned_service().await;
+    let mut svc = get(&http, &url).await;
+    assert_eq!(svc["template"]["revision"], second.as_str());
+    // The whole service as read, traffic changed: refused even with a mask
+    // that leaves the template out (google-cloud-python 11870, 14259).
+    svc["traffic"] = to_revision(&first);
+    for query in ["", "?updateMask=traffic"] {
+        let r = http
+            .patch(format!("{url}{query}"))
+            .json(&svc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409, "{query}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(e["error"]["status"], "ALREADY_EXISTS");
+        assert_eq!(
+            e["error"]["message"],
+            format!("Revision named '{second}' with different configuration already exists.")
+        );
+    }
+    // Only what changes: accepted, and the pin stays.
+    let body = json!({"name": SVC, "etag": svc["etag"], "traffic": to_revision(&first), "annotations": {"a": "b"}});
+    let r = http
+        .patch(format!("{url}?updateMask=traffic,annotations"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    fake.settle().await;
+    let after = get(&http, &url).await;
+    assert_eq!(after["annotations"]["a"], "b");
+    assert_eq!(after["template"]["revision"], second.as_str());
+    assert_eq!(
+        fake.serving(SVC),
+        vec![(format!("{SVC}/revisions/{first}"), 100)]
+    );
+    // A template with the pin cleared deploys a revision with a generated name.
+    let mut template = after["template"].clone();
+    template.as_object_mut().unwrap().remove("revision");
+    template["containers"][0]["env"] = json!([{"name": "FLAG", "value": "off"}]);
+    let body = json!({"etag": after["etag"], "template": template});
+    let op: Value = http
+        .patch(format!("{url}?updateMask=template"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(op["done"], false, "{op}");
+    fake.settle().await;
+    let after = get(&http, &url).await;
+    assert!(after["template"].get("revision").is_none(), "{after}");
+    let created = after["latestCreatedRevision"].as_str().unwrap();
+    assert!(!created.ends_with(&second) && !created.ends_with(&first));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_etag_can_go_unenforced() {
+    let (fake, http, url, first, _) = pinned_service().await;
+    let body = json!({"etag": "\"stale\"", "traffic": to_revision(&first)});
+    let r = http
+        .patch(format!("{url}?updateMask=traffic"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["status"],
+        "ABORTED"
+    );
+    fake.set_run_etag_enforced(false);
+    let r = http
+        .patch(format!("{url}?updateMask=traffic"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_answer_still_applies_the_patch() {
+    let (fake, http, url, first, _) = pinned_service().await;
+    let svc = get(&http, &url).await;
+    fake.inject(Fault::answer_lost("run.projects.locations.services.patch", 503).times(1));
+    let body = json!({"etag": svc["etag"], "traffic": to_revision(&first)});
+    let r = http
+        .patch(format!("{url}?updateMask=traffic"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let now = get(&http, &url).await;
+    assert_eq!(now["traffic"], to_revision(&first));
+    assert_ne!(now["etag"], svc["etag"]);
+    // Sent again blindly, it is refused for its old etag.
+    let r = http
+        .patch(format!("{url}?updateMask=traffic"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_act_as_every_update_is_denied() {
+    let (fake, http, url, first, _) = pinned_service().await;
+    let svc = get(&http, &url).await;
+    fake.set_run_deny_act_as(true);
+    let body = json!({"etag": svc["etag"], "traffic": to_revision(&first)});
+    let r = http
+        .patch(format!("{url}?updateMask=traffic"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"]["status"], "PERMISSION_DENIED");
+    let message = e["error"]["message"].as_str().unwrap();
+    assert!(message.contains("iam.serviceaccounts.actAs"), "{message}");
+    assert!(message.contains(svc["template"]["serviceAccount"].as_str().unwrap()));
+}

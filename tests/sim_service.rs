@@ -194,6 +194,10 @@ async fn env_rollback_makes_a_healthy_revision() {
             e["value"] = json!("false");
         }
     }
+    // Updated for issue 12: the deploy pinned template.revision as gcloud
+    // does; Cloud Run refuses a template naming an existing revision (409
+    // ALREADY_EXISTS, google-cloud-python 11870), so the new one clears it.
+    s["template"].as_object_mut().unwrap().remove("revision");
     let r = http()
         .patch(format!("{}/v2/{svc}", demo.fake.base_url()))
         .json(&json!({"etag": s["etag"], "template": s["template"]}))

@@ -94,9 +94,11 @@ impl FakeCloudRun {
                         revision: Some(revision.to_string()),
                         latest: true,
                         percent: 100,
+                        tag: None,
                     }],
                     env: BTreeMap::new(),
                     annotations: BTreeMap::new(),
+                    runtime_service_account: None,
                 },
                 revisions: vec![RevisionState {
                     name: revision.to_string(),
@@ -131,6 +133,7 @@ impl FakeCloudRun {
                     revision: Some(revision.to_string()),
                     latest: true,
                     percent: 100,
+                    tag: None,
                 }];
             }
         }
@@ -225,6 +228,7 @@ impl FakeCloudRun {
                     revision: t.revision.clone().or_else(|| latest_ready.clone()),
                     latest: t.latest,
                     percent: t.percent,
+                    tag: t.tag.clone(),
                 })
                 .collect();
         }
@@ -289,6 +293,10 @@ impl CloudRunApi for FakeCloudRun {
             let Some(s) = inner.services.get_mut(service) else {
                 return Err(CloudRunError::NotFound(service.to_string()));
             };
+            // As the real adapter: the plan is checked on a fresh read first.
+            if let Some(why) = patch.expect.as_ref().and_then(|e| e.differs(&s.state)) {
+                return Err(CloudRunError::Changed(why));
+            }
             if s.state.etag != patch.etag {
                 return Err(CloudRunError::StaleEtag(format!(
                     "etag {} does not match the current etag",

@@ -7,7 +7,7 @@ use super::cloud_run::{
     ServiceState, TrafficTarget,
 };
 use crate::dispatch::notification::BoxFuture;
-use crate::gcp::run::{self, CloudRunClient, EnvVar, PatchOptions, TrafficTargetAllocationType};
+use crate::gcp::run::{self, CloudRunClient, EnvVar, ServiceUpdate, TrafficTargetAllocationType};
 use crate::gcp::GcpError;
 
 fn map_err(e: GcpError) -> CloudRunError {
@@ -32,37 +32,37 @@ fn map_err(e: GcpError) -> CloudRunError {
     }
 }
 
+fn traffic_view(
+    type_: TrafficTargetAllocationType,
+    revision: Option<&str>,
+    percent: i32,
+    tag: Option<&String>,
+) -> TrafficTarget {
+    TrafficTarget {
+        revision: revision
+            .filter(|r| !r.is_empty())
+            .map(|r| short_name(r).to_string()),
+        latest: type_ == TrafficTargetAllocationType::Latest,
+        percent: percent.max(0) as u32,
+        tag: tag.filter(|t| !t.is_empty()).cloned(),
+    }
+}
+
 fn view(s: &run::Service) -> ServiceState {
     let traffic = s
         .traffic
         .iter()
-        .map(|t| TrafficTarget {
-            revision: t
-                .revision
-                .as_deref()
-                .filter(|r| !r.is_empty())
-                .map(|r| short_name(r).to_string()),
-            latest: t.type_ == TrafficTargetAllocationType::Latest,
-            percent: t.percent.max(0) as u32,
-        })
+        .map(|t| traffic_view(t.type_, t.revision.as_deref(), t.percent, t.tag.as_ref()))
         .collect();
     let traffic_statuses = s
         .traffic_statuses
         .iter()
-        .map(|t| TrafficTarget {
-            revision: t
-                .revision
-                .as_deref()
-                .filter(|r| !r.is_empty())
-                .map(|r| short_name(r).to_string()),
-            latest: t.type_ == TrafficTargetAllocationType::Latest,
-            percent: t.percent.max(0) as u32,
-        })
+        .map(|t| traffic_view(t.type_, t.revision.as_deref(), t.percent, t.tag.as_ref()))
         .collect();
     let env = s
         .template
         .as_ref()
-        .and_then(|t| t.containers.first())
+        .and_then(|t| t.ingress_index().map(|i| &t.containers[i]))
         .map(|c| {
             c.env
                 .iter()
@@ -87,6 +87,11 @@ fn view(s: &run::Service) -> ServiceState {
         traffic_statuses,
         env,
         annotations: s.annotations.clone(),
+        runtime_service_account: s
+            .template
+            .as_ref()
+            .and_then(|t| t.service_account())
+            .map(String::from),
     }
 }
 
@@ -101,35 +106,45 @@ fn op_state(op: &run::Operation) -> OperationState {
     }
 }
 
-/// Applies `patch` to the service as read; the etag sent is the one the
-/// change was planned against, so a change in between is refused.
-fn apply(mut svc: run::Service, patch: &ServicePatch) -> (run::Service, Vec<String>) {
-    let mut mask = Vec::new();
-    svc.etag = Some(patch.etag.clone());
+/// The `services.patch` body for `patch` against the service as just read:
+/// only the fields that change. The etag sent is the one the change was
+/// planned against, so a change in between is refused where Cloud Run
+/// enforces it (and the plan check catches it where it does not).
+fn update_for(current: &run::Service, patch: &ServicePatch) -> Result<ServiceUpdate, String> {
+    let mut update = ServiceUpdate {
+        name: current.name.clone(),
+        etag: patch.etag.clone(),
+        ..Default::default()
+    };
     if let Some(traffic) = &patch.traffic {
-        svc.traffic = traffic
-            .iter()
-            .map(|t| run::TrafficTarget {
-                type_: if t.latest {
-                    TrafficTargetAllocationType::Latest
-                } else {
-                    TrafficTargetAllocationType::Revision
-                },
-                revision: if t.latest { None } else { t.revision.clone() },
-                percent: t.percent as i32,
-                tag: None,
-            })
-            .collect();
-        mask.push("traffic".to_string());
+        update.traffic = Some(
+            traffic
+                .iter()
+                .map(|t| run::TrafficTarget {
+                    type_: if t.latest {
+                        TrafficTargetAllocationType::Latest
+                    } else {
+                        TrafficTargetAllocationType::Revision
+                    },
+                    revision: if t.latest { None } else { t.revision.clone() },
+                    percent: t.percent as i32,
+                    tag: t.tag.clone(),
+                })
+                .collect(),
+        );
     }
     if let Some(env) = &patch.env {
-        let template = svc.template.get_or_insert_with(Default::default);
-        // A new revision gets a generated name: drop a pinned one.
+        let mut template = current.template.clone().unwrap_or_default();
+        // A new revision gets a generated name: a pinned one (gcloud, the
+        // Console) names an existing revision, which Cloud Run refuses.
         template.revision = None;
-        if template.containers.is_empty() {
-            template.containers.push(Default::default());
-        }
-        let container = &mut template.containers[0];
+        let Some(i) = template.ingress_index() else {
+            return Err(format!(
+                "cannot tell which of the {} containers serves requests (none declares a port)",
+                template.containers.len()
+            ));
+        };
+        let container = &mut template.containers[i];
         let mut rest: BTreeMap<&String, &String> = env.iter().collect();
         for var in container.env.iter_mut() {
             if let Some(v) = rest.remove(&var.name) {
@@ -144,13 +159,14 @@ fn apply(mut svc: run::Service, patch: &ServicePatch) -> (run::Service, Vec<Stri
                 value_source: None,
             });
         }
-        mask.push("template".to_string());
+        update.template = Some(template);
     }
     if !patch.annotations.is_empty() {
-        svc.annotations.extend(patch.annotations.clone());
-        mask.push("annotations".to_string());
+        let mut annotations = current.annotations.clone();
+        annotations.extend(patch.annotations.clone());
+        update.annotations = Some(annotations);
     }
-    (svc, mask)
+    Ok(update)
 }
 
 impl CloudRunApi for CloudRunClient {
@@ -191,20 +207,25 @@ impl CloudRunApi for CloudRunClient {
         patch: ServicePatch,
     ) -> BoxFuture<'a, Result<OperationState, CloudRunError>> {
         Box::pin(async move {
+            // Re-read right before the patch: the etag alone is not relied on.
             let current = CloudRunClient::get_service(self, service)
                 .await
                 .map_err(map_err)?;
-            let (changed, mask) = apply(current, &patch);
-            let op = CloudRunClient::patch_service(
-                self,
-                &changed,
-                &PatchOptions {
-                    update_mask: mask,
-                    validate_only: false,
-                },
-            )
-            .await
-            .map_err(map_err)?;
+            if let Some(why) = patch
+                .expect
+                .as_ref()
+                .and_then(|e| e.differs(&view(&current)))
+            {
+                return Err(CloudRunError::Changed(why));
+            }
+            let update = update_for(&current, &patch).map_err(|message| CloudRunError::Api {
+                code: 400,
+                status: "FAILED_PRECONDITION".into(),
+                message,
+            })?;
+            let op = CloudRunClient::update_service(self, &update, false)
+                .await
+                .map_err(map_err)?;
             Ok(op_state(&op))
         })
     }
@@ -226,40 +247,77 @@ impl CloudRunApi for CloudRunClient {
 mod tests {
     use super::*;
 
-    #[test]
-    fn traffic_patch_keeps_the_planned_etag_and_pins_the_revision() {
-        let svc: run::Service = serde_json::from_value(serde_json::json!({
+    fn pinned_service() -> run::Service {
+        serde_json::from_value(serde_json::json!({
             "name": "projects/p/locations/l/services/s",
             "etag": "\"new\"",
-            "template": {"containers": [{"image": "x", "env": [{"name": "FLAG", "value": "on"}]}]},
-            "traffic": [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100}],
-            "trafficStatuses": [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "revision": "s-2", "percent": 100}],
-            "latestReadyRevision": "projects/p/locations/l/services/s/revisions/s-2"
+            "generation": "3",
+            "annotations": {"owner": "team-a"},
+            "template": {
+                "revision": "s-00002-abc",
+                "serviceAccount": "runtime@p.iam.gserviceaccount.com",
+                "containers": [
+                    {"name": "proxy", "image": "envoy", "env": [{"name": "FLAG", "value": "sidecar"}]},
+                    {"name": "app", "image": "x", "env": [{"name": "FLAG", "value": "on"}], "ports": [{"containerPort": 8080}]}
+                ]
+            },
+            "traffic": [
+                {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "percent": 100},
+                {"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION", "revision": "s-00001-xyz", "percent": 0, "tag": "stable"}
+            ],
+            "trafficStatuses": [{"type": "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST", "revision": "s-00002-abc", "percent": 100}],
+            "latestReadyRevision": "projects/p/locations/l/services/s/revisions/s-00002-abc"
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn traffic_patch_sends_only_traffic_and_annotations_never_the_template() {
+        let svc = pinned_service();
         let state = view(&svc);
-        assert_eq!(state.serving_revision().as_deref(), Some("s-2"));
+        assert_eq!(state.serving_revision().as_deref(), Some("s-00002-abc"));
+        // The ingress container (the one with a port), not containers[0].
         assert_eq!(state.env.get("FLAG").map(String::as_str), Some("on"));
-        let (patched, mask) = apply(
-            svc.clone(),
+        assert_eq!(
+            state.runtime_service_account.as_deref(),
+            Some("runtime@p.iam.gserviceaccount.com")
+        );
+        assert_eq!(state.traffic[1].tag.as_deref(), Some("stable"));
+        let update = update_for(
+            &svc,
             &ServicePatch {
                 etag: "\"old\"".into(),
+                expect: None,
                 traffic: Some(vec![TrafficTarget::pinned("s-1", 100)]),
                 env: None,
                 annotations: [("a".to_string(), "b".to_string())].into(),
             },
-        );
-        assert_eq!(patched.etag.as_deref(), Some("\"old\""));
-        assert_eq!(mask, ["traffic", "annotations"]);
-        assert_eq!(patched.traffic[0].revision.as_deref(), Some("s-1"));
+        )
+        .unwrap();
+        assert_eq!(update.update_mask(), ["traffic", "annotations"]);
+        let body = serde_json::to_value(&update).unwrap();
+        let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["annotations", "etag", "name", "traffic"]);
+        assert_eq!(body["etag"], "\"old\"");
+        assert_eq!(body["traffic"][0]["revision"], "s-1");
         assert_eq!(
-            patched.traffic[0].type_,
-            TrafficTargetAllocationType::Revision
+            body["traffic"][0]["type"],
+            "TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION"
         );
-        let (patched, mask) = apply(
-            svc,
+        // Annotations are replaced as a map: the others are kept.
+        assert_eq!(body["annotations"]["owner"], "team-a");
+        assert_eq!(body["annotations"]["a"], "b");
+    }
+
+    #[test]
+    fn env_patch_clears_the_pinned_revision_and_changes_the_ingress_container() {
+        let svc = pinned_service();
+        let update = update_for(
+            &svc,
             &ServicePatch {
                 etag: "e".into(),
+                expect: None,
                 traffic: None,
                 env: Some(
                     [
@@ -270,10 +328,40 @@ mod tests {
                 ),
                 annotations: BTreeMap::new(),
             },
+        )
+        .unwrap();
+        assert_eq!(update.update_mask(), ["template"]);
+        let template = update.template.unwrap();
+        assert_eq!(template.revision, None);
+        assert_eq!(
+            template.service_account(),
+            Some("runtime@p.iam.gserviceaccount.com")
         );
-        assert_eq!(mask, ["template"]);
-        let env = &patched.template.unwrap().containers[0].env;
-        assert_eq!(env.len(), 2);
-        assert_eq!(env[0].value.as_deref(), Some("off"));
+        let sidecar = &template.containers[0].env;
+        assert_eq!(sidecar[0].value.as_deref(), Some("sidecar"));
+        let app = &template.containers[1].env;
+        assert_eq!(app.len(), 2);
+        assert_eq!(app[0].value.as_deref(), Some("off"));
+        assert_eq!(app[1].name, "NEW");
+    }
+
+    #[test]
+    fn env_patch_refuses_when_no_container_has_a_port() {
+        let mut svc = pinned_service();
+        if let Some(t) = svc.template.as_mut() {
+            t.containers[1].extra.remove("ports");
+        }
+        let err = update_for(
+            &svc,
+            &ServicePatch {
+                etag: "e".into(),
+                expect: None,
+                traffic: None,
+                env: Some([("FLAG".to_string(), "off".to_string())].into()),
+                annotations: BTreeMap::new(),
+            },
+        )
+        .unwrap_err();
+        assert!(err.contains("none declares a port"), "{err}");
     }
 }

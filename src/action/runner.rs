@@ -11,7 +11,9 @@ use serde_json::json;
 use tokio::task::AbortHandle;
 
 use super::cloud_run::{
-    short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget,
+    after_lost_patch, describe_traffic, missing_role, route_all, short_name, CloudRunApi,
+    CloudRunError, LostPatch, OperationState, PlannedBase, Route, ServicePatch, ServiceState,
+    TrafficTarget,
 };
 use super::command;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
@@ -1426,7 +1428,7 @@ impl ActionRunner {
             run,
             step,
             "cloud_run_traffic",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "origin": run.origin }),
+            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "origin": run.origin, "planned": PlannedBase::of(&svc) }),
         );
         intent.from_revision = Some(current.clone());
         intent.to_revision = Some(to.clone());
@@ -1527,11 +1529,19 @@ impl ActionRunner {
         }
     }
 
-    fn rollback_annotations(&self, from: Option<&str>, to: &str) -> BTreeMap<String, String> {
+    /// The annotations a change writes; `rolled-back-by` (the intent) tells
+    /// our change from another rearguard's made in the same millisecond.
+    fn rollback_annotations(&self, intent: &Intent, to: &str) -> BTreeMap<String, String> {
         let mut a = BTreeMap::new();
-        a.insert(ANNOTATION_FROM.to_string(), from.unwrap_or("").to_string());
+        let from = intent.from_revision.as_deref().unwrap_or("");
+        a.insert(ANNOTATION_FROM.to_string(), from.to_string());
         a.insert(ANNOTATION_TO.to_string(), to.to_string());
         a.insert(ANNOTATION_AT.to_string(), self.now().to_string());
+        let nonce: u32 = rand::random();
+        a.insert(
+            ANNOTATION_BY.to_string(),
+            format!("{}/{}/{nonce:08x}", intent.run_id, intent.id),
+        );
         a
     }
 
@@ -1548,33 +1558,53 @@ impl ActionRunner {
             .await;
             return Step::Failed("intent without service or revision".into());
         };
-        let api = &self.deps().cloud_run;
+        let planned = planned_base(intent);
+        // Tags of other revisions stay (as `gcloud run services update-traffic`).
+        let traffic = match &planned {
+            Some(p) => route_all(&p.traffic, Route::Revision(&to)),
+            None => vec![TrafficTarget::pinned(&to, 100)],
+        };
         let patch = ServicePatch {
             etag: intent.etag.clone().unwrap_or_default(),
-            traffic: Some(vec![TrafficTarget::pinned(&to, 100)]),
+            expect: planned,
+            traffic: Some(traffic.clone()),
             env: None,
-            annotations: self.rollback_annotations(intent.from_revision.as_deref(), &to),
+            annotations: self.rollback_annotations(intent, &to),
         };
-        let op = match api.patch_service(&service, patch).await {
-            Ok(op) => op,
-            Err(e) => {
-                return self
-                    .patch_refused(intent, &service, e, |s| s.requests_fully(&to))
-                    .await
-            }
-        };
-        self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
-            .await;
-        let deadline = self.now() + timeout.as_millis() as i64;
-        if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
-            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
-                .await;
-            return Step::Failed(e);
-        }
-        match self
-            .wait_service(&service, deadline, |s| s.serves_fully(&to))
+        let op = match self
+            .send_patch(intent, &service, patch, |s| s.requests_fully(&to))
             .await
         {
+            Ok(op) => op,
+            Err(step) => return step,
+        };
+        self.set_intent(
+            intent.id,
+            IntentState::Applied,
+            op.as_ref().map(|o| o.name.clone()),
+            None,
+        )
+        .await;
+        let deadline = self.now() + timeout.as_millis() as i64;
+        if let Some(op) = &op {
+            if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
+                self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                    .await;
+                return Step::Failed(e);
+            }
+        }
+        // The result must be exactly the plan: a change made by someone else
+        // meanwhile shows up as a difference and is never overwritten.
+        match self
+            .wait_service(&service, deadline, |s| {
+                s.traffic != traffic || s.serves_fully(&to)
+            })
+            .await
+        {
+            Ok(s) if s.traffic != traffic => {
+                self.changed_after_ours(intent, &service, &traffic, &s)
+                    .await
+            }
             Ok(_) => {
                 self.set_intent(intent.id, IntentState::Verifying, None, None)
                     .await;
@@ -1591,17 +1621,98 @@ impl ActionRunner {
         }
     }
 
-    /// A patch was refused. A stale etag means someone changed the service
-    /// since we read it: if the change is ours in effect, another actor did it.
+    /// Sends `patch`, never blindly twice: after an unanswered or failed
+    /// patch (timeout, reset, 5xx: the server may have acted) the service is
+    /// re-read. Our change is there: Ok(None), continue as ours without an
+    /// operation. Nothing changed: send again with the fresh etag. Someone
+    /// else changed it: superseded. Ok(Some(op)): the change was accepted.
+    async fn send_patch(
+        &self,
+        intent: &Intent,
+        service: &str,
+        mut patch: ServicePatch,
+        already: impl Fn(&ServiceState) -> bool,
+    ) -> Result<Option<OperationState>, Step> {
+        const MAX_SENDS: u32 = 3;
+        let api = &self.deps().cloud_run;
+        let mut sends = 0;
+        loop {
+            sends += 1;
+            let err = match api.patch_service(service, patch.clone()).await {
+                Ok(op) => return Ok(Some(op)),
+                Err(e) => e,
+            };
+            if !err.outcome_unknown() {
+                return self
+                    .patch_refused(intent, service, &patch, err, &already)
+                    .await;
+            }
+            tracing::warn!(error = %err, service, intent = intent.id, "the answer to services.patch was lost; re-reading the service to learn whether it was applied");
+            // A 429 or an overloaded front end: pause (1s, 2s, 4s) before
+            // the re-read, so a re-send is not hammered at it either.
+            tokio::time::sleep(Duration::from_secs(1 << (sends - 1))).await;
+            let now = match api.get_service(service).await {
+                Ok(s) => s,
+                Err(e) => {
+                    let detail = format!(
+                        "the answer to the change of {} was lost ({err}) and the service cannot be read to learn whether it was made ({e})",
+                        short_name(service)
+                    );
+                    return Err(self.fail_intent(intent.id, detail).await);
+                }
+            };
+            match after_lost_patch(&patch, &now) {
+                LostPatch::Applied => {
+                    tracing::info!(
+                        service,
+                        intent = intent.id,
+                        "the lost patch was applied: continuing as ours"
+                    );
+                    return Ok(None);
+                }
+                LostPatch::NotApplied { etag } if sends < MAX_SENDS => patch.etag = etag,
+                LostPatch::NotApplied { .. } => {
+                    let detail = format!(
+                        "{} did not take the change after {sends} attempts: {err}",
+                        short_name(service)
+                    );
+                    return Err(self.fail_intent(intent.id, detail).await);
+                }
+                LostPatch::ChangedByOther(why) => {
+                    let detail = format!(
+                        "{} was changed by someone else while rearguard's change was unanswered ({why}); not retrying",
+                        short_name(service)
+                    );
+                    self.set_intent(
+                        intent.id,
+                        IntentState::Superseded,
+                        None,
+                        Some(detail.clone()),
+                    )
+                    .await;
+                    return Err(Step::Superseded(detail));
+                }
+            }
+        }
+    }
+
+    /// A patch was refused. A stale etag or a service that is no longer as
+    /// planned means someone changed it since we read it: if the change is
+    /// ours in effect, another actor did it.
     async fn patch_refused(
         &self,
         intent: &Intent,
         service: &str,
+        patch: &ServicePatch,
         err: CloudRunError,
         already: impl Fn(&ServiceState) -> bool,
-    ) -> Step {
-        if let CloudRunError::StaleEtag(_) = err {
+    ) -> Result<Option<OperationState>, Step> {
+        if let CloudRunError::StaleEtag(_) | CloudRunError::Changed(_) = err {
             if let Ok(now_svc) = self.deps().cloud_run.get_service(service).await {
+                if patch.is_applied_in(&now_svc) {
+                    // Our own change, re-sent by a layer below: it is ours.
+                    return Ok(None);
+                }
                 if already(&now_svc) {
                     let by = now_svc
                         .annotations
@@ -1619,17 +1730,52 @@ impl ActionRunner {
                         Some(detail.clone()),
                     )
                     .await;
-                    return Step::Superseded(detail);
+                    return Err(Step::Superseded(detail));
                 }
             }
             let detail = format!(
                 "{} changed while rearguard planned ({err}); not retrying",
                 short_name(service)
             );
-            return self.fail_intent(intent.id, detail).await;
+            return Err(self.fail_intent(intent.id, detail).await);
         }
-        let detail = format!("{} refused the change: {err}", short_name(service));
-        self.fail_intent(intent.id, detail).await
+        let mut detail = format!("{} refused the change: {err}", short_name(service));
+        if let CloudRunError::Api { code: 403, .. } = &err {
+            let runtime = self
+                .deps()
+                .cloud_run
+                .get_service(service)
+                .await
+                .ok()
+                .and_then(|s| s.runtime_service_account);
+            detail = format!("{detail}. {}", missing_role(&err, runtime.as_deref()));
+        }
+        Err(self.fail_intent(intent.id, detail).await)
+    }
+
+    /// Our change was applied, then the service changed again before it was
+    /// in effect: someone else's newer decision, left as it is.
+    async fn changed_after_ours(
+        &self,
+        intent: &Intent,
+        service: &str,
+        ours: &[TrafficTarget],
+        now: &ServiceState,
+    ) -> Step {
+        let detail = format!(
+            "{} was changed by someone else after rearguard's change: traffic is {}, rearguard set {}; not overwriting it",
+            short_name(service),
+            describe_traffic(&now.traffic),
+            describe_traffic(ours)
+        );
+        self.set_intent(
+            intent.id,
+            IntentState::Superseded,
+            None,
+            Some(detail.clone()),
+        )
+        .await;
+        Step::Superseded(detail)
     }
 
     /// Polls an operation with backoff (1s doubling to 10s) until done or the deadline.
@@ -1717,7 +1863,7 @@ impl ActionRunner {
             run,
             step,
             "cloud_run_env",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "env": cfg.env, "origin": run.origin }),
+            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "env": cfg.env, "origin": run.origin, "planned": PlannedBase::of(&svc) }),
         );
         intent.from_revision = current.clone();
         intent.etag = Some(svc.etag.clone());
@@ -1792,30 +1938,42 @@ impl ActionRunner {
         let Some(service) = intent.service.clone() else {
             return Step::Failed("intent without service".into());
         };
-        let api = &self.deps().cloud_run;
+        let planned = planned_base(intent);
+        let traffic = match &planned {
+            Some(p) => route_all(&p.traffic, Route::Latest),
+            None => vec![TrafficTarget::latest(100)],
+        };
         let patch = ServicePatch {
             etag: intent.etag.clone().unwrap_or_default(),
-            traffic: Some(vec![TrafficTarget::latest(100)]),
+            expect: planned,
+            traffic: Some(traffic.clone()),
             env: Some(env.clone()),
-            annotations: BTreeMap::new(),
+            annotations: self.rollback_annotations(intent, ENV_REVERT_TO),
         };
-        let op = match api.patch_service(&service, patch).await {
+        let op = match self
+            .send_patch(intent, &service, patch, |s| s.has_env(env))
+            .await
+        {
             Ok(op) => op,
-            Err(e) => {
-                return self
-                    .patch_refused(intent, &service, e, |s| s.has_env(env))
-                    .await
-            }
+            Err(step) => return step,
         };
-        self.set_intent(intent.id, IntentState::Applied, Some(op.name.clone()), None)
-            .await;
+        self.set_intent(
+            intent.id,
+            IntentState::Applied,
+            op.as_ref().map(|o| o.name.clone()),
+            None,
+        )
+        .await;
         let deadline = self.now() + timeout.as_millis() as i64;
-        if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
-            self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
-                .await;
-            return Step::Failed(e);
+        if let Some(op) = &op {
+            if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
+                self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
+                    .await;
+                return Step::Failed(e);
+            }
         }
-        self.finish_env(intent, &service, env, deadline).await
+        self.finish_env(intent, &service, env, Some(&traffic), deadline)
+            .await
     }
 
     /// Waits until the new revision is Ready and serves everything.
@@ -1824,17 +1982,24 @@ impl ActionRunner {
         intent: &Intent,
         service: &str,
         env: &BTreeMap<String, String>,
+        ours: Option<&[TrafficTarget]>,
         deadline: TimestampMs,
     ) -> Step {
+        let changed = |s: &ServiceState| ours.is_some_and(|t| s.traffic != t);
         let ready = |s: &ServiceState| {
-            s.has_env(env)
-                && s.latest_created_revision.is_some()
-                && s.latest_created_revision == s.latest_ready_revision
-                && s.latest_ready_revision
-                    .as_deref()
-                    .is_some_and(|r| s.serves_fully(r))
+            changed(s)
+                || s.has_env(env)
+                    && s.latest_created_revision.is_some()
+                    && s.latest_created_revision == s.latest_ready_revision
+                    && s.latest_ready_revision
+                        .as_deref()
+                        .is_some_and(|r| s.serves_fully(r))
         };
         match self.wait_service(service, deadline, ready).await {
+            Ok(s) if changed(&s) => {
+                self.changed_after_ours(intent, service, ours.unwrap_or_default(), &s)
+                    .await
+            }
             Ok(s) => {
                 self.set_intent(intent.id, IntentState::Verifying, None, None)
                     .await;
@@ -2153,7 +2318,8 @@ impl ActionRunner {
                     Err(e) => self.fail_intent(intent.id, e).await,
                 }
             } else {
-                self.finish_env(intent, &service, &env, deadline).await
+                self.finish_env(intent, &service, &env, None, deadline)
+                    .await
             };
             self.audit(
                 run,
@@ -2214,6 +2380,7 @@ impl ActionRunner {
             .await;
             let mut fresh = intent.clone();
             fresh.etag = Some(svc.etag.clone());
+            fresh.detail["planned"] = json!(PlannedBase::of(&svc));
             if is_traffic {
                 self.execute_traffic(&fresh, timeout).await
             } else {
@@ -2244,6 +2411,23 @@ impl ActionRunner {
         }
         Some(step)
     }
+}
+
+/// The run and intent that made a change (`<run id>/<intent id>/<nonce>`;
+/// the nonce parts two rearguards acting on the same alert at once).
+pub const ANNOTATION_BY: &str = "rearguard.dev/rolled-back-by";
+
+/// `rearguard.dev/rolled-back-to` of an env revert: all traffic to the
+/// latest revision, the new one (its name is generated by Cloud Run).
+pub const ENV_REVERT_TO: &str = "LATEST";
+
+/// The service as the change was planned against (`None` for an intent
+/// written by an older rearguard).
+fn planned_base(intent: &Intent) -> Option<PlannedBase> {
+    intent
+        .detail
+        .get("planned")
+        .and_then(|p| serde_json::from_value(p.clone()).ok())
 }
 
 impl NotificationSink for ActionRunner {

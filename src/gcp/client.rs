@@ -152,6 +152,9 @@ pub struct Request<'a> {
     pub timeout: Option<Duration>,
     /// A call quota every attempt must take a slot from (and that a 429 pauses).
     pub quota: Option<CallQuota>,
+    /// Not idempotent (`services.patch`): one attempt only, whatever the
+    /// policy says; the caller re-reads to learn whether it was carried out.
+    pub once: bool,
 }
 
 impl<'a> Request<'a> {
@@ -165,6 +168,7 @@ impl<'a> Request<'a> {
             body: None,
             timeout: None,
             quota: None,
+            once: false,
         }
     }
 
@@ -187,6 +191,7 @@ impl<'a> Request<'a> {
             body: Some(body),
             timeout: None,
             quota: None,
+            once: false,
         })
     }
 
@@ -202,6 +207,12 @@ impl<'a> Request<'a> {
 
     pub fn quota(mut self, q: CallQuota) -> Self {
         self.quota = Some(q);
+        self
+    }
+
+    /// One attempt only (see [`Request::once`]).
+    pub fn not_retried(mut self) -> Self {
+        self.once = true;
         self
     }
 }
@@ -282,7 +293,7 @@ impl GcpClient {
                         .min(policy.max_retry_after),
                 );
             }
-            if !err.is_retryable() || attempt >= policy.max_attempts {
+            if !err.is_retryable() || req.once || attempt >= policy.max_attempts {
                 return Err(err);
             }
             let wait = match err.retry_after() {

@@ -155,6 +155,17 @@ pub struct Container {
     pub extra: Map<String, Value>,
 }
 
+impl Container {
+    /// Whether the container declares a port (the ingress container does;
+    /// a sidecar may not: "Only a single port can be specified", run-v2.json).
+    pub fn has_port(&self) -> bool {
+        self.extra
+            .get("ports")
+            .and_then(Value::as_array)
+            .is_some_and(|p| !p.is_empty())
+    }
+}
+
 /// `GoogleCloudRunV2RevisionTemplate`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -170,6 +181,25 @@ pub struct RevisionTemplate {
     pub containers: Vec<Container>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+impl RevisionTemplate {
+    /// Index of the ingress container: the one with a port, else the only one
+    /// (a single container may leave `ports` out and gets PORT=8080).
+    pub fn ingress_index(&self) -> Option<usize> {
+        self.containers
+            .iter()
+            .position(Container::has_port)
+            .or_else(|| (self.containers.len() == 1).then_some(0))
+    }
+
+    /// `serviceAccount`: the runtime identity (None: the Compute Engine default).
+    pub fn service_account(&self) -> Option<&str> {
+        self.extra
+            .get("serviceAccount")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
 }
 
 /// `GoogleCloudRunV2Service`.
@@ -395,6 +425,43 @@ pub struct PatchOptions {
     pub validate_only: bool,
 }
 
+/// The body of a `services.patch` that carries only what it changes, so a
+/// `template.revision` pinned by gcloud or the Console is never echoed back
+/// (Cloud Run answers that with 409 ALREADY_EXISTS "Revision named 'X' with
+/// different configuration already exists" even when `updateMask` leaves
+/// `template` out: google-cloud-python issues 11870 and 14259).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceUpdate {
+    pub name: String,
+    pub etag: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Vec<TrafficTarget>>,
+    /// The whole map (a field mask on a map replaces it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// A new template: its `revision` must be empty (a generated name) or new.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<RevisionTemplate>,
+}
+
+impl ServiceUpdate {
+    /// The `updateMask` (v2 field paths) naming exactly the fields sent.
+    pub fn update_mask(&self) -> Vec<String> {
+        let mut mask = Vec::new();
+        if self.template.is_some() {
+            mask.push("template".to_string());
+        }
+        if self.traffic.is_some() {
+            mask.push("traffic".to_string());
+        }
+        if self.annotations.is_some() {
+            mask.push("annotations".to_string());
+        }
+        mask
+    }
+}
+
 /// The Cloud Run Admin API v2, over the shared request path.
 #[derive(Clone)]
 pub struct CloudRunClient {
@@ -445,24 +512,57 @@ impl CloudRunClient {
     /// `services.patch` with the service as read (and changed): its `etag` makes
     /// Cloud Run refuse the change if the service changed meanwhile
     /// ([`GcpError::StaleEtag`]). Returns the long-running operation.
+    ///
+    /// Sends the whole service: a `template.revision` pinned by gcloud or the
+    /// Console makes Cloud Run answer 409 ALREADY_EXISTS. Rollbacks use
+    /// [`CloudRunClient::update_service`].
     pub async fn patch_service(
         &self,
         service: &Service,
         opts: &PatchOptions,
     ) -> Result<Operation, GcpError> {
-        check_name(&service.name, "service")?;
-        if service.etag.as_deref().unwrap_or("").is_empty() {
+        self.send_patch(&service.name, service.etag.as_deref(), service, opts)
+            .await
+    }
+
+    /// `services.patch` with only the fields `update` changes and the
+    /// `updateMask` that names them.
+    pub async fn update_service(
+        &self,
+        update: &ServiceUpdate,
+        validate_only: bool,
+    ) -> Result<Operation, GcpError> {
+        let opts = PatchOptions {
+            update_mask: update.update_mask(),
+            validate_only,
+        };
+        self.send_patch(&update.name, Some(&update.etag), update, &opts)
+            .await
+    }
+
+    async fn send_patch<B: Serialize>(
+        &self,
+        name: &str,
+        etag: Option<&str>,
+        body: &B,
+        opts: &PatchOptions,
+    ) -> Result<Operation, GcpError> {
+        check_name(name, "service")?;
+        if etag.unwrap_or("").is_empty() {
             return Err(GcpError::InvalidRequest(
                 "services.patch without an etag could overwrite a concurrent change; read the service first".into(),
             ));
         }
+        // Not idempotent: a patch whose answer was lost may have been applied,
+        // and sending it again would be refused for its old etag (or apply twice).
         let mut req = Request::with_body(
             API,
             "services.patch",
             reqwest::Method::PATCH,
-            self.url(&service.name),
-            service,
-        )?;
+            self.url(name),
+            body,
+        )?
+        .not_retried();
         if !opts.update_mask.is_empty() {
             req = req.query("updateMask", opts.update_mask.join(","));
         }

@@ -66,7 +66,9 @@ pub(crate) fn handle(
         }
         ("POST", "/sim/faults") => {
             let m = body["method"].as_str().ok_or_else(|| ApiError::invalid_argument("body.method is required (a method id, a prefix with *, or *)"))?;
-            let kind = if let Some(code) = body["status"].as_u64() {
+            let kind = if let Some(code) = body["answerLostStatus"].as_u64() {
+                FaultKind::AnswerLost { code: code as u16 }
+            } else if let Some(code) = body["status"].as_u64() {
                 FaultKind::Status { code: code as u16, retry_after_secs: body["retryAfterSeconds"].as_u64() }
             } else if let Some(ms) = body["delayMs"].as_u64() {
                 FaultKind::Delay(Duration::from_millis(ms))
@@ -74,7 +76,7 @@ pub(crate) fn handle(
                 match body["kind"].as_str() {
                     Some("malformed") => FaultKind::MalformedJson,
                     Some("truncated") => FaultKind::TruncatedJson,
-                    _ => return Err(ApiError::invalid_argument("give status, delayMs, or kind: malformed|truncated")),
+                    _ => return Err(ApiError::invalid_argument("give status, answerLostStatus, delayMs, or kind: malformed|truncated")),
                 }
             };
             let mut f = Fault::new(m, kind);

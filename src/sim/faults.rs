@@ -24,6 +24,12 @@ pub enum FaultKind {
     MalformedJson,
     /// Answer 200 with the real body cut in half.
     TruncatedJson,
+    /// Carry the call out, then lose its answer: the client gets this status
+    /// (a 502/503/504 from Google's front end, or a reset it sees as one)
+    /// although the change was made. `services.patch` is not idempotent
+    /// (AIP-134 makes no such promise for Update), so a client must re-read
+    /// before sending it again.
+    AnswerLost { code: u16 },
 }
 
 /// A fault rule: which calls it hits, how many times.
@@ -76,6 +82,10 @@ impl Fault {
                 retry_delay_ms: retry_delay.as_millis() as i64,
             },
         )
+    }
+    /// Carries the call out and answers `code` instead of its result.
+    pub fn answer_lost(method: impl Into<String>, code: u16) -> Self {
+        Self::new(method, FaultKind::AnswerLost { code })
     }
     pub fn status(method: impl Into<String>, code: u16) -> Self {
         Self::new(

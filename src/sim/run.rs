@@ -189,6 +189,17 @@ pub(crate) struct RunState {
     revisions: BTreeMap<String, Revision>,
     operations: BTreeMap<String, Operation>,
     pub operation_delay_ms: i64,
+    /// Refuse a patch whose `etag` is not the current one (409 ABORTED).
+    /// `service.proto` marks `etag` output only and Google does not document
+    /// that Cloud Run enforces it on update: `false` accepts any etag, so
+    /// clients must not rely on it alone.
+    pub enforce_etag: bool,
+    /// The caller may not act as the service's runtime service account:
+    /// every update answers 403. Cloud Run requires Service Account User on
+    /// the service identity for traffic changes too ("Rollbacks, gradual
+    /// rollouts, and traffic migration", Required roles:
+    /// https://cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration).
+    pub deny_act_as: bool,
 }
 
 /// Fields of Service a patch may not set (output only); ignored like Google does.
@@ -233,6 +244,8 @@ impl RunState {
             revisions: BTreeMap::new(),
             operations: BTreeMap::new(),
             operation_delay_ms: 2000,
+            enforce_etag: true,
+            deny_act_as: false,
         }
     }
 
@@ -347,9 +360,18 @@ impl RunState {
             }
             set_env(c, &spec.env);
         }
-        if let Some(t) = template.as_object_mut() {
-            t.remove("revision");
-        }
+        // gcloud (and the Console) name the new revision themselves and pin it
+        // in `template.revision` (`<service>-<generation:05>-<3 letters>`;
+        // hashicorp/terraform-provider-google issue 9438: "the Cloud Console
+        // (as well as gcloud) will specify a revision name"); it stays in the
+        // service's template until the next deploy names another.
+        let pinned = format!(
+            "{}-{:05}-{}",
+            svc.short,
+            svc.revision_seq + 1,
+            random_letters(3)
+        );
+        template["revision"] = json!(pinned);
         let body = json!({"template": template, "traffic": [{"type": LATEST, "percent": 100}]});
         let op = self.patch_inner(
             now,
@@ -608,6 +630,38 @@ impl RunState {
         body: &Value,
     ) -> Result<Value, ApiError> {
         let flag = |k: &str| super::util::query_get(query, k) == Some("true");
+        let svc = self.service_ref(name)?;
+        if self.deny_act_as {
+            let account = svc.template["serviceAccount"].as_str().unwrap_or_default();
+            return Err(ApiError::new(
+                403,
+                "PERMISSION_DENIED",
+                format!("Permission 'iam.serviceaccounts.actAs' denied on service account {account} (or it may not exist)."),
+            ));
+        }
+        // A body whose template names an existing revision is refused, even
+        // when `updateMask` leaves `template` out and nothing in it changed:
+        // revisions are immutable and their names unique (google-cloud-python
+        // issues 11870, a traffic-only update, and 14259, updateMask
+        // `scaling.minInstanceCount`; both 409 "Revision named 'X' with
+        // different configuration already exists").
+        if let Some(rev) = body
+            .get("template")
+            .and_then(|t| t.get("revision"))
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+        {
+            if self
+                .revisions
+                .contains_key(&format!("{}/revisions/{rev}", svc.name))
+            {
+                return Err(ApiError::new(
+                    409,
+                    "ALREADY_EXISTS",
+                    format!("Revision named '{rev}' with different configuration already exists."),
+                ));
+            }
+        }
         if let Some(mask) = super::util::query_get(query, "updateMask") {
             let mut filtered = Map::new();
             for field in mask.split(',').map(str::trim).filter(|f| !f.is_empty()) {
@@ -678,6 +732,9 @@ impl RunState {
 
     fn check_etag(&self, name: &str, body: &Value) -> Result<(), ApiError> {
         let svc = self.service_ref(name)?;
+        if !self.enforce_etag {
+            return Ok(());
+        }
         if let Some(etag) = body.get("etag").and_then(Value::as_str) {
             if !etag.is_empty() && etag != svc.etag {
                 return Err(ApiError::aborted(format!(
@@ -729,10 +786,16 @@ impl RunState {
                     )));
                 }
             }
-            let differs = strip_revision(&t) != strip_revision(&svc.template);
+            let differs = strip_revision(&t) != strip_revision(&svc.template)
+                || t.get("revision")
+                    .is_some_and(|r| Some(r) != svc.template.get("revision"));
             if differs || force_new_revision {
-                if let Some(obj) = t.as_object_mut() {
-                    obj.remove("revision");
+                // The service's template keeps the name the client gave (or
+                // none), as `services.get` shows it after a gcloud deploy.
+                if t.get("revision").and_then(Value::as_str) == Some("") {
+                    if let Some(obj) = t.as_object_mut() {
+                        obj.remove("revision");
+                    }
                 }
                 new_template = Some((
                     t,

@@ -250,6 +250,17 @@ impl FakeGcp {
         self.lock().run.operation_delay_ms = d.as_millis() as i64;
     }
 
+    /// `false`: `services.patch` accepts any etag (see `RunState::enforce_etag`).
+    pub fn set_run_etag_enforced(&self, on: bool) {
+        self.lock().run.enforce_etag = on;
+    }
+
+    /// `true`: the caller lacks `iam.serviceaccounts.actAs` on the runtime
+    /// service account, and every `services.patch` answers 403.
+    pub fn set_run_deny_act_as(&self, on: bool) {
+        self.lock().run.deny_act_as = on;
+    }
+
     /// The service as `services.get` shows it now.
     pub fn service(&self, name: &str) -> Result<Value, ApiError> {
         self.lock().run.get_service(name)
@@ -624,6 +635,11 @@ async fn handle(
                 },
             )
         };
+        if let Some(FaultKind::AnswerLost { code }) = &fault {
+            // Carried out above; the client never learns it.
+            let err = ApiError::new(*code, status_name(*code), fault_message(*code));
+            break 'resp err.into_response();
+        }
         let ok_json = |v: Value| match &fault {
             Some(FaultKind::MalformedJson) => {
                 raw_json_response(StatusCode::OK, "{\"error\": <html>502 Bad Gateway".into())
