@@ -366,7 +366,8 @@ impl ActionRunner {
     /// Registers the metrics and takes the actions and receivers of `config`.
     pub fn new(deps: ActionDeps, config: &Config) -> Result<Self, prometheus::Error> {
         let metrics = ActionMetrics::register(&deps.registry)?;
-        let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone());
+        let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone())
+            .with_store(deps.store.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 deps,
@@ -395,6 +396,11 @@ impl ActionRunner {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The emitter of rollback events (the daemon presents pending ones; dispatch marks them notified).
+    pub fn events(&self) -> &EventEmitter {
+        &self.inner.emitter
     }
 
     fn deps(&self) -> &ActionDeps {
@@ -646,7 +652,7 @@ impl ActionRunner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn event(
+    async fn event(
         &self,
         run: &Run,
         phase: Phase,
@@ -656,20 +662,23 @@ impl ActionRunner {
         summary: String,
         description: String,
     ) {
-        self.inner.emitter.emit(
-            &Event {
-                phase,
-                target: run.target.clone(),
-                service: run.service_label(),
-                reason: reason.to_string(),
-                trigger: run.trigger.alert.clone(),
-                from_revision: from.map(str::to_string),
-                to_revision: to.map(str::to_string),
-                summary,
-                description,
-            },
-            self.now(),
-        );
+        self.inner
+            .emitter
+            .emit(
+                &Event {
+                    phase,
+                    target: run.target.clone(),
+                    service: run.service_label(),
+                    reason: reason.to_string(),
+                    trigger: run.trigger.alert.clone(),
+                    from_revision: from.map(str::to_string),
+                    to_revision: to.map(str::to_string),
+                    summary,
+                    description,
+                },
+                self.now(),
+            )
+            .await;
     }
 
     /// Writes an intent before acting; a store that cannot take it stops the
@@ -729,7 +738,8 @@ impl ActionRunner {
                 None,
                 format!("not acting on {}: {}", run.service_label(), detail),
                 format!("{} fired; {detail}", run.because()),
-            );
+            )
+            .await;
         }
         Outcome::Skipped {
             reason: reason.to_string(),
@@ -936,7 +946,8 @@ impl ActionRunner {
                     run.service_label()
                 ),
                 format!("{} fired again. {detail}. {hold_reason}.", run.because()),
-            );
+            )
+            .await;
             return Some(outcome);
         }
         if let Some(a) = &run.trigger.alert {
@@ -1109,7 +1120,8 @@ impl ActionRunner {
                             run.service_label()
                         ),
                         detail.clone(),
-                    );
+                    )
+                    .await;
                     return Outcome::Superseded { detail };
                 }
                 Step::Failed(detail) => {
@@ -1121,7 +1133,8 @@ impl ActionRunner {
                         None,
                         format!("{label} on {} failed", run.service_label()),
                         format!("{} fired; {detail}", run.because()),
-                    );
+                    )
+                    .await;
                     last_failure = Some(format!("{label}: {detail}"));
                 }
                 Step::Done {
@@ -1158,7 +1171,8 @@ impl ActionRunner {
                             to.as_deref(),
                             summary,
                             format!("{} fired; {detail}", run.because()),
-                        );
+                        )
+                        .await;
                         return Outcome::Verified {
                             step: i + 1,
                             from_revision: from,
@@ -1204,7 +1218,8 @@ impl ActionRunner {
                 None,
                 format!("dry run: would act on {}: {text}", run.service_label()),
                 format!("{} fired; dry run, nothing changed", run.because()),
-            );
+            )
+            .await;
             return Outcome::DryRun { plan: plan_lines };
         }
         if let Some(failure) = last_failure {
@@ -1239,7 +1254,8 @@ impl ActionRunner {
                     run.because(),
                     run.target
                 ),
-            );
+            )
+            .await;
             let acted = failure.contains("not verified");
             return if acted {
                 Outcome::NotVerified { detail: failure }
@@ -1460,7 +1476,8 @@ impl ActionRunner {
                 run.because()
             ),
             format!("Sending 100% of traffic to {to}; then verifying."),
-        );
+        )
+        .await;
         let result = self
             .execute_traffic(&intent, run.action.operation_timeout.0)
             .await;
@@ -1751,7 +1768,8 @@ impl ActionRunner {
                 run.because()
             ),
             "A new revision with the variables is deployed; then verifying.".into(),
-        );
+        )
+        .await;
         let result = self
             .execute_env(&intent, &cfg.env, run.action.operation_timeout.0)
             .await;
@@ -1884,7 +1902,8 @@ impl ActionRunner {
             None,
             format!("running {shown} because {}", run.because()),
             "Then verifying.".into(),
-        );
+        )
+        .await;
         self.set_intent(id, IntentState::Applied, None, None).await;
         let env = command::alert_env(run.trigger.alert.as_ref(), run.service.as_deref());
         let out = command::run(argv, &env, run.action.timeout.0).await;
@@ -1950,8 +1969,16 @@ impl ActionRunner {
     async fn check_healthy(&self, run: &Run) -> Result<(), String> {
         let mut problems = Vec::new();
         if let Some(a) = &run.trigger.alert {
-            if self.deps().alert_state.is_firing(a.fingerprint()) == Some(true) {
-                problems.push(format!("{} still firing", a.name()));
+            // Fresh evidence only: an alert held by the restore grace is unknown,
+            // and then the probes decide (or, without probes, verification waits).
+            match self.deps().alert_state.is_firing_fresh(a.fingerprint()) {
+                Some(true) => problems.push(format!("{} still firing", a.name())),
+                None if run.action.verify.probes.is_empty()
+                    && self.deps().alert_state.is_firing(a.fingerprint()) == Some(true) =>
+                {
+                    problems.push(format!("{} not evaluated since the restart", a.name()))
+                }
+                _ => {}
             }
         }
         for p in &run.action.verify.probes {

@@ -38,7 +38,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::alert::{Alert, AlertSink};
+use crate::alert::{Alert, AlertSink, AlertStatus};
 use crate::clock::{Clock, TimestampMs};
 use crate::config::{Config, LoadedConfig};
 use crate::labels::Labels;
@@ -781,7 +781,7 @@ impl Actor {
         if ok {
             // Forget the resolved alerts just handled, unless they changed meanwhile.
             for (fp, version, alert) in &snapshot {
-                if alert.is_resolved()
+                if alert.status_at(now) == AlertStatus::Resolved
                     && group.alerts.get(fp).is_some_and(|e| e.version == *version)
                 {
                     group.alerts.remove(fp);
@@ -836,7 +836,8 @@ impl Actor {
         let mut firing: Vec<u64> = Vec::new();
         let mut resolved: Vec<u64> = Vec::new();
         for a in &alerts {
-            if a.is_resolved() {
+            // An alert may carry a future endsAt (the runner's events): firing until then.
+            if a.status_at(now) == AlertStatus::Resolved {
                 resolved.push(a.fingerprint());
             } else {
                 firing.push(a.fingerprint());
