@@ -704,6 +704,50 @@ async fn restart_during_verification_verifies_without_acting_again() {
     assert_eq!(intents[0].state, IntentState::Done);
 }
 
+/// A crash during verification; after the restart the rule manager holds the
+/// trigger firing (restored, not evaluated since) although the good revision
+/// serves: the probes, fresh evidence, decide, and the rollback is verified,
+/// never called not_verified, nor acted on again.
+#[tokio::test(start_paused = true)]
+async fn restart_during_verification_is_not_failed_by_the_restore_hold() {
+    let restarted = crash_while_verifying().await.restart(&traffic_action(""));
+    *restarted.world.held_by_restore.lock().unwrap() = true;
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+    assert!(restarted.store.holds().await.unwrap().is_empty(), "no hold");
+    let intents = restarted.store.intents_since(None, 0, 10).await.unwrap();
+    assert_eq!(intents[0].state, IntentState::Done);
+    let note = intents[0].note.as_deref().unwrap_or("");
+    assert!(!note.contains("not verified"), "{intents:?}");
+}
+
+/// Without verification probes, an alert held by the restore grace is not
+/// evidence either way: verification waits for fresh evaluation (here the
+/// hold ends 10 s after the restart with the alert not returned) and verifies.
+#[tokio::test(start_paused = true)]
+async fn without_probes_verification_waits_out_the_restore_hold() {
+    let no_probes = format!("  backend:\n    cloud_run_traffic:\n      service: {SVC}\n");
+    let restarted = crash_while_verifying().await.restart(&no_probes);
+    let world = restarted.world.clone();
+    *world.held_by_restore.lock().unwrap() = true;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        *world.held_by_restore.lock().unwrap() = false;
+    });
+    let started = restarted.clock.now_ms();
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    release.await.unwrap();
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+    assert!(
+        restarted.clock.now_ms() - started >= 10_000,
+        "not verified while only the hold was known"
+    );
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+}
+
 /// A crash during verification, and someone deploys while rearguard is down:
 /// the restart leaves their newer decision alone.
 #[tokio::test(start_paused = true)]
