@@ -49,8 +49,8 @@ impl Process {
     async fn start(dir: &std::path::Path, clock: &Clock) -> Process {
         let store = Store::open(dir).unwrap();
         let late = Arc::new(LateAlertSink::default());
-        let events = EventEmitter::new(late.clone(), "http://rg/api/v1/rollbacks")
-            .with_store(store.clone());
+        let events =
+            EventEmitter::new(late.clone(), "http://rg/api/v1/rollbacks").with_store(store.clone());
         let recorder = Arc::new(Recorder::default());
         *recorder.clock.lock().unwrap() = Some(clock.clone());
         let dispatcher = Dispatcher::start(
@@ -158,7 +158,9 @@ async fn a_notice_killed_in_group_wait_is_delivered_after_restart_once_with_its_
     let row = &p2.store.live_events(clock.now_ms()).await.unwrap()[0];
     assert!(row.notified_at_ms.is_some(), "marked once accepted");
     // The outcome is emitted by the resumed run; then a crash before its flush.
-    p2.events.emit(&event(Phase::Verified), clock.now_ms()).await;
+    p2.events
+        .emit(&event(Phase::Verified), clock.now_ms())
+        .await;
     let verified_id = p2
         .store
         .live_events(clock.now_ms())
@@ -182,7 +184,9 @@ async fn a_notice_killed_in_group_wait_is_delivered_after_restart_once_with_its_
     );
     // Same group (alertname, target): the notification carries both, the start
     // under its original id (a receiver drops it by id).
-    assert!(got.iter().all(|(id, _)| *id == verified_id || *id == started_id));
+    assert!(got
+        .iter()
+        .all(|(id, _)| *id == verified_id || *id == started_id));
     p3.kill().await;
 
     // Process 4: everything notified; a restart notifies nothing new.

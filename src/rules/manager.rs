@@ -882,6 +882,68 @@ mod tests {
         b.manager.shutdown().await;
     }
 
+    #[test]
+    fn restore_hold_covers_two_source_samples_and_two_evaluations() {
+        let s = Duration::from_secs;
+        assert_eq!(restore_hold(s(60), false, s(15)), s(150));
+        assert_eq!(restore_hold(s(1), false, s(1)), s(4));
+        assert_eq!(
+            restore_hold(s(60), true, s(15)),
+            s(120),
+            "remote data survives"
+        );
+        assert_eq!(restore_hold(s(30), false, Duration::ZERO), s(60));
+    }
+
+    /// A firing alert restored after a restart, whose expression no longer
+    /// returns it: firing for the hold (2 × 60 s + 2 × 15 s), but not fresh
+    /// evidence for verification; an evaluation that returns it makes it fresh.
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_alert_held_by_the_grace_is_not_fresh_evidence() {
+        use crate::action::wiring::RulesAlertState;
+        use crate::action::AlertState as _;
+        let clock = Clock::starting_at(T0);
+        let store = Store::open_in_memory().unwrap();
+        let a = rig(&store, &clock);
+        let text = FOR_10M
+            .replace("for: 10m", "for: 0s")
+            .replace("    keep_firing_for: 5m\n", "");
+        a.manager.apply(rules(&text)).await.unwrap();
+        *a.querier.answer.lock().unwrap() = vec![("api".into(), 5.0)];
+        run_for(2 * MIN).await;
+        let fired = firing(&a.sent);
+        assert_eq!(fired.len(), 1);
+        let fp = fired[0].fingerprint();
+        a.manager.shutdown().await;
+
+        // The restart: the service is healthy again, the expression returns nothing.
+        let Rig {
+            manager, querier, ..
+        } = rig(&store, &clock);
+        let cfg = RulesConfig {
+            source_interval: Duration::from_secs(15),
+            ..rules(&text)
+        };
+        manager.apply(cfg).await.unwrap();
+        let manager = Arc::new(manager);
+        let state = RulesAlertState {
+            rules: manager.clone(),
+            external_labels: BTreeMap::new(),
+        };
+        run_for(MIN + 1).await;
+        assert_eq!(state.is_firing(fp), Some(true), "held by the restore grace");
+        assert_eq!(state.is_firing_fresh(fp), None, "but not fresh evidence");
+        run_for(3 * MIN).await;
+        assert_eq!(state.is_firing(fp), Some(false), "the 150 s hold ended");
+        assert_eq!(state.is_firing_fresh(fp), Some(false));
+
+        // Firing again, evaluated after the restart: fresh evidence.
+        *querier.answer.lock().unwrap() = vec![("api".into(), 5.0)];
+        run_for(MIN + 1).await;
+        assert_eq!(state.is_firing_fresh(fp), Some(true));
+        manager.shutdown().await;
+    }
+
     #[tokio::test(start_paused = true)]
     async fn keep_firing_for_survives_restart_and_resolution_is_sent() {
         let clock = Clock::starting_at(T0);
