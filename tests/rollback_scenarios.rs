@@ -630,6 +630,36 @@ fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
     }
 }
 
+/// A kill after the intent was written but before its `started` notice was
+/// recorded: the restart says it (then the outcome), so people hear both.
+#[tokio::test(start_paused = true)]
+async fn a_started_notice_lost_before_it_was_recorded_is_said_at_restart() {
+    let (h, a) = bad_deploy(&traffic_action("")).await;
+    let alert_json = serde_json::json!({
+        "labels": {"alertname": "BackendDown", "service": "backend", "severity": "critical"},
+        "active_at_ms": a.active_at_ms,
+        "starts_at_ms": a.starts_at_ms,
+        "value": a.value,
+    });
+    h.store
+        .insert_intent(Intent {
+            fingerprint: format!("{:016x}", a.fingerprint()),
+            from_revision: Some("backend-00002".into()),
+            to_revision: Some("backend-00001".into()),
+            ..pending_intent("cloud_run_traffic", h.clock.now_ms(), alert_json)
+        })
+        .await
+        .unwrap();
+    h.runner.reconcile().await.unwrap();
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 1);
+    assert_eq!(h.sink.phases(), ["started", "verified"]);
+    let started = &h.sink.alerts()[0];
+    assert_eq!(started.labels.get("from_revision"), Some("backend-00002"));
+    assert_eq!(started.labels.get("to_revision"), Some("backend-00001"));
+    assert!(started.annotations.contains_key("event_id"));
+}
+
 /// A command a restart interrupted is not run again (it may or may not have
 /// run); while its alert fires it counts as a failed step and the ladder goes on.
 #[tokio::test(start_paused = true)]

@@ -172,6 +172,23 @@ impl EventEmitter {
         self.sink.send_alerts(vec![alert]);
     }
 
+    /// Whether this notice (its label set) was recorded at or after `since_ms`.
+    /// Without a store, or when the store cannot tell: false.
+    pub async fn recorded_since(&self, e: &Event, since_ms: TimestampMs) -> bool {
+        let Some(store) = &self.store else {
+            return false;
+        };
+        let fingerprint = self.to_alert(e, since_ms).labels.fingerprint_hex();
+        match store.event_by_fingerprint(fingerprint).await {
+            Ok(Some(row)) => row.starts_at_ms >= since_ms,
+            Ok(None) => false,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read recorded rollback events");
+                false
+            }
+        }
+    }
+
     /// Presents every live event (pending, or notified and still active) to
     /// the dispatcher again; a pending one whose `endsAt` is near gets a new
     /// one, so it fires until notified. Call at start and every

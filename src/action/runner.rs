@@ -681,6 +681,35 @@ impl ActionRunner {
             .await;
     }
 
+    /// Like `event`, but nothing when the same notice was recorded at or after `since_ms`.
+    #[allow(clippy::too_many_arguments)]
+    async fn event_unless_recorded_since(
+        &self,
+        since_ms: TimestampMs,
+        run: &Run,
+        phase: Phase,
+        reason: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        summary: String,
+        description: String,
+    ) {
+        let e = Event {
+            phase,
+            target: run.target.clone(),
+            service: run.service_label(),
+            reason: reason.to_string(),
+            trigger: run.trigger.alert.clone(),
+            from_revision: from.map(str::to_string),
+            to_revision: to.map(str::to_string),
+            summary,
+            description,
+        };
+        if !self.inner.emitter.recorded_since(&e, since_ms).await {
+            self.inner.emitter.emit(&e, self.now()).await;
+        }
+    }
+
     /// Writes an intent before acting; a store that cannot take it stops the
     /// step (acting without a record could act twice after a restart).
     async fn write_intent(&self, intent: &Intent) -> Result<i64, Step> {
@@ -2107,6 +2136,35 @@ impl ActionRunner {
         };
         if let Step::Done { from, .. } = &step {
             run.left_behind.extend(from.clone());
+        }
+        // A kill between the intent and its `started` notice would lose the
+        // notice: say it now unless it was recorded for this intent. (A
+        // command is never resumed: its step fails, and that is said.)
+        let resumed = match intent.kind.as_str() {
+            "cloud_run_traffic" => Some((
+                "rolling_back",
+                intent.from_revision.as_deref(),
+                intent.to_revision.as_deref(),
+            )),
+            "cloud_run_env" => Some(("setting_env", intent.from_revision.as_deref(), None)),
+            _ => None,
+        };
+        if let Some((reason, from, to)) = resumed {
+            self.event_unless_recorded_since(
+                intent.created_at_ms,
+                &run,
+                Phase::Started,
+                reason,
+                from,
+                to,
+                format!(
+                    "resuming {} after a restart because {}",
+                    intent.kind,
+                    run.because()
+                ),
+                "The action was found unfinished at start; verifying.".into(),
+            )
+            .await;
         }
         // Go on as the interrupted run would have: verify, then the next steps.
         let this = self.clone();

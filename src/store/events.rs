@@ -118,6 +118,22 @@ impl Store {
         .await
     }
 
+    /// The row of a label set, if any.
+    pub async fn event_by_fingerprint(
+        &self,
+        fingerprint: String,
+    ) -> Result<Option<StoredEvent>, StoreError> {
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {COLUMNS} FROM event_alerts WHERE fingerprint = ?1"),
+                params![fingerprint],
+                row_to_event,
+            )
+            .optional()
+        })
+        .await
+    }
+
     /// Marks the events with these ids notified (a notification carrying them was accepted).
     pub async fn mark_events_notified(
         &self,
