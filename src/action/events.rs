@@ -333,3 +333,91 @@ impl AlertSink for RecordingSink {
             .extend(alerts);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: TimestampMs = 1_700_000_000_000;
+    const MIN: i64 = 60_000;
+
+    fn event() -> Event {
+        Event {
+            phase: Phase::Failed,
+            target: "backend".into(),
+            service: "backend".into(),
+            reason: "verification_failed".into(),
+            trigger: None,
+            from_revision: Some("backend-00002".into()),
+            to_revision: Some("backend-00001".into()),
+            summary: "rollback did not fix it".into(),
+            description: String::new(),
+        }
+    }
+
+    /// A pending notice is presented again with a fresh endsAt while it is not
+    /// notified, never after it was (once ended), and is given up after a day.
+    #[tokio::test]
+    async fn pending_notices_are_presented_until_notified_or_given_up() {
+        let store = Store::open_in_memory().unwrap();
+        let sink = Arc::new(RecordingSink::default());
+        let em = EventEmitter::new(sink.clone(), "http://rg").with_store(store.clone());
+        em.emit(&event(), T0).await;
+        let sent = sink.alerts();
+        assert_eq!(sent.len(), 1);
+        let id = sent[0].annotations[EVENT_ID_ANNOTATION].clone();
+        assert_eq!(sent[0].ends_at_ms, Some(T0 + 5 * MIN));
+        assert_eq!(sent[0].status_at(T0 + 5 * MIN - 1), AlertStatus::Firing);
+
+        // An hour later (the dispatcher never notified it): presented, firing again.
+        assert_eq!(em.present_pending(T0 + 60 * MIN).await, 1);
+        let again = sink.alerts().pop().unwrap();
+        assert_eq!(again.annotations[EVENT_ID_ANNOTATION], id);
+        assert_eq!(again.starts_at_ms, T0, "the same notice");
+        assert_eq!(again.ends_at_ms, Some(T0 + 65 * MIN));
+
+        // A day later it is given up (and deleted).
+        assert_eq!(em.present_pending(T0 + 25 * 60 * MIN).await, 0);
+        assert!(store.live_events(0).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_notified_notice_is_not_presented_once_it_ended() {
+        let store = Store::open_in_memory().unwrap();
+        let sink = Arc::new(RecordingSink::default());
+        let em = EventEmitter::new(sink.clone(), "http://rg").with_store(store.clone());
+        em.emit(&event(), T0).await;
+        let alert = sink.alerts().pop().unwrap();
+        let n = Notification {
+            receiver: "team".into(),
+            group_key: "{}:{}".into(),
+            group_labels: Labels::empty(),
+            alerts: vec![alert],
+            created_at_ms: T0 + 1_000,
+        };
+        em.mark_notified(&n).await;
+        // Still active: presented (the notification log keeps it from repeating).
+        assert_eq!(em.present_pending(T0 + MIN).await, 1);
+        // Ended: nothing.
+        assert_eq!(em.present_pending(T0 + 6 * MIN).await, 0);
+        // A new emission after the end is a new notice with a new id.
+        em.emit(&event(), T0 + 10 * MIN).await;
+        let new = sink.alerts().pop().unwrap();
+        assert_eq!(new.starts_at_ms, T0 + 10 * MIN);
+        assert_ne!(
+            new.annotations[EVENT_ID_ANNOTATION],
+            n.alerts[0].annotations[EVENT_ID_ANNOTATION]
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_store_events_are_sent_as_before() {
+        let sink = Arc::new(RecordingSink::default());
+        let em = EventEmitter::new(sink.clone(), "http://rg");
+        em.emit(&event(), T0).await;
+        let a = sink.alerts().pop().unwrap();
+        assert_eq!(a.ends_at_ms, None);
+        assert!(!a.annotations.contains_key(EVENT_ID_ANNOTATION));
+        assert_eq!(em.present_pending(T0).await, 0);
+    }
+}

@@ -187,12 +187,14 @@ impl Store {
         .await
     }
 
-    /// Deletes events that ended before `before_ms` (notified or given up on).
+    /// Deletes the notified events that ended before `before_ms`, and the
+    /// pending ones that started before it (given up on).
     pub async fn delete_events_before(&self, before_ms: TimestampMs) -> Result<usize, StoreError> {
         self.call(move |c| {
             c.execute(
-                "DELETE FROM event_alerts WHERE ends_at_ms < ?1 AND
-                   (notified_at_ms IS NOT NULL OR starts_at_ms < ?1)",
+                "DELETE FROM event_alerts WHERE
+                   (notified_at_ms IS NOT NULL AND ends_at_ms < ?1)
+                   OR (notified_at_ms IS NULL AND starts_at_ms < ?1)",
                 params![before_ms],
             )
         })
