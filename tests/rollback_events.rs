@@ -47,6 +47,10 @@ struct Process {
 
 impl Process {
     async fn start(dir: &std::path::Path, clock: &Clock) -> Process {
+        Self::start_with(dir, clock, CONFIG).await
+    }
+
+    async fn start_with(dir: &std::path::Path, clock: &Clock, config: &str) -> Process {
         let store = Store::open(dir).unwrap();
         let late = Arc::new(LateAlertSink::default());
         let events =
@@ -63,11 +67,13 @@ impl Process {
                 }),
                 registry: prometheus::Registry::new(),
             },
-            &load(CONFIG),
+            &load(config),
         )
         .await
         .unwrap();
         late.set(dispatcher.clone());
+        let routing = dispatcher.clone();
+        events.set_receivers(Arc::new(move |l| routing.notifying_receivers(l)));
         events.present_pending(clock.now_ms()).await;
         dispatcher.sync().await;
         Process {
@@ -85,11 +91,17 @@ impl Process {
 
     /// (event_id, phase) of the firing event alerts notified so far.
     fn notified(&self) -> Vec<(String, String)> {
+        self.notified_to(None)
+    }
+
+    /// Like `notified`, to one receiver (or all).
+    fn notified_to(&self, receiver: Option<&str>) -> Vec<(String, String)> {
         self.recorder
             .got
             .lock()
             .unwrap()
             .iter()
+            .filter(|(_, n)| receiver.is_none_or(|r| n.receiver == r))
             .flat_map(|(_, n)| {
                 n.alerts
                     .iter()
@@ -216,4 +228,34 @@ async fn a_repeated_notice_keeps_its_id_and_start() {
     advance(&p, Duration::from_secs(20)).await;
     assert_eq!(p.notified().len(), 1, "one notice: {:?}", p.notified());
     p.kill().await;
+}
+
+/// An event routed to two receivers; the team was notified, the pager (a
+/// longer group_wait) not yet when the process died, and it stayed down past
+/// the event's hold: the restart still notifies the pager, and not the team again.
+#[tokio::test(start_paused = true)]
+async fn a_notice_for_two_receivers_is_pending_until_both_were_notified() {
+    let config = "route:\n  receiver: team\n  group_by: [alertname, target]\n  group_wait: 30s\n  group_interval: 5m\n  repeat_interval: 4h\n  routes:\n    - matchers: ['severity=\"critical\"']\n      receiver: pager\n      group_wait: 60s\n      continue: true\n    - receiver: team\nreceivers:\n  - name: team\n    webhook_configs:\n      - url: http://127.0.0.1:9/hook\n  - name: pager\n    webhook_configs:\n      - url: http://127.0.0.1:9/page\n";
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Clock::starting_at(T0);
+    let p1 = Process::start_with(dir.path(), &clock, config).await;
+    p1.events.emit(&event(Phase::Failed), clock.now_ms()).await;
+    advance(&p1, Duration::from_secs(40)).await;
+    assert_eq!(p1.notified_to(Some("team")).len(), 1);
+    assert!(p1.notified_to(Some("pager")).is_empty());
+    let row = &p1.store.live_events(clock.now_ms()).await.unwrap()[0];
+    assert_eq!(row.notified_at_ms, None, "the pager has not had it");
+    p1.kill().await;
+
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let p2 = Process::start_with(dir.path(), &clock, config).await;
+    advance(&p2, Duration::from_secs(61)).await;
+    assert_eq!(p2.notified_to(Some("pager")).len(), 1, "the pager hears it");
+    assert!(
+        p2.notified_to(Some("team")).is_empty(),
+        "the team not again"
+    );
+    let row = &p2.store.live_events(clock.now_ms()).await.unwrap()[0];
+    assert!(row.notified_at_ms.is_some());
+    p2.kill().await;
 }

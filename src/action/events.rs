@@ -102,7 +102,11 @@ pub struct EventEmitter {
     sink: Arc<dyn AlertSink>,
     generator_url: String,
     store: Option<Store>,
+    receivers: Arc<std::sync::OnceLock<Receivers>>,
 }
+
+/// The receivers that notify an alert with these labels (dispatch's routing).
+pub type Receivers = Arc<dyn Fn(&Labels) -> Vec<String> + Send + Sync>;
 
 impl EventEmitter {
     pub fn new(sink: Arc<dyn AlertSink>, generator_url: impl Into<String>) -> Self {
@@ -110,7 +114,15 @@ impl EventEmitter {
             sink,
             generator_url: generator_url.into(),
             store: None,
+            receivers: Arc::default(),
         }
+    }
+
+    /// Sets how to find the receivers of an event (once; later calls are
+    /// ignored): an event is notified once each of them accepted it. Unset,
+    /// the first receiver that accepts it does.
+    pub fn set_receivers(&self, receivers: Receivers) {
+        let _ = self.receivers.set(receivers);
     }
 
     /// Writes every event to `store` before sending it, and delivers it after a restart.
@@ -239,16 +251,23 @@ impl EventEmitter {
         let Some(store) = &self.store else {
             return;
         };
-        let ids: Vec<String> = n
+        let routes = self.receivers.get();
+        let ids: Vec<(String, Vec<String>)> = n
             .alerts
             .iter()
             .filter(|a| is_own_alert(a) && a.status_at(n.created_at_ms) == AlertStatus::Firing)
-            .filter_map(|a| a.annotations.get(EVENT_ID_ANNOTATION).cloned())
+            .filter_map(|a| {
+                let id = a.annotations.get(EVENT_ID_ANNOTATION)?.clone();
+                Some((id, routes.map(|r| r(&a.labels)).unwrap_or_default()))
+            })
             .collect();
         if ids.is_empty() {
             return;
         }
-        if let Err(e) = store.mark_events_notified(ids, n.created_at_ms).await {
+        if let Err(e) = store
+            .mark_events_notified(ids, n.receiver.clone(), n.created_at_ms)
+            .await
+        {
             tracing::warn!(error = %e, "cannot mark rollback events notified; they are presented again (the notification log keeps them from repeating)");
         }
     }

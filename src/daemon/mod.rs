@@ -267,6 +267,14 @@ impl Daemon {
         .await
         .map_err(StartError::from)?;
         action_events.set(dispatcher.clone());
+        // Weak: the dispatcher's sink holds the runner, which holds this.
+        let routing = Arc::downgrade(&dispatcher);
+        actions.events().set_receivers(Arc::new(move |labels| {
+            routing
+                .upgrade()
+                .map(|d| d.notifying_receivers(labels))
+                .unwrap_or_default()
+        }));
         // Rollback notices recorded but not notified before a stop or crash.
         let presented = actions.events().present_pending(clock.now_ms()).await;
         if presented > 0 {

@@ -535,6 +535,23 @@ impl Dispatcher {
         }
     }
 
+    /// The receivers that would notify an alert with `labels`: those of the
+    /// routes it matches that have at least one integration.
+    pub fn notifying_receivers(&self, labels: &Labels) -> Vec<String> {
+        let cfg = self.shared.config();
+        let mut out: Vec<String> = Vec::new();
+        if let Some(tree) = &cfg.routes {
+            for idx in tree.match_labels(labels) {
+                let r = &tree.nodes[idx].opts.receiver;
+                let notifies = cfg.receivers.get(r).is_some_and(|i| i.integrations > 0);
+                if notifies && !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// The firing alerts the dispatcher holds, with their status, sorted by labels.
     pub fn alerts(&self) -> Vec<DispatchAlertView> {
         let now = self.shared.clock.now_ms();

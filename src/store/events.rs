@@ -21,7 +21,8 @@ CREATE TABLE event_alerts (
     generator_url TEXT NOT NULL,
     starts_at_ms INTEGER NOT NULL,
     ends_at_ms INTEGER NOT NULL,
-    notified_at_ms INTEGER
+    notified_at_ms INTEGER,
+    notified_receivers TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX event_alerts_pending ON event_alerts (notified_at_ms);
 ";
@@ -134,23 +135,47 @@ impl Store {
         .await
     }
 
-    /// Marks the events with these ids notified (a notification carrying them was accepted).
+    /// Records that `receiver` accepted a notification carrying each event
+    /// (id, the receivers it routes to); an event is notified once every one
+    /// of its receivers has (or at once when it names none). Returns how many
+    /// became notified.
     pub async fn mark_events_notified(
         &self,
-        event_ids: Vec<String>,
+        events: Vec<(String, Vec<String>)>,
+        receiver: String,
         at_ms: TimestampMs,
     ) -> Result<usize, StoreError> {
         self.call(move |c| {
             let tx = c.transaction()?;
             let mut n = 0;
-            {
-                let mut st = tx.prepare_cached(
-                    "UPDATE event_alerts SET notified_at_ms = ?2
-                     WHERE event_id = ?1 AND notified_at_ms IS NULL",
+            for (id, required) in &events {
+                let Some(seen) = tx
+                    .query_row(
+                        "SELECT notified_receivers FROM event_alerts
+                         WHERE event_id = ?1 AND notified_at_ms IS NULL",
+                        params![id],
+                        |r| r.get::<_, String>(0),
+                    )
+                    .optional()?
+                else {
+                    continue;
+                };
+                let mut seen: std::collections::BTreeSet<String> =
+                    serde_json::from_str(&seen).unwrap_or_default();
+                seen.insert(receiver.clone());
+                let done = required.iter().all(|r| seen.contains(r));
+                tx.execute(
+                    "UPDATE event_alerts SET notified_receivers = ?2,
+                        notified_at_ms = CASE WHEN ?3 THEN ?4 ELSE NULL END
+                     WHERE event_id = ?1",
+                    params![
+                        id,
+                        serde_json::to_string(&seen).unwrap_or_else(|_| "[]".into()),
+                        done,
+                        at_ms
+                    ],
                 )?;
-                for id in &event_ids {
-                    n += st.execute(params![id, at_ms])?;
-                }
+                n += usize::from(done);
             }
             tx.commit()?;
             Ok(n)
