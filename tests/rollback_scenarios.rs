@@ -630,6 +630,36 @@ fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
     }
 }
 
+/// A kill after the intent was written but before its `started` notice was
+/// recorded: the restart says it (then the outcome), so people hear both.
+#[tokio::test(start_paused = true)]
+async fn a_started_notice_lost_before_it_was_recorded_is_said_at_restart() {
+    let (h, a) = bad_deploy(&traffic_action("")).await;
+    let alert_json = serde_json::json!({
+        "labels": {"alertname": "BackendDown", "service": "backend", "severity": "critical"},
+        "active_at_ms": a.active_at_ms,
+        "starts_at_ms": a.starts_at_ms,
+        "value": a.value,
+    });
+    h.store
+        .insert_intent(Intent {
+            fingerprint: format!("{:016x}", a.fingerprint()),
+            from_revision: Some("backend-00002".into()),
+            to_revision: Some("backend-00001".into()),
+            ..pending_intent("cloud_run_traffic", h.clock.now_ms(), alert_json)
+        })
+        .await
+        .unwrap();
+    h.runner.reconcile().await.unwrap();
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 1);
+    assert_eq!(h.sink.phases(), ["started", "verified"]);
+    let started = &h.sink.alerts()[0];
+    assert_eq!(started.labels.get("from_revision"), Some("backend-00002"));
+    assert_eq!(started.labels.get("to_revision"), Some("backend-00001"));
+    assert!(started.annotations.contains_key("event_id"));
+}
+
 /// A command a restart interrupted is not run again (it may or may not have
 /// run); while its alert fires it counts as a failed step and the ladder goes on.
 #[tokio::test(start_paused = true)]
@@ -702,6 +732,50 @@ async fn restart_during_verification_verifies_without_acting_again() {
     assert_eq!(restarted.sink.phases(), ["verified"]);
     let intents = restarted.store.intents_since(None, 0, 10).await.unwrap();
     assert_eq!(intents[0].state, IntentState::Done);
+}
+
+/// A crash during verification; after the restart the rule manager holds the
+/// trigger firing (restored, not evaluated since) although the good revision
+/// serves: the probes, fresh evidence, decide, and the rollback is verified,
+/// never called not_verified, nor acted on again.
+#[tokio::test(start_paused = true)]
+async fn restart_during_verification_is_not_failed_by_the_restore_hold() {
+    let restarted = crash_while_verifying().await.restart(&traffic_action(""));
+    *restarted.world.held_by_restore.lock().unwrap() = true;
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    assert_eq!(restarted.fake.accepted_patches(), 1);
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+    assert!(restarted.store.holds().await.unwrap().is_empty(), "no hold");
+    let intents = restarted.store.intents_since(None, 0, 10).await.unwrap();
+    assert_eq!(intents[0].state, IntentState::Done);
+    let note = intents[0].note.as_deref().unwrap_or("");
+    assert!(!note.contains("not verified"), "{intents:?}");
+}
+
+/// Without verification probes, an alert held by the restore grace is not
+/// evidence either way: verification waits for fresh evaluation (here the
+/// hold ends 10 s after the restart with the alert not returned) and verifies.
+#[tokio::test(start_paused = true)]
+async fn without_probes_verification_waits_out_the_restore_hold() {
+    let no_probes = format!("  backend:\n    cloud_run_traffic:\n      service: {SVC}\n");
+    let restarted = crash_while_verifying().await.restart(&no_probes);
+    let world = restarted.world.clone();
+    *world.held_by_restore.lock().unwrap() = true;
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        *world.held_by_restore.lock().unwrap() = false;
+    });
+    let started = restarted.clock.now_ms();
+    assert_eq!(restarted.runner.reconcile().await.unwrap(), 1);
+    restarted.runner.idle().await;
+    release.await.unwrap();
+    assert_eq!(restarted.sink.phases(), ["verified"]);
+    assert!(
+        restarted.clock.now_ms() - started >= 10_000,
+        "not verified while only the hold was known"
+    );
+    assert_eq!(restarted.fake.accepted_patches(), 1);
 }
 
 /// A crash during verification, and someone deploys while rearguard is down:

@@ -12,6 +12,14 @@ pub trait AlertState: Send + Sync {
     /// `None` when unknown (e.g. rules not restored yet).
     fn is_firing(&self, fingerprint: u64) -> Option<bool>;
 
+    /// Like [`AlertState::is_firing`], by fresh evidence only: an alert held
+    /// firing only because it was restored at start (not evaluated as firing
+    /// since) is `None`, unknown. Verification asks this, so the restore hold,
+    /// which exists to avoid false resolutions, never fails a good rollback.
+    fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
+        self.is_firing(fingerprint)
+    }
+
     /// The alert's expression over its `for` window until `now_ms`, for the
     /// audit (JSON), or `None` when unknown. The default knows nothing.
     fn history<'a>(

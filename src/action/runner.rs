@@ -368,7 +368,8 @@ impl ActionRunner {
     /// Registers the metrics and takes the actions and receivers of `config`.
     pub fn new(deps: ActionDeps, config: &Config) -> Result<Self, prometheus::Error> {
         let metrics = ActionMetrics::register(&deps.registry)?;
-        let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone());
+        let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone())
+            .with_store(deps.store.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 deps,
@@ -397,6 +398,11 @@ impl ActionRunner {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// The emitter of rollback events (the daemon presents pending ones; dispatch marks them notified).
+    pub fn events(&self) -> &EventEmitter {
+        &self.inner.emitter
     }
 
     fn deps(&self) -> &ActionDeps {
@@ -648,7 +654,7 @@ impl ActionRunner {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn event(
+    async fn event(
         &self,
         run: &Run,
         phase: Phase,
@@ -658,20 +664,52 @@ impl ActionRunner {
         summary: String,
         description: String,
     ) {
-        self.inner.emitter.emit(
-            &Event {
-                phase,
-                target: run.target.clone(),
-                service: run.service_label(),
-                reason: reason.to_string(),
-                trigger: run.trigger.alert.clone(),
-                from_revision: from.map(str::to_string),
-                to_revision: to.map(str::to_string),
-                summary,
-                description,
-            },
-            self.now(),
-        );
+        self.inner
+            .emitter
+            .emit(
+                &Event {
+                    phase,
+                    target: run.target.clone(),
+                    service: run.service_label(),
+                    reason: reason.to_string(),
+                    trigger: run.trigger.alert.clone(),
+                    from_revision: from.map(str::to_string),
+                    to_revision: to.map(str::to_string),
+                    summary,
+                    description,
+                },
+                self.now(),
+            )
+            .await;
+    }
+
+    /// Like `event`, but nothing when the same notice was recorded at or after `since_ms`.
+    #[allow(clippy::too_many_arguments)]
+    async fn event_unless_recorded_since(
+        &self,
+        since_ms: TimestampMs,
+        run: &Run,
+        phase: Phase,
+        reason: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+        summary: String,
+        description: String,
+    ) {
+        let e = Event {
+            phase,
+            target: run.target.clone(),
+            service: run.service_label(),
+            reason: reason.to_string(),
+            trigger: run.trigger.alert.clone(),
+            from_revision: from.map(str::to_string),
+            to_revision: to.map(str::to_string),
+            summary,
+            description,
+        };
+        if !self.inner.emitter.recorded_since(&e, since_ms).await {
+            self.inner.emitter.emit(&e, self.now()).await;
+        }
     }
 
     /// Writes an intent before acting; a store that cannot take it stops the
@@ -731,7 +769,8 @@ impl ActionRunner {
                 None,
                 format!("not acting on {}: {}", run.service_label(), detail),
                 format!("{} fired; {detail}", run.because()),
-            );
+            )
+            .await;
         }
         Outcome::Skipped {
             reason: reason.to_string(),
@@ -938,7 +977,8 @@ impl ActionRunner {
                     run.service_label()
                 ),
                 format!("{} fired again. {detail}. {hold_reason}.", run.because()),
-            );
+            )
+            .await;
             return Some(outcome);
         }
         if let Some(a) = &run.trigger.alert {
@@ -1111,7 +1151,8 @@ impl ActionRunner {
                             run.service_label()
                         ),
                         detail.clone(),
-                    );
+                    )
+                    .await;
                     return Outcome::Superseded { detail };
                 }
                 Step::Failed(detail) => {
@@ -1123,7 +1164,8 @@ impl ActionRunner {
                         None,
                         format!("{label} on {} failed", run.service_label()),
                         format!("{} fired; {detail}", run.because()),
-                    );
+                    )
+                    .await;
                     last_failure = Some(format!("{label}: {detail}"));
                 }
                 Step::Done {
@@ -1160,7 +1202,8 @@ impl ActionRunner {
                             to.as_deref(),
                             summary,
                             format!("{} fired; {detail}", run.because()),
-                        );
+                        )
+                        .await;
                         return Outcome::Verified {
                             step: i + 1,
                             from_revision: from,
@@ -1206,7 +1249,8 @@ impl ActionRunner {
                 None,
                 format!("dry run: would act on {}: {text}", run.service_label()),
                 format!("{} fired; dry run, nothing changed", run.because()),
-            );
+            )
+            .await;
             return Outcome::DryRun { plan: plan_lines };
         }
         if let Some(failure) = last_failure {
@@ -1241,7 +1285,8 @@ impl ActionRunner {
                     run.because(),
                     run.target
                 ),
-            );
+            )
+            .await;
             let acted = failure.contains("not verified");
             return if acted {
                 Outcome::NotVerified { detail: failure }
@@ -1462,7 +1507,8 @@ impl ActionRunner {
                 run.because()
             ),
             format!("Sending 100% of traffic to {to}; then verifying."),
-        );
+        )
+        .await;
         let result = self
             .execute_traffic(&intent, run.action.operation_timeout.0)
             .await;
@@ -1897,7 +1943,8 @@ impl ActionRunner {
                 run.because()
             ),
             "A new revision with the variables is deployed; then verifying.".into(),
-        );
+        )
+        .await;
         let result = self
             .execute_env(&intent, &cfg.env, run.action.operation_timeout.0)
             .await;
@@ -2049,7 +2096,8 @@ impl ActionRunner {
             None,
             format!("running {shown} because {}", run.because()),
             "Then verifying.".into(),
-        );
+        )
+        .await;
         self.set_intent(id, IntentState::Applied, None, None).await;
         let env = command::alert_env(run.trigger.alert.as_ref(), run.service.as_deref());
         let out = command::run(argv, &env, run.action.timeout.0).await;
@@ -2115,8 +2163,16 @@ impl ActionRunner {
     async fn check_healthy(&self, run: &Run) -> Result<(), String> {
         let mut problems = Vec::new();
         if let Some(a) = &run.trigger.alert {
-            if self.deps().alert_state.is_firing(a.fingerprint()) == Some(true) {
-                problems.push(format!("{} still firing", a.name()));
+            // Fresh evidence only: an alert held by the restore grace is unknown,
+            // and then the probes decide (or, without probes, verification waits).
+            match self.deps().alert_state.is_firing_fresh(a.fingerprint()) {
+                Some(true) => problems.push(format!("{} still firing", a.name())),
+                None if run.action.verify.probes.is_empty()
+                    && self.deps().alert_state.is_firing(a.fingerprint()) == Some(true) =>
+                {
+                    problems.push(format!("{} not evaluated since the restart", a.name()))
+                }
+                _ => {}
             }
         }
         for p in &run.action.verify.probes {
@@ -2245,6 +2301,35 @@ impl ActionRunner {
         };
         if let Step::Done { from, .. } = &step {
             run.left_behind.extend(from.clone());
+        }
+        // A kill between the intent and its `started` notice would lose the
+        // notice: say it now unless it was recorded for this intent. (A
+        // command is never resumed: its step fails, and that is said.)
+        let resumed = match intent.kind.as_str() {
+            "cloud_run_traffic" => Some((
+                "rolling_back",
+                intent.from_revision.as_deref(),
+                intent.to_revision.as_deref(),
+            )),
+            "cloud_run_env" => Some(("setting_env", intent.from_revision.as_deref(), None)),
+            _ => None,
+        };
+        if let Some((reason, from, to)) = resumed {
+            self.event_unless_recorded_since(
+                intent.created_at_ms,
+                &run,
+                Phase::Started,
+                reason,
+                from,
+                to,
+                format!(
+                    "resuming {} after a restart because {}",
+                    intent.kind,
+                    run.because()
+                ),
+                "The action was found unfinished at start; verifying.".into(),
+            )
+            .await;
         }
         // Go on as the interrupted run would have: verify, then the next steps.
         let this = self.clone();

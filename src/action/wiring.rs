@@ -50,6 +50,18 @@ impl AlertState for RulesAlertState {
         )
     }
 
+    fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
+        if !self.rules.has_groups() {
+            return None;
+        }
+        match self.rules.find_alert(fingerprint, &self.external_labels) {
+            // Held by the restore grace, not seen by an evaluation since the restart.
+            Some(f) if f.alert.restored => None,
+            Some(f) => Some(f.alert.state == RuleAlertState::Firing),
+            None => Some(false),
+        }
+    }
+
     fn history<'a>(
         &'a self,
         fingerprint: u64,
@@ -148,7 +160,12 @@ impl NotificationSink for FanOut {
     fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             self.actions.handle_notification(&notification);
-            self.outbox.send(notification).await
+            let events = self.actions.events().clone();
+            let created = notification.clone();
+            self.outbox.send(notification).await?;
+            // Accepted by the outbox (durable): the events it carries are notified.
+            events.mark_notified(&created).await;
+            Ok(())
         })
     }
 }

@@ -267,6 +267,27 @@ impl Daemon {
         .await
         .map_err(StartError::from)?;
         action_events.set(dispatcher.clone());
+        // Weak: the dispatcher's sink holds the runner, which holds this.
+        let routing = Arc::downgrade(&dispatcher);
+        actions.events().set_receivers(Arc::new(move |labels| {
+            routing
+                .upgrade()
+                .map(|d| d.notifying_receivers(labels))
+                .unwrap_or_default()
+        }));
+        // Rollback notices recorded but not notified before a stop or crash.
+        let presented = actions.events().present_pending(clock.now_ms()).await;
+        if presented > 0 {
+            tracing::info!(
+                events = presented,
+                "presented recorded rollback events to dispatch again"
+            );
+        }
+        tasks.push(
+            actions
+                .events()
+                .spawn_presenter(clock.clone(), shutdown_rx.clone()),
+        );
         late_intervals.set(Arc::new(DispatchIntervals(dispatcher.clone())));
 
         // Rules read the tsdb and alert dispatch.
@@ -522,6 +543,10 @@ impl OnceLockAlertState {
 impl crate::action::AlertState for OnceLockAlertState {
     fn is_firing(&self, fingerprint: u64) -> Option<bool> {
         self.0.get().and_then(|s| s.is_firing(fingerprint))
+    }
+
+    fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
+        self.0.get().and_then(|s| s.is_firing_fresh(fingerprint))
     }
 
     fn history<'a>(

@@ -38,7 +38,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::alert::{Alert, AlertSink};
+use crate::alert::{Alert, AlertSink, AlertStatus};
 use crate::clock::{Clock, TimestampMs};
 use crate::config::{Config, LoadedConfig};
 use crate::labels::Labels;
@@ -535,6 +535,23 @@ impl Dispatcher {
         }
     }
 
+    /// The receivers that would notify an alert with `labels`: those of the
+    /// routes it matches that have at least one integration.
+    pub fn notifying_receivers(&self, labels: &Labels) -> Vec<String> {
+        let cfg = self.shared.config();
+        let mut out: Vec<String> = Vec::new();
+        if let Some(tree) = &cfg.routes {
+            for idx in tree.match_labels(labels) {
+                let r = &tree.nodes[idx].opts.receiver;
+                let notifies = cfg.receivers.get(r).is_some_and(|i| i.integrations > 0);
+                if notifies && !out.contains(r) {
+                    out.push(r.clone());
+                }
+            }
+        }
+        out
+    }
+
     /// The firing alerts the dispatcher holds, with their status, sorted by labels.
     pub fn alerts(&self) -> Vec<DispatchAlertView> {
         let now = self.shared.clock.now_ms();
@@ -781,7 +798,7 @@ impl Actor {
         if ok {
             // Forget the resolved alerts just handled, unless they changed meanwhile.
             for (fp, version, alert) in &snapshot {
-                if alert.is_resolved()
+                if alert.status_at(now) == AlertStatus::Resolved
                     && group.alerts.get(fp).is_some_and(|e| e.version == *version)
                 {
                     group.alerts.remove(fp);
@@ -836,7 +853,8 @@ impl Actor {
         let mut firing: Vec<u64> = Vec::new();
         let mut resolved: Vec<u64> = Vec::new();
         for a in &alerts {
-            if a.is_resolved() {
+            // An alert may carry a future endsAt (the runner's events): firing until then.
+            if a.status_at(now) == AlertStatus::Resolved {
                 resolved.push(a.fingerprint());
             } else {
                 firing.push(a.fingerprint());

@@ -325,6 +325,9 @@ impl AlertingRule {
                     push_series(&mut out.series, a, qt);
                     continue;
                 }
+                // The hold is over: an ordinary alert from now on (a
+                // `keep_firing_for` window is the rule's own evidence).
+                a.restored = false;
                 let mut keep_firing = false;
                 if a.state == AlertState::Firing && keep_ms > 0 {
                     let since = *a.keep_firing_since_ms.get_or_insert(ts);

@@ -48,9 +48,6 @@ pub struct ManagerOptions {
     /// A restored *pending* alert is dropped if the group was last evaluated
     /// longer ago than this (Prometheus `--rules.alert.for-outage-tolerance`, 1h).
     pub outage_tolerance: Duration,
-    /// After start, a restored alert that the expression does not return is
-    /// held for this long (at least two group intervals), while sources refill the tsdb.
-    pub restore_grace: Duration,
 }
 
 impl Default for ManagerOptions {
@@ -58,7 +55,6 @@ impl Default for ManagerOptions {
         Self {
             resend_delay: Duration::from_secs(60),
             outage_tolerance: Duration::from_secs(3600),
-            restore_grace: Duration::from_secs(120),
         }
     }
 }
@@ -74,6 +70,37 @@ pub struct RulesConfig {
     pub sources: BTreeMap<String, Arc<dyn Querier>>,
     /// Rule group name → query source name (config key `rule_group_sources`).
     pub group_sources: BTreeMap<String, String>,
+    /// The longest interval of the sources that write the local tsdb (probes,
+    /// Cloud Monitoring, Cloud Logging, Cloud Run); zero when there are none.
+    /// Sizes the restore hold of local groups ([`restore_hold`]).
+    pub source_interval: Duration,
+}
+
+/// How long, after a restart, a restored alert that the expression does not
+/// return is held (see docs/rules.md, "Persistence and restore"): the tsdb
+/// is in memory, so a local group needs the sources to write two samples
+/// again (enough for `rate` over any window) and two evaluations to see them;
+/// a group on a remote query source kept its data and needs only the two
+/// evaluations.
+pub fn restore_hold(group_interval: Duration, remote: bool, source_interval: Duration) -> Duration {
+    let evaluations = group_interval * 2;
+    if remote {
+        evaluations
+    } else {
+        evaluations + source_interval * 2
+    }
+}
+
+/// The longest interval of the sources that write the local tsdb.
+fn longest_source_interval(c: &crate::config::Config) -> Duration {
+    c.probes
+        .iter()
+        .map(|p| p.interval.0)
+        .chain(c.cloud_monitoring.iter().map(|m| m.interval.0))
+        .chain(c.cloud_logging.iter().map(|l| l.interval.0))
+        .chain(c.cloud_run.iter().map(|r| r.interval.0))
+        .max()
+        .unwrap_or(Duration::ZERO)
 }
 
 impl RulesConfig {
@@ -106,6 +133,7 @@ impl RulesConfig {
             external_labels: c.external_labels.clone(),
             sources,
             group_sources: c.rule_group_sources.clone(),
+            source_interval: longest_source_interval(c),
         })
     }
 }
@@ -322,9 +350,10 @@ impl RuleManager {
                         }
                     }
                     if restored > 0 {
-                        let grace = self.shared.opts.restore_grace.max(group.interval * 2);
-                        grace_until = now + grace.as_millis() as i64;
-                        tracing::info!(group = %group.key, alerts = restored, "restored alert states");
+                        let remote = cfg.group_sources.contains_key(&def.name);
+                        let hold = restore_hold(group.interval, remote, cfg.source_interval);
+                        grace_until = now + hold.as_millis() as i64;
+                        tracing::info!(group = %group.key, alerts = restored, hold_s = hold.as_secs_f64(), "restored alert states");
                     }
                 }
                 self.shared
@@ -851,6 +880,68 @@ mod tests {
             "{text}"
         );
         b.manager.shutdown().await;
+    }
+
+    #[test]
+    fn restore_hold_covers_two_source_samples_and_two_evaluations() {
+        let s = Duration::from_secs;
+        assert_eq!(restore_hold(s(60), false, s(15)), s(150));
+        assert_eq!(restore_hold(s(1), false, s(1)), s(4));
+        assert_eq!(
+            restore_hold(s(60), true, s(15)),
+            s(120),
+            "remote data survives"
+        );
+        assert_eq!(restore_hold(s(30), false, Duration::ZERO), s(60));
+    }
+
+    /// A firing alert restored after a restart, whose expression no longer
+    /// returns it: firing for the hold (2 × 60 s + 2 × 15 s), but not fresh
+    /// evidence for verification; an evaluation that returns it makes it fresh.
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_alert_held_by_the_grace_is_not_fresh_evidence() {
+        use crate::action::wiring::RulesAlertState;
+        use crate::action::AlertState as _;
+        let clock = Clock::starting_at(T0);
+        let store = Store::open_in_memory().unwrap();
+        let a = rig(&store, &clock);
+        let text = FOR_10M
+            .replace("for: 10m", "for: 0s")
+            .replace("    keep_firing_for: 5m\n", "");
+        a.manager.apply(rules(&text)).await.unwrap();
+        *a.querier.answer.lock().unwrap() = vec![("api".into(), 5.0)];
+        run_for(2 * MIN).await;
+        let fired = firing(&a.sent);
+        assert_eq!(fired.len(), 1);
+        let fp = fired[0].fingerprint();
+        a.manager.shutdown().await;
+
+        // The restart: the service is healthy again, the expression returns nothing.
+        let Rig {
+            manager, querier, ..
+        } = rig(&store, &clock);
+        let cfg = RulesConfig {
+            source_interval: Duration::from_secs(15),
+            ..rules(&text)
+        };
+        manager.apply(cfg).await.unwrap();
+        let manager = Arc::new(manager);
+        let state = RulesAlertState {
+            rules: manager.clone(),
+            external_labels: BTreeMap::new(),
+        };
+        run_for(MIN + 1).await;
+        assert_eq!(state.is_firing(fp), Some(true), "held by the restore grace");
+        assert_eq!(state.is_firing_fresh(fp), None, "but not fresh evidence");
+        run_for(3 * MIN).await;
+        assert_eq!(state.is_firing(fp), Some(false), "the 150 s hold ended");
+        assert_eq!(state.is_firing_fresh(fp), Some(false));
+
+        // Firing again, evaluated after the restart: fresh evidence.
+        *querier.answer.lock().unwrap() = vec![("api".into(), 5.0)];
+        run_for(MIN + 1).await;
+        assert_eq!(state.is_firing_fresh(fp), Some(true));
+        manager.shutdown().await;
     }
 
     #[tokio::test(start_paused = true)]

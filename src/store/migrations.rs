@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "action intents, audit, holds, quarantine",
         super::actions::MIGRATION,
     ),
+    (
+        7,
+        "event alerts kept until notified",
+        super::events::MIGRATION,
+    ),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {

@@ -32,6 +32,9 @@ pub struct World {
     pub always_firing: Mutex<bool>,
     /// When set, the alert fires until this file exists (a command's fix).
     pub fixed_by_file: Mutex<Option<std::path::PathBuf>>,
+    /// When set, the alert is held firing by the restore grace after a
+    /// restart (restored, not evaluated since): firing, but not by fresh evidence.
+    pub held_by_restore: Mutex<bool>,
 }
 
 pub struct FollowsService {
@@ -58,6 +61,13 @@ impl FollowsService {
 
 impl AlertState for FollowsService {
     fn is_firing(&self, _fingerprint: u64) -> Option<bool> {
+        Some(self.bad_serving() || *self.world.held_by_restore.lock().unwrap())
+    }
+
+    fn is_firing_fresh(&self, _fingerprint: u64) -> Option<bool> {
+        if *self.world.held_by_restore.lock().unwrap() {
+            return None;
+        }
         Some(self.bad_serving())
     }
 }
