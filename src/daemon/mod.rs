@@ -18,6 +18,8 @@ use crate::tsdb::SampleSink;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error("cannot install the signal handlers: {0}")]
+    Signals(std::io::Error),
     #[error("invalid config:\n{0}")]
     Config(#[from] LocatedErrors),
     #[error(transparent)]
@@ -595,15 +597,17 @@ pub async fn load_config(path: &Path) -> Result<LoadedConfig, LocatedErrors> {
 
 /// Runs the daemon until SIGTERM or SIGINT, reloading on SIGHUP, with sd-notify.
 pub async fn run(config_path: &Path) -> Result<(), DaemonError> {
+    // Handlers first: once the listener is up, a SIGTERM (systemd stopping a
+    // unit that is still starting) must stop cleanly, not kill the process.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+    let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
     let config = load_config(config_path).await?;
     let daemon = Daemon::start(config, Clock::system(), None).await?;
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = spawn_watchdog();
 
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("installing SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("installing SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("installing SIGHUP handler");
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM received, stopping"); break; }
