@@ -21,6 +21,13 @@ pub trait AlertState: Send + Sync {
     ) -> BoxFuture<'a, Option<serde_json::Value>> {
         Box::pin(async { None })
     }
+
+    /// How far before each evaluation the alert's rule reads data (its
+    /// longest range through recording rules, plus the sources' lag), or
+    /// `None` when unknown. See [`super::judge::expr_lookback_ms`].
+    fn lookback_ms(&self, _fingerprint: u64) -> Option<i64> {
+        None
+    }
 }
 
 /// Runs a probe now and says whether it passed (the probe engine's `probe_now`).

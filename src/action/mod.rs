@@ -11,6 +11,7 @@ pub mod deps;
 pub mod events;
 pub mod fake;
 mod gcp_adapter;
+pub mod judge;
 pub mod metrics;
 pub mod plan;
 mod runner;

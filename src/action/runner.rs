@@ -16,6 +16,7 @@ use super::cloud_run::{
 use super::command;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
+use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
 use super::plan::{self, Candidate, ANNOTATION_AT, ANNOTATION_FROM, ANNOTATION_TO};
 use crate::alert::{Alert, AlertSink, AlertStatus};
@@ -36,6 +37,10 @@ pub mod reason {
     pub const BUDGET: &str = "budget";
     pub const ALERT_RESOLVED: &str = "alert_resolved";
     pub const NOT_DEPLOY_REGRESSION: &str = "not_deploy_regression";
+    /// The alert names a revision that no longer serves.
+    pub const OTHER_REVISION: &str = "evidence_about_other_revision";
+    /// The serving revision began serving inside the alert's evidence window.
+    pub const STARTED_INSIDE_WINDOW: &str = "started_inside_evidence_window";
     pub const NO_EARLIER_READY_REVISION: &str = "no_earlier_ready_revision";
     pub const QUARANTINED: &str = "quarantined";
     pub const ALREADY_AT_TARGET: &str = "already_at_target";
@@ -212,6 +217,10 @@ struct Run {
     origin: Option<String>,
     /// Revisions the run created or left (never a rollback target).
     left_behind: BTreeSet<String>,
+    /// Revisions the alert's evidence may be about (never a rollback target).
+    implicated: BTreeSet<String>,
+    /// Why the serving revision is judged, for the notices.
+    judged: Option<String>,
     dry_run: bool,
 }
 
@@ -767,6 +776,8 @@ impl ActionRunner {
             started_ms: now,
             origin: None,
             left_behind: BTreeSet::new(),
+            implicated: BTreeSet::new(),
+            judged: None,
         };
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Outcome::Skipped {
@@ -948,10 +959,11 @@ impl ActionRunner {
         None
     }
 
-    /// The bake window and another actor's recent rollback.
+    /// Another actor's recent rollback, then whose evidence the alert is
+    /// ([`judge::judge`]: the revision it names, its evidence window, the bake window).
     async fn check_deploy(
         &self,
-        run: &Run,
+        run: &mut Run,
         service: &str,
         svc: &ServiceState,
         now: TimestampMs,
@@ -976,11 +988,7 @@ impl ActionRunner {
                 return Some(self.skip(run, reason::OTHER_ACTOR, detail, false).await);
             }
         }
-        let bake = run.action.bake_window.as_millis();
-        let alert = run.trigger.alert.as_ref()?;
-        if bake == 0 {
-            return None;
-        }
+        let alert = run.trigger.alert.clone()?;
         let history = self.deps().serving_history.serving_history(service).await;
         let revisions = match self.deps().cloud_run.list_revisions(service).await {
             Ok(r) => r,
@@ -992,39 +1000,71 @@ impl ActionRunner {
                 );
             }
         };
-        let since = plan::serving_since(&origin, &history, &revisions);
-        let fmt = |ms: i64| to_datetime(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
-        match since {
-            Some(since) if plan::is_deploy_regression(since, alert.active_at_ms, bake) => None,
-            Some(since) => {
-                let detail = if since > alert.active_at_ms {
-                    format!(
-                        "not a deploy regression: {origin} began serving at {}, after {} became active at {}",
-                        fmt(since),
+        // Without the Cloud Run source's traffic history, each Ready revision
+        // is taken to have served from its creation until the next one.
+        let history = if history.is_empty() {
+            judge::history_from_revisions(&revisions)
+        } else {
+            history
+        };
+        // Rules unknown (no rule manager, or the alert is gone): the
+        // evidence reaches back to when the alert became active.
+        let lookback = self
+            .deps()
+            .alert_state
+            .lookback_ms(alert.fingerprint())
+            .unwrap_or(0);
+        let facts = judge::EvidenceFacts {
+            alert_revision: alert.labels.get(judge::REVISION_LABEL),
+            alertname: alert.name(),
+            active_at_ms: alert.active_at_ms,
+            lookback_ms: lookback,
+            now_ms: now,
+            serving: &origin,
+            serving_since_ms: plan::serving_since(&origin, &history, &revisions),
+            history: &history,
+            bake_window_ms: run.action.bake_window.as_millis(),
+        };
+        match judge::judge(&facts) {
+            Judgement::Judged {
+                served_since_ms,
+                window_start_ms,
+                implicated,
+                ..
+            } => {
+                let fmt = |ms: i64| to_datetime(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
+                let served = served_since_ms
+                    .map(|s| {
+                        format!(
+                            "{origin} has served since {} ({})",
+                            fmt(s),
+                            format_duration(Duration::from_millis((now - s).max(0) as u64))
+                        )
+                    })
+                    .unwrap_or_else(|| format!("{origin} serves"));
+                let about = match facts.alert_revision {
+                    Some(r) => format!("{} is about revision {r}", alert.name()),
+                    None => format!(
+                        "{} covers {} until now (active at {} minus a lookback of {}), all served by {origin}",
                         alert.name(),
-                        fmt(alert.active_at_ms)
-                    )
-                } else {
-                    format!(
-                        "not a deploy regression: {origin} has served since {}, {} before {} became active (bake window {})",
-                        fmt(since),
-                        format_duration(Duration::from_millis((alert.active_at_ms - since) as u64)),
-                        alert.name(),
-                        run.action.bake_window
-                    )
+                        fmt(window_start_ms),
+                        fmt(alert.active_at_ms),
+                        format_duration(Duration::from_millis(lookback.max(0) as u64))
+                    ),
                 };
-                Some(
-                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
-                        .await,
-                )
+                run.judged = Some(format!("{served}; {about}"));
+                run.implicated = implicated;
+                None
             }
-            None => {
-                let detail =
-                    format!("not a deploy regression: cannot tell when {origin} began serving");
-                Some(
-                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
-                        .await,
-                )
+            Judgement::NotJudged { why, detail } => {
+                let reason = match why {
+                    NotJudged::OtherRevision => reason::OTHER_REVISION,
+                    NotJudged::StartedInsideWindow => reason::STARTED_INSIDE_WINDOW,
+                    NotJudged::UnknownStart | NotJudged::OutsideBakeWindow => {
+                        reason::NOT_DEPLOY_REGRESSION
+                    }
+                };
+                Some(self.skip(run, reason, detail, true).await)
             }
         }
     }
@@ -1357,9 +1397,21 @@ impl ActionRunner {
             .to_revision
             .clone()
             .or_else(|| cfg.revision.clone());
+        let why_to = match &pinned {
+            Some(_) if run.trigger.to_revision.is_some() => "the revision asked for",
+            Some(_) => "the revision the action pins",
+            None => "the newest Ready revision that served before it, neither quarantined nor one the evidence may be about",
+        };
         let to = match pinned {
             Some(p) => {
                 let p = short_name(&p).to_string();
+                if run.implicated.contains(&p) {
+                    return Step::Skip {
+                        reason: reason::NO_EARLIER_READY_REVISION,
+                        detail: format!("{p} served inside the evidence window of the alert: not rolling back onto a revision the evidence may be about"),
+                        notify: true,
+                    };
+                }
                 if excluded.contains(&p) {
                     return Step::Skip {
                         reason: reason::QUARANTINED,
@@ -1390,8 +1442,20 @@ impl ActionRunner {
                 let history = self.deps().serving_history.serving_history(&service).await;
                 let mut excl = excluded.clone();
                 excl.insert(current.clone());
+                excl.extend(run.implicated.iter().cloned());
                 match plan::previous_ready(&reference, &history, &revisions, &excl) {
                     Candidate::Found(r) => r,
+                    Candidate::OnlyQuarantined(q) if q.iter().any(|r| run.implicated.contains(r)) => {
+                        return Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!(
+                                "every earlier Ready revision of {} is quarantined or served inside the evidence window of the alert ({}): not rolling back onto a revision the evidence may be about",
+                                short_name(&service),
+                                q.join(", ")
+                            ),
+                            notify: true,
+                        }
+                    }
                     Candidate::OnlyQuarantined(q) => {
                         return Step::Skip {
                             reason: reason::QUARANTINED,
@@ -1459,7 +1523,12 @@ impl ActionRunner {
                 short_name(&service),
                 run.because()
             ),
-            format!("Sending 100% of traffic to {to}; then verifying."),
+            match &run.judged {
+                Some(judged) => {
+                    format!("{judged}. Sending 100% of traffic to {to} ({why_to}); then verifying.")
+                }
+                None => format!("Sending 100% of traffic to {to} ({why_to}); then verifying."),
+            },
         );
         let result = self
             .execute_traffic(&intent, run.action.operation_timeout.0)
@@ -2010,6 +2079,8 @@ impl ActionRunner {
                 .and_then(|o| o.as_str())
                 .map(str::to_string),
             left_behind: BTreeSet::new(),
+            implicated: BTreeSet::new(),
+            judged: None,
         })
     }
 

@@ -14,10 +14,12 @@ use serde_json::json;
 
 use super::cloud_run::short_name;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod};
+use super::judge::{expr_lookback_ms, MetricLags};
 use crate::alert::Alert;
 use crate::clock::TimestampMs;
 use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
 use crate::rules::alerting::AlertState as RuleAlertState;
+use crate::rules::group::RuleState;
 use crate::rules::manager::RuleManager;
 use crate::source::cloud_run::CloudRunViews;
 use crate::source::probe::ProbeManager;
@@ -33,6 +35,53 @@ impl ProbeCheck for ProbeManager {
 pub struct RulesAlertState {
     pub rules: Arc<RuleManager>,
     pub external_labels: BTreeMap<String, String>,
+    /// The lag of each source's series (replaced on reload).
+    pub lags: std::sync::RwLock<MetricLags>,
+}
+
+/// Google's delay before a sampled point of a Cloud Monitoring metric can be
+/// read: Cloud Run's metrics are "Sampled every 60 seconds. After sampling,
+/// data is not visible for up to 180 seconds."
+/// (https://cloud.google.com/monitoring/api/metrics_gcp_p_z#gcp-run)
+pub const CLOUD_MONITORING_VISIBILITY_DELAY_MS: i64 = 180_000;
+/// Cloud Monitoring's sample period when no alignment period is configured.
+pub const CLOUD_MONITORING_SAMPLE_PERIOD_MS: i64 = 60_000;
+
+/// How late each source's series can describe what happened (see
+/// docs/rollback.md, "Whose evidence"): a Cloud Monitoring metric by its
+/// sample (or alignment) period, Google's visibility delay and the poll
+/// interval; `log_entries_total` by the longest overlap plus interval of the
+/// log queries (entries arrive late and are counted when read); the Cloud
+/// Run series by the poll interval. Probes are measured here: no lag.
+pub fn metric_lags(config: &crate::config::Config) -> MetricLags {
+    let mut out = Vec::new();
+    for m in &config.cloud_monitoring {
+        let period = m
+            .aggregation
+            .as_ref()
+            .and_then(|a| a.alignment_period)
+            .map(|d| d.as_millis())
+            .unwrap_or(CLOUD_MONITORING_SAMPLE_PERIOD_MS);
+        let lag = period + CLOUD_MONITORING_VISIBILITY_DELAY_MS + m.interval.as_millis();
+        // The metric and its histogram series (_bucket, _sum, _count).
+        out.push((
+            format!(
+                "{}*",
+                crate::source::cloud_monitoring::gmp_metric_name(&m.metric)
+            ),
+            lag,
+        ));
+    }
+    for l in &config.cloud_logging {
+        out.push((
+            "log_entries_total".to_string(),
+            l.overlap.as_millis() + l.interval.as_millis(),
+        ));
+    }
+    for r in &config.cloud_run {
+        out.push(("cloud_run_*".to_string(), r.interval.as_millis()));
+    }
+    MetricLags(out)
 }
 
 /// How many evaluations of the trigger's expression the audit keeps.
@@ -48,6 +97,28 @@ impl AlertState for RulesAlertState {
                 .find_alert(fingerprint, &self.external_labels)
                 .is_some_and(|f| f.alert.state == RuleAlertState::Firing),
         )
+    }
+
+    fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
+        let found = self.rules.find_alert(fingerprint, &self.external_labels)?;
+        let recording: BTreeMap<String, String> = self
+            .rules
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .filter_map(|r| match &r.state {
+                RuleState::Recording { record } => Some((record.clone(), r.def.expr.clone())),
+                RuleState::Alerting(_) => None,
+            })
+            .collect();
+        let lags = self.lags.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match expr_lookback_ms(&found.rule.expr, &recording, &lags) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                tracing::warn!(error = %e, rule = %found.rule.name, "cannot derive the lookback of a rule");
+                None
+            }
+        }
     }
 
     fn history<'a>(

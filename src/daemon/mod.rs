@@ -72,6 +72,8 @@ pub struct Daemon {
     gcp: Option<GcpContext>,
     google: Option<GoogleSources>,
     rules: Arc<RuleManager>,
+    /// What the actions ask of the rules (its source lags follow reloads).
+    rules_state: Arc<RulesAlertState>,
     dispatcher: Arc<Dispatcher>,
     outbox: Outbox,
     actions: Arc<ActionRunner>,
@@ -282,10 +284,12 @@ impl Daemon {
             },
             ManagerOptions::default(),
         )?);
-        late_rules.set(Arc::new(RulesAlertState {
+        let rules_state = Arc::new(RulesAlertState {
             rules: rules.clone(),
             external_labels: c.external_labels.clone(),
-        }));
+            lags: std::sync::RwLock::new(crate::action::wiring::metric_lags(c)),
+        });
+        late_rules.set(rules_state.clone());
 
         // Start producing: sources, rules, pending rollback intents.
         probes.apply(&c.probes);
@@ -366,6 +370,7 @@ impl Daemon {
             gcp,
             google,
             rules,
+            rules_state,
             dispatcher,
             outbox,
             actions,
@@ -452,6 +457,11 @@ impl Daemon {
         self.dispatcher.apply(&new);
         self.outbox.apply(NotifierConfig::from_loaded(&new));
         self.actions.apply(c);
+        *self
+            .rules_state
+            .lags
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = crate::action::wiring::metric_lags(c);
         *current = new;
         Ok(())
     }
@@ -517,6 +527,10 @@ impl OnceLockAlertState {
 impl crate::action::AlertState for OnceLockAlertState {
     fn is_firing(&self, fingerprint: u64) -> Option<bool> {
         self.0.get().and_then(|s| s.is_firing(fingerprint))
+    }
+
+    fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
+        self.0.get().and_then(|s| s.lookback_ms(fingerprint))
     }
 
     fn history<'a>(

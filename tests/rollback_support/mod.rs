@@ -32,6 +32,8 @@ pub struct World {
     pub always_firing: Mutex<bool>,
     /// When set, the alert fires until this file exists (a command's fix).
     pub fixed_by_file: Mutex<Option<std::path::PathBuf>>,
+    /// The lookback of the alert's rule (unknown when unset).
+    pub lookback_ms: Mutex<Option<i64>>,
 }
 
 pub struct FollowsService {
@@ -59,6 +61,10 @@ impl FollowsService {
 impl AlertState for FollowsService {
     fn is_firing(&self, _fingerprint: u64) -> Option<bool> {
         Some(self.bad_serving())
+    }
+
+    fn lookback_ms(&self, _fingerprint: u64) -> Option<i64> {
+        *self.world.lookback_ms.lock().unwrap()
     }
 }
 

@@ -1,0 +1,128 @@
+//! Whose evidence an alert is, on simulated time: an alert acts only on the
+//! revision its evidence describes, and never rolls back onto a revision that
+//! served inside its evidence window.
+
+mod rollback_support;
+
+use rearguard::action::{reason, Outcome, Trigger};
+use rearguard::alert::Alert;
+use rollback_support::*;
+
+/// The lookback of an error-ratio rule over Cloud Monitoring data: a 5m rate
+/// plus 5m of source lag.
+const LOOKBACK: i64 = 10 * MIN;
+
+fn with_revision(mut a: Alert, revision: &str) -> Alert {
+    let mut b = a.labels.builder();
+    b = b.set("revision_name", revision);
+    a.labels = b.build();
+    a
+}
+
+fn skip_detail(h: &Harness) -> String {
+    let ev = h.sink.alerts();
+    assert_eq!(h.sink.phases(), ["skipped"], "{ev:?}");
+    ev[0].annotations["summary"].clone()
+}
+
+/// 00002 is broken; its error alert goes pending at +2m; the fix 00003 is
+/// deployed at +5m while the alert is pending; the alert (its 5m window still
+/// holding 00002's errors) fires at +12m. Rolling back now would put the
+/// broken 00002 back: rearguard must not act, and says why.
+#[tokio::test(start_paused = true)]
+async fn a_fix_deployed_while_the_error_alert_is_pending_is_not_rolled_back() {
+    let h = Harness::new(&traffic_action(""));
+    *h.world.lookback_ms.lock().unwrap() = Some(LOOKBACK);
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 2 * MIN);
+    sleep_until(&h.clock, T0 + 5 * MIN).await;
+    h.deploy("backend-00003", false);
+    // The alert still holds: its window still has 00002's errors.
+    *h.world.always_firing.lock().unwrap() = true;
+    sleep_until(&h.clock, T0 + 12 * MIN).await;
+
+    let out = h.runner.run("backend", Trigger::alert(a.clone())).await;
+    assert_eq!(
+        out.skip_reason(),
+        Some(reason::STARTED_INSIDE_WINDOW),
+        "{out:?}"
+    );
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.serving(), "backend-00003");
+    let text = skip_detail(&h);
+    assert!(
+        text.contains("backend-00003 began serving")
+            && text.contains("inside the evidence window of BackendDown")
+            && text.contains("backend-00002"),
+        "{text}"
+    );
+    let decisions = h.audit_decisions().await;
+    assert_eq!(
+        decisions,
+        [(
+            "skipped".to_string(),
+            reason::STARTED_INSIDE_WINDOW.to_string()
+        )]
+    );
+
+    // The same alert about the broken revision (per-revision rules): that
+    // revision no longer serves, so there is nothing to roll back.
+    let h2 = Harness::new(&traffic_action(""));
+    h2.deploy("backend-00002", true);
+    sleep_until(&h2.clock, T0 + 5 * MIN).await;
+    h2.deploy("backend-00003", false);
+    *h2.world.always_firing.lock().unwrap() = true;
+    let a2 = with_revision(alert(T0 + 2 * MIN), "backend-00002");
+    let out = h2.runner.run("backend", Trigger::alert(a2)).await;
+    assert_eq!(out.skip_reason(), Some(reason::OTHER_REVISION), "{out:?}");
+    assert_eq!(h2.fake.accepted_patches(), 0);
+    let text = skip_detail(&h2);
+    assert!(
+        text.contains("about revision backend-00002, but backend-00003 serves now"),
+        "{text}"
+    );
+}
+
+/// 00002 is broken; the fix 00003 goes out at +10m; the alert (on data that
+/// lags) goes active a minute later. It is not evidence against 00003, and
+/// 00002 is never the target.
+#[tokio::test(start_paused = true)]
+async fn a_fix_deployed_a_minute_before_the_alert_is_not_rolled_back_onto_the_old_revision() {
+    let h = Harness::new(&traffic_action(""));
+    *h.world.lookback_ms.lock().unwrap() = Some(LOOKBACK);
+    h.deploy("backend-00002", true);
+    sleep_until(&h.clock, T0 + 10 * MIN).await;
+    h.deploy("backend-00003", false);
+    *h.world.always_firing.lock().unwrap() = true;
+    let a = alert(T0 + 11 * MIN);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(
+        out.skip_reason(),
+        Some(reason::STARTED_INSIDE_WINDOW),
+        "{out:?}"
+    );
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.serving(), "backend-00003");
+}
+
+/// A bad deploy whose alert names the serving revision is rolled back, and
+/// the notice says how long the judged revision served and why.
+#[tokio::test(start_paused = true)]
+async fn an_alert_about_the_serving_revision_rolls_back_and_explains() {
+    let h = Harness::new(&traffic_action(""));
+    *h.world.lookback_ms.lock().unwrap() = Some(LOOKBACK);
+    h.deploy("backend-00002", true);
+    let a = with_revision(alert(T0 + 30_000), "backend-00002");
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+    assert_eq!(h.serving(), "backend-00001");
+    let started = &h.sink.alerts()[0];
+    let description = &started.annotations["description"];
+    assert!(
+        description.contains("backend-00002 has served since")
+            && description.contains("BackendDown is about revision backend-00002"),
+        "{description}"
+    );
+}
