@@ -14,6 +14,13 @@ use crate::clock::TimestampMs;
 /// The label that names the revision an alert's evidence is about.
 pub const REVISION_LABEL: &str = "revision_name";
 
+/// Alerts about rearguard itself (`Rearguard*`, e.g. `RearguardSourceDown`
+/// from rules/rearguard.yaml) are never evidence against a deploy, even when
+/// a route sends them to a receiver with `rollback_configs`.
+pub fn is_about_rearguard(alert: &crate::alert::Alert) -> bool {
+    alert.name().starts_with("Rearguard")
+}
+
 /// How late the samples of a metric can describe what happened: a metric
 /// name (or a prefix ending in `*`) and the lag in milliseconds.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -466,7 +466,11 @@ impl ActionRunner {
         let trigger = n
             .alerts
             .iter()
-            .filter(|a| !is_own_alert(a) && a.status_at(n.created_at_ms) == AlertStatus::Firing)
+            .filter(|a| {
+                !is_own_alert(a)
+                    && !judge::is_about_rearguard(a)
+                    && a.status_at(n.created_at_ms) == AlertStatus::Firing
+            })
             .min_by_key(|a| a.active_at_ms);
         let Some(alert) = trigger else { return };
         for target in actions {

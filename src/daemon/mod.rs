@@ -50,6 +50,7 @@ use crate::server::auth::AdminToken;
 use crate::source::cloud_logging::CloudLoggingManager;
 use crate::source::cloud_monitoring::{CloudMonitoringManager, GcpSourceDeps};
 use crate::source::cloud_run::CloudRunManager;
+use crate::source::health::{SourceHealth, WatchedQuerier};
 use crate::tsdb::Tsdb;
 
 /// How often samples older than `retention` are dropped.
@@ -72,6 +73,7 @@ pub struct Daemon {
     gcp: Option<GcpContext>,
     google: Option<GoogleSources>,
     rules: Arc<RuleManager>,
+    source_health: SourceHealth,
     /// What the actions ask of the rules (its source lags follow reloads).
     rules_state: Arc<RulesAlertState>,
     dispatcher: Arc<Dispatcher>,
@@ -121,6 +123,27 @@ fn register_build_info(registry: &prometheus::Registry) -> Result<(), prometheus
 /// The rules engine's view of a loaded config, with Cloud Monitoring's
 /// PromQL endpoint added as a query source where the config names one.
 fn rules_config(
+    config: &LoadedConfig,
+    gcp: Option<&GcpContext>,
+    clock: &Clock,
+    health: &SourceHealth,
+) -> Result<RulesConfig, LocatedErrors> {
+    let mut rc = rules_config_unwatched(config, gcp)?;
+    // Remote query sources report rearguard_source_up like the Google sources.
+    let interval = rc.evaluation_interval;
+    for (name, q) in rc.sources.iter_mut() {
+        *q = Arc::new(WatchedQuerier::new(
+            name,
+            q.clone(),
+            interval,
+            clock.clone(),
+            health.clone(),
+        ));
+    }
+    Ok(rc)
+}
+
+fn rules_config_unwatched(
     config: &LoadedConfig,
     gcp: Option<&GcpContext>,
 ) -> Result<RulesConfig, LocatedErrors> {
@@ -198,6 +221,8 @@ impl Daemon {
             ),
             None => None,
         };
+        // rearguard_source_up of every probe-less source (the gauge and the tsdb).
+        let source_health = SourceHealth::register(&registry, sink.clone(), clock.clone())?;
         let google = gcp.as_ref().map(|ctx| {
             let deps = GcpSourceDeps {
                 clock: clock.clone(),
@@ -205,9 +230,11 @@ impl Daemon {
                 store: store.clone(),
             };
             GoogleSources {
-                monitoring: CloudMonitoringManager::new(ctx.clone(), deps.clone()),
-                logging: CloudLoggingManager::new(ctx.clone(), deps.clone()),
-                run: CloudRunManager::new(ctx.clone(), deps),
+                monitoring: CloudMonitoringManager::new(ctx.clone(), deps.clone())
+                    .with_health(source_health.clone()),
+                logging: CloudLoggingManager::new(ctx.clone(), deps.clone())
+                    .with_health(source_health.clone()),
+                run: CloudRunManager::new(ctx.clone(), deps).with_health(source_health.clone()),
             }
         });
 
@@ -299,7 +326,7 @@ impl Daemon {
             g.run.apply(&c.cloud_run);
         }
         rules
-            .apply(rules_config(&config, gcp.as_ref())?)
+            .apply(rules_config(&config, gcp.as_ref(), &clock, &source_health)?)
             .await
             .map_err(StartError::Rules)?;
         match actions.reconcile().await {
@@ -370,6 +397,7 @@ impl Daemon {
             gcp,
             google,
             rules,
+            source_health,
             rules_state,
             dispatcher,
             outbox,
@@ -427,7 +455,7 @@ impl Daemon {
     /// restart (listen address, state_dir, Google credentials) is logged.
     pub async fn apply(&self, new: LoadedConfig) -> Result<(), LocatedErrors> {
         let mut current = self.config.lock().await;
-        let rules_cfg = rules_config(&new, self.gcp.as_ref())?;
+        let rules_cfg = rules_config(&new, self.gcp.as_ref(), &self.clock, &self.source_health)?;
         if new.config.listen != current.config.listen {
             tracing::warn!(
                 old = %current.config.listen,
