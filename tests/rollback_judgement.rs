@@ -4,8 +4,11 @@
 
 mod rollback_support;
 
-use rearguard::action::{reason, Outcome, Trigger};
+use std::time::Duration;
+
+use rearguard::action::{reason, Outcome, RequestCount, Trigger};
 use rearguard::alert::Alert;
+use rearguard::dispatch::NotificationSink;
 use rollback_support::*;
 
 /// The lookback of an error-ratio rule over Cloud Monitoring data: a 5m rate
@@ -125,4 +128,94 @@ async fn an_alert_about_the_serving_revision_rolls_back_and_explains() {
             && description.contains("BackendDown is about revision backend-00002"),
         "{description}"
     );
+}
+
+/// A few requests a minute with an occasional 5xx: the error alert fires,
+/// but 6 failures of 70 requests are no evidence. No action, one notice that
+/// says what was seen, and the alert keeps being watched: once enough
+/// requests show the revision is bad, it is rolled back.
+#[tokio::test(start_paused = true)]
+async fn low_traffic_is_inconclusive_notified_once_and_watched() {
+    let h = Harness::new(&traffic_action(""));
+    *h.world.lookback_ms.lock().unwrap() = Some(LOOKBACK);
+    *h.world.requests.lock().unwrap() = Some(RequestCount {
+        total: 70.0,
+        errors: 6.0,
+    });
+    h.deploy("backend-00002", true);
+    let a = with_revision(alert(T0 + 30_000), "backend-00002");
+    sleep_until(&h.clock, a.starts_at_ms).await;
+
+    h.runner.send(h.notification(&a)).await.unwrap();
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.sink.phases(), ["skipped"]);
+    let ev = &h.sink.alerts()[0];
+    assert_eq!(ev.labels.get("reason"), Some("inconclusive"));
+    let text = &ev.annotations["summary"];
+    assert!(
+        text.contains("6 of 70 requests to backend-00002 failed")
+            && text.contains("at least 100 needed"),
+        "{text}"
+    );
+
+    // Still too few a few minutes on: re-checked, but nobody is told twice.
+    tokio::time::sleep(Duration::from_secs(150)).await;
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.sink.phases(), ["skipped"]);
+    assert!(
+        h.metric(
+            "rearguard_rollback_skipped_total",
+            &[("target", "backend"), ("reason", "inconclusive")]
+        ) >= 3.0
+    );
+    let audited = h.audit_decisions().await;
+    assert_eq!(audited.len(), 1, "{audited:?}");
+
+    // Traffic picks up and the revision is clearly bad: the watch acts.
+    *h.world.requests.lock().unwrap() = Some(RequestCount {
+        total: 400.0,
+        errors: 120.0,
+    });
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    wait_until(|| h.sink.phases().len() >= 3).await;
+    h.runner.idle().await;
+    assert_eq!(h.serving(), "backend-00001");
+    assert_eq!(h.sink.phases(), ["skipped", "started", "verified"]);
+    let description = &h.sink.alerts()[1].annotations["description"];
+    assert!(
+        description.contains("120 of 400 requests to backend-00002 failed"),
+        "{description}"
+    );
+}
+
+/// `min_requests: 0` turns the guard off.
+#[tokio::test(start_paused = true)]
+async fn min_requests_zero_acts_on_any_traffic() {
+    let h = Harness::new(&traffic_action("    min_requests: 0\n"));
+    *h.world.requests.lock().unwrap() = Some(RequestCount {
+        total: 7.0,
+        errors: 3.0,
+    });
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+}
+
+/// An alert kept while its rule's query fails is never evidence.
+#[tokio::test(start_paused = true)]
+async fn an_alert_whose_query_fails_is_not_evidence() {
+    let h = Harness::new(&traffic_action(""));
+    *h.world.rule_error.lock().unwrap() = Some("query source gmp did not answer within 30s".into());
+    h.deploy("backend-00002", true);
+    let a = alert(T0 + 30_000);
+    sleep_until(&h.clock, a.starts_at_ms).await;
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert_eq!(out.skip_reason(), Some(reason::INCONCLUSIVE), "{out:?}");
+    assert_eq!(h.fake.accepted_patches(), 0);
+    let text = &h.sink.alerts()[0].annotations["summary"];
+    assert!(text.contains("did not answer within 30s"), "{text}");
 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use promql_parser::parser::{Expr, Offset};
 
 use super::cloud_run::RevisionState;
-use super::deps::ServingPeriod;
+use super::deps::{RequestCount, ServingPeriod};
 use crate::clock::TimestampMs;
 
 /// The label that names the revision an alert's evidence is about.
@@ -137,6 +137,98 @@ fn walk(
         }
         Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => 0,
     })
+}
+
+/// The series names an expression reads, through the recording rules it
+/// reads (the recorded names themselves are not included).
+pub fn expr_metrics(
+    expr: &str,
+    recording: &BTreeMap<String, String>,
+) -> Result<BTreeSet<String>, String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![expr.to_string()];
+    let mut seen = BTreeSet::new();
+    while let Some(e) = todo.pop() {
+        let parsed = promql_parser::parser::parse(&e).map_err(|e| e.to_string())?;
+        let mut names = Vec::new();
+        selector_names(&parsed, &mut names);
+        for n in names {
+            match recording.get(&n) {
+                Some(inner) => {
+                    if seen.insert(n) {
+                        todo.push(inner.clone());
+                    }
+                }
+                None => {
+                    out.insert(n);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn selector_names(e: &Expr, out: &mut Vec<String>) {
+    match e {
+        Expr::VectorSelector(vs) => out.extend(vs.name.clone()),
+        Expr::MatrixSelector(ms) => out.extend(ms.vs.name.clone()),
+        Expr::Subquery(sq) => selector_names(&sq.expr, out),
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                selector_names(p, out);
+            }
+            selector_names(&a.expr, out);
+        }
+        Expr::Unary(u) => selector_names(&u.expr, out),
+        Expr::Binary(b) => {
+            selector_names(&b.lhs, out);
+            selector_names(&b.rhs, out);
+        }
+        Expr::Paren(p) => selector_names(&p.expr, out),
+        Expr::Call(c) => c.args.args.iter().for_each(|a| selector_names(a, out)),
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+}
+
+/// The series of Cloud Run's request counts in the tsdb.
+pub const REQUEST_COUNT_SERIES: &str = "run_googleapis_com:request_count";
+
+/// Whether there is enough evidence to act.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sufficiency {
+    /// The guard does not apply (off, no request-based evidence, or no
+    /// source counts requests).
+    NotApplicable,
+    Enough(RequestCount),
+    /// Too few requests: no action, a notice saying what was seen.
+    Inconclusive(String),
+}
+
+/// The `min_requests` guard: an alert whose rule reads request counts is
+/// evidence only when the judged revision served at least `min_requests`
+/// over the evidence window.
+pub fn sufficiency(
+    min_requests: u64,
+    reads_requests: bool,
+    seen: Option<RequestCount>,
+    revision: &str,
+    window_ms: i64,
+) -> Sufficiency {
+    if min_requests == 0 || !reads_requests {
+        return Sufficiency::NotApplicable;
+    }
+    let Some(c) = seen else {
+        return Sufficiency::NotApplicable;
+    };
+    if c.total.is_finite() && c.total >= min_requests as f64 {
+        return Sufficiency::Enough(c);
+    }
+    Sufficiency::Inconclusive(format!(
+        "inconclusive: {} of {} requests to {revision} failed in the last {}; at least {min_requests} needed before acting (min_requests); still watching",
+        c.errors.max(0.0).round(),
+        c.total.max(0.0).round(),
+        fmt_dur(window_ms)
+    ))
 }
 
 /// What the judgement needs to know.
@@ -507,6 +599,61 @@ mod tests {
             BTreeSet::from(["c".to_string()])
         );
         assert_eq!(served_between(&h, 0, 5), BTreeSet::from(["a".to_string()]));
+    }
+
+    #[test]
+    fn metrics_are_found_through_recording_rules() {
+        let mut rec = BTreeMap::new();
+        rec.insert(
+            "revision:errors:ratio".to_string(),
+            "sum(rate(run_googleapis_com:request_count{response_code_class=\"5xx\"}[5m])) / sum(rate(run_googleapis_com:request_count[5m]))".to_string(),
+        );
+        let m = expr_metrics("revision:errors:ratio > 0.05 and on() up", &rec).unwrap();
+        assert_eq!(
+            m,
+            BTreeSet::from([REQUEST_COUNT_SERIES.to_string(), "up".to_string()])
+        );
+        assert_eq!(
+            expr_metrics("probe_success == 0", &rec).unwrap(),
+            BTreeSet::from(["probe_success".to_string()])
+        );
+    }
+
+    #[test]
+    fn too_few_requests_are_inconclusive() {
+        let seen = |total, errors| Some(RequestCount { total, errors });
+        let j = sufficiency(100, true, seen(70.0, 6.0), "s-2", 10 * MIN);
+        assert_eq!(
+            j,
+            Sufficiency::Inconclusive(
+                "inconclusive: 6 of 70 requests to s-2 failed in the last 10m; at least 100 needed before acting (min_requests); still watching".into()
+            )
+        );
+        assert_eq!(
+            sufficiency(100, true, seen(100.0, 6.0), "s-2", MIN),
+            Sufficiency::Enough(RequestCount {
+                total: 100.0,
+                errors: 6.0
+            })
+        );
+        // Off, not request-based evidence, or nothing counts requests.
+        assert_eq!(
+            sufficiency(0, true, seen(1.0, 1.0), "s-2", MIN),
+            Sufficiency::NotApplicable
+        );
+        assert_eq!(
+            sufficiency(100, false, seen(1.0, 1.0), "s-2", MIN),
+            Sufficiency::NotApplicable
+        );
+        assert_eq!(
+            sufficiency(100, true, None, "s-2", MIN),
+            Sufficiency::NotApplicable
+        );
+        // No data at all from a configured source is not enough either.
+        assert!(matches!(
+            sufficiency(100, true, seen(0.0, 0.0), "s-2", MIN),
+            Sufficiency::Inconclusive(_)
+        ));
     }
 
     #[test]

@@ -14,7 +14,9 @@ use super::cloud_run::{
     short_name, CloudRunApi, CloudRunError, ServicePatch, ServiceState, TrafficTarget,
 };
 use super::command;
-use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
+use super::deps::{
+    AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals, Unknown,
+};
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
 use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
@@ -41,6 +43,9 @@ pub mod reason {
     pub const OTHER_REVISION: &str = "evidence_about_other_revision";
     /// The serving revision began serving inside the alert's evidence window.
     pub const STARTED_INSIDE_WINDOW: &str = "started_inside_evidence_window";
+    /// Too little evidence (too few requests, or the rule's query fails):
+    /// no action, and the alert keeps being watched.
+    pub const INCONCLUSIVE: &str = "inconclusive";
     pub const NO_EARLIER_READY_REVISION: &str = "no_earlier_ready_revision";
     pub const QUARANTINED: &str = "quarantined";
     pub const ALREADY_AT_TARGET: &str = "already_at_target";
@@ -51,6 +56,9 @@ pub mod reason {
     pub const CLOUD_RUN_UNAVAILABLE: &str = "cloud_run_unavailable";
     pub const VERIFICATION_FAILED: &str = "verification_failed";
 }
+
+/// How often an inconclusive decision is re-checked while its alert fires.
+const RECHECK_INCONCLUSIVE: Duration = Duration::from_secs(60);
 
 /// Who set a hold or started a manual action when nobody says.
 const SYSTEM_ACTOR: &str = "rearguard";
@@ -74,6 +82,8 @@ pub struct ActionDeps {
     pub time_intervals: Arc<dyn TimeIntervals>,
     pub serving_history: Arc<dyn ServingHistory>,
     pub evidence: Arc<dyn EvidenceSource>,
+    /// Request counts of revisions (the `min_requests` guard).
+    pub requests: Arc<dyn RequestCounts>,
 }
 
 impl ActionDeps {
@@ -98,6 +108,7 @@ impl ActionDeps {
             time_intervals: Arc::new(Unknown),
             serving_history: Arc::new(Unknown),
             evidence: Arc::new(Unknown),
+            requests: Arc::new(Unknown),
         }
     }
 }
@@ -221,6 +232,8 @@ struct Run {
     implicated: BTreeSet<String>,
     /// Why the serving revision is judged, for the notices.
     judged: Option<String>,
+    /// Start of the alert's evidence window, once judged.
+    window_start_ms: Option<TimestampMs>,
     dry_run: bool,
 }
 
@@ -294,6 +307,8 @@ struct Inner {
     idle: tokio::sync::Notify,
     tasks: Mutex<Vec<AbortHandle>>,
     stopping: AtomicBool,
+    /// (target, alert fingerprint) of inconclusive decisions being re-checked.
+    watching: Mutex<HashSet<(String, u64)>>,
 }
 
 /// Runs actions; cheap to clone. Implements [`NotificationSink`] for the
@@ -387,6 +402,7 @@ impl ActionRunner {
                 idle: tokio::sync::Notify::new(),
                 tasks: Mutex::default(),
                 stopping: AtomicBool::new(false),
+                watching: Mutex::default(),
             }),
         })
     }
@@ -782,6 +798,7 @@ impl ActionRunner {
             left_behind: BTreeSet::new(),
             implicated: BTreeSet::new(),
             judged: None,
+            window_start_ms: None,
         };
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Outcome::Skipped {
@@ -803,6 +820,15 @@ impl ActionRunner {
         };
         self.refresh_held_gauge().await;
         let outcome = self.run_guarded(&mut run).await;
+        if outcome.skip_reason() != Some(reason::INCONCLUSIVE) {
+            if let Some(a) = &run.trigger.alert {
+                self.inner
+                    .watching
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(run.target.clone(), a.fingerprint()));
+            }
+        }
         self.record_outcome(&run, &outcome);
         self.refresh_held_gauge().await;
         outcome
@@ -860,6 +886,9 @@ impl ActionRunner {
             run.origin = svc.serving_revision();
             if !run.trigger.manual {
                 if let Some(outcome) = self.check_deploy(run, &service, &svc, now).await {
+                    return outcome;
+                }
+                if let Some(outcome) = self.check_requests(run, &service, now).await {
                     return outcome;
                 }
             }
@@ -959,8 +988,111 @@ impl ActionRunner {
                 let detail = format!("{} is no longer firing", a.name());
                 return Some(self.skip(run, reason::ALERT_RESOLVED, detail, false).await);
             }
+            // An alert kept through a failing query says nothing new.
+            if let Some(error) = self.deps().alert_state.rule_error(a.fingerprint()) {
+                let detail = format!(
+                    "inconclusive: the last evaluation of the rule of {} failed ({error}); an alert kept through a failing query is not evidence; still watching",
+                    a.name()
+                );
+                return Some(self.inconclusive(run, detail).await);
+            }
         }
         None
+    }
+
+    /// The `min_requests` guard: an alert whose rule reads request counts
+    /// must rest on enough requests to the judged revision.
+    async fn check_requests(
+        &self,
+        run: &mut Run,
+        service: &str,
+        now: TimestampMs,
+    ) -> Option<Outcome> {
+        let alert = run.trigger.alert.as_ref()?;
+        let revision = run.origin.clone()?;
+        let window_start = run.window_start_ms?;
+        if run.action.min_requests == 0 {
+            return None;
+        }
+        let reads_requests = self
+            .deps()
+            .alert_state
+            .evidence_metrics(alert.fingerprint())
+            .is_some_and(|m| m.contains(judge::REQUEST_COUNT_SERIES));
+        if !reads_requests {
+            return None;
+        }
+        let seen = self
+            .deps()
+            .requests
+            .requests(short_name(service), &revision, window_start, now)
+            .await;
+        match judge::sufficiency(
+            run.action.min_requests,
+            reads_requests,
+            seen,
+            &revision,
+            now - window_start,
+        ) {
+            judge::Sufficiency::NotApplicable => None,
+            judge::Sufficiency::Enough(c) => {
+                let counted = format!(
+                    "{} of {} requests to {revision} failed since {}",
+                    c.errors.round(),
+                    c.total.round(),
+                    to_datetime(window_start).format("%H:%M:%S UTC")
+                );
+                run.judged = Some(match run.judged.take() {
+                    Some(j) => format!("{j}; {counted}"),
+                    None => counted,
+                });
+                None
+            }
+            judge::Sufficiency::Inconclusive(detail) => Some(self.inconclusive(run, detail).await),
+        }
+    }
+
+    /// Too little evidence: tell once (audited), then re-check every
+    /// [`RECHECK_INCONCLUSIVE`] while the alert fires, quietly.
+    async fn inconclusive(&self, run: &Run, detail: String) -> Outcome {
+        let Some(alert) = run.trigger.alert.clone() else {
+            return self.skip(run, reason::INCONCLUSIVE, detail, true).await;
+        };
+        let key = (run.target.clone(), alert.fingerprint());
+        let first = self
+            .inner
+            .watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        let outcome = if first {
+            self.skip(run, reason::INCONCLUSIVE, detail, true).await
+        } else {
+            self.inner
+                .metrics
+                .skipped
+                .with_label_values(&[&run.target, reason::INCONCLUSIVE])
+                .inc();
+            Outcome::Skipped {
+                reason: reason::INCONCLUSIVE.into(),
+                detail,
+            }
+        };
+        let this = self.clone();
+        let trigger = run.trigger.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(RECHECK_INCONCLUSIVE).await;
+            if this.deps().alert_state.is_firing(key.1) == Some(true) {
+                this.spawn(key.0, trigger);
+            } else {
+                this.inner
+                    .watching
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+            }
+        });
+        outcome
     }
 
     /// Another actor's recent rollback, then whose evidence the alert is
@@ -1058,6 +1190,7 @@ impl ActionRunner {
                 };
                 run.judged = Some(format!("{served}; {about}"));
                 run.implicated = implicated;
+                run.window_start_ms = Some(window_start_ms);
                 None
             }
             Judgement::NotJudged { why, detail } => {
@@ -2085,6 +2218,7 @@ impl ActionRunner {
             left_behind: BTreeSet::new(),
             implicated: BTreeSet::new(),
             judged: None,
+            window_start_ms: None,
         })
     }
 

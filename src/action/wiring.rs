@@ -7,20 +7,22 @@
 //! - [`LogAndProbeEvidence`]: the notify evidence (last log lines, probe state),
 //! - [`FanOut`]: one NotificationSink for dispatch that feeds the outbox and the actions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::json;
 
 use super::cloud_run::short_name;
 use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod};
-use super::judge::{expr_lookback_ms, MetricLags};
+use super::deps::{RequestCount, RequestCounts};
+use super::judge::{expr_lookback_ms, expr_metrics, MetricLags};
 use crate::alert::Alert;
 use crate::clock::TimestampMs;
 use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
 use crate::rules::alerting::AlertState as RuleAlertState;
 use crate::rules::group::RuleState;
 use crate::rules::manager::RuleManager;
+use crate::rules::querier::Querier;
 use crate::source::cloud_run::CloudRunViews;
 use crate::source::probe::ProbeManager;
 
@@ -87,6 +89,85 @@ pub fn metric_lags(config: &crate::config::Config) -> MetricLags {
 /// How many evaluations of the trigger's expression the audit keeps.
 const HISTORY_POINTS: usize = 60;
 
+impl RulesAlertState {
+    /// Record name → expression of every recording rule.
+    fn recording_rules(&self) -> BTreeMap<String, String> {
+        self.rules
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .filter_map(|r| match &r.state {
+                RuleState::Recording { record } => Some((record.clone(), r.def.expr.clone())),
+                RuleState::Alerting(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Request counts of a revision from the tsdb's
+/// `run_googleapis_com:request_count` (a `cloud_monitoring` entry reading
+/// `run.googleapis.com/request_count`); nothing when no entry reads it.
+pub struct TsdbRequestCounts {
+    pub querier: Arc<dyn Querier>,
+    /// Whether a source reads request counts (follows reloads).
+    pub configured: std::sync::atomic::AtomicBool,
+}
+
+impl TsdbRequestCounts {
+    /// Whether `config` reads Cloud Run's request counts.
+    pub fn reads_requests(config: &crate::config::Config) -> bool {
+        config
+            .cloud_monitoring
+            .iter()
+            .any(|m| m.metric == "run.googleapis.com/request_count")
+    }
+}
+
+fn promql_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+impl RequestCounts for TsdbRequestCounts {
+    fn requests<'a>(
+        &'a self,
+        service: &'a str,
+        revision: &'a str,
+        from_ms: TimestampMs,
+        to_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<RequestCount>> {
+        Box::pin(async move {
+            if !self.configured.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let range_ms = (to_ms - from_ms).max(60_000);
+            let selector = |extra: &str| {
+                format!(
+                    "sum(increase({}{{service_name={},revision_name={}{extra}}}[{range_ms}ms]))",
+                    crate::action::judge::REQUEST_COUNT_SERIES,
+                    promql_string(service),
+                    promql_string(revision)
+                )
+            };
+            let value = |r: Result<Vec<crate::labels::Sample>, _>| -> f64 {
+                match r {
+                    Ok(v) => v.first().map(|s| s.value).unwrap_or(0.0),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count requests; counting none");
+                        0.0
+                    }
+                }
+            };
+            let total = value(self.querier.query(&selector(""), to_ms).await);
+            let errors = value(
+                self.querier
+                    .query(&selector(",response_code_class=\"5xx\""), to_ms)
+                    .await,
+            );
+            Some(RequestCount { total, errors })
+        })
+    }
+}
+
 impl AlertState for RulesAlertState {
     fn is_firing(&self, fingerprint: u64) -> Option<bool> {
         if !self.rules.has_groups() {
@@ -101,16 +182,7 @@ impl AlertState for RulesAlertState {
 
     fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
         let found = self.rules.find_alert(fingerprint, &self.external_labels)?;
-        let recording: BTreeMap<String, String> = self
-            .rules
-            .groups()
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .filter_map(|r| match &r.state {
-                RuleState::Recording { record } => Some((record.clone(), r.def.expr.clone())),
-                RuleState::Alerting(_) => None,
-            })
-            .collect();
+        let recording = self.recording_rules();
         let lags = self.lags.read().unwrap_or_else(|p| p.into_inner()).clone();
         match expr_lookback_ms(&found.rule.expr, &recording, &lags) {
             Ok(ms) => Some(ms),
@@ -119,6 +191,22 @@ impl AlertState for RulesAlertState {
                 None
             }
         }
+    }
+
+    fn evidence_metrics(&self, fingerprint: u64) -> Option<BTreeSet<String>> {
+        let found = self.rules.find_alert(fingerprint, &self.external_labels)?;
+        expr_metrics(&found.rule.expr, &self.recording_rules()).ok()
+    }
+
+    fn rule_error(&self, fingerprint: u64) -> Option<String> {
+        let found = self.rules.find_alert(fingerprint, &self.external_labels)?;
+        let groups = self.rules.groups();
+        let group = groups.iter().find(|g| g.key == found.group_key)?;
+        group
+            .rules
+            .iter()
+            .find(|r| matches!(&r.state, RuleState::Alerting(a) if a.def == found.rule))
+            .and_then(|r| r.status.last_error.clone())
     }
 
     fn history<'a>(

@@ -39,7 +39,9 @@ mod adapters;
 
 use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
 
-use crate::action::wiring::{FanOut, LateAlertSink, LogAndProbeEvidence, RulesAlertState};
+use crate::action::wiring::{
+    FanOut, LateAlertSink, LogAndProbeEvidence, RulesAlertState, TsdbRequestCounts,
+};
 use crate::action::{ActionDeps, ActionRunner, CloudRunApi};
 use crate::dispatch::{Dispatcher, DispatcherDeps};
 use crate::gcp::GcpContext;
@@ -74,6 +76,8 @@ pub struct Daemon {
     google: Option<GoogleSources>,
     rules: Arc<RuleManager>,
     source_health: SourceHealth,
+    /// The actions' request counts (whether a source reads them follows reloads).
+    request_counts: Arc<TsdbRequestCounts>,
     /// What the actions ask of the rules (its source lags follow reloads).
     rules_state: Arc<RulesAlertState>,
     dispatcher: Arc<Dispatcher>,
@@ -272,6 +276,14 @@ impl Daemon {
         if let Some(g) = &google {
             action_deps.serving_history = Arc::new(g.run.views());
         }
+        let request_counts = Arc::new(TsdbRequestCounts {
+            querier: Arc::new(LocalQuerier::new(
+                tsdb.clone(),
+                Engine::new(EngineOptions::default()),
+            )),
+            configured: std::sync::atomic::AtomicBool::new(TsdbRequestCounts::reads_requests(c)),
+        });
+        action_deps.requests = request_counts.clone();
 
         // Dispatch routes alerts to the effects.
         // The runner's remaining dependencies (rules, dispatch) exist only
@@ -398,6 +410,7 @@ impl Daemon {
             google,
             rules,
             source_health,
+            request_counts,
             rules_state,
             dispatcher,
             outbox,
@@ -490,6 +503,10 @@ impl Daemon {
             .lags
             .write()
             .unwrap_or_else(|p| p.into_inner()) = crate::action::wiring::metric_lags(c);
+        self.request_counts.configured.store(
+            TsdbRequestCounts::reads_requests(c),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         *current = new;
         Ok(())
     }
@@ -559,6 +576,14 @@ impl crate::action::AlertState for OnceLockAlertState {
 
     fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
         self.0.get().and_then(|s| s.lookback_ms(fingerprint))
+    }
+
+    fn evidence_metrics(&self, fingerprint: u64) -> Option<std::collections::BTreeSet<String>> {
+        self.0.get().and_then(|s| s.evidence_metrics(fingerprint))
+    }
+
+    fn rule_error(&self, fingerprint: u64) -> Option<String> {
+        self.0.get().and_then(|s| s.rule_error(fingerprint))
     }
 
     fn history<'a>(
