@@ -219,3 +219,93 @@ async fn an_alert_whose_query_fails_is_not_evidence() {
     let text = &h.sink.alerts()[0].annotations["summary"];
     assert!(text.contains("did not answer within 30s"), "{text}");
 }
+
+/// `veto: 5m`: rearguard first says what it will do and how to stop it; a
+/// hold during the wait cancels the rollback (audited and told).
+#[tokio::test(start_paused = true)]
+async fn a_veto_is_cancelled_by_a_hold() {
+    let (h, a) = bad_deploy(&traffic_action("    veto: 5m\n")).await;
+    let started = h.clock.now_ms();
+    h.runner.send(h.notification(&a)).await.unwrap();
+    wait_until(|| !h.sink.phases().is_empty()).await;
+    assert_eq!(h.sink.phases(), ["veto_window"]);
+    let notice = &h.sink.alerts()[0];
+    let summary = &notice.annotations["summary"];
+    assert!(
+        summary
+            .contains("rolling back backend from backend-00002 to backend-00001 in 5m unless held"),
+        "{summary}"
+    );
+    let description = &notice.annotations["description"];
+    assert!(
+        description.contains("rearguard hold backend")
+            && description.contains("POST /api/v1/holds"),
+        "{description}"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.runner
+        .hold(Some("backend"), "looking at it myself", "alice")
+        .await
+        .unwrap();
+    h.runner.idle().await;
+    assert!(
+        h.clock.now_ms() - started < 5 * MIN,
+        "cancelled before the end"
+    );
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.serving(), "backend-00002");
+    assert_eq!(h.sink.phases(), ["veto_window", "skipped"]);
+    let ev = &h.sink.alerts()[1];
+    assert_eq!(ev.labels.get("reason"), Some(reason::VETOED));
+    assert!(
+        ev.annotations["summary"].contains("looking at it myself"),
+        "{:?}",
+        ev.annotations
+    );
+    let decisions: Vec<String> = h
+        .audit_decisions()
+        .await
+        .into_iter()
+        .map(|(d, r)| format!("{d}:{r}"))
+        .collect();
+    assert!(
+        decisions.iter().any(|d| d.starts_with("veto_window:")),
+        "{decisions:?}"
+    );
+    assert!(
+        decisions.iter().any(|d| d == "skipped:vetoed"),
+        "{decisions:?}"
+    );
+}
+
+/// Without a hold, the veto window ends in the rollback, after re-checking
+/// that the alert still fires and the same revision serves.
+#[tokio::test(start_paused = true)]
+async fn a_veto_that_expires_rolls_back() {
+    let (h, a) = bad_deploy(&traffic_action("    veto: 5m\n")).await;
+    let started = h.clock.now_ms();
+    let out = h.runner.run("backend", Trigger::alert(a)).await;
+    assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
+    assert!(h.clock.now_ms() - started >= 5 * MIN);
+    assert_eq!(h.serving(), "backend-00001");
+    assert_eq!(h.sink.phases(), ["veto_window", "started", "verified"]);
+}
+
+/// If someone fixes it during the veto window, nothing is rolled back.
+#[tokio::test(start_paused = true)]
+async fn a_veto_window_during_which_a_fix_ships_does_nothing() {
+    let (h, a) = bad_deploy(&traffic_action("    veto: 5m\n")).await;
+    h.runner.send(h.notification(&a)).await.unwrap();
+    wait_until(|| !h.sink.phases().is_empty()).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    h.deploy("backend-00003", false);
+    // The alert (label-less) has not resolved yet in the rule manager's view.
+    *h.world.always_firing.lock().unwrap() = true;
+    h.runner.idle().await;
+    assert_eq!(h.fake.accepted_patches(), 0);
+    assert_eq!(h.sink.phases(), ["veto_window", "skipped"]);
+    assert_eq!(
+        h.sink.alerts()[1].labels.get("reason"),
+        Some(reason::SERVING_CHANGED)
+    );
+}

@@ -32,6 +32,8 @@ pub enum Phase {
     DryRun,
     Escalated,
     Superseded,
+    /// Announced, acting at the end of the veto window unless held.
+    Vetoable,
 }
 
 impl Phase {
@@ -44,6 +46,7 @@ impl Phase {
             Phase::DryRun => "dry_run",
             Phase::Escalated => "escalated",
             Phase::Superseded => "superseded",
+            Phase::Vetoable => "veto_window",
         }
     }
 
@@ -51,7 +54,7 @@ impl Phase {
     pub fn severity(self) -> &'static str {
         match self {
             Phase::Failed | Phase::Escalated => "critical",
-            Phase::Skipped => "warning",
+            Phase::Skipped | Phase::Vetoable => "warning",
             _ => "info",
         }
     }

@@ -46,6 +46,10 @@ pub mod reason {
     /// Too little evidence (too few requests, or the rule's query fails):
     /// no action, and the alert keeps being watched.
     pub const INCONCLUSIVE: &str = "inconclusive";
+    /// A hold during the veto window cancelled the action.
+    pub const VETOED: &str = "vetoed";
+    /// What serves changed during the veto window.
+    pub const SERVING_CHANGED: &str = "serving_changed";
     pub const NO_EARLIER_READY_REVISION: &str = "no_earlier_ready_revision";
     pub const QUARANTINED: &str = "quarantined";
     pub const ALREADY_AT_TARGET: &str = "already_at_target";
@@ -234,6 +238,8 @@ struct Run {
     judged: Option<String>,
     /// Start of the alert's evidence window, once judged.
     window_start_ms: Option<TimestampMs>,
+    /// The requests the evidence rests on (the `min_requests` guard).
+    counted: Option<String>,
     dry_run: bool,
 }
 
@@ -249,6 +255,17 @@ impl Run {
                     .and_then(|a| a.labels.get("service").map(str::to_string))
             })
             .unwrap_or_else(|| self.target.clone())
+    }
+
+    /// Why the judged revision is judged and what the evidence rests on,
+    /// as sentences (empty when not judged).
+    fn evidence_text(&self) -> String {
+        let mut out = String::new();
+        for part in [&self.judged, &self.counted].into_iter().flatten() {
+            out.push_str(part);
+            out.push_str(". ");
+        }
+        out
     }
 
     fn because(&self) -> String {
@@ -307,8 +324,11 @@ struct Inner {
     idle: tokio::sync::Notify,
     tasks: Mutex<Vec<AbortHandle>>,
     stopping: AtomicBool,
-    /// (target, alert fingerprint) of inconclusive decisions being re-checked.
+    /// (target, alert fingerprint) of inconclusive decisions already told.
     watching: Mutex<HashSet<(String, u64)>>,
+    /// Those with a re-check scheduled (one at a time, however many
+    /// notifications dispatch repeats).
+    rechecks: Mutex<HashSet<(String, u64)>>,
 }
 
 /// Runs actions; cheap to clone. Implements [`NotificationSink`] for the
@@ -403,6 +423,7 @@ impl ActionRunner {
                 tasks: Mutex::default(),
                 stopping: AtomicBool::new(false),
                 watching: Mutex::default(),
+                rechecks: Mutex::default(),
             }),
         })
     }
@@ -799,6 +820,7 @@ impl ActionRunner {
             implicated: BTreeSet::new(),
             judged: None,
             window_start_ms: None,
+            counted: None,
         };
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Outcome::Skipped {
@@ -891,6 +913,11 @@ impl ActionRunner {
                 if let Some(outcome) = self.check_requests(run, &service, now).await {
                     return outcome;
                 }
+            }
+        }
+        if !run.trigger.manual && !run.dry_run && !run.action.veto.0.is_zero() {
+            if let Some(outcome) = self.veto_window(run).await {
+                return outcome;
             }
         }
         self.run_ladder(run).await
@@ -1042,14 +1069,139 @@ impl ActionRunner {
                     c.total.round(),
                     to_datetime(window_start).format("%H:%M:%S UTC")
                 );
-                run.judged = Some(match run.judged.take() {
-                    Some(j) => format!("{j}; {counted}"),
-                    None => counted,
-                });
+                run.counted = Some(counted);
                 None
             }
             judge::Sufficiency::Inconclusive(detail) => Some(self.inconclusive(run, detail).await),
         }
+    }
+
+    /// The revision a traffic rollback would go to now (for the veto notice).
+    async fn planned_target(&self, run: &Run, service: &str) -> Option<String> {
+        let cfg = run.action.effects().into_iter().find_map(|e| match e {
+            Effect::CloudRunTraffic(c) => Some(c),
+            _ => None,
+        })?;
+        if let Some(p) = run.trigger.to_revision.clone().or(cfg.revision) {
+            return Some(short_name(&p).to_string());
+        }
+        let api = &self.deps().cloud_run;
+        let svc = api.get_service(service).await.ok()?;
+        let revisions = api.list_revisions(service).await.ok()?;
+        let current = svc.serving_revision()?;
+        let history = self.deps().serving_history.serving_history(service).await;
+        let mut excl = self.excluded_revisions(service, &svc, run).await;
+        excl.insert(current.clone());
+        excl.extend(run.implicated.iter().cloned());
+        let reference = run.origin.clone().unwrap_or(current);
+        match plan::previous_ready(&reference, &history, &revisions, &excl) {
+            Candidate::Found(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Announces the action and waits `veto`: a hold during the wait cancels
+    /// it (audited); at its end the alert must still fire, the same revision
+    /// serve, and the evidence still be enough.
+    async fn veto_window(&self, run: &mut Run) -> Option<Outcome> {
+        let veto = run.action.veto;
+        let from = run.origin.clone();
+        let to = match run.service.clone() {
+            Some(s) => self.planned_target(run, &s).await,
+            None => None,
+        };
+        let what = match (&from, &to) {
+            (Some(f), Some(t)) => format!("rolling back {} from {f} to {t}", run.service_label()),
+            _ => format!("running {} on {}", run.target, run.service_label()),
+        };
+        let hold_cmd = format!(
+            "rearguard hold {} --reason \"...\"  (or POST /api/v1/holds {{\"target\": \"{}\", \"reason\": \"...\"}})",
+            run.target, run.target
+        );
+        let mut ev = self.alert_evidence(run).await;
+        ev["veto"] = json!(veto.to_string());
+        ev["judged"] = json!(run.judged);
+        self.audit(
+            run,
+            "veto_window",
+            &format!("{what} in {veto} unless held"),
+            None,
+            from.as_deref(),
+            to.as_deref(),
+            ev,
+        )
+        .await;
+        self.event(
+            run,
+            Phase::Vetoable,
+            "veto_window",
+            from.as_deref(),
+            to.as_deref(),
+            format!("{what} in {veto} unless held"),
+            format!(
+                "{} fired. {}To stop it: {hold_cmd}.",
+                run.because(),
+                run.evidence_text()
+            ),
+        );
+        let deadline = self.now() + veto.as_millis();
+        loop {
+            match self.hold_for(&run.target).await {
+                Ok(Some(h)) => {
+                    let detail = format!(
+                        "{what} cancelled during the veto window: {} is on hold ({}, set by {})",
+                        run.target, h.reason, h.set_by
+                    );
+                    return Some(self.skip(run, reason::VETOED, detail, true).await);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let detail = format!("cannot read holds from the store: {e}");
+                    return Some(self.skip(run, reason::HOLD, detail, true).await);
+                }
+            }
+            let now = self.now();
+            if now >= deadline {
+                break;
+            }
+            let wait = (deadline - now).min(5_000) as u64;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        if let Some(a) = &run.trigger.alert {
+            if self.deps().alert_state.is_firing(a.fingerprint()) == Some(false) {
+                let detail = format!(
+                    "{} stopped firing during the veto window: not {what}",
+                    a.name()
+                );
+                return Some(self.skip(run, reason::ALERT_RESOLVED, detail, true).await);
+            }
+        }
+        if let Some(service) = run.service.clone() {
+            let serving = match self.deps().cloud_run.get_service(&service).await {
+                Ok(s) => s.serving_revision(),
+                Err(e) => {
+                    let detail = format!("cannot read {service}: {e}");
+                    return Some(
+                        self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true)
+                            .await,
+                    );
+                }
+            };
+            if serving != run.origin {
+                let detail = format!(
+                    "{} serves {} now, not {}: what the alert judged changed during the veto window",
+                    short_name(&service),
+                    serving.as_deref().unwrap_or("nothing"),
+                    run.origin.as_deref().unwrap_or("?")
+                );
+                return Some(self.skip(run, reason::SERVING_CHANGED, detail, true).await);
+            }
+            let now = self.now();
+            if let Some(outcome) = self.check_requests(run, &service, now).await {
+                return Some(outcome);
+            }
+        }
+        None
     }
 
     /// Too little evidence: tell once (audited), then re-check every
@@ -1078,20 +1230,33 @@ impl ActionRunner {
                 detail,
             }
         };
-        let this = self.clone();
-        let trigger = run.trigger.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(RECHECK_INCONCLUSIVE).await;
-            if this.deps().alert_state.is_firing(key.1) == Some(true) {
-                this.spawn(key.0, trigger);
-            } else {
+        let scheduled = self
+            .inner
+            .rechecks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if scheduled {
+            let this = self.clone();
+            let trigger = run.trigger.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RECHECK_INCONCLUSIVE).await;
                 this.inner
-                    .watching
+                    .rechecks
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key);
-            }
-        });
+                if this.deps().alert_state.is_firing(key.1) == Some(true) {
+                    this.spawn(key.0, trigger);
+                } else {
+                    this.inner
+                        .watching
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+            });
+        }
         outcome
     }
 
@@ -1660,12 +1825,10 @@ impl ActionRunner {
                 short_name(&service),
                 run.because()
             ),
-            match &run.judged {
-                Some(judged) => {
-                    format!("{judged}. Sending 100% of traffic to {to} ({why_to}); then verifying.")
-                }
-                None => format!("Sending 100% of traffic to {to} ({why_to}); then verifying."),
-            },
+            format!(
+                "{}Sending 100% of traffic to {to} ({why_to}); then verifying.",
+                run.evidence_text()
+            ),
         );
         let result = self
             .execute_traffic(&intent, run.action.operation_timeout.0)
@@ -2219,6 +2382,7 @@ impl ActionRunner {
             implicated: BTreeSet::new(),
             judged: None,
             window_start_ms: None,
+            counted: None,
         })
     }
 

@@ -62,6 +62,10 @@ pub struct ActionConfig {
     /// action, keep watching. `0` turns the check off.
     #[serde(default = "default_min_requests")]
     pub min_requests: u64,
+    /// Before acting on an alert, announce the rollback and wait this long:
+    /// a hold during the wait cancels it. `0s` acts at once.
+    #[serde(default)]
+    pub veto: Dur,
     #[serde(default)]
     pub dry_run: bool,
     /// How long a `command` may run before it is killed (a failure).
