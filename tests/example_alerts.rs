@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use example_support::{Pipeline, MIN, T0};
+use rearguard::action::wiring::{metric_lags, RulesAlertState};
+use rearguard::action::AlertState;
 use rearguard::alert::Alert;
 use rearguard::rules::file::RuleKind;
 use rearguard::sim::service::{SimService, SimServiceOptions};
@@ -178,6 +180,36 @@ async fn every_critical_rule_reaches_the_rollback_route_with_service_and_full_te
     for name in &critical {
         assert!(seen.contains(name), "{name} never notified");
     }
+
+    // What the actions are told about each rule's evidence, derived from the
+    // rule, its recording rules and the example's sources.
+    let state = RulesAlertState {
+        rules: p.rules.clone(),
+        external_labels: Default::default(),
+        lags: std::sync::RwLock::new(metric_lags(&p.loaded.config)),
+    };
+    let firing = |name: &str| {
+        notifications
+            .iter()
+            .flat_map(|(_, n)| n.alerts.iter())
+            .find(|a| a.name() == name && state.is_firing(a.fingerprint()) == Some(true))
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} is not firing at the end"))
+    };
+    let a = firing("HighErrorRate");
+    // A 5m rate of request counts polled every 60 s: 5m + 60 s + 180 s + 60 s.
+    assert_eq!(state.lookback_ms(a.fingerprint()), Some(10 * MIN));
+    assert!(state
+        .evidence_metrics(a.fingerprint())
+        .unwrap()
+        .contains("run_googleapis_com:request_count"));
+    assert_eq!(state.rule_error(a.fingerprint()), None);
+    // deriv over 30m of a recording rule over a 5m rate (or the gauge), lag 5m.
+    let a = firing("MemoryLeakSuspected");
+    assert_eq!(state.lookback_ms(a.fingerprint()), Some(40 * MIN));
+    // An instant probe selector: no lookback.
+    let a = firing("HealthProbeFailing");
+    assert_eq!(state.lookback_ms(a.fingerprint()), Some(0));
 
     // The example's inhibit rules name alerts that exist.
     for rule in &p.loaded.config.inhibit_rules {

@@ -54,7 +54,7 @@ pub struct Pipeline {
     pub registry: prometheus::Registry,
     pub tsdb: Arc<Tsdb>,
     pub told: Arc<Told>,
-    pub rules: RuleManager,
+    pub rules: Arc<RuleManager>,
     monitoring: CloudMonitoringManager,
     logging: CloudLoggingManager,
     run: CloudRunManager,
@@ -148,21 +148,23 @@ impl Pipeline {
         )
         .await
         .unwrap();
-        let rules = RuleManager::new(
-            RulesDeps {
-                clock: clock.clone(),
-                local: Arc::new(LocalQuerier::new(
-                    tsdb.clone(),
-                    Engine::new(EngineOptions::default()),
-                )),
-                sink: sink.clone(),
-                store: store.clone(),
-                registry: registry.clone(),
-                alerts: dispatcher.clone(),
-            },
-            ManagerOptions::default(),
-        )
-        .unwrap();
+        let rules = Arc::new(
+            RuleManager::new(
+                RulesDeps {
+                    clock: clock.clone(),
+                    local: Arc::new(LocalQuerier::new(
+                        tsdb.clone(),
+                        Engine::new(EngineOptions::default()),
+                    )),
+                    sink: sink.clone(),
+                    store: store.clone(),
+                    registry: registry.clone(),
+                    alerts: dispatcher.clone(),
+                },
+                ManagerOptions::default(),
+            )
+            .unwrap(),
+        );
         let mut rc = RulesConfig::from_loaded(&loaded).unwrap();
         // The gmp query source needs the daemon's Google context; no group uses it.
         rc.sources.clear();
