@@ -277,6 +277,38 @@ mod tests {
         fn mark_stale(&self, _: &[Labels], _: TimestampMs) {}
     }
 
+    struct Hangs;
+
+    #[async_trait::async_trait]
+    impl Querier for Hangs {
+        async fn query(&self, _: &str, _: TimestampMs) -> Result<Vec<Sample>, QueryError> {
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_query_source_that_hangs_goes_down() {
+        let clock = Clock::starting_at(0);
+        let registry = Registry::new();
+        let db = Arc::new(Written::default());
+        let health = SourceHealth::register(&registry, db.clone(), clock.clone()).unwrap();
+        let q = WatchedQuerier::new(
+            "gmp",
+            Arc::new(Hangs),
+            Duration::from_secs(15),
+            clock.clone(),
+            health,
+        );
+        let err = q.query("up", 0).await.unwrap_err();
+        assert!(err.0.contains("gmp did not answer within 30s"), "{err}");
+        assert_eq!(clock.now_ms(), 30_000);
+        let written = db.0.lock().unwrap().clone();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].value, 0.0);
+        assert_eq!(written[0].labels.get("kind"), Some(kind::QUERY_SOURCE));
+        assert_eq!(written[0].labels.get("name"), Some("gmp"));
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_hanging_poll_is_abandoned_and_the_source_goes_down() {
         let clock = Clock::starting_at(0);
