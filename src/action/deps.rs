@@ -29,6 +29,58 @@ pub trait AlertState: Send + Sync {
     ) -> BoxFuture<'a, Option<serde_json::Value>> {
         Box::pin(async { None })
     }
+
+    /// How far before each evaluation the alert's rule reads data (its
+    /// longest range through recording rules, plus the sources' lag), or
+    /// `None` when unknown. See [`super::judge::expr_lookback_ms`].
+    fn lookback_ms(&self, _fingerprint: u64) -> Option<i64> {
+        None
+    }
+
+    /// The series names the alert's rule reads (through recording rules),
+    /// or `None` when unknown.
+    fn evidence_metrics(&self, _fingerprint: u64) -> Option<std::collections::BTreeSet<String>> {
+        None
+    }
+
+    /// The error of the last evaluation of the alert's rule, when it failed:
+    /// an alert kept through a failing query is not evidence.
+    fn rule_error(&self, _fingerprint: u64) -> Option<String> {
+        None
+    }
+}
+
+/// Requests a revision served over a time range, from the tsdb's
+/// `run.googleapis.com/request_count`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct RequestCount {
+    pub total: f64,
+    /// Those answered 5xx.
+    pub errors: f64,
+}
+
+/// Counts requests of a revision (`service` and `revision` are short names).
+pub trait RequestCounts: Send + Sync {
+    /// `None` when no source reads request counts (the guard does not apply).
+    fn requests<'a>(
+        &'a self,
+        service: &'a str,
+        revision: &'a str,
+        from_ms: TimestampMs,
+        to_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<RequestCount>>;
+}
+
+impl RequestCounts for Unknown {
+    fn requests<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a str,
+        _: TimestampMs,
+        _: TimestampMs,
+    ) -> BoxFuture<'a, Option<RequestCount>> {
+        Box::pin(async { None })
+    }
 }
 
 /// Runs a probe now and says whether it passed (the probe engine's `probe_now`).

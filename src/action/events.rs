@@ -56,6 +56,8 @@ pub enum Phase {
     DryRun,
     Escalated,
     Superseded,
+    /// Announced, acting at the end of the veto window unless held.
+    Vetoable,
 }
 
 impl Phase {
@@ -68,6 +70,7 @@ impl Phase {
             Phase::DryRun => "dry_run",
             Phase::Escalated => "escalated",
             Phase::Superseded => "superseded",
+            Phase::Vetoable => "veto_window",
         }
     }
 
@@ -75,7 +78,7 @@ impl Phase {
     pub fn severity(self) -> &'static str {
         match self {
             Phase::Failed | Phase::Escalated => "critical",
-            Phase::Skipped => "warning",
+            Phase::Skipped | Phase::Vetoable => "warning",
             _ => "info",
         }
     }

@@ -11,6 +11,7 @@ pub mod deps;
 pub mod events;
 pub mod fake;
 mod gcp_adapter;
+pub mod judge;
 pub mod metrics;
 pub mod plan;
 mod runner;
@@ -20,7 +21,8 @@ pub use cloud_run::{
     CloudRunApi, CloudRunError, RevisionState, ServicePatch, ServiceState, TrafficTarget,
 };
 pub use deps::{
-    AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod, TimeIntervals, Unknown,
+    AlertState, EvidenceSource, ProbeCheck, RequestCount, RequestCounts, ServingHistory,
+    ServingPeriod, TimeIntervals, Unknown,
 };
 pub use events::{is_own_alert, EVENT_ALERTNAME};
 pub use runner::{reason, ActionDeps, ActionRunner, Outcome, Trigger};

@@ -1,5 +1,5 @@
-//! Pure decisions: which revision to roll back to, whether a regression
-//! follows a deploy, and the hold file.
+//! Pure decisions: which revision to roll back to and the hold file (whose
+//! evidence an alert is: [`super::judge`]).
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -13,10 +13,6 @@ use crate::clock::TimestampMs;
 pub const ANNOTATION_FROM: &str = "rearguard.dev/rolled-back-from";
 pub const ANNOTATION_TO: &str = "rearguard.dev/rolled-back-to";
 pub const ANNOTATION_AT: &str = "rearguard.dev/rolled-back-at";
-
-/// Slack for clocks: a deploy that Cloud Run stamps this much after the alert
-/// became active still counts as before it.
-pub const CLOCK_SLACK_MS: i64 = 60_000;
 
 /// The file whose presence holds every target.
 pub const HOLD_FILE: &str = "HOLD";
@@ -112,16 +108,6 @@ pub fn previous_ready(
     }
 }
 
-/// Whether an alert that became active at `active_at_ms` follows a deploy
-/// that began serving at `since_ms` closely enough to blame it.
-pub fn is_deploy_regression(
-    since_ms: TimestampMs,
-    active_at_ms: TimestampMs,
-    bake_window_ms: i64,
-) -> bool {
-    since_ms <= active_at_ms + CLOCK_SLACK_MS && active_at_ms - since_ms <= bake_window_ms
-}
-
 /// The global hold from `state_dir/HOLD`: its first line is the reason.
 pub async fn hold_file(state_dir: &Path) -> Option<String> {
     let path = state_dir.join(HOLD_FILE);
@@ -206,15 +192,6 @@ mod tests {
         );
         assert_eq!(serving_since("s-4", &history, &revs), Some(10));
         assert_eq!(serving_since("s-3", &history, &revs), Some(3));
-    }
-
-    #[test]
-    fn regression_window() {
-        let h = 3_600_000;
-        assert!(is_deploy_regression(0, 30_000, 2 * h));
-        assert!(!is_deploy_regression(0, 3 * h, 2 * h));
-        // A deploy after the alert began is not what caused it.
-        assert!(!is_deploy_regression(10 * 60_000, 0, 2 * h));
     }
 
     #[tokio::test]

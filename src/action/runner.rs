@@ -16,8 +16,11 @@ use super::cloud_run::{
     TrafficTarget,
 };
 use super::command;
-use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, TimeIntervals, Unknown};
+use super::deps::{
+    AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals, Unknown,
+};
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
+use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
 use super::plan::{self, Candidate, ANNOTATION_AT, ANNOTATION_FROM, ANNOTATION_TO};
 use crate::alert::{Alert, AlertSink, AlertStatus};
@@ -38,6 +41,17 @@ pub mod reason {
     pub const BUDGET: &str = "budget";
     pub const ALERT_RESOLVED: &str = "alert_resolved";
     pub const NOT_DEPLOY_REGRESSION: &str = "not_deploy_regression";
+    /// The alert names a revision that no longer serves.
+    pub const OTHER_REVISION: &str = "evidence_about_other_revision";
+    /// The serving revision began serving inside the alert's evidence window.
+    pub const STARTED_INSIDE_WINDOW: &str = "started_inside_evidence_window";
+    /// Too little evidence (too few requests, or the rule's query fails):
+    /// no action, and the alert keeps being watched.
+    pub const INCONCLUSIVE: &str = "inconclusive";
+    /// A hold during the veto window cancelled the action.
+    pub const VETOED: &str = "vetoed";
+    /// What serves changed during the veto window.
+    pub const SERVING_CHANGED: &str = "serving_changed";
     pub const NO_EARLIER_READY_REVISION: &str = "no_earlier_ready_revision";
     pub const QUARANTINED: &str = "quarantined";
     pub const ALREADY_AT_TARGET: &str = "already_at_target";
@@ -48,6 +62,9 @@ pub mod reason {
     pub const CLOUD_RUN_UNAVAILABLE: &str = "cloud_run_unavailable";
     pub const VERIFICATION_FAILED: &str = "verification_failed";
 }
+
+/// How often an inconclusive decision is re-checked while its alert fires.
+const RECHECK_INCONCLUSIVE: Duration = Duration::from_secs(60);
 
 /// Who set a hold or started a manual action when nobody says.
 const SYSTEM_ACTOR: &str = "rearguard";
@@ -71,6 +88,8 @@ pub struct ActionDeps {
     pub time_intervals: Arc<dyn TimeIntervals>,
     pub serving_history: Arc<dyn ServingHistory>,
     pub evidence: Arc<dyn EvidenceSource>,
+    /// Request counts of revisions (the `min_requests` guard).
+    pub requests: Arc<dyn RequestCounts>,
 }
 
 impl ActionDeps {
@@ -95,6 +114,7 @@ impl ActionDeps {
             time_intervals: Arc::new(Unknown),
             serving_history: Arc::new(Unknown),
             evidence: Arc::new(Unknown),
+            requests: Arc::new(Unknown),
         }
     }
 }
@@ -214,6 +234,14 @@ struct Run {
     origin: Option<String>,
     /// Revisions the run created or left (never a rollback target).
     left_behind: BTreeSet<String>,
+    /// Revisions the alert's evidence may be about (never a rollback target).
+    implicated: BTreeSet<String>,
+    /// Why the serving revision is judged, for the notices.
+    judged: Option<String>,
+    /// Start of the alert's evidence window, once judged.
+    window_start_ms: Option<TimestampMs>,
+    /// The requests the evidence rests on (the `min_requests` guard).
+    counted: Option<String>,
     dry_run: bool,
 }
 
@@ -229,6 +257,17 @@ impl Run {
                     .and_then(|a| a.labels.get("service").map(str::to_string))
             })
             .unwrap_or_else(|| self.target.clone())
+    }
+
+    /// Why the judged revision is judged and what the evidence rests on,
+    /// as sentences (empty when not judged).
+    fn evidence_text(&self) -> String {
+        let mut out = String::new();
+        for part in [&self.judged, &self.counted].into_iter().flatten() {
+            out.push_str(part);
+            out.push_str(". ");
+        }
+        out
     }
 
     fn because(&self) -> String {
@@ -287,6 +326,11 @@ struct Inner {
     idle: tokio::sync::Notify,
     tasks: Mutex<Vec<AbortHandle>>,
     stopping: AtomicBool,
+    /// (target, alert fingerprint) of inconclusive decisions already told.
+    watching: Mutex<HashSet<(String, u64)>>,
+    /// Those with a re-check scheduled (one at a time, however many
+    /// notifications dispatch repeats).
+    rechecks: Mutex<HashSet<(String, u64)>>,
 }
 
 /// Runs actions; cheap to clone. Implements [`NotificationSink`] for the
@@ -381,6 +425,8 @@ impl ActionRunner {
                 idle: tokio::sync::Notify::new(),
                 tasks: Mutex::default(),
                 stopping: AtomicBool::new(false),
+                watching: Mutex::default(),
+                rechecks: Mutex::default(),
             }),
         })
     }
@@ -465,7 +511,11 @@ impl ActionRunner {
         let trigger = n
             .alerts
             .iter()
-            .filter(|a| !is_own_alert(a) && a.status_at(n.created_at_ms) == AlertStatus::Firing)
+            .filter(|a| {
+                !is_own_alert(a)
+                    && !judge::is_about_rearguard(a)
+                    && a.status_at(n.created_at_ms) == AlertStatus::Firing
+            })
             .min_by_key(|a| a.active_at_ms);
         let Some(alert) = trigger else { return };
         for target in actions {
@@ -808,6 +858,10 @@ impl ActionRunner {
             started_ms: now,
             origin: None,
             left_behind: BTreeSet::new(),
+            implicated: BTreeSet::new(),
+            judged: None,
+            window_start_ms: None,
+            counted: None,
         };
         if self.inner.stopping.load(Ordering::SeqCst) {
             return Outcome::Skipped {
@@ -829,6 +883,15 @@ impl ActionRunner {
         };
         self.refresh_held_gauge().await;
         let outcome = self.run_guarded(&mut run).await;
+        if outcome.skip_reason() != Some(reason::INCONCLUSIVE) {
+            if let Some(a) = &run.trigger.alert {
+                self.inner
+                    .watching
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&(run.target.clone(), a.fingerprint()));
+            }
+        }
         self.record_outcome(&run, &outcome);
         self.refresh_held_gauge().await;
         outcome
@@ -888,6 +951,14 @@ impl ActionRunner {
                 if let Some(outcome) = self.check_deploy(run, &service, &svc, now).await {
                     return outcome;
                 }
+                if let Some(outcome) = self.check_requests(run, &service, now).await {
+                    return outcome;
+                }
+            }
+        }
+        if !run.trigger.manual && !run.dry_run && !run.action.veto.0.is_zero() {
+            if let Some(outcome) = self.veto_window(run).await {
+                return outcome;
             }
         }
         self.run_ladder(run).await
@@ -986,14 +1057,257 @@ impl ActionRunner {
                 let detail = format!("{} is no longer firing", a.name());
                 return Some(self.skip(run, reason::ALERT_RESOLVED, detail, false).await);
             }
+            // An alert kept through a failing query says nothing new.
+            if let Some(error) = self.deps().alert_state.rule_error(a.fingerprint()) {
+                let detail = format!(
+                    "inconclusive: the last evaluation of the rule of {} failed ({error}); an alert kept through a failing query is not evidence; still watching",
+                    a.name()
+                );
+                return Some(self.inconclusive(run, detail).await);
+            }
         }
         None
     }
 
-    /// The bake window and another actor's recent rollback.
+    /// The `min_requests` guard: an alert whose rule reads request counts
+    /// must rest on enough requests to the judged revision.
+    async fn check_requests(
+        &self,
+        run: &mut Run,
+        service: &str,
+        now: TimestampMs,
+    ) -> Option<Outcome> {
+        let alert = run.trigger.alert.as_ref()?;
+        let revision = run.origin.clone()?;
+        let window_start = run.window_start_ms?;
+        if run.action.min_requests == 0 {
+            return None;
+        }
+        let reads_requests = self
+            .deps()
+            .alert_state
+            .evidence_metrics(alert.fingerprint())
+            .is_some_and(|m| m.contains(judge::REQUEST_COUNT_SERIES));
+        if !reads_requests {
+            return None;
+        }
+        let seen = self
+            .deps()
+            .requests
+            .requests(short_name(service), &revision, window_start, now)
+            .await;
+        match judge::sufficiency(
+            run.action.min_requests,
+            reads_requests,
+            seen,
+            &revision,
+            now - window_start,
+        ) {
+            judge::Sufficiency::NotApplicable => None,
+            judge::Sufficiency::Enough(c) => {
+                let counted = format!(
+                    "{} of {} requests to {revision} failed since {}",
+                    c.errors.round(),
+                    c.total.round(),
+                    to_datetime(window_start).format("%H:%M:%S UTC")
+                );
+                run.counted = Some(counted);
+                None
+            }
+            judge::Sufficiency::Inconclusive(detail) => Some(self.inconclusive(run, detail).await),
+        }
+    }
+
+    /// The revision a traffic rollback would go to now (for the veto notice).
+    async fn planned_target(&self, run: &Run, service: &str) -> Option<String> {
+        let cfg = run.action.effects().into_iter().find_map(|e| match e {
+            Effect::CloudRunTraffic(c) => Some(c),
+            _ => None,
+        })?;
+        if let Some(p) = run.trigger.to_revision.clone().or(cfg.revision) {
+            return Some(short_name(&p).to_string());
+        }
+        let api = &self.deps().cloud_run;
+        let svc = api.get_service(service).await.ok()?;
+        let revisions = api.list_revisions(service).await.ok()?;
+        let current = svc.serving_revision()?;
+        let history = self.deps().serving_history.serving_history(service).await;
+        let mut excl = self.excluded_revisions(service, &svc, run).await;
+        excl.insert(current.clone());
+        excl.extend(run.implicated.iter().cloned());
+        let reference = run.origin.clone().unwrap_or(current);
+        match plan::previous_ready(&reference, &history, &revisions, &excl) {
+            Candidate::Found(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// Announces the action and waits `veto`: a hold during the wait cancels
+    /// it (audited); at its end the alert must still fire, the same revision
+    /// serve, and the evidence still be enough.
+    async fn veto_window(&self, run: &mut Run) -> Option<Outcome> {
+        let veto = run.action.veto;
+        let from = run.origin.clone();
+        let to = match run.service.clone() {
+            Some(s) => self.planned_target(run, &s).await,
+            None => None,
+        };
+        let what = match (&from, &to) {
+            (Some(f), Some(t)) => format!("rolling back {} from {f} to {t}", run.service_label()),
+            _ => format!("running {} on {}", run.target, run.service_label()),
+        };
+        let hold_cmd = format!(
+            "rearguard hold {} --reason \"...\"  (or POST /api/v1/holds {{\"target\": \"{}\", \"reason\": \"...\"}})",
+            run.target, run.target
+        );
+        let mut ev = self.alert_evidence(run).await;
+        ev["veto"] = json!(veto.to_string());
+        ev["judged"] = json!(run.judged);
+        self.audit(
+            run,
+            "veto_window",
+            &format!("{what} in {veto} unless held"),
+            None,
+            from.as_deref(),
+            to.as_deref(),
+            ev,
+        )
+        .await;
+        self.event(
+            run,
+            Phase::Vetoable,
+            "veto_window",
+            from.as_deref(),
+            to.as_deref(),
+            format!("{what} in {veto} unless held"),
+            format!(
+                "{} fired. {}To stop it: {hold_cmd}.",
+                run.because(),
+                run.evidence_text()
+            ),
+        )
+        .await;
+        let deadline = self.now() + veto.as_millis();
+        loop {
+            match self.hold_for(&run.target).await {
+                Ok(Some(h)) => {
+                    let detail = format!(
+                        "{what} cancelled during the veto window: {} is on hold ({}, set by {})",
+                        run.target, h.reason, h.set_by
+                    );
+                    return Some(self.skip(run, reason::VETOED, detail, true).await);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let detail = format!("cannot read holds from the store: {e}");
+                    return Some(self.skip(run, reason::HOLD, detail, true).await);
+                }
+            }
+            let now = self.now();
+            if now >= deadline {
+                break;
+            }
+            let wait = (deadline - now).min(5_000) as u64;
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+        }
+        if let Some(a) = &run.trigger.alert {
+            if self.deps().alert_state.is_firing(a.fingerprint()) == Some(false) {
+                let detail = format!(
+                    "{} stopped firing during the veto window: not {what}",
+                    a.name()
+                );
+                return Some(self.skip(run, reason::ALERT_RESOLVED, detail, true).await);
+            }
+        }
+        if let Some(service) = run.service.clone() {
+            let serving = match self.deps().cloud_run.get_service(&service).await {
+                Ok(s) => s.serving_revision(),
+                Err(e) => {
+                    let detail = format!("cannot read {service}: {e}");
+                    return Some(
+                        self.skip(run, reason::CLOUD_RUN_UNAVAILABLE, detail, true)
+                            .await,
+                    );
+                }
+            };
+            if serving != run.origin {
+                let detail = format!(
+                    "{} serves {} now, not {}: what the alert judged changed during the veto window",
+                    short_name(&service),
+                    serving.as_deref().unwrap_or("nothing"),
+                    run.origin.as_deref().unwrap_or("?")
+                );
+                return Some(self.skip(run, reason::SERVING_CHANGED, detail, true).await);
+            }
+            let now = self.now();
+            if let Some(outcome) = self.check_requests(run, &service, now).await {
+                return Some(outcome);
+            }
+        }
+        None
+    }
+
+    /// Too little evidence: tell once (audited), then re-check every
+    /// [`RECHECK_INCONCLUSIVE`] while the alert fires, quietly.
+    async fn inconclusive(&self, run: &Run, detail: String) -> Outcome {
+        let Some(alert) = run.trigger.alert.clone() else {
+            return self.skip(run, reason::INCONCLUSIVE, detail, true).await;
+        };
+        let key = (run.target.clone(), alert.fingerprint());
+        let first = self
+            .inner
+            .watching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        let outcome = if first {
+            self.skip(run, reason::INCONCLUSIVE, detail, true).await
+        } else {
+            self.inner
+                .metrics
+                .skipped
+                .with_label_values(&[&run.target, reason::INCONCLUSIVE])
+                .inc();
+            Outcome::Skipped {
+                reason: reason::INCONCLUSIVE.into(),
+                detail,
+            }
+        };
+        let scheduled = self
+            .inner
+            .rechecks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone());
+        if scheduled {
+            let this = self.clone();
+            let trigger = run.trigger.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(RECHECK_INCONCLUSIVE).await;
+                this.inner
+                    .rechecks
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
+                if this.deps().alert_state.is_firing(key.1) == Some(true) {
+                    this.spawn(key.0, trigger);
+                } else {
+                    this.inner
+                        .watching
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&key);
+                }
+            });
+        }
+        outcome
+    }
+
+    /// Another actor's recent rollback, then whose evidence the alert is
+    /// ([`judge::judge`]: the revision it names, its evidence window, the bake window).
     async fn check_deploy(
         &self,
-        run: &Run,
+        run: &mut Run,
         service: &str,
         svc: &ServiceState,
         now: TimestampMs,
@@ -1018,11 +1332,7 @@ impl ActionRunner {
                 return Some(self.skip(run, reason::OTHER_ACTOR, detail, false).await);
             }
         }
-        let bake = run.action.bake_window.as_millis();
-        let alert = run.trigger.alert.as_ref()?;
-        if bake == 0 {
-            return None;
-        }
+        let alert = run.trigger.alert.clone()?;
         let history = self.deps().serving_history.serving_history(service).await;
         let revisions = match self.deps().cloud_run.list_revisions(service).await {
             Ok(r) => r,
@@ -1034,39 +1344,72 @@ impl ActionRunner {
                 );
             }
         };
-        let since = plan::serving_since(&origin, &history, &revisions);
-        let fmt = |ms: i64| to_datetime(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
-        match since {
-            Some(since) if plan::is_deploy_regression(since, alert.active_at_ms, bake) => None,
-            Some(since) => {
-                let detail = if since > alert.active_at_ms {
-                    format!(
-                        "not a deploy regression: {origin} began serving at {}, after {} became active at {}",
-                        fmt(since),
+        // Without the Cloud Run source's traffic history, each Ready revision
+        // is taken to have served from its creation until the next one.
+        let history = if history.is_empty() {
+            judge::history_from_revisions(&revisions)
+        } else {
+            history
+        };
+        // Rules unknown (no rule manager, or the alert is gone): the
+        // evidence reaches back to when the alert became active.
+        let lookback = self
+            .deps()
+            .alert_state
+            .lookback_ms(alert.fingerprint())
+            .unwrap_or(0);
+        let facts = judge::EvidenceFacts {
+            alert_revision: alert.labels.get(judge::REVISION_LABEL),
+            alertname: alert.name(),
+            active_at_ms: alert.active_at_ms,
+            lookback_ms: lookback,
+            now_ms: now,
+            serving: &origin,
+            serving_since_ms: plan::serving_since(&origin, &history, &revisions),
+            history: &history,
+            bake_window_ms: run.action.bake_window.as_millis(),
+        };
+        match judge::judge(&facts) {
+            Judgement::Judged {
+                served_since_ms,
+                window_start_ms,
+                implicated,
+                ..
+            } => {
+                let fmt = |ms: i64| to_datetime(ms).format("%Y-%m-%d %H:%M:%S UTC").to_string();
+                let served = served_since_ms
+                    .map(|s| {
+                        format!(
+                            "{origin} has served since {} ({})",
+                            fmt(s),
+                            format_duration(Duration::from_millis((now - s).max(0) as u64))
+                        )
+                    })
+                    .unwrap_or_else(|| format!("{origin} serves"));
+                let about = match facts.alert_revision {
+                    Some(r) => format!("{} is about revision {r}", alert.name()),
+                    None => format!(
+                        "{} covers {} until now (active at {} minus a lookback of {}), all served by {origin}",
                         alert.name(),
-                        fmt(alert.active_at_ms)
-                    )
-                } else {
-                    format!(
-                        "not a deploy regression: {origin} has served since {}, {} before {} became active (bake window {})",
-                        fmt(since),
-                        format_duration(Duration::from_millis((alert.active_at_ms - since) as u64)),
-                        alert.name(),
-                        run.action.bake_window
-                    )
+                        fmt(window_start_ms),
+                        fmt(alert.active_at_ms),
+                        format_duration(Duration::from_millis(lookback.max(0) as u64))
+                    ),
                 };
-                Some(
-                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
-                        .await,
-                )
+                run.judged = Some(format!("{served}; {about}"));
+                run.implicated = implicated;
+                run.window_start_ms = Some(window_start_ms);
+                None
             }
-            None => {
-                let detail =
-                    format!("not a deploy regression: cannot tell when {origin} began serving");
-                Some(
-                    self.skip(run, reason::NOT_DEPLOY_REGRESSION, detail, true)
-                        .await,
-                )
+            Judgement::NotJudged { why, detail } => {
+                let reason = match why {
+                    NotJudged::OtherRevision => reason::OTHER_REVISION,
+                    NotJudged::StartedInsideWindow => reason::STARTED_INSIDE_WINDOW,
+                    NotJudged::UnknownStart | NotJudged::OutsideBakeWindow => {
+                        reason::NOT_DEPLOY_REGRESSION
+                    }
+                };
+                Some(self.skip(run, reason, detail, true).await)
             }
         }
     }
@@ -1404,9 +1747,21 @@ impl ActionRunner {
             .to_revision
             .clone()
             .or_else(|| cfg.revision.clone());
+        let why_to = match &pinned {
+            Some(_) if run.trigger.to_revision.is_some() => "the revision asked for",
+            Some(_) => "the revision the action pins",
+            None => "the newest Ready revision that served before it, neither quarantined nor one the evidence may be about",
+        };
         let to = match pinned {
             Some(p) => {
                 let p = short_name(&p).to_string();
+                if run.implicated.contains(&p) {
+                    return Step::Skip {
+                        reason: reason::NO_EARLIER_READY_REVISION,
+                        detail: format!("{p} served inside the evidence window of the alert: not rolling back onto a revision the evidence may be about"),
+                        notify: true,
+                    };
+                }
                 if excluded.contains(&p) {
                     return Step::Skip {
                         reason: reason::QUARANTINED,
@@ -1437,8 +1792,20 @@ impl ActionRunner {
                 let history = self.deps().serving_history.serving_history(&service).await;
                 let mut excl = excluded.clone();
                 excl.insert(current.clone());
+                excl.extend(run.implicated.iter().cloned());
                 match plan::previous_ready(&reference, &history, &revisions, &excl) {
                     Candidate::Found(r) => r,
+                    Candidate::OnlyQuarantined(q) if q.iter().any(|r| run.implicated.contains(r)) => {
+                        return Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!(
+                                "every earlier Ready revision of {} is quarantined or served inside the evidence window of the alert ({}): not rolling back onto a revision the evidence may be about",
+                                short_name(&service),
+                                q.join(", ")
+                            ),
+                            notify: true,
+                        }
+                    }
                     Candidate::OnlyQuarantined(q) => {
                         return Step::Skip {
                             reason: reason::QUARANTINED,
@@ -1506,7 +1873,10 @@ impl ActionRunner {
                 short_name(&service),
                 run.because()
             ),
-            format!("Sending 100% of traffic to {to}; then verifying."),
+            format!(
+                "{}Sending 100% of traffic to {to} ({why_to}); then verifying.",
+                run.evidence_text()
+            ),
         )
         .await;
         let result = self
@@ -2231,6 +2601,10 @@ impl ActionRunner {
                 .and_then(|o| o.as_str())
                 .map(str::to_string),
             left_behind: BTreeSet::new(),
+            implicated: BTreeSet::new(),
+            judged: None,
+            window_start_ms: None,
+            counted: None,
         })
     }
 

@@ -55,6 +55,17 @@ pub struct ActionConfig {
     /// before the alert became active. `0` turns the check off.
     #[serde(default = "default_bake_window")]
     pub bake_window: Dur,
+    /// For a Cloud Run action on an alert whose rule reads
+    /// `run.googleapis.com/request_count`: the fewest requests the judged
+    /// revision must have served over the alert's evidence window (when a
+    /// `cloud_monitoring` entry reads that metric). Fewer: inconclusive, no
+    /// action, keep watching. `0` turns the check off.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// Before acting on an alert, announce the rollback and wait this long:
+    /// a hold during the wait cancels it. `0s` acts at once.
+    #[serde(default)]
+    pub veto: Dur,
     #[serde(default)]
     pub dry_run: bool,
     /// How long a `command` may run before it is killed (a failure).
@@ -70,6 +81,13 @@ pub struct ActionConfig {
 
 fn default_cooldown() -> Dur {
     DEFAULT_COOLDOWN
+}
+/// With a 1% baseline error rate, 100 requests make a false "more than 5%"
+/// unlikely (see docs/writing-rules.md).
+pub const DEFAULT_MIN_REQUESTS: u64 = 100;
+
+fn default_min_requests() -> u64 {
+    DEFAULT_MIN_REQUESTS
 }
 fn default_bake_window() -> Dur {
     DEFAULT_BAKE_WINDOW

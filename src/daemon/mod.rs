@@ -41,7 +41,9 @@ mod adapters;
 
 use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
 
-use crate::action::wiring::{FanOut, LateAlertSink, LogAndProbeEvidence, RulesAlertState};
+use crate::action::wiring::{
+    FanOut, LateAlertSink, LogAndProbeEvidence, RulesAlertState, TsdbRequestCounts,
+};
 use crate::action::{ActionDeps, ActionRunner, CloudRunApi};
 use crate::dispatch::{Dispatcher, DispatcherDeps};
 use crate::gcp::GcpContext;
@@ -52,6 +54,7 @@ use crate::server::auth::AdminToken;
 use crate::source::cloud_logging::CloudLoggingManager;
 use crate::source::cloud_monitoring::{CloudMonitoringManager, GcpSourceDeps};
 use crate::source::cloud_run::CloudRunManager;
+use crate::source::health::{SourceHealth, WatchedQuerier};
 use crate::tsdb::Tsdb;
 
 /// How often samples older than `retention` are dropped.
@@ -74,6 +77,11 @@ pub struct Daemon {
     gcp: Option<GcpContext>,
     google: Option<GoogleSources>,
     rules: Arc<RuleManager>,
+    source_health: SourceHealth,
+    /// The actions' request counts (whether a source reads them follows reloads).
+    request_counts: Arc<TsdbRequestCounts>,
+    /// What the actions ask of the rules (its source lags follow reloads).
+    rules_state: Arc<RulesAlertState>,
     dispatcher: Arc<Dispatcher>,
     outbox: Outbox,
     actions: Arc<ActionRunner>,
@@ -121,6 +129,27 @@ fn register_build_info(registry: &prometheus::Registry) -> Result<(), prometheus
 /// The rules engine's view of a loaded config, with Cloud Monitoring's
 /// PromQL endpoint added as a query source where the config names one.
 fn rules_config(
+    config: &LoadedConfig,
+    gcp: Option<&GcpContext>,
+    clock: &Clock,
+    health: &SourceHealth,
+) -> Result<RulesConfig, LocatedErrors> {
+    let mut rc = rules_config_unwatched(config, gcp)?;
+    // Remote query sources report rearguard_source_up like the Google sources.
+    let interval = rc.evaluation_interval;
+    for (name, q) in rc.sources.iter_mut() {
+        *q = Arc::new(WatchedQuerier::new(
+            name,
+            q.clone(),
+            interval,
+            clock.clone(),
+            health.clone(),
+        ));
+    }
+    Ok(rc)
+}
+
+fn rules_config_unwatched(
     config: &LoadedConfig,
     gcp: Option<&GcpContext>,
 ) -> Result<RulesConfig, LocatedErrors> {
@@ -198,6 +227,8 @@ impl Daemon {
             ),
             None => None,
         };
+        // rearguard_source_up of every probe-less source (the gauge and the tsdb).
+        let source_health = SourceHealth::register(&registry, sink.clone(), clock.clone())?;
         let google = gcp.as_ref().map(|ctx| {
             let deps = GcpSourceDeps {
                 clock: clock.clone(),
@@ -205,9 +236,11 @@ impl Daemon {
                 store: store.clone(),
             };
             GoogleSources {
-                monitoring: CloudMonitoringManager::new(ctx.clone(), deps.clone()),
-                logging: CloudLoggingManager::new(ctx.clone(), deps.clone()),
-                run: CloudRunManager::new(ctx.clone(), deps),
+                monitoring: CloudMonitoringManager::new(ctx.clone(), deps.clone())
+                    .with_health(source_health.clone()),
+                logging: CloudLoggingManager::new(ctx.clone(), deps.clone())
+                    .with_health(source_health.clone()),
+                run: CloudRunManager::new(ctx.clone(), deps).with_health(source_health.clone()),
             }
         });
 
@@ -245,6 +278,14 @@ impl Daemon {
         if let Some(g) = &google {
             action_deps.serving_history = Arc::new(g.run.views());
         }
+        let request_counts = Arc::new(TsdbRequestCounts {
+            querier: Arc::new(LocalQuerier::new(
+                tsdb.clone(),
+                Engine::new(EngineOptions::default()),
+            )),
+            configured: std::sync::atomic::AtomicBool::new(TsdbRequestCounts::reads_requests(c)),
+        });
+        action_deps.requests = request_counts.clone();
 
         // Dispatch routes alerts to the effects.
         // The runner's remaining dependencies (rules, dispatch) exist only
@@ -309,10 +350,12 @@ impl Daemon {
             },
             ManagerOptions::default(),
         )?);
-        late_rules.set(Arc::new(RulesAlertState {
+        let rules_state = Arc::new(RulesAlertState {
             rules: rules.clone(),
             external_labels: c.external_labels.clone(),
-        }));
+            lags: std::sync::RwLock::new(crate::action::wiring::metric_lags(c)),
+        });
+        late_rules.set(rules_state.clone());
 
         // Start producing: sources, rules, pending rollback intents.
         probes.apply(&c.probes);
@@ -322,7 +365,7 @@ impl Daemon {
             g.run.apply(&c.cloud_run);
         }
         rules
-            .apply(rules_config(&config, gcp.as_ref())?)
+            .apply(rules_config(&config, gcp.as_ref(), &clock, &source_health)?)
             .await
             .map_err(StartError::Rules)?;
         match actions.reconcile().await {
@@ -394,6 +437,9 @@ impl Daemon {
             gcp,
             google,
             rules,
+            source_health,
+            request_counts,
+            rules_state,
             dispatcher,
             outbox,
             actions,
@@ -450,7 +496,7 @@ impl Daemon {
     /// restart (listen address, state_dir, Google credentials) is logged.
     pub async fn apply(&self, new: LoadedConfig) -> Result<(), LocatedErrors> {
         let mut current = self.config.lock().await;
-        let rules_cfg = rules_config(&new, self.gcp.as_ref())?;
+        let rules_cfg = rules_config(&new, self.gcp.as_ref(), &self.clock, &self.source_health)?;
         if new.config.listen != current.config.listen {
             tracing::warn!(
                 old = %current.config.listen,
@@ -480,6 +526,15 @@ impl Daemon {
         self.dispatcher.apply(&new);
         self.outbox.apply(NotifierConfig::from_loaded(&new));
         self.actions.apply(c);
+        *self
+            .rules_state
+            .lags
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = crate::action::wiring::metric_lags(c);
+        self.request_counts.configured.store(
+            TsdbRequestCounts::reads_requests(c),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         *current = new;
         Ok(())
     }
@@ -549,6 +604,18 @@ impl crate::action::AlertState for OnceLockAlertState {
 
     fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
         self.0.get().and_then(|s| s.is_firing_fresh(fingerprint))
+    }
+
+    fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
+        self.0.get().and_then(|s| s.lookback_ms(fingerprint))
+    }
+
+    fn evidence_metrics(&self, fingerprint: u64) -> Option<std::collections::BTreeSet<String>> {
+        self.0.get().and_then(|s| s.evidence_metrics(fingerprint))
+    }
+
+    fn rule_error(&self, fingerprint: u64) -> Option<String> {
+        self.0.get().and_then(|s| s.rule_error(fingerprint))
     }
 
     fn history<'a>(

@@ -929,6 +929,7 @@ mod tests {
         let state = RulesAlertState {
             rules: manager.clone(),
             external_labels: BTreeMap::new(),
+            lags: Default::default(),
         };
         run_for(MIN + 1).await;
         assert_eq!(state.is_firing(fp), Some(true), "held by the restore grace");

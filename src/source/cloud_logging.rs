@@ -19,6 +19,7 @@ use crate::gcp::monitoring::rfc3339;
 use crate::gcp::tasks::{sleep_or_stop, TaskSet};
 use crate::gcp::{GcpContext, GcpError};
 use crate::labels::{Labels, Sample, METRIC_NAME};
+use crate::source::health::{kind, PollTracker, SourceHealth};
 use crate::store::gcp::KIND_LOGGING;
 
 pub use super::cloud_monitoring::GcpSourceDeps;
@@ -401,6 +402,8 @@ pub struct CloudLoggingManager {
     deps: GcpSourceDeps,
     evidence: LogEvidenceStore,
     tasks: TaskSet<CloudLoggingConfig>,
+    /// Where `rearguard_source_up` goes (nowhere by default).
+    health: SourceHealth,
 }
 
 impl CloudLoggingManager {
@@ -410,7 +413,14 @@ impl CloudLoggingManager {
             deps,
             evidence: LogEvidenceStore::default(),
             tasks: TaskSet::default(),
+            health: SourceHealth::default(),
         }
+    }
+
+    /// Reports `rearguard_source_up{kind="cloud_logging"}` of each entry to `health`.
+    pub fn with_health(mut self, health: SourceHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// The evidence accessor for notifications, templates and the API.
@@ -422,18 +432,32 @@ impl CloudLoggingManager {
     pub fn apply(&self, entries: &[CloudLoggingConfig]) {
         let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
         self.evidence.retain(&names);
-        let (ctx, deps, evidence) = (self.ctx.clone(), self.deps.clone(), self.evidence.clone());
+        let (ctx, deps, evidence, health) = (
+            self.ctx.clone(),
+            self.deps.clone(),
+            self.evidence.clone(),
+            self.health.clone(),
+        );
         self.tasks.apply(
-            entries.iter().map(|e| (e.name.clone(), e.clone())).collect(),
+            entries
+                .iter()
+                .map(|e| (e.name.clone(), e.clone()))
+                .collect(),
             move |cfg, mut stop| {
-                let (ctx, deps, evidence) = (ctx.clone(), deps.clone(), evidence.clone());
+                let (ctx, deps, evidence, health) =
+                    (ctx.clone(), deps.clone(), evidence.clone(), health.clone());
                 async move {
                     let interval: Duration = cfg.interval.into();
+                    let mut tracker = PollTracker::new(
+                        kind::CLOUD_LOGGING,
+                        cfg.name.clone(),
+                        interval,
+                        deps.clock.clone(),
+                        health.clone(),
+                    );
                     let mut source = CloudLoggingSource::load(cfg, ctx, deps, evidence).await;
                     loop {
-                        if let Err(e) = source.poll_once().await {
-                            tracing::warn!(query = %source.cfg.name, error = %e, "cloud_logging poll failed");
-                        }
+                        tracker.poll(source.poll_once()).await;
                         if sleep_or_stop(interval, &mut stop).await {
                             break;
                         }

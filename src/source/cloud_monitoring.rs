@@ -16,6 +16,7 @@ use crate::gcp::monitoring::{Aggregation, ListTimeSeries, TimeSeries};
 use crate::gcp::tasks::{sleep_or_stop, TaskSet};
 use crate::gcp::{GcpContext, GcpError};
 use crate::labels::{Labels, LabelsBuilder, Sample, METRIC_NAME};
+use crate::source::health::{kind, PollTracker, SourceHealth};
 use crate::store::gcp::KIND_MONITORING;
 use crate::store::Store;
 use crate::tsdb::SampleSink;
@@ -437,6 +438,8 @@ pub struct CloudMonitoringManager {
     ctx: GcpContext,
     deps: GcpSourceDeps,
     tasks: TaskSet<CloudMonitoringConfig>,
+    /// Where `rearguard_source_up` goes (nowhere by default).
+    health: SourceHealth,
 }
 
 impl CloudMonitoringManager {
@@ -445,23 +448,38 @@ impl CloudMonitoringManager {
             ctx,
             deps,
             tasks: TaskSet::default(),
+            health: SourceHealth::default(),
         }
+    }
+
+    /// Reports `rearguard_source_up{kind="cloud_monitoring"}` of each entry to `health`.
+    pub fn with_health(mut self, health: SourceHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// Starts new entries, restarts changed ones, stops removed ones.
     pub fn apply(&self, entries: &[CloudMonitoringConfig]) {
-        let (ctx, deps) = (self.ctx.clone(), self.deps.clone());
+        let (ctx, deps, health) = (self.ctx.clone(), self.deps.clone(), self.health.clone());
         self.tasks.apply(
-            entries.iter().map(|e| (e.name.clone(), e.clone())).collect(),
+            entries
+                .iter()
+                .map(|e| (e.name.clone(), e.clone()))
+                .collect(),
             move |cfg, mut stop| {
-                let (ctx, deps) = (ctx.clone(), deps.clone());
+                let (ctx, deps, health) = (ctx.clone(), deps.clone(), health.clone());
                 async move {
                     let interval: Duration = cfg.interval.into();
+                    let mut tracker = PollTracker::new(
+                        kind::CLOUD_MONITORING,
+                        cfg.name.clone(),
+                        interval,
+                        deps.clock.clone(),
+                        health.clone(),
+                    );
                     let mut source = CloudMonitoringSource::load(cfg, ctx, deps).await;
                     loop {
-                        if let Err(e) = source.poll_once().await {
-                            tracing::warn!(source = %source.cfg.name, error = %e, "cloud_monitoring poll failed");
-                        }
+                        tracker.poll(source.poll_once()).await;
                         if sleep_or_stop(interval, &mut stop).await {
                             break;
                         }

@@ -17,6 +17,7 @@ use crate::gcp::run::{short_name, Condition, Revision, Service, TrafficTargetAll
 use crate::gcp::tasks::{sleep_or_stop, TaskSet};
 use crate::gcp::{GcpContext, GcpError};
 use crate::labels::{Labels, Sample, METRIC_NAME};
+use crate::source::health::{kind, PollTracker, SourceHealth};
 
 pub use super::cloud_monitoring::GcpSourceDeps;
 
@@ -429,6 +430,8 @@ pub struct CloudRunManager {
     deps: GcpSourceDeps,
     views: CloudRunViews,
     tasks: TaskSet<CloudRunConfig>,
+    /// Where `rearguard_source_up` goes (nowhere by default).
+    health: SourceHealth,
 }
 
 impl CloudRunManager {
@@ -438,7 +441,14 @@ impl CloudRunManager {
             deps,
             views: CloudRunViews::default(),
             tasks: TaskSet::default(),
+            health: SourceHealth::default(),
         }
+    }
+
+    /// Reports `rearguard_source_up{kind="cloud_run"}` of each entry to `health`.
+    pub fn with_health(mut self, health: SourceHealth) -> Self {
+        self.health = health;
+        self
     }
 
     /// The views accessor for the rollback code and the API.
@@ -454,18 +464,32 @@ impl CloudRunManager {
     pub fn apply(&self, entries: &[CloudRunConfig]) {
         let names: Vec<String> = entries.iter().map(|e| e.service.clone()).collect();
         self.views.retain(&names);
-        let (ctx, deps, views) = (self.ctx.clone(), self.deps.clone(), self.views.clone());
+        let (ctx, deps, views, health) = (
+            self.ctx.clone(),
+            self.deps.clone(),
+            self.views.clone(),
+            self.health.clone(),
+        );
         self.tasks.apply(
-            entries.iter().map(|e| (e.service.clone(), e.clone())).collect(),
+            entries
+                .iter()
+                .map(|e| (e.service.clone(), e.clone()))
+                .collect(),
             move |cfg, mut stop| {
-                let (ctx, deps, views) = (ctx.clone(), deps.clone(), views.clone());
+                let (ctx, deps, views, health) =
+                    (ctx.clone(), deps.clone(), views.clone(), health.clone());
                 async move {
                     let interval: Duration = cfg.interval.into();
+                    let mut tracker = PollTracker::new(
+                        kind::CLOUD_RUN,
+                        cfg.service.clone(),
+                        interval,
+                        deps.clock.clone(),
+                        health.clone(),
+                    );
                     let mut source = CloudRunSource::load(cfg, ctx, deps, views).await;
                     loop {
-                        if let Err(e) = source.poll_once().await {
-                            tracing::warn!(service = %source.cfg.service, error = %e, "cloud_run poll failed");
-                        }
+                        tracker.poll(source.poll_once()).await;
                         if sleep_or_stop(interval, &mut stop).await {
                             break;
                         }

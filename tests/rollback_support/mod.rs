@@ -3,7 +3,7 @@
 //! alert sink, and an ActionRunner over a real store in a temp dir.
 #![allow(dead_code)]
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +11,9 @@ use std::time::Duration;
 use prometheus::proto::MetricType;
 use rearguard::action::events::RecordingSink;
 use rearguard::action::fake::FakeCloudRun;
-use rearguard::action::{ActionDeps, ActionRunner, AlertState, CloudRunApi, ProbeCheck};
+use rearguard::action::{
+    ActionDeps, ActionRunner, AlertState, CloudRunApi, ProbeCheck, RequestCount, RequestCounts,
+};
 use rearguard::alert::Alert;
 use rearguard::clock::{Clock, TimestampMs};
 use rearguard::config::{load_str, Config};
@@ -35,6 +37,13 @@ pub struct World {
     /// When set, the alert is held firing by the restore grace after a
     /// restart (restored, not evaluated since): firing, but not by fresh evidence.
     pub held_by_restore: Mutex<bool>,
+    /// The lookback of the alert's rule (unknown when unset).
+    pub lookback_ms: Mutex<Option<i64>>,
+    /// The alert's rule reads request counts, and these were counted (the
+    /// `min_requests` guard applies when set).
+    pub requests: Mutex<Option<RequestCount>>,
+    /// The alert's rule failed at its last evaluation with this error.
+    pub rule_error: Mutex<Option<String>>,
 }
 
 pub struct FollowsService {
@@ -69,6 +78,34 @@ impl AlertState for FollowsService {
             return None;
         }
         Some(self.bad_serving())
+    }
+
+    fn lookback_ms(&self, _fingerprint: u64) -> Option<i64> {
+        *self.world.lookback_ms.lock().unwrap()
+    }
+
+    fn evidence_metrics(&self, _fingerprint: u64) -> Option<BTreeSet<String>> {
+        self.world
+            .requests
+            .lock()
+            .unwrap()
+            .map(|_| BTreeSet::from(["run_googleapis_com:request_count".to_string()]))
+    }
+
+    fn rule_error(&self, _fingerprint: u64) -> Option<String> {
+        self.world.rule_error.lock().unwrap().clone()
+    }
+}
+
+impl RequestCounts for FollowsService {
+    fn requests<'a>(
+        &'a self,
+        _service: &'a str,
+        _revision: &'a str,
+        _from_ms: TimestampMs,
+        _to_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<RequestCount>> {
+        Box::pin(async move { *self.world.requests.lock().unwrap() })
     }
 }
 
@@ -169,6 +206,7 @@ impl Harness {
             dir.path().to_path_buf(),
         );
         deps.alert_state = follows.clone();
+        deps.requests = follows.clone();
         deps.probes = follows;
         let runner = ActionRunner::new(deps, &config).unwrap();
         Harness {
