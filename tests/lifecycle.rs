@@ -57,16 +57,21 @@ fn start_logging(log_args: &[&str], config: &Path, port: u16) -> Daemon {
 
 impl Daemon {
     fn get(&self, path: &str) -> Option<(u16, String)> {
+        self.request(&format!("GET {path} HTTP/1.1\r\n"), b"")
+    }
+
+    /// Sends a request line and body over a fresh connection; returns the
+    /// status and body. The server may answer before reading a large body,
+    /// so a failed write is not an error here.
+    fn request(&self, head: &str, body: &[u8]) -> Option<(u16, String)> {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(s, "{head}Host: x\r\nConnection: close\r\n\r\n").ok()?;
+        let _ = s.write_all(body);
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let buf = String::from_utf8_lossy(&buf);
         let code = buf.split_whitespace().nth(1)?.parse().ok()?;
         let body = buf
             .split_once("\r\n\r\n")
@@ -319,26 +324,12 @@ fn talks_to_systemd_notify_socket() {
 }
 
 impl Daemon {
-    /// POSTs `body` and returns the status; the server may answer before
-    /// reading a large body, so a failed write is not an error here.
     fn post(&self, path: &str, content_type: &str, body: &[u8]) -> Option<u16> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
-        )
-        .ok()?;
-        let _ = s.write_all(body);
-        let mut buf = Vec::new();
-        let _ = s.read_to_end(&mut buf);
-        String::from_utf8_lossy(&buf)
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
+        );
+        self.request(&head, body).map(|r| r.0)
     }
 }
 
