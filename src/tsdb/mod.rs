@@ -15,8 +15,11 @@ use promql_parser::label::{MatchOp, Matcher};
 use crate::clock::{Clock, TimestampMs};
 use crate::labels::{Label, Labels, Sample};
 
+mod chunk;
 #[cfg(test)]
 mod tests;
+
+use chunk::Chunk;
 
 /// Where sources write samples.
 pub trait SampleSink: Send + Sync {
@@ -102,39 +105,6 @@ pub enum AppendError {
     TooOld { labels: Labels, t: TimestampMs },
 }
 
-struct Chunk {
-    timestamps: Vec<i64>,
-    values: Vec<f64>,
-}
-
-impl Chunk {
-    fn new() -> Self {
-        Self {
-            timestamps: Vec::new(),
-            values: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, t: i64, v: f64) {
-        let len = self.timestamps.len();
-        if len == self.timestamps.capacity() {
-            // Grow by doubling, but never past a full chunk, so a full chunk
-            // holds exactly CHUNK_SAMPLES and a young series stays small.
-            let add = len.max(4).min(CHUNK_SAMPLES - len);
-            self.timestamps.reserve_exact(add);
-            self.values.reserve_exact(add);
-        }
-        self.timestamps.push(t);
-        self.values.push(v);
-    }
-    fn is_full(&self) -> bool {
-        self.timestamps.len() >= CHUNK_SAMPLES
-    }
-    fn last_t(&self) -> Option<i64> {
-        self.timestamps.last().copied()
-    }
-}
-
 struct Series {
     labels: Labels,
     chunks: VecDeque<Chunk>,
@@ -142,16 +112,19 @@ struct Series {
 
 impl Series {
     fn last(&self) -> Option<(i64, f64)> {
-        let c = self.chunks.back()?;
-        Some((*c.timestamps.last()?, *c.values.last()?))
+        self.chunks.back()?.last()
     }
 
+    /// Appends after the newest sample (callers check the order).
     fn push(&mut self, t: i64, v: f64) {
-        if self.chunks.back().is_none_or(|c| c.is_full()) {
+        if self.chunks.back().is_none_or(|c| c.len() >= CHUNK_SAMPLES) {
+            if let Some(full) = self.chunks.back_mut() {
+                full.seal();
+            }
             self.chunks.push_back(Chunk::new());
         }
         if let Some(c) = self.chunks.back_mut() {
-            c.push(t, v);
+            c.append(t, v);
         }
     }
 
@@ -161,33 +134,42 @@ impl Series {
         while self
             .chunks
             .front()
-            .is_some_and(|c| c.last_t().is_none_or(|t| t < cutoff))
+            .is_some_and(|c| c.max_t().is_none_or(|t| t < cutoff))
         {
             if let Some(c) = self.chunks.pop_front() {
-                dropped += c.timestamps.len();
+                dropped += c.len();
             }
         }
         dropped
     }
 
     fn sample_count(&self) -> usize {
-        self.chunks.iter().map(|c| c.timestamps.len()).sum()
+        self.chunks.iter().map(Chunk::len).sum()
     }
 
     fn copy_range(&self, mint: i64, maxt: i64) -> (Vec<i64>, Vec<f64>) {
         let mut ts = Vec::new();
         let mut vs = Vec::new();
         for c in &self.chunks {
-            let (Some(&first), Some(&last)) = (c.timestamps.first(), c.timestamps.last()) else {
+            let (Some(first), Some(last)) = (c.min_t(), c.max_t()) else {
                 continue;
             };
             if last < mint || first > maxt {
                 continue;
             }
-            let lo = c.timestamps.partition_point(|&t| t < mint);
-            let hi = c.timestamps.partition_point(|&t| t <= maxt);
-            ts.extend_from_slice(&c.timestamps[lo..hi]);
-            vs.extend_from_slice(&c.values[lo..hi]);
+            if first >= mint && last <= maxt {
+                ts.reserve(c.len());
+                vs.reserve(c.len());
+            }
+            for (t, v) in c.iter() {
+                if t > maxt {
+                    break;
+                }
+                if t >= mint {
+                    ts.push(t);
+                    vs.push(v);
+                }
+            }
         }
         (ts, vs)
     }
