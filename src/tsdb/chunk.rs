@@ -133,10 +133,6 @@ impl Chunk {
         usize::from(self.count)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     pub fn min_t(&self) -> Option<i64> {
         (self.count > 0).then_some(self.min_t)
     }
@@ -165,6 +161,10 @@ impl Chunk {
     pub fn seal(&mut self) {
         self.app = None;
         self.bits.bytes.shrink_to_fit();
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.app.is_none()
     }
 
     /// Appends a sample; `t` must be after the newest one (callers check).

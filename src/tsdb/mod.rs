@@ -16,10 +16,13 @@ use crate::clock::{Clock, TimestampMs};
 use crate::labels::{Label, Labels, Sample};
 
 mod chunk;
+mod durable;
 #[cfg(test)]
 mod tests;
+mod wal;
 
 use chunk::Chunk;
+pub use durable::{DurableOptions, ReplayReport};
 
 /// Where sources write samples.
 pub trait SampleSink: Send + Sync {
@@ -117,7 +120,11 @@ impl Series {
 
     /// Appends after the newest sample (callers check the order).
     fn push(&mut self, t: i64, v: f64) {
-        if self.chunks.back().is_none_or(|c| c.len() >= CHUNK_SAMPLES) {
+        if self
+            .chunks
+            .back()
+            .is_none_or(|c| c.len() >= CHUNK_SAMPLES || c.is_sealed())
+        {
             if let Some(full) = self.chunks.back_mut() {
                 full.seal();
             }
@@ -207,6 +214,9 @@ struct Inner {
     postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<SeriesId>>>,
     live_series: usize,
     samples: usize,
+    /// WAL records not yet written to disk; `None` when the tsdb is not
+    /// durable.
+    wal_buf: Option<Vec<u8>>,
 }
 
 impl Inner {
@@ -258,6 +268,9 @@ impl Inner {
                 .or_default();
             let pos = list.partition_point(|&x| x < id);
             list.insert(pos, id);
+        }
+        if let Some(buf) = self.wal_buf.as_mut() {
+            wal::put_series(buf, id, &labels);
         }
         self.by_labels.insert(labels, id);
         self.live_series += 1;
@@ -319,6 +332,9 @@ impl Inner {
             }
         }
         series.push(t, v);
+        if let Some(buf) = self.wal_buf.as_mut() {
+            wal::put_sample(buf, id, t, v);
+        }
         let dropped = series.trim(cutoff);
         self.samples = self.samples + 1 - dropped;
         Ok(())
@@ -399,6 +415,10 @@ pub struct Tsdb {
     series_gauge: prometheus::IntGauge,
     appended: prometheus::IntCounter,
     rejected: prometheus::IntCounter,
+    /// The WAL writer of a durable tsdb (see `durable.rs`).
+    writer: std::sync::Mutex<Option<durable::Writer>>,
+    wal_damaged: prometheus::IntCounter,
+    replay_done: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Tsdb {
@@ -429,6 +449,14 @@ impl Tsdb {
                 "Samples rejected by the in-memory tsdb (out of order, duplicate or too old).",
             )
             .expect("valid metric"),
+            writer: std::sync::Mutex::new(None),
+            wal_damaged: prometheus::IntCounter::new(
+                "rearguard_tsdb_files_set_aside_total",
+                "Truncated or corrupt tsdb files (WAL segments, checkpoints) found at startup and renamed *.corrupt.",
+            )
+            .expect("valid metric"),
+            // An in-memory tsdb has nothing to replay.
+            replay_done: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -438,6 +466,7 @@ impl Tsdb {
         registry.register(Box::new(self.series_gauge.clone()))?;
         registry.register(Box::new(self.appended.clone()))?;
         registry.register(Box::new(self.rejected.clone()))?;
+        registry.register(Box::new(self.wal_damaged.clone()))?;
         Ok(())
     }
 
@@ -542,7 +571,8 @@ impl Tsdb {
     /// Writes a stale marker at `t` for each given series that exists, whose
     /// newest sample is before `t` and is not already a stale marker.
     pub fn mark_stale_at(&self, series: &[Labels], t: TimestampMs) {
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let mut n = 0;
         for labels in series {
             let Some(&id) = inner.by_labels.get(labels) else {
@@ -554,13 +584,16 @@ impl Tsdb {
             match s.last() {
                 Some((lt, lv)) if lt < t && !is_stale_nan(lv) => {
                     s.push(t, stale_nan());
+                    if let Some(buf) = inner.wal_buf.as_mut() {
+                        wal::put_sample(buf, id, t, stale_nan());
+                    }
                     n += 1;
                 }
                 _ => {}
             }
         }
         inner.samples += n;
-        self.account(&inner, n, 0);
+        self.account(inner, n, 0);
     }
 
     /// Drops samples older than `now_ms - retention` (whole chunks) and series
@@ -587,7 +620,13 @@ impl Tsdb {
 
     /// Drops everything (test loaders' `clear`).
     pub fn clear(&self) {
-        *self.write() = Inner::default();
+        let mut inner = self.write();
+        let durable = inner.wal_buf.is_some();
+        *inner = Inner::default();
+        if durable {
+            inner.wal_buf = Some(Vec::new());
+        }
+        drop(inner);
         self.series_gauge.set(0);
     }
 
@@ -597,6 +636,19 @@ impl Tsdb {
             series: inner.live_series,
             samples: inner.samples,
         }
+    }
+
+    /// Bytes of encoded samples held (chunk payloads; excludes labels,
+    /// index and per-chunk headers).
+    pub fn encoded_sample_bytes(&self) -> usize {
+        let inner = self.read();
+        inner
+            .series
+            .iter()
+            .flatten()
+            .flat_map(|s| s.chunks.iter())
+            .map(Chunk::encoded_len)
+            .sum()
     }
 
     /// The label sets of all series matching `matchers` (any time).
