@@ -78,9 +78,12 @@ impl BitReader<'_> {
     }
 }
 
-/// Delta-of-delta buckets: (prefix, prefix length, value bits), as in
-/// Prometheus's XOR chunk.
-const DOD_BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 14), (0b110, 3, 17), (0b1110, 4, 20)];
+/// Delta-of-delta buckets: (prefix, prefix length, value bits). Prometheus's
+/// XOR chunk uses 14/17/20 bits; its scrapes are aligned to the interval, so
+/// most delta-of-deltas are 0. Probe timestamps carry milliseconds of
+/// scheduling jitter, so the first bucket is the Gorilla paper's 7 bits
+/// (±64 ms): 10 bits a timestamp instead of 16.
+const DOD_BUCKETS: [(u64, u8, u8); 3] = [(0b10, 2, 7), (0b110, 3, 14), (0b1110, 4, 20)];
 
 fn fits(v: i64, bits: u8) -> bool {
     let half = 1i64 << (bits - 1);
