@@ -41,6 +41,23 @@ async fn a_restart_keeps_the_last_ten_minutes() {
     let got = daemon.tsdb().select(&[m], now - 600_000, now);
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].timestamps.len(), 601);
+    // The issue's check: the look-back window spans the restart.
+    let engine = rearguard::promql::Engine::new(rearguard::promql::EngineOptions::default());
+    let r = engine
+        .instant_query(
+            daemon.tsdb().as_ref(),
+            r#"count_over_time(probe_success{probe="t0"}[10m])"#,
+            now,
+        )
+        .unwrap();
+    match r.value {
+        rearguard::promql::Value::Vector(v) => {
+            assert_eq!(v.len(), 1);
+            // (now - 10m, now]: the sample at exactly now - 10m is outside.
+            assert_eq!(v[0].value, 600.0);
+        }
+        other => panic!("not a vector: {other:?}"),
+    }
     // Samples go on after the restart.
     daemon
         .tsdb()
