@@ -31,6 +31,9 @@ REARGUARD_PORT=${REARGUARD_PORT:-19470}
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-19490}
 BLACKBOX_PORT=${BLACKBOX_PORT:-19415}
 ALERT_FOR=${ALERT_FOR:-0s}
+# rearguard's per-probe keep_alive (false = a new connection per probe, as the
+# blackbox exporter's http prober does).
+KEEP_ALIVE=${KEEP_ALIVE:-false}
 VICTIMS=${VICTIMS:-3}
 ONLY=${ONLY:-}
 POLL_LIMIT_S=30 # give up waiting for an alert after this long
@@ -292,7 +295,7 @@ run_rearguard() {
         echo "probes:"
         local i=0 port
         while read -r port; do
-            echo "  - { name: t$i, url: 'http://127.0.0.1:$port/health', interval: 1s, timeout: 1s }"
+            echo "  - { name: t$i, url: 'http://127.0.0.1:$port/health', interval: 1s, timeout: 1s, keep_alive: $KEEP_ALIVE }"
             i=$((i + 1))
         done < <(all_ports)
     } >"$dir/rearguard.yaml"

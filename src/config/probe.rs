@@ -30,6 +30,11 @@ pub struct ProbeConfig {
     pub expect: ProbeExpect,
     #[serde(default)]
     pub tls: ProbeTls,
+    /// Reuse the connection between runs. Off by default: a fresh connection
+    /// each run is what notices a listener that stops accepting new
+    /// connections while old ones still answer.
+    #[serde(default)]
+    pub keep_alive: bool,
 }
 
 /// How a probe's TLS connection is verified.

@@ -55,7 +55,7 @@ use crate::source::cloud_logging::CloudLoggingManager;
 use crate::source::cloud_monitoring::{CloudMonitoringManager, GcpSourceDeps};
 use crate::source::cloud_run::CloudRunManager;
 use crate::source::health::{SourceHealth, WatchedQuerier};
-use crate::tsdb::Tsdb;
+use crate::tsdb::{DurableOptions as TsdbDurableOptions, Tsdb};
 
 /// How often samples older than `retention` are dropped.
 const TSDB_GC_EVERY: Duration = Duration::from_secs(60);
@@ -205,14 +205,39 @@ impl Daemon {
             })?;
 
         // Sources write into the tsdb.
-        let tsdb = Arc::new(Tsdb::new(c.retention.as_millis()));
+        // History comes back from state_dir before any source writes (the
+        // server, and so readyz, starts after); a tsdb directory that cannot
+        // be opened leaves an in-memory tsdb rather than no daemon.
+        let tsdb_dir = state_dir.join("tsdb");
+        let (retention_ms, now_ms) = (c.retention.as_millis(), clock.now_ms());
+        let durable = TsdbDurableOptions::default();
+        let opened = tokio::task::spawn_blocking(move || {
+            Tsdb::open_durable(&tsdb_dir, retention_ms, now_ms, durable)
+        })
+        .await;
+        let tsdb = Arc::new(match opened {
+            Ok(Ok((db, _report))) => db,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "tsdb history cannot be opened; keeping samples in memory only");
+                Tsdb::new(retention_ms)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tsdb replay task failed; keeping samples in memory only");
+                Tsdb::new(retention_ms)
+            }
+        });
         tsdb.register_metrics(&registry)?;
         let sink: Arc<dyn SampleSink> = tsdb.clone();
-        let mut tasks = vec![tokio::spawn(tsdb.clone().run_gc(
-            clock.clone(),
-            TSDB_GC_EVERY,
-            shutdown_rx.clone(),
-        ))];
+        let mut tasks = vec![
+            tokio::spawn(
+                tsdb.clone()
+                    .run_gc(clock.clone(), TSDB_GC_EVERY, shutdown_rx.clone()),
+            ),
+            tokio::spawn(
+                tsdb.clone()
+                    .run_wal(durable.flush_every, shutdown_rx.clone()),
+            ),
+        ];
         let probes = Arc::new(ProbeManager::new(ProbeDeps {
             clock: clock.clone(),
             sink: sink.clone(),
@@ -413,9 +438,10 @@ impl Daemon {
             api = api.merge(server::gcp_api::router(g.logging.evidence(), g.run.views()));
         }
         let ready_probes = probes.clone();
+        let ready_tsdb = tsdb.clone();
         let state = AppState {
             registry: registry.clone(),
-            ready: Arc::new(move || ready_probes.first_round_done()),
+            ready: Arc::new(move || ready_tsdb.replayed() && ready_probes.first_round_done()),
             admin_token: config.admin_token.clone(),
         };
         let mut server_shutdown = shutdown_rx.clone();
@@ -488,7 +514,7 @@ impl Daemon {
     }
 
     pub fn ready(&self) -> bool {
-        self.probes.first_round_done()
+        self.tsdb.replayed() && self.probes.first_round_done()
     }
 
     /// Applies a new, already validated config. Unchanged probes, sources and
@@ -563,6 +589,14 @@ impl Daemon {
         self.outbox.shutdown().await;
         for task in self.tasks.lock().await.drain(..) {
             task.abort();
+        }
+        // Producers have stopped: what they wrote since the last WAL flush
+        // goes to disk now, so a clean restart loses nothing.
+        let tsdb = self.tsdb.clone();
+        match tokio::task::spawn_blocking(move || tsdb.flush_wal()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "tsdb WAL flush at shutdown failed"),
+            Err(e) => tracing::warn!(error = %e, "tsdb WAL flush task failed"),
         }
         if let Some(handle) = self.server.lock().await.take() {
             // Graceful shutdown waits for open connections; do not wait forever.

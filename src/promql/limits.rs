@@ -82,13 +82,11 @@ fn depth_bound(expr: &str) -> usize {
             b'+' | b'-' | b'*' | b'/' | b'%' | b'^' | b'<' | b'>' if in_braces == 0 => {
                 operators += 1;
             }
-            b'=' | b'!' if in_braces == 0 => {
-                // `==` and `!=` are one operator; count the first character.
-                if bytes.get(i + 1) == Some(&b'=') {
-                    operators += 1;
-                    i += 2;
-                    continue;
-                }
+            // `==` and `!=` are one operator of two characters.
+            b'=' | b'!' if in_braces == 0 && bytes.get(i + 1) == Some(&b'=') => {
+                operators += 1;
+                i += 2;
+                continue;
             }
             c if c.is_ascii_alphabetic() || c == b'_' => {
                 let start = i;

@@ -148,7 +148,7 @@ async fn instant(s: RulesApiState, p: QueryParams) -> Response {
     };
     let engine = match engine_with_timeout(&s.engine, p.timeout.as_deref()) {
         Ok(e) => e,
-        Err(resp) => return resp,
+        Err(e) => return bad_data(e),
     };
     let db = s.db.clone();
     evaluate(&s.query_slots, engine, move |engine| {
@@ -159,11 +159,10 @@ async fn instant(s: RulesApiState, p: QueryParams) -> Response {
 
 /// The engine for one request: the `timeout` parameter may shorten the
 /// configured timeout, never lengthen it (as in Prometheus).
-fn engine_with_timeout(engine: &Engine, timeout: Option<&str>) -> Result<Engine, Response> {
+fn engine_with_timeout(engine: &Engine, timeout: Option<&str>) -> Result<Engine, String> {
     let mut engine = engine.clone();
     if let Some(t) = timeout.filter(|t| !t.is_empty()) {
-        let ms =
-            parse_step(t).map_err(|e| bad_data(format!("invalid parameter \"timeout\": {e}")))?;
+        let ms = parse_step(t).map_err(|e| format!("invalid parameter \"timeout\": {e}"))?;
         let asked = std::time::Duration::from_millis(ms.max(0) as u64);
         engine.options.timeout = Some(engine.options.timeout.map_or(asked, |c| c.min(asked)));
     }
@@ -247,7 +246,7 @@ async fn range(s: RulesApiState, p: RangeParams) -> Response {
     }
     let engine = match engine_with_timeout(&s.engine, p.timeout.as_deref()) {
         Ok(e) => e,
-        Err(resp) => return resp,
+        Err(e) => return bad_data(e),
     };
     let db = s.db.clone();
     evaluate(&s.query_slots, engine, move |engine| {

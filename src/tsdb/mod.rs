@@ -15,8 +15,14 @@ use promql_parser::label::{MatchOp, Matcher};
 use crate::clock::{Clock, TimestampMs};
 use crate::labels::{Label, Labels, Sample};
 
+mod chunk;
+mod durable;
 #[cfg(test)]
 mod tests;
+mod wal;
+
+use chunk::Chunk;
+pub use durable::{DurableOptions, ReplayReport};
 
 /// Where sources write samples.
 pub trait SampleSink: Send + Sync {
@@ -102,39 +108,6 @@ pub enum AppendError {
     TooOld { labels: Labels, t: TimestampMs },
 }
 
-struct Chunk {
-    timestamps: Vec<i64>,
-    values: Vec<f64>,
-}
-
-impl Chunk {
-    fn new() -> Self {
-        Self {
-            timestamps: Vec::new(),
-            values: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, t: i64, v: f64) {
-        let len = self.timestamps.len();
-        if len == self.timestamps.capacity() {
-            // Grow by doubling, but never past a full chunk, so a full chunk
-            // holds exactly CHUNK_SAMPLES and a young series stays small.
-            let add = len.max(4).min(CHUNK_SAMPLES - len);
-            self.timestamps.reserve_exact(add);
-            self.values.reserve_exact(add);
-        }
-        self.timestamps.push(t);
-        self.values.push(v);
-    }
-    fn is_full(&self) -> bool {
-        self.timestamps.len() >= CHUNK_SAMPLES
-    }
-    fn last_t(&self) -> Option<i64> {
-        self.timestamps.last().copied()
-    }
-}
-
 struct Series {
     labels: Labels,
     chunks: VecDeque<Chunk>,
@@ -142,16 +115,23 @@ struct Series {
 
 impl Series {
     fn last(&self) -> Option<(i64, f64)> {
-        let c = self.chunks.back()?;
-        Some((*c.timestamps.last()?, *c.values.last()?))
+        self.chunks.back()?.last()
     }
 
+    /// Appends after the newest sample (callers check the order).
     fn push(&mut self, t: i64, v: f64) {
-        if self.chunks.back().is_none_or(|c| c.is_full()) {
+        if self
+            .chunks
+            .back()
+            .is_none_or(|c| c.len() >= CHUNK_SAMPLES || c.is_sealed())
+        {
+            if let Some(full) = self.chunks.back_mut() {
+                full.seal();
+            }
             self.chunks.push_back(Chunk::new());
         }
         if let Some(c) = self.chunks.back_mut() {
-            c.push(t, v);
+            c.append(t, v);
         }
     }
 
@@ -161,33 +141,42 @@ impl Series {
         while self
             .chunks
             .front()
-            .is_some_and(|c| c.last_t().is_none_or(|t| t < cutoff))
+            .is_some_and(|c| c.max_t().is_none_or(|t| t < cutoff))
         {
             if let Some(c) = self.chunks.pop_front() {
-                dropped += c.timestamps.len();
+                dropped += c.len();
             }
         }
         dropped
     }
 
     fn sample_count(&self) -> usize {
-        self.chunks.iter().map(|c| c.timestamps.len()).sum()
+        self.chunks.iter().map(Chunk::len).sum()
     }
 
     fn copy_range(&self, mint: i64, maxt: i64) -> (Vec<i64>, Vec<f64>) {
         let mut ts = Vec::new();
         let mut vs = Vec::new();
         for c in &self.chunks {
-            let (Some(&first), Some(&last)) = (c.timestamps.first(), c.timestamps.last()) else {
+            let (Some(first), Some(last)) = (c.min_t(), c.max_t()) else {
                 continue;
             };
             if last < mint || first > maxt {
                 continue;
             }
-            let lo = c.timestamps.partition_point(|&t| t < mint);
-            let hi = c.timestamps.partition_point(|&t| t <= maxt);
-            ts.extend_from_slice(&c.timestamps[lo..hi]);
-            vs.extend_from_slice(&c.values[lo..hi]);
+            if first >= mint && last <= maxt {
+                ts.reserve(c.len());
+                vs.reserve(c.len());
+            }
+            for (t, v) in c.iter() {
+                if t > maxt {
+                    break;
+                }
+                if t >= mint {
+                    ts.push(t);
+                    vs.push(v);
+                }
+            }
         }
         (ts, vs)
     }
@@ -225,6 +214,9 @@ struct Inner {
     postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<SeriesId>>>,
     live_series: usize,
     samples: usize,
+    /// WAL records not yet written to disk; `None` when the tsdb is not
+    /// durable.
+    wal_buf: Option<Vec<u8>>,
 }
 
 impl Inner {
@@ -276,6 +268,9 @@ impl Inner {
                 .or_default();
             let pos = list.partition_point(|&x| x < id);
             list.insert(pos, id);
+        }
+        if let Some(buf) = self.wal_buf.as_mut() {
+            wal::put_series(buf, id, &labels);
         }
         self.by_labels.insert(labels, id);
         self.live_series += 1;
@@ -337,6 +332,9 @@ impl Inner {
             }
         }
         series.push(t, v);
+        if let Some(buf) = self.wal_buf.as_mut() {
+            wal::put_sample(buf, id, t, v);
+        }
         let dropped = series.trim(cutoff);
         self.samples = self.samples + 1 - dropped;
         Ok(())
@@ -417,6 +415,10 @@ pub struct Tsdb {
     series_gauge: prometheus::IntGauge,
     appended: prometheus::IntCounter,
     rejected: prometheus::IntCounter,
+    /// The WAL writer of a durable tsdb (see `durable.rs`).
+    writer: std::sync::Mutex<Option<durable::Writer>>,
+    wal_damaged: prometheus::IntCounter,
+    replay_done: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Tsdb {
@@ -447,6 +449,14 @@ impl Tsdb {
                 "Samples rejected by the in-memory tsdb (out of order, duplicate or too old).",
             )
             .expect("valid metric"),
+            writer: std::sync::Mutex::new(None),
+            wal_damaged: prometheus::IntCounter::new(
+                "rearguard_tsdb_files_set_aside_total",
+                "Truncated or corrupt tsdb files (WAL segments, checkpoints) found at startup and renamed *.corrupt.",
+            )
+            .expect("valid metric"),
+            // An in-memory tsdb has nothing to replay.
+            replay_done: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -456,6 +466,7 @@ impl Tsdb {
         registry.register(Box::new(self.series_gauge.clone()))?;
         registry.register(Box::new(self.appended.clone()))?;
         registry.register(Box::new(self.rejected.clone()))?;
+        registry.register(Box::new(self.wal_damaged.clone()))?;
         Ok(())
     }
 
@@ -560,7 +571,8 @@ impl Tsdb {
     /// Writes a stale marker at `t` for each given series that exists, whose
     /// newest sample is before `t` and is not already a stale marker.
     pub fn mark_stale_at(&self, series: &[Labels], t: TimestampMs) {
-        let mut inner = self.write();
+        let mut guard = self.write();
+        let inner = &mut *guard;
         let mut n = 0;
         for labels in series {
             let Some(&id) = inner.by_labels.get(labels) else {
@@ -572,13 +584,16 @@ impl Tsdb {
             match s.last() {
                 Some((lt, lv)) if lt < t && !is_stale_nan(lv) => {
                     s.push(t, stale_nan());
+                    if let Some(buf) = inner.wal_buf.as_mut() {
+                        wal::put_sample(buf, id, t, stale_nan());
+                    }
                     n += 1;
                 }
                 _ => {}
             }
         }
         inner.samples += n;
-        self.account(&inner, n, 0);
+        self.account(inner, n, 0);
     }
 
     /// Drops samples older than `now_ms - retention` (whole chunks) and series
@@ -605,7 +620,13 @@ impl Tsdb {
 
     /// Drops everything (test loaders' `clear`).
     pub fn clear(&self) {
-        *self.write() = Inner::default();
+        let mut inner = self.write();
+        let durable = inner.wal_buf.is_some();
+        *inner = Inner::default();
+        if durable {
+            inner.wal_buf = Some(Vec::new());
+        }
+        drop(inner);
         self.series_gauge.set(0);
     }
 
@@ -615,6 +636,19 @@ impl Tsdb {
             series: inner.live_series,
             samples: inner.samples,
         }
+    }
+
+    /// Bytes of encoded samples held (chunk payloads; excludes labels,
+    /// index and per-chunk headers).
+    pub fn encoded_sample_bytes(&self) -> usize {
+        let inner = self.read();
+        inner
+            .series
+            .iter()
+            .flatten()
+            .flat_map(|s| s.chunks.iter())
+            .map(Chunk::encoded_len)
+            .sum()
     }
 
     /// The label sets of all series matching `matchers` (any time).

@@ -211,3 +211,200 @@ async fn gc_task_runs_on_the_clock_and_stops() {
     db.set_retention_ms(1);
     assert_eq!(db.retention_ms(), 1);
 }
+
+mod durable {
+    use super::*;
+    use std::path::Path;
+
+    const OPTS: DurableOptions = DurableOptions {
+        flush_every: Duration::from_secs(1),
+        checkpoint_every: Duration::from_secs(3600),
+    };
+    const HOUR: i64 = 3_600_000;
+    const T0: i64 = 1_700_000_000_000;
+
+    fn open(dir: &Path, now: i64) -> (Tsdb, ReplayReport) {
+        Tsdb::open_durable(dir, HOUR, now, OPTS).unwrap()
+    }
+
+    fn up() -> Labels {
+        l(&[("__name__", "probe_success"), ("probe", "t0")])
+    }
+
+    fn samples(db: &Tsdb, mint: i64, maxt: i64) -> Vec<(i64, u64)> {
+        db.select(&[eq("probe", "t0")], mint, maxt)
+            .into_iter()
+            .flat_map(|s| {
+                s.timestamps
+                    .into_iter()
+                    .zip(s.values.into_iter().map(f64::to_bits))
+            })
+            .collect()
+    }
+
+    fn fill(db: &Tsdb, from: i64, n: i64) {
+        for i in 0..n {
+            db.append_sample(&up(), T0 + (from + i) * 1000, ((from + i) % 7) as f64)
+                .unwrap();
+        }
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn restart_keeps_history_across_wal_and_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, report) = open(dir.path(), T0);
+        assert_eq!((report.series, report.samples), (0, 0));
+        fill(&db, 0, 300);
+        db.flush_wal().unwrap();
+        drop(db);
+
+        let (db, report) = open(dir.path(), T0 + 300_000);
+        assert_eq!((report.series, report.samples), (1, 300));
+        assert!(report.set_aside.is_empty());
+        // Appends go on after the restart; a checkpoint, then more WAL.
+        fill(&db, 300, 100);
+        db.checkpoint_now().unwrap();
+        fill(&db, 400, 50);
+        db.mark_stale_at(&[up()], T0 + 500_000);
+        db.flush_wal().unwrap();
+        let want = samples(&db, i64::MIN, i64::MAX);
+        assert_eq!(want.len(), 451);
+        drop(db);
+
+        let (db, report) = open(dir.path(), T0 + 500_000);
+        assert_eq!(report.samples, 451);
+        let got = samples(&db, i64::MIN, i64::MAX);
+        assert_eq!(got, want);
+        assert!(is_stale_nan(f64::from_bits(got[450].1)));
+        // A range read spanning the first restart.
+        assert_eq!(samples(&db, T0 + 290_000, T0 + 309_000).len(), 20);
+        // Only the newest checkpoint and the segments after it remain.
+        let names = files(dir.path());
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| n.starts_with("checkpoint."))
+                .count(),
+            1,
+            "{names:?}"
+        );
+        // The series keeps appending after a replayed sealed chunk.
+        db.append_sample(&up(), T0 + 501_000, 1.0).unwrap();
+        assert_eq!(db.stats().samples, 452);
+    }
+
+    #[test]
+    fn kill_without_flush_loses_only_the_unflushed_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open(dir.path(), T0);
+        fill(&db, 0, 100);
+        db.flush_wal().unwrap();
+        fill(&db, 100, 10);
+        // No flush: as after kill -9 between two flushes.
+        drop(db);
+        let (db, _) = open(dir.path(), T0 + 110_000);
+        assert_eq!(samples(&db, i64::MIN, i64::MAX).len(), 100);
+    }
+
+    #[test]
+    fn truncated_wal_is_set_aside_and_its_head_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open(dir.path(), T0);
+        fill(&db, 0, 100);
+        db.flush_wal().unwrap();
+        drop(db);
+        let seg = dir.path().join("wal.0000000000");
+        let len = std::fs::metadata(&seg).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 5)
+            .unwrap();
+
+        let (db, report) = open(dir.path(), T0 + 100_000);
+        assert_eq!(report.set_aside.len(), 1);
+        assert!(dir.path().join("wal.0000000000.corrupt").exists());
+        assert_eq!(samples(&db, i64::MIN, i64::MAX).len(), 99);
+        assert_eq!(db.wal_damaged.get(), 1);
+        // What was read from the set-aside file was checkpointed at once.
+        fill(&db, 100, 1);
+        db.flush_wal().unwrap();
+        drop(db);
+        let (db, report) = open(dir.path(), T0 + 101_000);
+        assert!(report.set_aside.is_empty());
+        assert_eq!(samples(&db, i64::MIN, i64::MAX).len(), 100);
+    }
+
+    #[test]
+    fn corrupt_checkpoint_is_set_aside_and_startup_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open(dir.path(), T0);
+        fill(&db, 0, 100);
+        db.append_sample(&l(&[("__name__", "other")]), T0, 1.0)
+            .unwrap();
+        db.checkpoint_now().unwrap();
+        fill(&db, 100, 10);
+        db.flush_wal().unwrap();
+        drop(db);
+        let ckp = dir.path().join("checkpoint.0000000001");
+        let mut bytes = std::fs::read(&ckp).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        std::fs::write(&ckp, &bytes).unwrap();
+
+        let (db, report) = open(dir.path(), T0 + 110_000);
+        assert_eq!(report.set_aside.len(), 1);
+        assert!(dir.path().join("checkpoint.0000000001.corrupt").exists());
+        // The first series frame was intact; the damaged one is lost, and the
+        // WAL after the checkpoint still replays for the series it names.
+        assert_eq!(samples(&db, i64::MIN, i64::MAX).len(), 110);
+        assert!(db
+            .select(&[eq("__name__", "other")], i64::MIN, i64::MAX)
+            .is_empty());
+        // Garbage in place of a WAL segment does not stop startup either.
+        drop(db);
+        std::fs::write(dir.path().join("wal.0000000099"), b"not a wal").unwrap();
+        let (_db, report) = open(dir.path(), T0 + 110_000);
+        assert_eq!(report.set_aside.len(), 1);
+    }
+
+    #[test]
+    fn retention_applies_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open(dir.path(), T0);
+        fill(&db, 0, 100);
+        db.flush_wal().unwrap();
+        drop(db);
+        // Two hours later, with one hour of retention: nothing is replayed.
+        let (db, report) = open(dir.path(), T0 + 2 * HOUR);
+        assert_eq!((report.series, report.samples), (0, 0));
+        // A checkpoint drops the old segments from disk.
+        db.checkpoint_now().unwrap();
+        let names = files(dir.path());
+        assert!(!names.contains(&"wal.0000000000".to_string()), "{names:?}");
+        drop(db);
+        let total: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(total < 64, "{total} bytes left on disk");
+    }
+
+    #[test]
+    fn in_memory_tsdb_needs_no_replay() {
+        let db = Tsdb::default();
+        assert!(db.replayed());
+        db.flush_wal().unwrap();
+        db.checkpoint_now().unwrap();
+    }
+}

@@ -85,6 +85,7 @@ struct Slot {
 struct ClientKey {
     follow_redirects: bool,
     insecure_skip_verify: bool,
+    keep_alive: bool,
 }
 
 pub(crate) struct Shared {
@@ -187,6 +188,7 @@ impl ProbeManager {
             let client = shared.client(ClientKey {
                 follow_redirects: cfg.expect.follow_redirects,
                 insecure_skip_verify: cfg.tls.insecure_skip_verify,
+                keep_alive: cfg.keep_alive,
             });
             let interval_ms = interval_ms(&probe);
             let jitter_max = ((interval_ms as f64) * defaults::PROBE_JITTER_FRACTION) as i64;
@@ -349,21 +351,10 @@ impl Shared {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let redirect = if key.follow_redirects {
-            reqwest::redirect::Policy::limited(10)
-        } else {
-            reqwest::redirect::Policy::none()
-        };
-        let client = reqwest::Client::builder()
-            .redirect(redirect)
-            .tls_info(true)
-            .tls_danger_accept_invalid_certs(key.insecure_skip_verify)
-            .user_agent(concat!("rearguard/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot build the probes' HTTP client");
-                e.to_string()
-            })?;
+        let client = build_client(key).map_err(|e| {
+            tracing::error!(error = %e, "cannot build the probes' HTTP client");
+            e.to_string()
+        })?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -458,9 +449,85 @@ impl Shared {
     }
 }
 
+fn build_client(key: ClientKey) -> reqwest::Result<reqwest::Client> {
+    crate::tls::ensure_crypto_provider();
+    let redirect = if key.follow_redirects {
+        reqwest::redirect::Policy::limited(10)
+    } else {
+        reqwest::redirect::Policy::none()
+    };
+    let mut builder = reqwest::Client::builder()
+        .redirect(redirect)
+        .tls_info(true)
+        .tls_danger_accept_invalid_certs(key.insecure_skip_verify)
+        .user_agent(concat!("rearguard/", env!("CARGO_PKG_VERSION")));
+    if !key.keep_alive {
+        // No idle connections kept: every run connects anew.
+        builder = builder.pool_max_idle_per_host(0);
+    }
+    builder.build()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An HTTP/1.1 server that answers every request on a connection and
+    /// counts the connections it accepts.
+    async fn counting_server() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/health", listener.local_addr().unwrap());
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = conn.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if conn.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn connections_for(keep_alive: bool) -> usize {
+        let (url, accepted) = counting_server().await;
+        let client = build_client(ClientKey {
+            follow_redirects: true,
+            insecure_skip_verify: false,
+            keep_alive,
+        })
+        .unwrap();
+        for _ in 0..3 {
+            let r = client.get(&url).send().await.unwrap();
+            assert_eq!(r.text().await.unwrap(), "ok");
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn keep_alive_decides_whether_runs_share_a_connection() {
+        assert_eq!(connections_for(false).await, 3);
+        assert_eq!(connections_for(true).await, 1);
+    }
 
     #[test]
     fn next_due_keeps_the_phase_and_skips_missed_slots() {
