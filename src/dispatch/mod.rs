@@ -16,6 +16,7 @@
 //! ```
 
 pub mod dispatcher;
+pub mod external;
 pub mod inhibit;
 pub mod matchers;
 pub mod notification;
@@ -24,7 +25,8 @@ pub mod silence;
 pub mod time_interval;
 
 pub use dispatcher::{
-    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps, GroupView,
+    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps, ExternalUpdate,
+    GroupView,
     Suppression,
 };
 pub use notification::{Notification, NotificationSink};

@@ -32,6 +32,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "action intents, audit, holds, quarantine",
         super::actions::MIGRATION,
     ),
+    (7, "external alerts", super::external_alerts::MIGRATION),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {

@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod alerts;
+pub mod external_alerts;
 pub mod gcp;
 mod migrations;
 pub mod outbox;
