@@ -292,12 +292,11 @@ pub fn load_str(
         .token_file
         .as_ref()
         .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
-    let alert_token = config.admin.alert_token_file.as_ref().and_then(|f| {
-        v.secret_file(
-            &YamlPath::root().key("admin").key("alert_token_file"),
-            f,
-        )
-    });
+    let alert_token = config
+        .admin
+        .alert_token_file
+        .as_ref()
+        .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("alert_token_file"), f));
     let receiver_secrets = receivers::validate(&config.receivers, &config.reports, &mut v);
     let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
     for e in crate::rules::check_files(&rule_file_paths) {

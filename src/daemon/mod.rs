@@ -286,9 +286,20 @@ impl Daemon {
             },
             ManagerOptions::default(),
         )?);
-        late_rules.set(Arc::new(RulesAlertState {
-            rules: rules.clone(),
-            external_labels: c.external_labels.clone(),
+        // Alerts posted by external senders (POST /api/v2/alerts) join the same dispatcher.
+        let external = crate::dispatch::external::ExternalAlerts::start(
+            store.clone(),
+            clock.clone(),
+            dispatcher.clone(),
+            crate::dispatch::dispatcher::DEFAULT_RESOLVE_TIMEOUT,
+        )
+        .await?;
+        late_rules.set(Arc::new(adapters::ExternalThenRules {
+            external: external.clone(),
+            rules: Arc::new(RulesAlertState {
+                rules: rules.clone(),
+                external_labels: c.external_labels.clone(),
+            }),
         }));
 
         // Start producing: sources, rules, pending rollback intents.
@@ -332,6 +343,15 @@ impl Daemon {
             server::dispatch_api::DispatchApiState {
                 dispatcher: dispatcher.clone(),
                 admin_token: admin_token.clone(),
+                started_at_ms: clock.now_ms(),
+            },
+        ))
+        .merge(server::alertmanager::router(
+            server::alertmanager::AlertmanagerApiState {
+                dispatcher: dispatcher.clone(),
+                external,
+                admin_token: admin_token.clone(),
+                alert_token: config.alert_token.clone(),
                 started_at_ms: clock.now_ms(),
             },
         ))

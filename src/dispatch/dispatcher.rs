@@ -149,8 +149,7 @@ struct AlertEntry {
 impl AlertEntry {
     /// When a firing alert resolves unless refreshed.
     fn timeout_at(&self, timeout_ms: i64) -> TimestampMs {
-        self.valid_until_ms
-            .unwrap_or(self.received_ms + timeout_ms)
+        self.valid_until_ms.unwrap_or(self.received_ms + timeout_ms)
     }
 
     /// The alert as of `now`: a firing alert not refreshed within the resolve timeout is resolved.
@@ -628,6 +627,23 @@ impl Dispatcher {
         }
         self.shared.metrics.received.inc_by(alerts.len() as u64);
         let _ = self.tx.send(Command::External(alerts));
+    }
+
+    /// The compiled routing tree, if the config has a `route:`.
+    pub fn route_tree(&self) -> Option<RouteTree> {
+        self.shared.config().routes.clone()
+    }
+
+    /// The configured receivers' names, sorted.
+    pub fn receiver_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.config().receivers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The resolve timeout in force (Alertmanager's `resolve_timeout`).
+    pub fn resolve_timeout_ms(&self) -> i64 {
+        self.shared.config().resolve_timeout_ms
     }
 
     /// The alert with this fingerprint as of now, if held (firing or recently resolved).

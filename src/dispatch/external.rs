@@ -305,8 +305,12 @@ mod tests {
 
     #[test]
     fn defaults_follow_alertmanager() {
-        let r = accept_batch(post(r#"[{"labels":{"alertname":"A","empty":""}}]"#), NOW, TIMEOUT)
-            .unwrap();
+        let r = accept_batch(
+            post(r#"[{"labels":{"alertname":"A","empty":""}}]"#),
+            NOW,
+            TIMEOUT,
+        )
+        .unwrap();
         assert_eq!(r[0].starts_at_ms, NOW);
         assert_eq!(r[0].ends_at_ms, NOW + TIMEOUT);
         assert!(r[0].ends_by_timeout);
@@ -317,7 +321,10 @@ mod tests {
             TIMEOUT,
         )
         .unwrap();
-        assert_eq!(r[0].starts_at_ms, r[0].ends_at_ms, "startsAt defaults to endsAt");
+        assert_eq!(
+            r[0].starts_at_ms, r[0].ends_at_ms,
+            "startsAt defaults to endsAt"
+        );
         assert!(!r[0].ends_by_timeout);
     }
 
@@ -325,12 +332,18 @@ mod tests {
     fn refuses_bad_alerts_whole() {
         let bad = [
             (r#"[{"labels":{}}]"#, "at least one label pair required"),
-            (r#"[{"labels":{"a":""}}]"#, "at least one label pair required"),
+            (
+                r#"[{"labels":{"a":""}}]"#,
+                "at least one label pair required",
+            ),
             (
                 r#"[{"labels":{"a":"b"},"startsAt":"2024-01-02T00:00:00Z","endsAt":"2024-01-01T00:00:00Z"}]"#,
                 "start time must be before end time",
             ),
-            (r#"[{"labels":{"a-b":"c"}}]"#, "invalid label set: invalid name \"a-b\""),
+            (
+                r#"[{"labels":{"a-b":"c"}}]"#,
+                "invalid label set: invalid name \"a-b\"",
+            ),
             (
                 r#"[{"labels":{"a":"b"},"annotations":{"1x":"y"}}]"#,
                 "invalid annotations: invalid name \"1x\"",

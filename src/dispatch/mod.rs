@@ -25,9 +25,8 @@ pub mod silence;
 pub mod time_interval;
 
 pub use dispatcher::{
-    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps, ExternalUpdate,
-    GroupView,
-    Suppression,
+    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps,
+    ExternalUpdate, GroupView, Suppression,
 };
 pub use notification::{Notification, NotificationSink};
 pub use silence::{SilenceError, SilenceInput, SilenceState};

@@ -145,8 +145,16 @@ mod tests {
         let mut got = s.load_external_alerts().await.unwrap();
         got.sort_by_key(|r| r.fingerprint);
         assert_eq!(got, vec![rec(7, 50_000), rec(u64::MAX, 10_000)]);
-        s.upsert_external_alerts(vec![rec(7, 60_000)]).await.unwrap();
-        assert_eq!(s.delete_external_alerts_ended_before(20_000).await.unwrap(), 1);
-        assert_eq!(s.load_external_alerts().await.unwrap(), vec![rec(7, 60_000)]);
+        s.upsert_external_alerts(vec![rec(7, 60_000)])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.delete_external_alerts_ended_before(20_000).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            s.load_external_alerts().await.unwrap(),
+            vec![rec(7, 60_000)]
+        );
     }
 }
