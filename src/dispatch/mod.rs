@@ -26,7 +26,7 @@ pub mod time_interval;
 
 pub use dispatcher::{
     AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps,
-    ExternalUpdate, GroupView, Suppression,
+    ExternalUpdate, GroupView, Suppression, DEFAULT_RESOLVE_TIMEOUT,
 };
 pub use notification::{Notification, NotificationSink};
 pub use silence::{SilenceError, SilenceInput, SilenceState};

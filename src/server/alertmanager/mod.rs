@@ -84,6 +84,7 @@ pub fn router(state: AlertmanagerApiState) -> Router {
         .route("/api/v2/receivers", get(receivers))
         .with_state(state)
         .merge(silences)
+        .layer(axum::extract::DefaultBodyLimit::max(super::MAX_BODY_BYTES))
 }
 
 /// Admits a sender with the alert token or the admin token. Neither
