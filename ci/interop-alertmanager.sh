@@ -89,7 +89,9 @@ YAML
 "$BIN" run --config "$WORK/rearguard.yaml" >"$WORK/rearguard.log" 2>&1 & PIDS+=($!)
 wait_for 30 "rearguard to listen" curl -sf "$RG/healthz"
 
-# --- Prometheus: one rule that fires at once, rearguard as its Alertmanager
+# --- Prometheus: one rule that fires at once, rearguard as its Alertmanager.
+# A short resend delay: alerts evaluated before the notifier has discovered its
+# Alertmanagers (a few seconds) are dropped and only re-sent after it (1m default).
 cat >"$WORK/rules.yml" <<'YAML'
 groups:
   - name: interop
@@ -118,11 +120,13 @@ alerting:
 YAML
 promtool check config "$WORK/prometheus.yml" >/dev/null
 prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prom-data" \
-  --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 & PIDS+=($!)
+  --web.listen-address="127.0.0.1:$PROM_PORT" --rules.alert.resend-delay=2s >"$WORK/prometheus.log" 2>&1 & PIDS+=($!)
 
 # --- 1. the alert reaches the webhook through rearguard's routing, in v4 shape
+echo "interop: waiting for the webhook ($(date +%T))"
 have_hook() { ls "$WORK"/hook/*.json >/dev/null 2>&1; }
 wait_for 60 "a webhook notification from rearguard" have_hook
+echo "interop: webhook reached ($(date +%T))"
 python3 - "$WORK"/hook/*.json <<'PY'
 import json, sys
 p = json.load(open(sorted(sys.argv[1:])[0]))
@@ -186,4 +190,9 @@ expect InteropAlwaysFiring "${AM[@]}" alert query
 # The sender token cannot manage silences.
 code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE -H "Authorization: Bearer interop-sender-token" "$RG/api/v2/silence/$SID")
 [ "$code" = "401" ] || { echo "interop: sender token expired a silence (HTTP $code)" >&2; exit 1; }
+# Prometheus re-sent the alert every 2s all along: still one notification.
+firing=$(cat "$WORK"/hook/*.json | grep -o '"status":"firing"' | wc -l)
+n=$(ls "$WORK"/hook/*.json | wc -l)
+[ "$n" = "1" ] || { echo "interop: $n webhook notifications, expected 1" >&2; exit 1; }
+echo "interop: ok: one notification for $(curl -s "http://127.0.0.1:$PROM_PORT/metrics" | awk '/^prometheus_notifications_sent_total/ {s+=$2} END {print s+0}') sends ($firing firing status lines)"
 echo "interop: all checks passed"
