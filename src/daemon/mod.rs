@@ -35,7 +35,7 @@ pub enum DaemonError {
     Start(#[from] StartError),
 }
 
-mod adapters;
+pub mod adapters;
 
 use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
 
