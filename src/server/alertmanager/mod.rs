@@ -341,7 +341,10 @@ async fn get_groups(State(s): State<AlertmanagerApiState>, RawQuery(q): RawQuery
                 })
                 .cloned()
                 .collect();
-            (!alerts.is_empty()).then(|| AlertGroupV2 {
+            if alerts.is_empty() {
+                return None;
+            }
+            Some(AlertGroupV2 {
                 labels: g.labels,
                 receiver: ReceiverName { name: g.receiver },
                 alerts,
