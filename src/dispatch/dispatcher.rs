@@ -204,7 +204,7 @@ impl Metrics {
         )?;
         let received = prometheus::IntCounter::new(
             "rearguard_dispatch_alerts_received_total",
-            "Alert updates received from rule evaluation.",
+            "Alert updates received from rule evaluation and external senders (POST /api/v2/alerts).",
         )?;
         let notifications = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
