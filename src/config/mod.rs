@@ -118,6 +118,10 @@ fn default_retention() -> Dur {
 pub struct AdminConfig {
     #[serde(default)]
     pub token_file: Option<PathBuf>,
+    /// A token that may only post alerts (`POST /api/v2/alerts`), for
+    /// Prometheus-compatible senders; the admin token may post alerts too.
+    #[serde(default)]
+    pub alert_token_file: Option<PathBuf>,
 }
 
 /// A loaded, validated config, with what it needs to resolve relative paths
@@ -129,6 +133,8 @@ pub struct LoadedConfig {
     /// The folder relative paths in the config are resolved from.
     pub base_dir: PathBuf,
     pub admin_token: Option<Secret>,
+    /// The alert senders' token (`admin.alert_token_file`).
+    pub alert_token: Option<Secret>,
     /// Files named by `rule_files`, resolved and expanded (for `check` and the rules engine).
     pub rule_file_paths: Vec<PathBuf>,
     /// Secrets and TLS files of `receivers:` and `reports:` (read at load).
@@ -286,6 +292,11 @@ pub fn load_str(
         .token_file
         .as_ref()
         .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("token_file"), f));
+    let alert_token = config
+        .admin
+        .alert_token_file
+        .as_ref()
+        .and_then(|f| v.secret_file(&YamlPath::root().key("admin").key("alert_token_file"), f));
     let receiver_secrets = receivers::validate(&config.receivers, &config.reports, &mut v);
     let rule_file_paths = resolve_rule_files(&config.rule_files, &base_dir, &mut v);
     for e in crate::rules::check_files(&rule_file_paths) {
@@ -311,6 +322,7 @@ pub fn load_str(
         path: path.to_path_buf(),
         base_dir,
         admin_token,
+        alert_token,
         rule_file_paths,
         receiver_secrets,
     })

@@ -176,3 +176,68 @@ impl notify::report::RollbackHistory for StoredRollbacks {
         })
     }
 }
+
+/// Whether an alert fires, for the action runner: an alert an external
+/// sender posted answers from the external alerts (activeAt = its
+/// `startsAt`), every other from the rules.
+pub struct ExternalThenRules {
+    pub external: Arc<crate::dispatch::external::ExternalAlerts>,
+    pub rules: Arc<dyn action::AlertState>,
+}
+
+impl action::AlertState for ExternalThenRules {
+    fn is_firing(&self, fingerprint: u64) -> Option<bool> {
+        self.external
+            .is_firing(fingerprint)
+            .or_else(|| self.rules.is_firing(fingerprint))
+    }
+
+    /// A posted alert is always fresh: its sender evaluated it.
+    fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
+        self.external
+            .is_firing(fingerprint)
+            .or_else(|| self.rules.is_firing_fresh(fingerprint))
+    }
+
+    /// A posted alert's evidence window starts at its `startsAt` (its
+    /// expression is the sender's, unknown here); a rule's is derived.
+    fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
+        match self.external.get(fingerprint) {
+            Some(_) => Some(0),
+            None => self.rules.lookback_ms(fingerprint),
+        }
+    }
+
+    fn evidence_metrics(&self, fingerprint: u64) -> Option<std::collections::BTreeSet<String>> {
+        match self.external.get(fingerprint) {
+            Some(_) => None,
+            None => self.rules.evidence_metrics(fingerprint),
+        }
+    }
+
+    fn rule_error(&self, fingerprint: u64) -> Option<String> {
+        match self.external.get(fingerprint) {
+            Some(_) => None,
+            None => self.rules.rule_error(fingerprint),
+        }
+    }
+
+    fn history<'a>(
+        &'a self,
+        fingerprint: u64,
+        now_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<serde_json::Value>> {
+        Box::pin(async move {
+            match self.external.get(fingerprint) {
+                // No expression behind it: the audit records what the sender said.
+                Some(r) => Some(serde_json::json!({
+                    "source": "external",
+                    "startsAt": crate::clock::to_datetime(r.starts_at_ms).to_rfc3339(),
+                    "endsAt": crate::clock::to_datetime(r.ends_at_ms).to_rfc3339(),
+                    "generatorURL": r.generator_url,
+                })),
+                None => self.rules.history(fingerprint, now_ms).await,
+            }
+        })
+    }
+}

@@ -37,7 +37,7 @@ pub enum DaemonError {
     Start(#[from] StartError),
 }
 
-mod adapters;
+pub mod adapters;
 
 use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
 
@@ -380,7 +380,18 @@ impl Daemon {
             external_labels: c.external_labels.clone(),
             lags: std::sync::RwLock::new(crate::action::wiring::metric_lags(c)),
         });
-        late_rules.set(rules_state.clone());
+        // Alerts posted by external senders (POST /api/v2/alerts) join the same dispatcher.
+        let external = crate::dispatch::external::ExternalAlerts::start(
+            store.clone(),
+            clock.clone(),
+            dispatcher.clone(),
+            crate::dispatch::dispatcher::DEFAULT_RESOLVE_TIMEOUT,
+        )
+        .await?;
+        late_rules.set(Arc::new(adapters::ExternalThenRules {
+            external: external.clone(),
+            rules: rules_state.clone(),
+        }));
 
         // Start producing: sources, rules, pending rollback intents.
         probes.apply(&c.probes);
@@ -423,6 +434,15 @@ impl Daemon {
             server::dispatch_api::DispatchApiState {
                 dispatcher: dispatcher.clone(),
                 admin_token: admin_token.clone(),
+                started_at_ms: clock.now_ms(),
+            },
+        ))
+        .merge(server::alertmanager::router(
+            server::alertmanager::AlertmanagerApiState {
+                dispatcher: dispatcher.clone(),
+                external,
+                admin_token: admin_token.clone(),
+                alert_token: config.alert_token.clone(),
                 started_at_ms: clock.now_ms(),
             },
         ))

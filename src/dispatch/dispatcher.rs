@@ -141,17 +141,37 @@ struct AlertEntry {
     alert: Alert,
     received_ms: TimestampMs,
     version: u64,
+    /// For external alerts: the sender's `endsAt` (or its resolve timeout),
+    /// which replaces the dispatcher's own resolve timeout.
+    valid_until_ms: Option<TimestampMs>,
 }
 
 impl AlertEntry {
+    /// When a firing alert resolves unless refreshed.
+    fn timeout_at(&self, timeout_ms: i64) -> TimestampMs {
+        self.valid_until_ms.unwrap_or(self.received_ms + timeout_ms)
+    }
+
     /// The alert as of `now`: a firing alert not refreshed within the resolve timeout is resolved.
     fn effective(&self, timeout_ms: i64, now_ms: TimestampMs) -> Alert {
         let mut a = self.alert.clone();
-        if a.ends_at_ms.is_none() && now_ms >= self.received_ms + timeout_ms {
-            a.ends_at_ms = Some(self.received_ms + timeout_ms);
+        let until = self.timeout_at(timeout_ms);
+        if a.ends_at_ms.is_none() && now_ms >= until {
+            a.ends_at_ms = Some(until);
         }
         a
     }
+}
+
+/// An alert from an external sender (`POST /api/v2/alerts`), for [`Dispatcher::send_external`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalUpdate {
+    /// `ends_at_ms` is `None` while firing.
+    pub alert: Alert,
+    /// When it resolves unless updated again: the sender's `endsAt`.
+    pub valid_until_ms: TimestampMs,
+    /// When the sender's update arrived.
+    pub updated_at_ms: TimestampMs,
 }
 
 struct Metrics {
@@ -184,7 +204,7 @@ impl Metrics {
         )?;
         let received = prometheus::IntCounter::new(
             "rearguard_dispatch_alerts_received_total",
-            "Alert updates received from rule evaluation.",
+            "Alert updates received from rule evaluation and external senders (POST /api/v2/alerts).",
         )?;
         let notifications = prometheus::IntCounterVec::new(
             prometheus::Opts::new(
@@ -278,6 +298,8 @@ pub struct DispatchAlertView {
     pub annotations: std::collections::BTreeMap<String, String>,
     pub starts_at: String,
     pub updated_at: String,
+    /// When it resolves unless refreshed (Alertmanager's `endsAt` of a firing alert).
+    pub ends_at: String,
     pub value: f64,
     pub generator_url: String,
     pub status: AlertDispatchStatus,
@@ -293,6 +315,9 @@ pub struct GroupView {
     pub labels: std::collections::BTreeMap<String, String>,
     pub alerts: usize,
     pub next_flush_at: String,
+    /// The alerts of the group (for `/api/v2/alerts/groups`).
+    #[serde(skip)]
+    pub fingerprints: Vec<u64>,
 }
 
 /// Whether an alert is suppressed, for the rollback work and the API.
@@ -310,6 +335,7 @@ impl Suppression {
 
 enum Command {
     Alerts(Vec<Alert>),
+    External(Vec<ExternalUpdate>),
     Apply(Arc<DispatchConfig>),
     /// Answered once everything sent before it has been handled (tests, shutdown).
     Sync(tokio::sync::oneshot::Sender<()>),
@@ -571,6 +597,11 @@ impl Dispatcher {
                 annotations: e.alert.annotations.clone(),
                 starts_at: rfc3339(e.alert.starts_at_ms),
                 updated_at: rfc3339(e.received_ms),
+                ends_at: rfc3339(
+                    e.alert
+                        .ends_at_ms
+                        .unwrap_or_else(|| e.timeout_at(cfg.resolve_timeout_ms)),
+                ),
                 value: e.alert.value,
                 generator_url: e.alert.generator_url.clone(),
                 status: self.alert_status(&e.alert.labels),
@@ -600,6 +631,46 @@ impl Dispatcher {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+impl Dispatcher {
+    /// Takes alerts from an external sender: they go through the same
+    /// routing, grouping and muting as rule alerts, and resolve at their
+    /// `valid_until_ms` unless updated again.
+    pub fn send_external(&self, alerts: Vec<ExternalUpdate>) {
+        if alerts.is_empty() {
+            return;
+        }
+        self.shared.metrics.received.inc_by(alerts.len() as u64);
+        let _ = self.tx.send(Command::External(alerts));
+    }
+
+    /// The compiled routing tree, if the config has a `route:`.
+    pub fn route_tree(&self) -> Option<RouteTree> {
+        self.shared.config().routes.clone()
+    }
+
+    /// The configured receivers' names, sorted.
+    pub fn receiver_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.config().receivers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The resolve timeout in force (Alertmanager's `resolve_timeout`).
+    pub fn resolve_timeout_ms(&self) -> i64 {
+        self.shared.config().resolve_timeout_ms
+    }
+
+    /// The alert with this fingerprint as of now, if held (firing or recently resolved).
+    pub fn alert(&self, fingerprint: u64) -> Option<Alert> {
+        let now = self.shared.clock.now_ms();
+        let cfg = self.shared.config();
+        self.shared
+            .alerts()
+            .get(&fingerprint)
+            .map(|e| e.effective(cfg.resolve_timeout_ms, now))
     }
 }
 
@@ -678,7 +749,15 @@ impl Actor {
                 _ = stop.changed() => break,
                 cmd = rx.recv() => match cmd {
                     None => break,
-                    Some(Command::Alerts(alerts)) => self.ingest(alerts),
+                    Some(Command::Alerts(alerts)) => self.ingest(
+                        alerts.into_iter().map(|a| (a, None)).collect(),
+                    ),
+                    Some(Command::External(updates)) => self.ingest(
+                        updates
+                            .into_iter()
+                            .map(|u| (u.alert, Some(u.valid_until_ms)))
+                            .collect(),
+                    ),
                     Some(Command::Apply(cfg)) => self.reconfigure(cfg),
                     Some(Command::Sync(done)) => {
                         // Flushes due by now count as "handled" too.
@@ -695,14 +774,15 @@ impl Actor {
         }
     }
 
-    fn ingest(&mut self, alerts: Vec<Alert>) {
+    fn ingest(&mut self, alerts: Vec<(Alert, Option<TimestampMs>)>) {
         let now = self.shared.clock.now_ms();
-        for alert in alerts {
+        for (alert, valid_until_ms) in alerts {
             self.version += 1;
             let entry = AlertEntry {
                 alert,
                 received_ms: now,
                 version: self.version,
+                valid_until_ms,
             };
             self.shared
                 .alerts()
@@ -965,6 +1045,11 @@ impl Actor {
                 labels: g.labels.to_map(),
                 alerts: g.alerts.len(),
                 next_flush_at: rfc3339(g.next_flush_ms),
+                fingerprints: {
+                    let mut f: Vec<u64> = g.alerts.keys().copied().collect();
+                    f.sort_unstable();
+                    f
+                },
             })
             .collect();
         views.sort_by(|a, b| {

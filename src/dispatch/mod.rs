@@ -16,6 +16,7 @@
 //! ```
 
 pub mod dispatcher;
+pub mod external;
 pub mod inhibit;
 pub mod matchers;
 pub mod notification;
@@ -24,8 +25,8 @@ pub mod silence;
 pub mod time_interval;
 
 pub use dispatcher::{
-    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps, GroupView,
-    Suppression,
+    AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps,
+    ExternalUpdate, GroupView, Suppression, DEFAULT_RESOLVE_TIMEOUT,
 };
 pub use notification::{Notification, NotificationSink};
 pub use silence::{SilenceError, SilenceInput, SilenceState};

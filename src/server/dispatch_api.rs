@@ -131,7 +131,10 @@ fn silence_matches_filter(
 }
 
 /// `?state=active|pending|expired` and `?filter=<matchers>` (repeatable, Alertmanager's `filter`).
-async fn list_silences(State(s): State<DispatchApiState>, RawQuery(query): RawQuery) -> Response {
+pub(crate) async fn list_silences(
+    State(s): State<DispatchApiState>,
+    RawQuery(query): RawQuery,
+) -> Response {
     let mut state = None;
     let mut filter = Vec::new();
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
@@ -159,14 +162,17 @@ async fn list_silences(State(s): State<DispatchApiState>, RawQuery(query): RawQu
     Json(list).into_response()
 }
 
-async fn get_silence(State(s): State<DispatchApiState>, Path(id): Path<String>) -> Response {
+pub(crate) async fn get_silence(
+    State(s): State<DispatchApiState>,
+    Path(id): Path<String>,
+) -> Response {
     match s.dispatcher.silence(&id) {
         Some(r) => Json(gettable(&s.dispatcher, r)).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("silence {id} not found")),
     }
 }
 
-async fn post_silence(
+pub(crate) async fn post_silence(
     _admin: RequireAdmin,
     State(s): State<DispatchApiState>,
     body: Bytes,
@@ -221,7 +227,7 @@ fn silence_error(e: SilenceError) -> Response {
     }
 }
 
-async fn delete_silence(
+pub(crate) async fn delete_silence(
     _admin: RequireAdmin,
     State(s): State<DispatchApiState>,
     Path(id): Path<String>,

@@ -1,6 +1,7 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, and the `/api/v1` admin API.
 
 pub mod action_api;
+pub mod alertmanager;
 pub mod auth;
 pub mod dispatch_api;
 pub mod gcp_api;

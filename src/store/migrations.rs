@@ -37,6 +37,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "event alerts kept until notified",
         super::events::MIGRATION,
     ),
+    (8, "external alerts", super::external_alerts::MIGRATION),
 ];
 
 pub(super) fn migrate(conn: &mut Connection, path: Option<&Path>) -> Result<(), StoreError> {

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod alerts;
 pub mod events;
+pub mod external_alerts;
 pub mod gcp;
 mod migrations;
 pub mod outbox;
