@@ -23,6 +23,7 @@ pub mod server;
 pub mod sim;
 pub mod source;
 pub mod store;
+pub mod template;
 pub mod time_interval;
 pub mod tls;
 pub mod tsdb;
