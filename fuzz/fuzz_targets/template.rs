@@ -1,7 +1,7 @@
 //! The Go-template engine: parse, then execute with alert-like data.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use rearguard::rules::template::{Funcs, Template, Value};
+use rearguard::template::{Funcs, Template, Value};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

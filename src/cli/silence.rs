@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use crate::config::duration::parse_duration;
-use crate::dispatch::matchers::parse_matchers;
+use crate::matchers::parse_matchers;
 
 /// Where the daemon is and how to authenticate.
 #[derive(Args, Debug, Clone)]

@@ -195,12 +195,8 @@ impl<'a> Validator<'a> {
     }
 }
 
-/// Prometheus label names: `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn valid_label_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+// Lives with the label types so `matchers` (used by config and dispatch) needs no config.
+pub use crate::labels::valid_label_name;
 
 /// Reads, expands, parses and validates the config file at `path`.
 pub fn load(path: &Path) -> Result<LoadedConfig, LocatedErrors> {

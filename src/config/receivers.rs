@@ -393,7 +393,7 @@ fn validate_email(
         }
     }
     for (name, value) in &e.headers {
-        if let Err(err) = crate::rules::template::Template::parse(name, value, &[]) {
+        if let Err(err) = crate::template::Template::parse(name, value, &[]) {
             v.error(
                 &path.key("headers").key(name),
                 format!("invalid template: {err}"),
@@ -402,7 +402,7 @@ fn validate_email(
     }
     for (key, tpl) in [("html", &e.html), ("text", &e.text)] {
         if let Some(t) = tpl {
-            if let Err(err) = crate::rules::template::Template::parse(key, t, &[]) {
+            if let Err(err) = crate::template::Template::parse(key, t, &[]) {
                 v.error(&path.key(key), format!("invalid template: {err}"));
             }
         }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Deserializer};
 
 use super::duration::Dur;
 use super::{valid_label_name, Config, Validator, YamlPath};
-use crate::dispatch::matchers::Matchers;
-use crate::dispatch::time_interval::TimeInterval;
+use crate::matchers::Matchers;
+use crate::time_interval::TimeInterval;
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -147,7 +147,7 @@ fn map_matchers(
     eq: &BTreeMap<String, String>,
     re: &BTreeMap<String, String>,
 ) -> Result<Matchers, String> {
-    use crate::dispatch::matchers::{MatchType, Matcher};
+    use crate::matchers::{MatchType, Matcher};
     let mut out = Vec::new();
     for (k, v) in eq {
         out.push(Matcher::new(k, MatchType::Equal, v)?);
@@ -240,7 +240,7 @@ pub fn validate(config: &Config, v: &mut Validator) {
 
 fn check_matcher_lines(lines: &[String], path: &YamlPath, v: &mut Validator) {
     for (i, line) in lines.iter().enumerate() {
-        if let Err(e) = crate::dispatch::matchers::parse_matchers(line) {
+        if let Err(e) = crate::matchers::parse_matchers(line) {
             v.error(&path.index(i), e);
         }
     }

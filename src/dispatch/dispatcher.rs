@@ -49,7 +49,7 @@ use super::inhibit::{inhibited_by, InhibitRule};
 use super::notification::{Notification, NotificationSink};
 use super::route::{RouteOpts, RouteTree};
 use super::silence::{SilenceError, SilenceInput, SilenceState, Silences};
-use super::time_interval::TimeIntervals;
+use crate::time_interval::TimeIntervals;
 
 /// Alertmanager's `resolve_timeout`: a firing alert not re-sent for this long is resolved.
 pub const DEFAULT_RESOLVE_TIMEOUT: Duration = Duration::from_secs(5 * 60);

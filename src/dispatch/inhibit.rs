@@ -8,7 +8,7 @@
 use crate::config::routing::InhibitRuleConfig;
 use crate::labels::Labels;
 
-use super::matchers::Matchers;
+use crate::matchers::Matchers;
 
 #[derive(Clone, Debug)]
 pub struct InhibitRule {
@@ -66,8 +66,8 @@ mod tests {
 
     fn rule(src: &str, tgt: &str, equal: &[&str]) -> InhibitRule {
         InhibitRule {
-            source: super::super::matchers::parse_matchers(src).unwrap(),
-            target: super::super::matchers::parse_matchers(tgt).unwrap(),
+            source: crate::matchers::parse_matchers(src).unwrap(),
+            target: crate::matchers::parse_matchers(tgt).unwrap(),
             equal: equal.iter().map(|s| s.to_string()).collect(),
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::config::routing::RouteConfig;
 use crate::labels::{Labels, LabelsBuilder};
 
-use super::matchers::Matchers;
+use crate::matchers::Matchers;
 
 pub const DEFAULT_GROUP_WAIT: Duration = Duration::from_secs(30);
 pub const DEFAULT_GROUP_INTERVAL: Duration = Duration::from_secs(5 * 60);
@@ -128,9 +128,9 @@ impl RouteTree {
         });
         if !valid {
             // An impossible matcher: a label name that cannot exist.
-            if let Ok(m) = super::matchers::Matcher::new(
+            if let Ok(m) = crate::matchers::Matcher::new(
                 "__invalid_route__",
-                super::matchers::MatchType::Equal,
+                crate::matchers::MatchType::Equal,
                 "x",
             ) {
                 self.nodes[idx].matchers.0.push(m);

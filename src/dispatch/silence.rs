@@ -16,7 +16,7 @@ use crate::labels::Labels;
 use crate::store::silences::{SilenceMatcher, SilenceRecord};
 use crate::store::{Store, StoreError};
 
-use super::matchers::{MatchType, Matcher, Matchers};
+use crate::matchers::{MatchType, Matcher, Matchers};
 
 /// How long an expired silence is kept.
 pub const SILENCE_RETENTION_MS: i64 = 120 * 3_600_000;

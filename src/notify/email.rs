@@ -18,7 +18,7 @@ use crate::config::Secret;
 use crate::notify::evidence::{self, AlertEvidence, EvidenceSource};
 use crate::notify::payload::{alert_link, rfc3339, template_data, StoredAlert, StoredNotification};
 use crate::notify::DeliveryError;
-use crate::rules::template::{html_escape, Funcs, Template, Value as TemplateValue};
+use crate::template::{html_escape, Funcs, Template, Value as TemplateValue};
 
 /// How long one SMTP conversation may take.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);

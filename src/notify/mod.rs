@@ -19,7 +19,7 @@
 //!   the annotation `evidence_log_query` or the label `query`, and the state of
 //!   the probe named by the annotation `evidence_probe` or the label `probe`.
 //! - Custom `html`/`text`/header templates use the rule templates' Go
-//!   text/template engine ([`crate::rules::template`]) over Alertmanager's template data.
+//!   text/template engine ([`crate::template`]) over Alertmanager's template data.
 //!
 //! Delivery is at least once: a message the server accepted just before a
 //! crash (before its row was marked delivered) is sent again after the restart.

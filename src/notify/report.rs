@@ -22,9 +22,9 @@ use crate::dispatch::notification::BoxFuture;
 use crate::notify::email::humanize_duration;
 use crate::notify::outbox::Outbox;
 use crate::notify::payload::{rfc3339, RenderedReport};
-use crate::rules::template::html_escape;
 use crate::store::outbox::OutboxStats;
 use crate::store::{ProbeTransition, Store};
+use crate::template::html_escape;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -10,7 +10,7 @@ use crate::clock::TimestampMs;
 use crate::labels::{Labels, Sample, METRIC_NAME};
 use crate::store::alerts::{AlertTransition, StoredAlert};
 
-use super::template::{expand_alert_template, AlertTemplateData, Funcs};
+use crate::template::{expand_alert_template, AlertTemplateData, Funcs};
 
 /// How long a resolved alert is kept (and re-sent).
 pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value as Yaml;
 
-use super::template;
 use crate::config::duration::parse_duration;
 use crate::config::locate::{from_yaml_error, LocatedError, Locator, Pos, YamlPath};
 use crate::config::valid_label_name;
+use crate::template;
 
 /// A parsed rule file.
 #[derive(Clone, Debug, PartialEq)]

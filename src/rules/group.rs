@@ -14,7 +14,7 @@ use crate::tsdb::SampleSink;
 use super::alerting::{AlertingRule, AlertingRuleDef, EvalEnv};
 use super::file::{Rule, RuleGroup, RuleKind};
 use super::querier::Querier;
-use super::template::Funcs;
+use crate::template::Funcs;
 
 /// A `query` template function result.
 type QueryRows = Result<Vec<(BTreeMap<String, String>, f64)>, String>;

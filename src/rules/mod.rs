@@ -5,11 +5,9 @@
 
 pub mod alerting;
 pub mod file;
-mod gofmt;
 pub mod group;
 pub mod manager;
 pub mod querier;
-pub mod template;
 pub mod unittest;
 
 pub use file::{

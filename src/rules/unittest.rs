@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::file::{parse_rule_file, ParseOptions};
-use super::gofmt::format_e_shortest;
 use super::group::{Group, GroupEnv, RuleState};
 use super::querier::{LocalQuerier, Querier};
 use crate::alert::ALERTNAME;
@@ -19,6 +18,7 @@ use crate::config::duration::{format_duration, Dur};
 use crate::labels::Labels;
 use crate::promql::notation::{parse_metric, parse_values, Point};
 use crate::promql::{Engine, EngineOptions};
+use crate::template::gofmt::format_e_shortest;
 use crate::tsdb::{SampleSink, Tsdb};
 
 #[derive(Deserialize)]

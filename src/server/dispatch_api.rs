@@ -119,10 +119,7 @@ fn gettable(d: &Dispatcher, s: SilenceRecord) -> GettableSilence {
 
 /// Alertmanager's silence filter: every filter matcher must name a label the
 /// silence matches on and accept the silence's value for it.
-fn silence_matches_filter(
-    s: &SilenceRecord,
-    filter: &[crate::dispatch::matchers::Matcher],
-) -> bool {
+fn silence_matches_filter(s: &SilenceRecord, filter: &[crate::matchers::Matcher]) -> bool {
     filter.iter().all(|f| {
         s.matchers
             .iter()
@@ -140,7 +137,7 @@ pub(crate) async fn list_silences(
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match k.as_ref() {
             "state" => state = Some(v.into_owned()),
-            "filter" => match crate::dispatch::matchers::parse_matchers(&v) {
+            "filter" => match crate::matchers::parse_matchers(&v) {
                 Ok(ms) => filter.extend(ms.0),
                 Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad filter: {e}")),
             },

@@ -114,7 +114,7 @@ impl fmt::Display for Matcher {
     /// Alertmanager's notation: `name="value"` with the value escaped, the name
     /// quoted only when it is not a plain label name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if crate::config::valid_label_name(&self.name) {
+        if crate::labels::valid_label_name(&self.name) {
             f.write_str(&self.name)?;
         } else {
             write!(f, "\"{}\"", escape(&self.name))?;
