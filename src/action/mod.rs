@@ -12,6 +12,7 @@ pub mod deps;
 pub mod events;
 pub mod fake;
 mod gcp_adapter;
+pub mod journal;
 pub mod metrics;
 mod runner;
 pub mod wiring;

@@ -65,10 +65,7 @@ pub fn alert_recheck(is_firing: Option<bool>, rule_error: Option<String>) -> Ale
 }
 
 /// The first of an action's mute time intervals that is active, if any.
-pub fn first_muted<'a>(
-    intervals: &'a [String],
-    is_active: impl Fn(&str) -> bool,
-) -> Option<&'a String> {
+pub fn first_muted(intervals: &[String], is_active: impl Fn(&str) -> bool) -> Option<&String> {
     intervals.iter().find(|ti| is_active(ti))
 }
 

@@ -20,7 +20,7 @@ impl ActionRunner {
         };
         self.audit(
             run,
-            "started",
+            Decision::Started,
             &format!("running {shown}"),
             Some(id),
             None,
@@ -47,7 +47,7 @@ impl ActionRunner {
                 .await;
             self.audit(
                 run,
-                "done",
+                Decision::Done,
                 "command exited 0",
                 Some(id),
                 None,
@@ -68,8 +68,16 @@ impl ActionRunner {
             };
             self.set_intent(id, IntentState::Failed, None, Some(detail.clone()))
                 .await;
-            self.audit(run, "failed", &detail, Some(id), None, None, evidence)
-                .await;
+            self.audit(
+                run,
+                Decision::Failed,
+                &detail,
+                Some(id),
+                None,
+                None,
+                evidence,
+            )
+            .await;
             Step::Failed(detail)
         }
     }

@@ -49,7 +49,7 @@ impl ActionRunner {
         ev["env"] = json!(cfg.env);
         self.audit(
             run,
-            "started",
+            Decision::Started,
             &format!("setting {vars}"),
             Some(id),
             current.as_deref(),
@@ -87,7 +87,7 @@ impl ActionRunner {
                 .map(|s| traffic_json(&s));
             self.audit(
                 run,
-                "done",
+                Decision::Done,
                 "env set",
                 Some(id),
                 current.as_deref(),

@@ -73,7 +73,7 @@ impl ActionRunner {
             self.hold_by_rearguard(&run.target, &hold_reason).await;
             self.audit(
                 run,
-                "escalated",
+                Decision::Escalated,
                 reason::BUDGET,
                 None,
                 None,
@@ -214,7 +214,7 @@ impl ActionRunner {
         ev["judged"] = json!(run.judged);
         self.audit(
             run,
-            "veto_window",
+            Decision::VetoWindow,
             &format!("{what} in {veto} unless held"),
             None,
             from.as_deref(),

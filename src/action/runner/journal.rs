@@ -8,7 +8,7 @@ impl ActionRunner {
     pub(super) async fn audit_plain(
         &self,
         target: &str,
-        decision: &str,
+        decision: Decision,
         reason: &str,
         evidence: serde_json::Value,
     ) {
@@ -21,7 +21,7 @@ impl ActionRunner {
             intent_id: None,
             alertname: None,
             fingerprint: None,
-            decision: decision.to_string(),
+            decision: decision.as_str().to_string(),
             reason: reason.to_string(),
             from_revision: None,
             to_revision: None,
@@ -37,7 +37,7 @@ impl ActionRunner {
     pub(super) async fn audit(
         &self,
         run: &Run,
-        decision: &str,
+        decision: Decision,
         reason: &str,
         intent_id: Option<i64>,
         from: Option<&str>,
@@ -53,7 +53,7 @@ impl ActionRunner {
             intent_id,
             alertname: Some(run.trigger.alertname()),
             fingerprint: Some(run.trigger.fingerprint()),
-            decision: decision.to_string(),
+            decision: decision.as_str().to_string(),
             reason: reason.to_string(),
             from_revision: from.map(str::to_string),
             to_revision: to.map(str::to_string),
@@ -175,7 +175,7 @@ impl ActionRunner {
             .inc();
         let mut ev = self.alert_evidence(run).await;
         ev["detail"] = json!(detail);
-        self.audit(run, "skipped", reason, None, None, None, ev)
+        self.audit(run, Decision::Skipped, reason, None, None, None, ev)
             .await;
         tracing::info!(target_name = %run.target, reason, %detail, "action skipped");
         if notify {

@@ -29,6 +29,7 @@ use super::deps::{
     AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals, Unknown,
 };
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
+use super::journal::Decision;
 use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
 use super::plan::{self, Candidate, ANNOTATION_AT, ANNOTATION_FROM, ANNOTATION_TO};
@@ -611,7 +612,7 @@ impl ActionRunner {
                 at_ms: now,
             })
             .await?;
-        self.audit_plain(&target, "hold", reason, json!({"set_by": set_by}))
+        self.audit_plain(&target, Decision::Hold, reason, json!({"set_by": set_by}))
             .await;
         self.refresh_held_gauge().await;
         Ok(())
@@ -627,7 +628,7 @@ impl ActionRunner {
         let target = target.unwrap_or(GLOBAL_HOLD).to_string();
         let removed = self.deps().store.remove_hold(&target).await?;
         if removed {
-            self.audit_plain(&target, "unhold", reason, json!({"set_by": set_by}))
+            self.audit_plain(&target, Decision::Unhold, reason, json!({"set_by": set_by}))
                 .await;
         }
         self.refresh_held_gauge().await;
@@ -821,7 +822,7 @@ impl ActionRunner {
                 Step::AlreadyAtTarget(detail) => {
                     self.audit(
                         run,
-                        "skipped",
+                        Decision::Skipped,
                         reason::ALREADY_AT_TARGET,
                         None,
                         None,
@@ -843,7 +844,7 @@ impl ActionRunner {
                     }
                     self.audit(
                         run,
-                        "skipped",
+                        Decision::Skipped,
                         reason,
                         None,
                         None,
@@ -892,7 +893,7 @@ impl ActionRunner {
                         let detail = format!("verified after {attempts} check(s)");
                         self.audit(
                             run,
-                            "verified",
+                            Decision::Verified,
                             &detail,
                             Some(intent_id),
                             from.as_deref(),
@@ -928,7 +929,7 @@ impl ActionRunner {
                     Err(detail) => {
                         self.audit(
                             run,
-                            "not_verified",
+                            Decision::NotVerified,
                             &detail,
                             Some(intent_id),
                             from.as_deref(),
@@ -955,7 +956,7 @@ impl ActionRunner {
             let text = plan_lines.join("; ");
             self.audit(
                 run,
-                "dry_run",
+                Decision::DryRun,
                 &text,
                 None,
                 None,
@@ -991,7 +992,7 @@ impl ActionRunner {
                 .inc();
             self.audit(
                 run,
-                "failed",
+                Decision::Failed,
                 reason::VERIFICATION_FAILED,
                 None,
                 None,

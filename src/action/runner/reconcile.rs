@@ -67,7 +67,7 @@ impl ActionRunner {
             .await;
         self.audit(
             run,
-            "reconciled",
+            Decision::Reconciled,
             &why,
             Some(intent.id),
             intent.from_revision.as_deref(),
@@ -226,7 +226,7 @@ impl ActionRunner {
             };
             self.audit(
                 run,
-                "reconciled",
+                Decision::Reconciled,
                 "the change was already made; completed after a restart",
                 Some(intent.id),
                 intent.from_revision.as_deref(),
@@ -243,7 +243,7 @@ impl ActionRunner {
                 .await;
             self.audit(
                 run,
-                "reconciled",
+                Decision::Reconciled,
                 why,
                 Some(intent.id),
                 intent.from_revision.as_deref(),
@@ -273,7 +273,7 @@ impl ActionRunner {
             }
             self.audit(
                 run,
-                "reconciled",
+                Decision::Reconciled,
                 "the change was not made and the alert still fires: trying once more with a fresh etag",
                 Some(intent.id),
                 intent.from_revision.as_deref(),

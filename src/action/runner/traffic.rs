@@ -162,7 +162,7 @@ impl ActionRunner {
         ev["before"] = traffic_json(&svc);
         self.audit(
             run,
-            "started",
+            Decision::Started,
             "rolling back",
             Some(id),
             Some(&current),
@@ -203,7 +203,7 @@ impl ActionRunner {
                 .map(|s| traffic_json(&s));
             self.audit(
                 run,
-                "done",
+                Decision::Done,
                 "traffic moved",
                 Some(id),
                 Some(&current),
@@ -228,11 +228,11 @@ impl ActionRunner {
     ) {
         match result {
             Step::Superseded(d) => {
-                self.audit(run, "superseded", d, Some(id), from, to, json!({}))
+                self.audit(run, Decision::Superseded, d, Some(id), from, to, json!({}))
                     .await;
             }
             Step::Failed(d) => {
-                self.audit(run, "failed", d, Some(id), from, to, json!({}))
+                self.audit(run, Decision::Failed, d, Some(id), from, to, json!({}))
                     .await;
             }
             _ => {}
