@@ -7,15 +7,17 @@
 
 pub mod cloud_run;
 pub mod command;
+pub mod decide;
 pub mod deps;
 pub mod events;
 pub mod fake;
 mod gcp_adapter;
-pub mod judge;
+pub mod journal;
 pub mod metrics;
-pub mod plan;
 mod runner;
 pub mod wiring;
+
+pub use decide::{judge, plan};
 
 pub use cloud_run::{
     CloudRunApi, CloudRunError, RevisionState, ServicePatch, ServiceState, TrafficTarget,

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::action::journal::Decision;
 use crate::clock::{Clock, TimestampMs};
 use crate::config::{self, LocatedErrors};
 use crate::daemon::{Daemon, DaemonError};
@@ -594,30 +595,30 @@ impl DemoRun {
                         _ => String::new(),
                     };
                     let why = e.alertname.as_deref().unwrap_or("manual");
-                    match e.decision.as_str() {
-                        "started" => new.push(w.reach(
+                    match Decision::parse(&e.decision) {
+                        Some(Decision::Started) => new.push(w.reach(
                             Phase::RollingBack,
                             e.at_ms,
                             format!("rolling back {}{revs} (on {why})", e.target),
                         )),
-                        "verified" => new.push(w.reach(
+                        Some(Decision::Verified) => new.push(w.reach(
                             Phase::Verified,
                             e.at_ms,
                             format!("rollback verified: {}", e.reason),
                         )),
-                        "done" => new.push(w.entry(
+                        Some(Decision::Done) => new.push(w.entry(
                             e.at_ms,
                             format!("traffic moved{revs}; verifying with the health probe"),
                         )),
-                        "failed" | "not_verified" | "escalated" => {
+                        Some(d) if d.is_failure() => {
                             w.failure = Some(format!("{}: {}", e.decision, e.reason));
                             new.push(
                                 w.entry(e.at_ms, format!("rollback {}: {}", e.decision, e.reason)),
                             );
                         }
-                        other => new.push(w.entry(
+                        _ => new.push(w.entry(
                             e.at_ms,
-                            format!("action {} {other} ({why}): {}", e.target, e.reason),
+                            format!("action {} {} ({why}): {}", e.target, e.decision, e.reason),
                         )),
                     }
                 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use crate::action::journal::Decision;
 use crate::clock::to_datetime;
 use crate::daemon::load_config;
 use crate::store::Store;
@@ -46,7 +47,9 @@ pub async fn run(
             e.decision.clone()
         };
         let reason = match e.evidence.get("detail").and_then(|d| d.as_str()) {
-            Some(d) if e.decision == "skipped" => format!("{}: {d}", e.reason),
+            Some(d) if Decision::parse(&e.decision) == Some(Decision::Skipped) => {
+                format!("{}: {d}", e.reason)
+            }
             _ => e.reason.clone(),
         };
         println!(

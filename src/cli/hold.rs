@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 
 use crate::action::cloud_run::short_name;
+use crate::action::journal::Decision;
 use crate::daemon::load_config;
 use crate::store::actions::GLOBAL_HOLD;
 use crate::store::{AuditEntry, Hold, Store};
@@ -92,7 +93,13 @@ pub async fn run(
             intent_id: None,
             alertname: None,
             fingerprint: None,
-            decision: if hold { "hold" } else { "unhold" }.into(),
+            decision: if hold {
+                Decision::Hold
+            } else {
+                Decision::Unhold
+            }
+            .as_str()
+            .into(),
             reason,
             from_revision: None,
             to_revision: None,

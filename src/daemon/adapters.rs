@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::action::journal::Decision;
 use crate::action::{self, CloudRunApi, CloudRunError};
 use crate::clock::TimestampMs;
 use crate::dispatch::notification::BoxFuture;
@@ -165,7 +166,7 @@ impl notify::report::RollbackHistory for StoredRollbacks {
             Ok(audit
                 .into_iter()
                 .filter(|a| a.at_ms >= from_ms && a.at_ms < to_ms)
-                .filter(|a| a.decision != "started")
+                .filter(|a| Decision::parse(&a.decision) != Some(Decision::Started))
                 .map(|a| notify::report::RollbackSummary {
                     at_ms: a.at_ms,
                     action: a.target,

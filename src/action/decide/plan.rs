@@ -4,8 +4,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::cloud_run::RevisionState;
-use super::deps::ServingPeriod;
+use crate::action::cloud_run::RevisionState;
+use crate::action::deps::ServingPeriod;
 use crate::clock::TimestampMs;
 
 /// Service annotations written with every change, so a second rearguard

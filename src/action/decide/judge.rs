@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use promql_parser::parser::{Expr, Offset};
 
-use super::cloud_run::RevisionState;
-use super::deps::{RequestCount, ServingPeriod};
+use crate::action::cloud_run::RevisionState;
+use crate::action::deps::{RequestCount, ServingPeriod};
 use crate::clock::TimestampMs;
 
 /// The label that names the revision an alert's evidence is about.
