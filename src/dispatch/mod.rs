@@ -26,7 +26,5 @@ pub use dispatcher::{
     AlertDispatchStatus, DispatchAlertView, DispatchError, Dispatcher, DispatcherDeps,
     ExternalUpdate, GroupView, Suppression, DEFAULT_RESOLVE_TIMEOUT,
 };
-// The old paths, for call sites not yet moved (action::runner is being split).
-pub use crate::{matchers, time_interval};
 pub use notification::{Notification, NotificationSink};
 pub use silence::{SilenceError, SilenceInput, SilenceState};

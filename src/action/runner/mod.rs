@@ -298,7 +298,7 @@ struct View {
     /// receiver name → action names of its rollback_configs.
     receivers: BTreeMap<String, Vec<String>>,
     /// The config's `time_intervals`, for `mute_time_intervals`.
-    intervals: crate::dispatch::time_interval::TimeIntervals,
+    intervals: crate::time_interval::TimeIntervals,
 }
 
 impl View {
@@ -319,9 +319,7 @@ impl View {
                     )
                 })
                 .collect(),
-            intervals: crate::dispatch::time_interval::TimeIntervals::from_config(
-                &config.time_intervals,
-            ),
+            intervals: crate::time_interval::TimeIntervals::from_config(&config.time_intervals),
         }
     }
 }

@@ -33,10 +33,10 @@ use super::dispatch_api::{self, DispatchApiState};
 use crate::clock::TimestampMs;
 use crate::config::Secret;
 use crate::dispatch::external::{ExternalAlerts, PostBatchError, PostableAlert};
-use crate::dispatch::matchers::{parse_matchers, Matcher};
 use crate::dispatch::route::RouteTree;
 use crate::dispatch::{DispatchAlertView, Dispatcher};
 use crate::labels::Labels;
+use crate::matchers::{parse_matchers, Matcher};
 
 /// What the v2 routes need.
 #[derive(Clone)]
