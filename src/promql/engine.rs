@@ -1159,7 +1159,7 @@ fn invalid_utf8_literals(src: &str) -> HashSet<String> {
         }
         let end = (i + 1).min(b.len());
         if std::str::from_utf8(&bytes).is_err() {
-            if let Ok(decoded) = promql_parser::util::unquote_string(&src[start..end]) {
+            if let Ok(decoded) = super::notation::unquote(&src[start..end]) {
                 out.insert(decoded);
             }
         }

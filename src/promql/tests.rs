@@ -240,3 +240,29 @@ fn a_query_that_runs_past_its_timeout_stops_with_prometheus_wording() {
     // The default (2m) leaves ordinary queries alone.
     assert!(Engine::default().instant_query(&db, "m", 3 * MIN).is_ok());
 }
+
+/// Found by `fuzz/` (promql target): a backslash before a multi-byte character
+/// in a string literal panicked in promql-parser's unquoting, which the engine
+/// used to find invalid UTF-8 literals (the fuzzer's input is kept in
+/// `tests/fixtures/fuzz/promql/`, run by `tests/fuzz_regressions.rs`).
+#[test]
+fn a_backslash_before_a_multibyte_character_is_an_error_not_a_panic() {
+    let db = db_with(&[("up", "1 2 3")], MIN);
+    let engine = Engine::default();
+    for expr in [
+        "up{job=\"\\劊\"}",
+        "up # '\\劊'",
+        "label_replace(up, 'a', '\\劊', 'b', '')",
+    ] {
+        let _ = engine.instant_query(&db, expr, 2 * MIN);
+        let _ = engine.range_query(&db, expr, 0, 2 * MIN, MIN);
+    }
+    assert!(engine
+        .instant_query(&db, "up{job=\"\\劊\"}", 2 * MIN)
+        .is_err());
+    assert!(notation::unquote("'\\劊'").is_err());
+    assert!(notation::unquote("\"\\x劊\"").is_err());
+    // Escapes that are fine keep working, a multi-byte character after `\\` too.
+    assert_eq!(notation::unquote("\"\\\\劊\\n\"").unwrap(), "\\劊\n");
+    assert_eq!(notation::unquote("`\\劊`").unwrap(), "\\劊");
+}
