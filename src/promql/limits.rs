@@ -24,6 +24,11 @@ pub enum LimitError {
     #[error("expression is {len} bytes long; the limit is {MAX_EXPR_BYTES} bytes")]
     TooLong { len: usize },
     #[error(
+        "{what} {number} is out of range: at most {MAX_DURATION_SECONDS:e} seconds (write a \
+         duration such as 5m, 1h or 30d)"
+    )]
+    NumberOutOfRange { what: &'static str, number: String },
+    #[error(
         "expression nests too deeply: {depth} levels of operators and brackets; the limit is \
          {MAX_EXPR_DEPTH} (split it into recording rules)"
     )]
@@ -35,9 +40,86 @@ pub fn check(expr: &str) -> Result<(), LimitError> {
     if expr.len() > MAX_EXPR_BYTES {
         return Err(LimitError::TooLong { len: expr.len() });
     }
+    out_of_range_durations(expr)?;
     let depth = depth_bound(expr);
     if depth > MAX_EXPR_DEPTH {
         return Err(LimitError::TooDeep { depth });
+    }
+    Ok(())
+}
+
+/// The largest number accepted as a range, offset or `@` time, in seconds
+/// (about 31,700 years). promql-parser 0.11 turns such numbers into a
+/// `Duration` with `from_secs_f64`, which panics on infinity and on anything
+/// past `u64::MAX` seconds (found by `fuzz/`: `w[9e1012]`).
+pub const MAX_DURATION_SECONDS: f64 = 1e12;
+
+/// Refuses a plain number used as a duration or time (`[90]`, `[5m:1e3]`,
+/// `offset -30`, `@ 1.7e9`) that is not finite or beyond
+/// [`MAX_DURATION_SECONDS`]. Numbers elsewhere (`x > 1e400`) are left alone.
+fn out_of_range_durations(expr: &str) -> Result<(), LimitError> {
+    let bytes = expr.as_bytes();
+    let mut in_brackets = 0usize;
+    // Set right after `offset` or `@`: the next number is a duration or time.
+    let mut after_keyword: Option<&'static str> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        match c {
+            b'"' | b'\'' | b'`' => {
+                i = skip_string(bytes, i);
+                after_keyword = None;
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                continue;
+            }
+            b'[' => in_brackets += 1,
+            b']' => in_brackets = in_brackets.saturating_sub(1),
+            b'@' => after_keyword = Some("time"),
+            b'+' | b'-' if after_keyword.is_some() => {}
+            c if c.is_ascii_whitespace() => {}
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let start = i;
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_' || bytes[i] == b':')
+                {
+                    i += 1;
+                }
+                after_keyword = expr[start..i]
+                    .eq_ignore_ascii_case("offset")
+                    .then_some("offset");
+                continue;
+            }
+            c if c.is_ascii_digit() || c == b'.' => {
+                let start = i;
+                while i < bytes.len() {
+                    let b = bytes[i];
+                    let exponent_sign =
+                        (b == b'+' || b == b'-') && matches!(bytes[i - 1], b'e' | b'E');
+                    if !(b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || exponent_sign) {
+                        break;
+                    }
+                    i += 1;
+                }
+                let what = after_keyword
+                    .take()
+                    .or((in_brackets > 0).then_some("range"));
+                let number = &expr[start..i];
+                if let (Some(what), Ok(seconds)) = (what, number.parse::<f64>()) {
+                    if !(seconds.abs() <= MAX_DURATION_SECONDS) {
+                        let number = number.to_string();
+                        return Err(LimitError::NumberOutOfRange { what, number });
+                    }
+                }
+                continue;
+            }
+            _ => after_keyword = None,
+        }
+        i += 1;
     }
     Ok(())
 }
@@ -127,6 +209,33 @@ fn skip_string(bytes: &[u8], start: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_as_durations_beyond_the_limit_are_refused_before_the_parser() {
+        for expr in ["w[9e1012]", "up[5m:1e400]", "up offset -1e13", "up @ 9e99"] {
+            let Err(e) = check(expr) else {
+                panic!("{expr} was accepted")
+            };
+            assert!(
+                matches!(e, LimitError::NumberOutOfRange { .. }),
+                "{expr}: {e}"
+            );
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        for expr in [
+            "up[90]",
+            "up[5m:30]",
+            "up offset 1h",
+            "up @ 1700000000",
+            "x > 1e400",
+            "a:b[1e3]",
+        ] {
+            assert_eq!(check(expr), Ok(()), "{expr}");
+            super::super::parse(expr).unwrap();
+        }
+        // The expression that panicked promql-parser is now a parse error.
+        assert!(super::super::parse("w[9e1012]").is_err());
+    }
 
     #[test]
     fn real_rules_are_far_below_the_limit() {
