@@ -110,7 +110,7 @@ fn out_of_range_durations(expr: &str) -> Result<(), LimitError> {
                     .or((in_brackets > 0).then_some("range"));
                 let number = &expr[start..i];
                 if let (Some(what), Ok(seconds)) = (what, number.parse::<f64>()) {
-                    if !(seconds.abs() <= MAX_DURATION_SECONDS) {
+                    if !seconds.is_finite() || seconds.abs() > MAX_DURATION_SECONDS {
                         let number = number.to_string();
                         return Err(LimitError::NumberOutOfRange { what, number });
                     }
