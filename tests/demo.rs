@@ -4,7 +4,7 @@
 
 use rearguard::cli::demo::{DemoRun, Phase, Timings};
 use rearguard::clock::Clock;
-use rearguard::sim::methods;
+use rearguard_sim::methods;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_reaches_every_phase_and_notifies() {

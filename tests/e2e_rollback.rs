@@ -8,7 +8,7 @@
 
 use rearguard::cli::demo::{DemoRun, Phase, Timings};
 use rearguard::clock::Clock;
-use rearguard::sim::methods;
+use rearguard_sim::methods;
 
 #[tokio::test(start_paused = true)]
 async fn a_bad_deploy_is_rolled_back_once_verified_and_resolved() {

@@ -14,7 +14,7 @@ use rearguard::config::gcp::{
 use rearguard::config::Dur;
 use rearguard::gcp::{GcpContext, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::labels::{Labels, Sample};
-use rearguard::sim::{
+use rearguard_sim::{
     methods, FakeGcp, FakeOptions, Fault, LogEntrySpec, MetricKind, PointValue, SeriesSpec,
 };
 use rearguard::source::cloud_logging::{CloudLoggingSource, LogEvidenceStore};

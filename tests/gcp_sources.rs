@@ -15,9 +15,9 @@ use rearguard::config::Dur;
 use rearguard::gcp::run::short_name;
 use rearguard::gcp::{GcpContext, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::labels::{Labels, Sample};
-use rearguard::sim::discovery::DiscoverySet;
-use rearguard::sim::monitoring::{BucketOptions, Distribution};
-use rearguard::sim::{
+use rearguard_sim::discovery::DiscoverySet;
+use rearguard_sim::monitoring::{BucketOptions, Distribution};
+use rearguard_sim::{
     methods, DeploySpec, FakeGcp, FakeOptions, Fault, FaultKind, LogEntrySpec, MetricKind,
     PointValue, RevisionBehaviour, SeriesSpec, ServiceSpec,
 };

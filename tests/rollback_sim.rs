@@ -14,7 +14,7 @@ use rearguard::config::load_str;
 use rearguard::dispatch::notification::BoxFuture;
 use rearguard::gcp::{CloudRunClient, GcpClient, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::labels::Labels;
-use rearguard::sim::{DeploySpec, FakeGcp, Fault, FaultKind, RevisionBehaviour, ServiceSpec};
+use rearguard_sim::{DeploySpec, FakeGcp, Fault, FaultKind, RevisionBehaviour, ServiceSpec};
 use rearguard::store::Store;
 use serde_json::json;
 

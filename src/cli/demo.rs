@@ -22,10 +22,10 @@ use crate::config::{self, LocatedErrors};
 use crate::daemon::{Daemon, DaemonError};
 use crate::rules::alerting::AlertState;
 use crate::rules::group::RuleState;
-use crate::sim::scenario::{Demo, DemoOptions};
-use crate::sim::service::SimServiceOptions;
-use crate::sim::sinks::{ReceivedMail, ReceivedWebhook, SmtpSink, WebhookSink};
-use crate::sim::{methods, FakeOptions};
+use rearguard_sim::scenario::{Demo, DemoOptions};
+use rearguard_sim::service::SimServiceOptions;
+use rearguard_sim::sinks::{ReceivedMail, ReceivedWebhook, SmtpSink, WebhookSink};
+use rearguard_sim::{methods, FakeOptions};
 
 /// The demo's config and rules; `${NAME}` is filled in by [`render`].
 const CONFIG_TEMPLATE: &str = include_str!("../../examples/demo/rearguard.yaml");

@@ -17,7 +17,7 @@ use rearguard::gcp::{GcpContext, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::promql::{Engine, EngineOptions};
 use rearguard::rules::manager::{ManagerOptions, RuleManager, RulesConfig, RulesDeps};
 use rearguard::rules::querier::LocalQuerier;
-use rearguard::sim::{FakeGcp, FakeOptions, ServiceSpec};
+use rearguard_sim::{FakeGcp, FakeOptions, ServiceSpec};
 use rearguard::source::cloud_logging::CloudLoggingManager;
 use rearguard::source::cloud_monitoring::{CloudMonitoringManager, GcpSourceDeps};
 use rearguard::source::cloud_run::CloudRunManager;
