@@ -14,6 +14,7 @@ pub use rearguard_clock as clock;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod duration;
 pub mod gcp;
 pub mod labels;
 pub mod logging;
