@@ -13,8 +13,114 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 
-use crate::config::routing::{RangeValue, TimeIntervalConfig, TimeIntervalSpec};
-use crate::config::YamlPath;
+use serde::{Deserialize, Deserializer};
+
+use crate::duration::Dur;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeIntervalConfig {
+    pub name: String,
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalSpec>,
+}
+
+/// One interval: every field given must match (an empty interval always matches).
+/// `cron` + `duration` is rearguard's extension: the window opens at each time
+/// the cron expression fires and lasts `duration` (e.g. a nightly deploy window).
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeIntervalSpec {
+    #[serde(default)]
+    pub times: Vec<TimeRangeSpec>,
+    #[serde(default)]
+    pub weekdays: Vec<RangeValue>,
+    #[serde(default)]
+    pub days_of_month: Vec<RangeValue>,
+    #[serde(default)]
+    pub months: Vec<RangeValue>,
+    #[serde(default)]
+    pub years: Vec<RangeValue>,
+    #[serde(default)]
+    pub location: Option<String>,
+    /// A cron expression (5 fields `min hour dom month dow`, or the `cron` crate's 6–7 with seconds).
+    #[serde(default)]
+    pub cron: Option<String>,
+    #[serde(default)]
+    pub duration: Option<Dur>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRangeSpec {
+    pub start_time: String,
+    pub end_time: String,
+}
+
+/// A range such as `monday:friday`, `1:5`, `-3:-1` or a single value; YAML may
+/// give numbers unquoted.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RangeValue(pub String);
+
+impl<'de> Deserialize<'de> for RangeValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            I(i64),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::S(s) => RangeValue(s),
+            Raw::I(i) => RangeValue(i.to_string()),
+        })
+    }
+}
+
+/// One step of a [`FieldPath`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldStep {
+    Key(&'static str),
+    Index(usize),
+}
+
+/// Where in a [`TimeIntervalSpec`] a bad value sits, e.g. `times[0].start_time`
+/// (the config turns it into a located path).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldPath(Vec<FieldStep>);
+
+impl FieldPath {
+    fn root() -> Self {
+        Self::default()
+    }
+    fn key(&self, k: &'static str) -> Self {
+        let mut steps = self.0.clone();
+        steps.push(FieldStep::Key(k));
+        Self(steps)
+    }
+    fn index(&self, i: usize) -> Self {
+        let mut steps = self.0.clone();
+        steps.push(FieldStep::Index(i));
+        Self(steps)
+    }
+
+    pub fn steps(&self) -> &[FieldStep] {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            match step {
+                FieldStep::Key(k) if i == 0 => write!(f, "{k}")?,
+                FieldStep::Key(k) => write!(f, ".{k}")?,
+                FieldStep::Index(n) => write!(f, "[{n}]")?,
+            }
+        }
+        Ok(())
+    }
+}
 
 #[derive(Clone, Debug)]
 enum Location {
@@ -43,7 +149,7 @@ pub struct TimeInterval {
     window: Option<CronWindow>,
 }
 
-type SpecError = (YamlPath, String);
+type SpecError = (FieldPath, String);
 
 const WEEKDAYS: [&str; 7] = [
     "sunday",
@@ -78,13 +184,13 @@ fn split_range(s: &str) -> (&str, &str) {
 }
 
 fn parse_ranges<T: Copy + PartialOrd>(
-    field: &str,
+    field: &'static str,
     values: &[RangeValue],
     parse_one: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Vec<(T, T)>, SpecError> {
     let mut out = Vec::new();
     for (i, RangeValue(raw)) in values.iter().enumerate() {
-        let path = YamlPath::root().key(field).index(i);
+        let path = FieldPath::root().key(field).index(i);
         let (a, b) = split_range(raw);
         let begin = parse_one(a).map_err(|e| (path.clone(), e))?;
         let end = parse_one(b).map_err(|e| (path.clone(), e))?;
@@ -125,7 +231,7 @@ impl TimeInterval {
     /// Compiles one interval; an error carries the path of the bad field
     /// relative to the interval.
     pub fn from_spec(spec: &TimeIntervalSpec) -> Result<Self, SpecError> {
-        let root = YamlPath::root();
+        let root = FieldPath::root();
         let mut times = Vec::new();
         for (i, t) in spec.times.iter().enumerate() {
             let p = root.key("times").index(i);
@@ -372,7 +478,6 @@ impl TimeIntervals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::routing::TimeRangeSpec;
 
     fn rv(v: &[&str]) -> Vec<RangeValue> {
         v.iter().map(|s| RangeValue(s.to_string())).collect()
@@ -445,7 +550,7 @@ mod tests {
         // Nightly deploy window: 02:00 for 45 minutes.
         let iv = TimeInterval::from_spec(&TimeIntervalSpec {
             cron: Some("0 2 * * *".into()),
-            duration: Some(crate::config::Dur::secs(45 * 60)),
+            duration: Some(crate::duration::Dur::secs(45 * 60)),
             ..Default::default()
         })
         .unwrap();
@@ -479,7 +584,7 @@ mod tests {
         assert_eq!(p.to_string(), "location");
         let (p, _) = bad(TimeIntervalSpec {
             cron: Some("every night".into()),
-            duration: Some(crate::config::Dur::secs(60)),
+            duration: Some(crate::duration::Dur::secs(60)),
             ..Default::default()
         });
         assert_eq!(p.to_string(), "cron");

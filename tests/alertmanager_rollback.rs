@@ -22,8 +22,8 @@ use rearguard::dispatch::{Dispatcher, DispatcherDeps, DEFAULT_RESOLVE_TIMEOUT};
 use rearguard::gcp::{CloudRunClient, GcpClient, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::server::alertmanager::{router, AlertmanagerApiState};
 use rearguard::server::auth::AdminToken;
-use rearguard::sim::{DeploySpec, FakeGcp, RevisionBehaviour, ServiceSpec};
 use rearguard::store::Store;
+use rearguard_sim::{DeploySpec, FakeGcp, RevisionBehaviour, ServiceSpec};
 use serde_json::json;
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";

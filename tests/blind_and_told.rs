@@ -9,7 +9,7 @@ mod example_support;
 use std::time::Duration;
 
 use example_support::{Pipeline, MIN, T0};
-use rearguard::sim::{Fault, FaultKind};
+use rearguard_sim::{Fault, FaultKind};
 
 #[tokio::test(start_paused = true)]
 async fn every_google_api_hanging_is_told_to_a_person_within_minutes() {

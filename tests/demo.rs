@@ -2,9 +2,15 @@
 //! story reaches every phase, one services.patch reaches the fake, and the
 //! sinks get the firing and resolved notifications and mail.
 
-use rearguard::cli::demo::{DemoRun, Phase, Timings};
+// The demo is the binary's (it needs the simulator, which the library must not
+// use); compiled here again to drive it in-process and look inside.
+#[allow(dead_code)]
+#[path = "../src/bin/rearguard/demo.rs"]
+mod demo;
+
+use demo::{DemoRun, Phase, Timings};
 use rearguard::clock::Clock;
-use rearguard::sim::methods;
+use rearguard_sim::methods;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_reaches_every_phase_and_notifies() {

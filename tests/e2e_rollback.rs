@@ -6,9 +6,15 @@
 //! work under paused time because tokio only auto-advances the clock when every
 //! task is idle, and loopback I/O is ready on the next poll.
 
-use rearguard::cli::demo::{DemoRun, Phase, Timings};
+// The demo is the binary's (it needs the simulator, which the library must not
+// use); compiled here again to run its story in-process on paused time.
+#[allow(dead_code)]
+#[path = "../src/bin/rearguard/demo.rs"]
+mod demo;
+
+use demo::{DemoRun, Phase, Timings};
 use rearguard::clock::Clock;
-use rearguard::sim::methods;
+use rearguard_sim::methods;
 
 #[tokio::test(start_paused = true)]
 async fn a_bad_deploy_is_rolled_back_once_verified_and_resolved() {

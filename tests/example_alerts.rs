@@ -16,8 +16,8 @@ use rearguard::action::wiring::{metric_lags, RulesAlertState};
 use rearguard::action::AlertState;
 use rearguard::alert::Alert;
 use rearguard::rules::file::RuleKind;
-use rearguard::sim::service::{SimService, SimServiceOptions};
-use rearguard::sim::{DeploySpec, RevisionBehaviour};
+use rearguard_sim::service::{SimService, SimServiceOptions};
+use rearguard_sim::{DeploySpec, RevisionBehaviour};
 
 /// The label names a template reads as `$labels.NAME`.
 fn labels_read(template: &str) -> BTreeSet<String> {

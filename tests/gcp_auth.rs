@@ -8,7 +8,7 @@ use rearguard::config::gcp::{GcpConfig, GcpEndpoints};
 use rearguard::gcp::{
     CredentialSpec, GcpContext, GcpError, RetryPolicy, TokenSource, UpstreamMetrics,
 };
-use rearguard::sim::{methods, FakeGcp, ServiceSpec};
+use rearguard_sim::{methods, FakeGcp, ServiceSpec};
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";
 

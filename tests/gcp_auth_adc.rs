@@ -6,7 +6,7 @@ use std::time::Duration;
 use rearguard::clock::Clock;
 use rearguard::config::gcp::{GcpConfig, GcpEndpoints};
 use rearguard::gcp::context;
-use rearguard::sim::FakeGcp;
+use rearguard_sim::FakeGcp;
 
 #[tokio::test]
 async fn adc_uses_gce_metadata_host() {

@@ -14,13 +14,13 @@ use rearguard::config::gcp::{
 use rearguard::config::Dur;
 use rearguard::gcp::{GcpContext, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::labels::{Labels, Sample};
-use rearguard::sim::{
-    methods, FakeGcp, FakeOptions, Fault, LogEntrySpec, MetricKind, PointValue, SeriesSpec,
-};
 use rearguard::source::cloud_logging::{CloudLoggingSource, LogEvidenceStore};
 use rearguard::source::cloud_monitoring::{CloudMonitoringSource, GcpSourceDeps};
 use rearguard::store::Store;
 use rearguard::tsdb::SampleSink;
+use rearguard_sim::{
+    methods, FakeGcp, FakeOptions, Fault, LogEntrySpec, MetricKind, PointValue, SeriesSpec,
+};
 
 const T0: TimestampMs = 1_800_000_000_000;
 const MINUTE: i64 = 60_000;

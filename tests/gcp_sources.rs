@@ -15,17 +15,17 @@ use rearguard::config::Dur;
 use rearguard::gcp::run::short_name;
 use rearguard::gcp::{GcpContext, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::labels::{Labels, Sample};
-use rearguard::sim::discovery::DiscoverySet;
-use rearguard::sim::monitoring::{BucketOptions, Distribution};
-use rearguard::sim::{
-    methods, DeploySpec, FakeGcp, FakeOptions, Fault, FaultKind, LogEntrySpec, MetricKind,
-    PointValue, RevisionBehaviour, SeriesSpec, ServiceSpec,
-};
 use rearguard::source::cloud_logging::{CloudLoggingManager, CloudLoggingSource, LogEvidenceStore};
 use rearguard::source::cloud_monitoring::{CloudMonitoringSource, GcpSourceDeps};
 use rearguard::source::cloud_run::{CloudRunSource, CloudRunViews};
 use rearguard::store::Store;
 use rearguard::tsdb::SampleSink;
+use rearguard_sim::discovery::DiscoverySet;
+use rearguard_sim::monitoring::{BucketOptions, Distribution};
+use rearguard_sim::{
+    methods, DeploySpec, FakeGcp, FakeOptions, Fault, FaultKind, LogEntrySpec, MetricKind,
+    PointValue, RevisionBehaviour, SeriesSpec, ServiceSpec,
+};
 
 const T0: TimestampMs = 1_800_000_000_000;
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";

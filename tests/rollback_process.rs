@@ -19,8 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rearguard::clock::Clock;
-use rearguard::sim::service::SimService;
-use rearguard::sim::{
+use rearguard_sim::service::SimService;
+use rearguard_sim::{
     DeploySpec, FakeGcp, FakeOptions, Fault, FaultKind, RevisionBehaviour, ServiceSpec,
 };
 

@@ -5,10 +5,10 @@ mod rollback_support;
 
 use std::sync::Arc;
 
-use rearguard::action::fake::FakeCall;
 use rearguard::action::{reason, Outcome, Trigger};
 use rearguard::dispatch::NotificationSink;
 use rearguard::store::{Hold, Intent, IntentState, Quarantined};
+use rearguard_testkit::cloud_run::FakeCall;
 use rollback_support::*;
 
 fn phases(h: &Harness) -> Vec<String> {

@@ -14,8 +14,8 @@ use rearguard::config::load_str;
 use rearguard::dispatch::notification::BoxFuture;
 use rearguard::gcp::{CloudRunClient, GcpClient, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::labels::Labels;
-use rearguard::sim::{DeploySpec, FakeGcp, Fault, FaultKind, RevisionBehaviour, ServiceSpec};
 use rearguard::store::Store;
+use rearguard_sim::{DeploySpec, FakeGcp, Fault, FaultKind, RevisionBehaviour, ServiceSpec};
 use serde_json::json;
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";

@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use rearguard::clock::Clock;
-use rearguard::sim::discovery::DiscoverySet;
-use rearguard::sim::{
+use rearguard_sim::discovery::DiscoverySet;
+use rearguard_sim::{
     BucketOptions, DeploySpec, Distribution, FakeGcp, LogEntrySpec, MetricKind, PointValue,
     RevisionBehaviour, SeriesSpec, ServiceSpec,
 };
@@ -450,8 +450,8 @@ fn validator_catches_what_google_would_reject() {
 #[tokio::test(start_paused = true)]
 async fn strict_fake_refuses_unknown_fields_like_google() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let options = rearguard::sim::FakeOptions {
-        discovery_dir: Some(rearguard::sim::discovery::default_dir()),
+    let options = rearguard_sim::FakeOptions {
+        discovery_dir: Some(rearguard_sim::discovery::default_dir()),
         require_auth: false,
         ..Default::default()
     };

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use rearguard::clock::Clock;
-use rearguard::sim::{DeploySpec, FakeGcp, Fault, RevisionBehaviour, ServiceSpec};
+use rearguard_sim::{DeploySpec, FakeGcp, Fault, RevisionBehaviour, ServiceSpec};
 use serde_json::{json, Value};
 
 const SVC: &str = "projects/sim-project/locations/us-central1/services/backend";
@@ -168,7 +168,7 @@ async fn faults_answer_as_injected() {
     fake.create_service(ServiceSpec::new(SVC)).unwrap();
     fake.inject(Fault::rate_limited("run.projects.locations.services.get", 7).times(1));
     fake.inject(
-        Fault::new("run.*", rearguard::sim::FaultKind::TruncatedJson)
+        Fault::new("run.*", rearguard_sim::FaultKind::TruncatedJson)
             .after(1)
             .times(1),
     );

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use rearguard::clock::Clock;
-use rearguard::sim::scenario::{Demo, DemoOptions, Scenario, Step};
-use rearguard::sim::{LogEntrySpec, MetricKind, SeriesSpec};
+use rearguard_sim::scenario::{Demo, DemoOptions, Scenario, Step};
+use rearguard_sim::{LogEntrySpec, MetricKind, SeriesSpec};
 use serde_json::{json, Value};
 
 const T0: i64 = 1_700_000_000_000;
@@ -13,7 +13,7 @@ const T0: i64 = 1_700_000_000_000;
 /// What the simulated service wrote, as the API answers it, must match the schema.
 fn assert_valid(method: &str, v: &Value) {
     let docs =
-        rearguard::sim::discovery::load_cached(&rearguard::sim::discovery::default_dir()).unwrap();
+        rearguard_sim::discovery::load_cached(&rearguard_sim::discovery::default_dir()).unwrap();
     let issues = docs.validate_response(method, v).unwrap();
     assert!(issues.is_empty(), "{method}: {issues:?}");
 }
@@ -216,7 +216,7 @@ async fn env_rollback_makes_a_healthy_revision() {
 
 #[tokio::test(start_paused = true)]
 async fn scenario_ramps_a_gauge_and_bursts_logs() {
-    let fake = rearguard::sim::FakeGcp::start(Clock::starting_at(T0))
+    let fake = rearguard_sim::FakeGcp::start(Clock::starting_at(T0))
         .await
         .unwrap();
     let series = SeriesSpec::new(

@@ -10,7 +10,6 @@ pub mod command;
 pub mod decide;
 pub mod deps;
 pub mod events;
-pub mod fake;
 mod gcp_adapter;
 pub mod journal;
 pub mod metrics;

@@ -1,9 +1,10 @@
-//! Subcommands that read files or talk to a running daemon. `main.rs` only parses arguments.
+//! Subcommands that read files or talk to a running daemon. The binary
+//! (`src/bin/rearguard/main.rs`) parses arguments; `demo` is its own (it needs
+//! the simulator).
 
 pub mod alerts;
 pub mod check;
 pub mod completions;
-pub mod demo;
 pub mod history;
 pub mod hold;
 pub mod probes;

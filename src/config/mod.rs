@@ -3,7 +3,8 @@
 
 pub mod actions;
 pub mod defaults;
-pub mod duration;
+// A leaf of its own (time_interval uses it too); `config::duration` paths stay.
+pub use crate::duration;
 pub mod gcp;
 pub mod locate;
 pub mod probe;

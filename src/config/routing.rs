@@ -3,12 +3,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::duration::Dur;
 use super::{valid_label_name, Config, Validator, YamlPath};
 use crate::matchers::Matchers;
-use crate::time_interval::TimeInterval;
+use crate::time_interval::{FieldStep, TimeInterval};
+// The interval specs live with their compiler (a leaf that dispatch and
+// actions use too); their config paths stay here.
+pub use crate::time_interval::{RangeValue, TimeIntervalConfig, TimeIntervalSpec, TimeRangeSpec};
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -59,66 +62,6 @@ pub struct InhibitRuleConfig {
     pub target_match: BTreeMap<String, String>,
     #[serde(default)]
     pub target_match_re: BTreeMap<String, String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TimeIntervalConfig {
-    pub name: String,
-    #[serde(default)]
-    pub time_intervals: Vec<TimeIntervalSpec>,
-}
-
-/// One interval: every field given must match (an empty interval always matches).
-/// `cron` + `duration` is rearguard's extension: the window opens at each time
-/// the cron expression fires and lasts `duration` (e.g. a nightly deploy window).
-#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TimeIntervalSpec {
-    #[serde(default)]
-    pub times: Vec<TimeRangeSpec>,
-    #[serde(default)]
-    pub weekdays: Vec<RangeValue>,
-    #[serde(default)]
-    pub days_of_month: Vec<RangeValue>,
-    #[serde(default)]
-    pub months: Vec<RangeValue>,
-    #[serde(default)]
-    pub years: Vec<RangeValue>,
-    #[serde(default)]
-    pub location: Option<String>,
-    /// A cron expression (5 fields `min hour dom month dow`, or the `cron` crate's 6–7 with seconds).
-    #[serde(default)]
-    pub cron: Option<String>,
-    #[serde(default)]
-    pub duration: Option<Dur>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct TimeRangeSpec {
-    pub start_time: String,
-    pub end_time: String,
-}
-
-/// A range such as `monday:friday`, `1:5`, `-3:-1` or a single value; YAML may
-/// give numbers unquoted.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct RangeValue(pub String);
-
-impl<'de> Deserialize<'de> for RangeValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            I(i64),
-        }
-        Ok(match Raw::deserialize(d)? {
-            Raw::S(s) => RangeValue(s),
-            Raw::I(i) => RangeValue(i.to_string()),
-        })
-    }
 }
 
 impl RouteConfig {
@@ -176,9 +119,11 @@ pub fn validate(config: &Config, v: &mut Validator) {
         for (j, spec) in ti.time_intervals.iter().enumerate() {
             let spec_path = path.key("time_intervals").index(j);
             if let Err((sub, msg)) = TimeInterval::from_spec(spec) {
-                let mut p = spec_path.clone();
-                p.0.extend(sub.0);
-                v.error(&p, msg);
+                let located = sub.steps().iter().fold(spec_path, |p, step| match step {
+                    FieldStep::Key(k) => p.key(k),
+                    FieldStep::Index(i) => p.index(*i),
+                });
+                v.error(&located, msg);
             }
         }
     }

@@ -16,13 +16,13 @@ use crate::clock::{to_datetime, TimestampMs};
 use crate::config::gcp::CloudLoggingConfig;
 use crate::gcp::logging::{ListLogEntriesRequest, LogEntry};
 use crate::gcp::monitoring::rfc3339;
-use crate::gcp::tasks::{sleep_or_stop, TaskSet};
 use crate::gcp::{GcpContext, GcpError};
 use crate::labels::{Labels, Sample, METRIC_NAME};
-use crate::source::health::{kind, PollTracker, SourceHealth};
+use crate::source::health::kind;
 use crate::store::gcp::KIND_LOGGING;
 
-pub use super::cloud_monitoring::GcpSourceDeps;
+pub use super::poll::GcpSourceDeps;
+use super::poll::{PolledSource, SourcePolls};
 
 pub const METRIC: &str = "log_entries_total";
 /// Entries kept per query as evidence.
@@ -397,81 +397,44 @@ impl CloudLoggingSource {
 }
 
 /// Runs every `cloud_logging:` entry and owns the shared evidence.
-pub struct CloudLoggingManager {
-    ctx: GcpContext,
-    deps: GcpSourceDeps,
-    evidence: LogEvidenceStore,
-    tasks: TaskSet<CloudLoggingConfig>,
-    /// Where `rearguard_source_up` goes (nowhere by default).
-    health: SourceHealth,
-}
+/// Runs every `cloud_logging:` query; `apply` changes the set on reload.
+pub type CloudLoggingManager = SourcePolls<CloudLoggingSource>;
 
 impl CloudLoggingManager {
-    pub fn new(ctx: GcpContext, deps: GcpSourceDeps) -> Self {
-        Self {
-            ctx,
-            deps,
-            evidence: LogEvidenceStore::default(),
-            tasks: TaskSet::default(),
-            health: SourceHealth::default(),
-        }
-    }
-
-    /// Reports `rearguard_source_up{kind="cloud_logging"}` of each entry to `health`.
-    pub fn with_health(mut self, health: SourceHealth) -> Self {
-        self.health = health;
-        self
-    }
-
     /// The evidence accessor for notifications, templates and the API.
     pub fn evidence(&self) -> LogEvidenceStore {
-        self.evidence.clone()
+        self.shared().clone()
+    }
+}
+
+impl PolledSource for CloudLoggingSource {
+    type Config = CloudLoggingConfig;
+    type Shared = LogEvidenceStore;
+    type Polled = usize;
+    const KIND: &'static str = kind::CLOUD_LOGGING;
+
+    fn name(cfg: &CloudLoggingConfig) -> &str {
+        &cfg.name
     }
 
-    /// Starts new queries, restarts changed ones, stops removed ones.
-    pub fn apply(&self, entries: &[CloudLoggingConfig]) {
-        let names: Vec<String> = entries.iter().map(|e| e.name.clone()).collect();
-        self.evidence.retain(&names);
-        let (ctx, deps, evidence, health) = (
-            self.ctx.clone(),
-            self.deps.clone(),
-            self.evidence.clone(),
-            self.health.clone(),
-        );
-        self.tasks.apply(
-            entries
-                .iter()
-                .map(|e| (e.name.clone(), e.clone()))
-                .collect(),
-            move |cfg, mut stop| {
-                let (ctx, deps, evidence, health) =
-                    (ctx.clone(), deps.clone(), evidence.clone(), health.clone());
-                async move {
-                    let interval: Duration = cfg.interval.into();
-                    let mut tracker = PollTracker::new(
-                        kind::CLOUD_LOGGING,
-                        cfg.name.clone(),
-                        interval,
-                        deps.clock.clone(),
-                        health.clone(),
-                    );
-                    let mut source = CloudLoggingSource::load(cfg, ctx, deps, evidence).await;
-                    loop {
-                        tracker.poll(source.poll_once()).await;
-                        if sleep_or_stop(interval, &mut stop).await {
-                            break;
-                        }
-                    }
-                }
-            },
-        );
+    fn interval(cfg: &CloudLoggingConfig) -> Duration {
+        cfg.interval.into()
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.tasks.names()
+    async fn load(
+        cfg: CloudLoggingConfig,
+        ctx: GcpContext,
+        deps: GcpSourceDeps,
+        evidence: LogEvidenceStore,
+    ) -> Self {
+        CloudLoggingSource::load(cfg, ctx, deps, evidence).await
     }
 
-    pub async fn shutdown(&self) {
-        self.tasks.shutdown().await
+    async fn poll_once(&mut self) -> Result<usize, GcpError> {
+        CloudLoggingSource::poll_once(self).await
+    }
+
+    fn retain(evidence: &LogEvidenceStore, names: &[String]) {
+        evidence.retain(names);
     }
 }

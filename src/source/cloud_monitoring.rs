@@ -5,29 +5,20 @@
 //! that state is persisted so a restart counts nothing twice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Clock, TimestampMs};
+use crate::clock::TimestampMs;
 use crate::config::gcp::CloudMonitoringConfig;
 use crate::gcp::monitoring::{Aggregation, ListTimeSeries, TimeSeries};
-use crate::gcp::tasks::{sleep_or_stop, TaskSet};
 use crate::gcp::{GcpContext, GcpError};
 use crate::labels::{Labels, LabelsBuilder, Sample, METRIC_NAME};
-use crate::source::health::{kind, PollTracker, SourceHealth};
+use crate::source::health::kind;
 use crate::store::gcp::KIND_MONITORING;
-use crate::store::Store;
-use crate::tsdb::SampleSink;
 
-/// What the Google sources need from the rest of the daemon.
-#[derive(Clone)]
-pub struct GcpSourceDeps {
-    pub clock: Clock,
-    pub sink: Arc<dyn SampleSink>,
-    pub store: Store,
-}
+pub use super::poll::GcpSourceDeps;
+use super::poll::{PolledSource, SourcePolls};
 
 /// `run.googleapis.com/request_count` → `run_googleapis_com:request_count`
 /// (Google Managed Prometheus's naming of Google Cloud metrics).
@@ -433,68 +424,29 @@ fn push_zero(
     }
 }
 
-/// Runs every `cloud_monitoring:` entry; [`CloudMonitoringManager::apply`] changes the set on reload.
-pub struct CloudMonitoringManager {
-    ctx: GcpContext,
-    deps: GcpSourceDeps,
-    tasks: TaskSet<CloudMonitoringConfig>,
-    /// Where `rearguard_source_up` goes (nowhere by default).
-    health: SourceHealth,
-}
+/// Runs every `cloud_monitoring:` entry; `apply` changes the set on reload.
+pub type CloudMonitoringManager = SourcePolls<CloudMonitoringSource>;
 
-impl CloudMonitoringManager {
-    pub fn new(ctx: GcpContext, deps: GcpSourceDeps) -> Self {
-        Self {
-            ctx,
-            deps,
-            tasks: TaskSet::default(),
-            health: SourceHealth::default(),
-        }
+impl PolledSource for CloudMonitoringSource {
+    type Config = CloudMonitoringConfig;
+    type Shared = ();
+    type Polled = usize;
+    const KIND: &'static str = kind::CLOUD_MONITORING;
+
+    fn name(cfg: &CloudMonitoringConfig) -> &str {
+        &cfg.name
     }
 
-    /// Reports `rearguard_source_up{kind="cloud_monitoring"}` of each entry to `health`.
-    pub fn with_health(mut self, health: SourceHealth) -> Self {
-        self.health = health;
-        self
+    fn interval(cfg: &CloudMonitoringConfig) -> Duration {
+        cfg.interval.into()
     }
 
-    /// Starts new entries, restarts changed ones, stops removed ones.
-    pub fn apply(&self, entries: &[CloudMonitoringConfig]) {
-        let (ctx, deps, health) = (self.ctx.clone(), self.deps.clone(), self.health.clone());
-        self.tasks.apply(
-            entries
-                .iter()
-                .map(|e| (e.name.clone(), e.clone()))
-                .collect(),
-            move |cfg, mut stop| {
-                let (ctx, deps, health) = (ctx.clone(), deps.clone(), health.clone());
-                async move {
-                    let interval: Duration = cfg.interval.into();
-                    let mut tracker = PollTracker::new(
-                        kind::CLOUD_MONITORING,
-                        cfg.name.clone(),
-                        interval,
-                        deps.clock.clone(),
-                        health.clone(),
-                    );
-                    let mut source = CloudMonitoringSource::load(cfg, ctx, deps).await;
-                    loop {
-                        tracker.poll(source.poll_once()).await;
-                        if sleep_or_stop(interval, &mut stop).await {
-                            break;
-                        }
-                    }
-                }
-            },
-        );
+    async fn load(cfg: CloudMonitoringConfig, ctx: GcpContext, deps: GcpSourceDeps, _: ()) -> Self {
+        CloudMonitoringSource::load(cfg, ctx, deps).await
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.tasks.names()
-    }
-
-    pub async fn shutdown(&self) {
-        self.tasks.shutdown().await
+    async fn poll_once(&mut self) -> Result<usize, GcpError> {
+        CloudMonitoringSource::poll_once(self).await
     }
 }
 

@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 use crate::clock::TimestampMs;
 use crate::config::gcp::CloudRunConfig;
 use crate::gcp::run::{short_name, Condition, Revision, Service, TrafficTargetAllocationType};
-use crate::gcp::tasks::{sleep_or_stop, TaskSet};
 use crate::gcp::{GcpContext, GcpError};
 use crate::labels::{Labels, Sample, METRIC_NAME};
-use crate::source::health::{kind, PollTracker, SourceHealth};
+use crate::source::health::kind;
 
-pub use super::cloud_monitoring::GcpSourceDeps;
+pub use super::poll::GcpSourceDeps;
+use super::poll::{PolledSource, SourcePolls};
 
 /// Traffic changes kept per service.
 pub const TRAFFIC_HISTORY: usize = 50;
@@ -424,86 +424,51 @@ impl CloudRunSource {
     }
 }
 
-/// Runs every `cloud_run:` entry and owns the shared views.
-pub struct CloudRunManager {
-    ctx: GcpContext,
-    deps: GcpSourceDeps,
-    views: CloudRunViews,
-    tasks: TaskSet<CloudRunConfig>,
-    /// Where `rearguard_source_up` goes (nowhere by default).
-    health: SourceHealth,
-}
+/// Runs every `cloud_run:` entry and owns the shared views; `apply` changes
+/// the set on reload.
+pub type CloudRunManager = SourcePolls<CloudRunSource>;
 
 impl CloudRunManager {
-    pub fn new(ctx: GcpContext, deps: GcpSourceDeps) -> Self {
-        Self {
-            ctx,
-            deps,
-            views: CloudRunViews::default(),
-            tasks: TaskSet::default(),
-            health: SourceHealth::default(),
-        }
-    }
-
-    /// Reports `rearguard_source_up{kind="cloud_run"}` of each entry to `health`.
-    pub fn with_health(mut self, health: SourceHealth) -> Self {
-        self.health = health;
-        self
-    }
-
     /// The views accessor for the rollback code and the API.
     pub fn views(&self) -> CloudRunViews {
-        self.views.clone()
+        self.shared().clone()
     }
 
     /// The Cloud Run client (same credentials, retries and metrics), for rollbacks.
     pub fn client(&self) -> crate::gcp::CloudRunClient {
-        self.ctx.run.clone()
+        self.context().run.clone()
+    }
+}
+
+impl PolledSource for CloudRunSource {
+    type Config = CloudRunConfig;
+    type Shared = CloudRunViews;
+    type Polled = ServiceView;
+    const KIND: &'static str = kind::CLOUD_RUN;
+
+    /// A service is its own name.
+    fn name(cfg: &CloudRunConfig) -> &str {
+        &cfg.service
     }
 
-    pub fn apply(&self, entries: &[CloudRunConfig]) {
-        let names: Vec<String> = entries.iter().map(|e| e.service.clone()).collect();
-        self.views.retain(&names);
-        let (ctx, deps, views, health) = (
-            self.ctx.clone(),
-            self.deps.clone(),
-            self.views.clone(),
-            self.health.clone(),
-        );
-        self.tasks.apply(
-            entries
-                .iter()
-                .map(|e| (e.service.clone(), e.clone()))
-                .collect(),
-            move |cfg, mut stop| {
-                let (ctx, deps, views, health) =
-                    (ctx.clone(), deps.clone(), views.clone(), health.clone());
-                async move {
-                    let interval: Duration = cfg.interval.into();
-                    let mut tracker = PollTracker::new(
-                        kind::CLOUD_RUN,
-                        cfg.service.clone(),
-                        interval,
-                        deps.clock.clone(),
-                        health.clone(),
-                    );
-                    let mut source = CloudRunSource::load(cfg, ctx, deps, views).await;
-                    loop {
-                        tracker.poll(source.poll_once()).await;
-                        if sleep_or_stop(interval, &mut stop).await {
-                            break;
-                        }
-                    }
-                }
-            },
-        );
+    fn interval(cfg: &CloudRunConfig) -> Duration {
+        cfg.interval.into()
     }
 
-    pub fn names(&self) -> Vec<String> {
-        self.tasks.names()
+    async fn load(
+        cfg: CloudRunConfig,
+        ctx: GcpContext,
+        deps: GcpSourceDeps,
+        views: CloudRunViews,
+    ) -> Self {
+        CloudRunSource::load(cfg, ctx, deps, views).await
     }
 
-    pub async fn shutdown(&self) {
-        self.tasks.shutdown().await
+    async fn poll_once(&mut self) -> Result<ServiceView, GcpError> {
+        CloudRunSource::poll_once(self).await
+    }
+
+    fn retain(views: &CloudRunViews, names: &[String]) {
+        views.retain(names);
     }
 }

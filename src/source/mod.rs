@@ -5,4 +5,5 @@ pub mod cloud_logging;
 pub mod cloud_monitoring;
 pub mod cloud_run;
 pub mod health;
+pub mod poll;
 pub mod probe;

@@ -17,7 +17,6 @@ use rearguard::gcp::{GcpContext, RetryPolicy, TokenSource, UpstreamMetrics};
 use rearguard::promql::{Engine, EngineOptions};
 use rearguard::rules::manager::{ManagerOptions, RuleManager, RulesConfig, RulesDeps};
 use rearguard::rules::querier::LocalQuerier;
-use rearguard::sim::{FakeGcp, FakeOptions, ServiceSpec};
 use rearguard::source::cloud_logging::CloudLoggingManager;
 use rearguard::source::cloud_monitoring::{CloudMonitoringManager, GcpSourceDeps};
 use rearguard::source::cloud_run::CloudRunManager;
@@ -25,6 +24,7 @@ use rearguard::source::health::SourceHealth;
 use rearguard::source::probe::{ProbeDeps, ProbeManager};
 use rearguard::store::Store;
 use rearguard::tsdb::{SampleSink, Tsdb};
+use rearguard_sim::{FakeGcp, FakeOptions, ServiceSpec};
 
 pub const T0: TimestampMs = 1_800_000_000_000;
 pub const MIN: i64 = 60_000;

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use prometheus::proto::MetricType;
 use rearguard::action::events::RecordingSink;
-use rearguard::action::fake::FakeCloudRun;
 use rearguard::action::{
     ActionDeps, ActionRunner, AlertState, CloudRunApi, ProbeCheck, RequestCount, RequestCounts,
 };
@@ -20,6 +19,7 @@ use rearguard::config::{load_str, Config};
 use rearguard::dispatch::notification::{BoxFuture, Notification};
 use rearguard::labels::Labels;
 use rearguard::store::Store;
+use rearguard_testkit::cloud_run::FakeCloudRun;
 
 pub const SVC: &str = "projects/netra-staging/locations/us-central1/services/backend";
 pub const T0: TimestampMs = 1_700_000_000_000;

@@ -23,7 +23,7 @@ use super::util::{
     json_response, parse_duration_ms, parse_page_size, parse_page_token, query_get, query_pairs,
     raw_json_response, ApiError,
 };
-use crate::clock::{Clock, TimestampMs};
+use rearguard_clock::{Clock, TimestampMs};
 
 /// Options for [`FakeGcp::start_with`].
 #[derive(Clone, Debug)]

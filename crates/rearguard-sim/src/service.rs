@@ -25,7 +25,7 @@ use super::monitoring::{BucketOptions, Distribution, MetricKind, PointValue, Ser
 use super::run::RevisionBehaviour;
 use super::server::FakeGcp;
 use super::util::ApiError;
-use crate::clock::TimestampMs;
+use rearguard_clock::TimestampMs;
 
 pub const REQUEST_COUNT: &str = "run.googleapis.com/request_count";
 pub const REQUEST_LATENCIES: &str = "run.googleapis.com/request_latencies";

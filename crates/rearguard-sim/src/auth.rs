@@ -14,7 +14,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 use super::util::{random_hex, ApiError};
-use crate::clock::TimestampMs;
+use rearguard_clock::TimestampMs;
 
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
@@ -166,7 +166,7 @@ impl AuthState {
         let (token, lifetime) = self.issue(now);
         Ok(json!({
             "accessToken": token,
-            "expireTime": crate::sim::util::timestamp(now + lifetime as i64 * 1000),
+            "expireTime": crate::util::timestamp(now + lifetime as i64 * 1000),
         }))
     }
 

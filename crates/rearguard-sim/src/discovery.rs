@@ -390,7 +390,7 @@ pub struct DiscoverySet {
 
 impl DiscoverySet {
     /// Loads `run-v2.json`, `monitoring-v3.json` and `logging-v2.json` from `dir`
-    /// (in this repository's CI: `../shared/gcp-discovery` relative to the crate).
+    /// (in this repository's CI: `../shared/gcp-discovery` relative to the repository root).
     pub fn load(dir: &Path) -> Result<Self, DiscoveryError> {
         Ok(Self {
             run: Discovery::load(&dir.join("run-v2.json"))?,
@@ -434,10 +434,10 @@ impl DiscoverySet {
     }
 }
 
-/// `../shared/gcp-discovery` next to this crate's source tree (where the
-/// repository keeps Google's documents for tests).
+/// `../shared/gcp-discovery` next to the repository's checkout (where CI keeps
+/// Google's documents for tests); this crate sits two levels below the root.
 pub fn default_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/gcp-discovery")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/gcp-discovery")
 }
 
 /// Loads a [`DiscoverySet`] once per directory per process.

@@ -14,7 +14,7 @@ use super::monitoring::{PointValue, SeriesSpec};
 use super::run::{DeploySpec, RevisionBehaviour, ServiceSpec};
 use super::server::{FakeGcp, FakeOptions};
 use super::service::{SimService, SimServiceOptions};
-use crate::clock::{Clock, TimestampMs};
+use rearguard_clock::{Clock, TimestampMs};
 
 /// One step of a scenario.
 #[derive(Clone)]

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::clock::{to_datetime, TimestampMs};
+use rearguard_clock::{to_datetime, TimestampMs};
 
 /// An error as Google's APIs answer it: HTTP status plus
 /// `{"error": {"code", "message", "status"}}`.

@@ -20,7 +20,7 @@ use super::util::{
     page_token, parse_duration_ms, parse_page_size, parse_page_token, parse_timestamp, query_get,
     timestamp, ApiError,
 };
-use crate::clock::TimestampMs;
+use rearguard_clock::TimestampMs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {

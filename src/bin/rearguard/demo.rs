@@ -1,7 +1,7 @@
 //! `rearguard demo`: a staging scenario on loopback that runs the real daemon.
 //!
-//! The fake Google APIs (`sim::FakeGcp`) host a Cloud Run service whose healthy
-//! revision serves real HTTP (`sim::SimService`); a bad revision is deployed;
+//! The fake Google APIs (`rearguard_sim::FakeGcp`) host a Cloud Run service whose healthy
+//! revision serves real HTTP (`rearguard_sim::SimService`); a bad revision is deployed;
 //! the real [`Daemon`], with the config in `examples/demo/` (probes, Cloud
 //! Monitoring, Cloud Logging and Cloud Run sources against the fake, rules with
 //! `for` of seconds, a rollback action and email + webhook receivers pointed at
@@ -16,20 +16,20 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::action::journal::Decision;
-use crate::clock::{Clock, TimestampMs};
-use crate::config::{self, LocatedErrors};
-use crate::daemon::{Daemon, DaemonError};
-use crate::rules::alerting::AlertState;
-use crate::rules::group::RuleState;
-use crate::sim::scenario::{Demo, DemoOptions};
-use crate::sim::service::SimServiceOptions;
-use crate::sim::sinks::{ReceivedMail, ReceivedWebhook, SmtpSink, WebhookSink};
-use crate::sim::{methods, FakeOptions};
+use rearguard::action::journal::Decision;
+use rearguard::clock::{Clock, TimestampMs};
+use rearguard::config::{self, LocatedErrors};
+use rearguard::daemon::{Daemon, DaemonError};
+use rearguard::rules::alerting::AlertState;
+use rearguard::rules::group::RuleState;
+use rearguard_sim::scenario::{Demo, DemoOptions};
+use rearguard_sim::service::SimServiceOptions;
+use rearguard_sim::sinks::{ReceivedMail, ReceivedWebhook, SmtpSink, WebhookSink};
+use rearguard_sim::{methods, FakeOptions};
 
 /// The demo's config and rules; `${NAME}` is filled in by [`render`].
-const CONFIG_TEMPLATE: &str = include_str!("../../examples/demo/rearguard.yaml");
-const RULES_TEMPLATE: &str = include_str!("../../examples/demo/rules.yaml");
+const CONFIG_TEMPLATE: &str = include_str!("../../../examples/demo/rearguard.yaml");
+const RULES_TEMPLATE: &str = include_str!("../../../examples/demo/rules.yaml");
 
 /// Every number of the demo, in one place.
 #[derive(Clone, Debug)]

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde_json::{json, Map, Value};
 
 use super::util::{parse_timestamp, random_hex, timestamp, ApiError};
-use crate::clock::TimestampMs;
+use rearguard_clock::TimestampMs;
 
 pub const SEVERITIES: &[&str] = &[
     "DEFAULT",

@@ -1,4 +1,8 @@
-//! The `rearguard` command line. Parsing only: the work is in the library.
+//! The `rearguard` command line. Parsing only: the work is in the library,
+//! except `demo`, which lives here because it needs the Google simulator
+//! (crates/rearguard-sim) and the library must not depend on it.
+
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -207,7 +211,7 @@ fn main() -> ExitCode {
             Command::Demo {
                 keep_running,
                 state_dir,
-            } => rearguard::cli::demo::run(keep_running, state_dir).await,
+            } => demo::run(keep_running, state_dir).await,
             Command::Run { config } => rearguard::daemon::run(&config)
                 .await
                 .map(|_| ExitCode::SUCCESS)

@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::clock::TimestampMs;
+use rearguard_clock::TimestampMs;
 
 /// One request to the fake, as it arrived and as it was answered.
 #[derive(Clone, Debug)]

@@ -1,17 +1,17 @@
-//! An in-memory Cloud Run for action tests and the demo: etag checks,
+//! An in-memory Cloud Run for action tests: etag checks,
 //! operations that complete after a delay, a call log, and fault injection.
-//! (The HTTP fake in `src/sim/` serves the same role over the wire.)
+//! (The HTTP fake in `crates/rearguard-sim` serves the same role over the wire.)
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::cloud_run::{
+use rearguard::action::cloud_run::{
     CloudRunApi, CloudRunError, OperationState, RevisionState, ServicePatch, ServiceState,
     TrafficTarget,
 };
-use crate::clock::{Clock, TimestampMs};
-use crate::dispatch::notification::BoxFuture;
+use rearguard::clock::{Clock, TimestampMs};
+use rearguard::dispatch::notification::BoxFuture;
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum FakeCall {
@@ -311,7 +311,7 @@ impl CloudRunApi for FakeCloudRun {
                 s.state.env.extend(env.clone());
                 let rev = format!(
                     "{}-{:05}",
-                    super::cloud_run::short_name(service),
+                    rearguard::action::cloud_run::short_name(service),
                     s.revisions.len() + 1
                 );
                 s.revisions.push(RevisionState {

@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-use crate::clock::{Clock, TimestampMs};
+use rearguard_clock::{Clock, TimestampMs};
 
 /// One POST the webhook sink received.
 #[derive(Clone, Debug)]
@@ -384,7 +384,8 @@ mod tests {
 
     #[tokio::test]
     async fn webhook_sink_keeps_json() {
-        crate::tls::ensure_crypto_provider();
+        // reqwest panics without a process-wide rustls provider.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let sink = WebhookSink::start(Clock::system()).await.unwrap();
         let r = reqwest::Client::new()
             .post(sink.url())

@@ -4,7 +4,7 @@
 //! One axum server on `127.0.0.1:0` serves every API under its discovery-document
 //! path, so one base URL stands in for `run`, `monitoring` and `logging`
 //! endpoints and for `GCE_METADATA_HOST`. Everything runs on the shared
-//! [`Clock`](crate::clock::Clock): under tokio's paused time a scenario of
+//! [`Clock`](rearguard_clock::Clock): under tokio's paused time a scenario of
 //! minutes runs in milliseconds.
 //!
 //! Start with [`FakeGcp::start`]; drive it through its control methods

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 
 use super::util::{random_hex, random_letters, random_uuid, timestamp, ApiError};
-use crate::clock::TimestampMs;
+use rearguard_clock::TimestampMs;
 
 pub const SERVICE_TYPE: &str = "type.googleapis.com/google.cloud.run.v2.Service";
 const LATEST: &str = "TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST";
