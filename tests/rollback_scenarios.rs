@@ -6,6 +6,7 @@ mod rollback_support;
 use std::sync::Arc;
 
 use rearguard::action::fake::FakeCall;
+use rearguard::action::journal::IntentKind;
 use rearguard::action::{reason, Outcome, Trigger};
 use rearguard::dispatch::NotificationSink;
 use rearguard::store::{Hold, Intent, IntentState, Quarantined};
@@ -580,7 +581,7 @@ async fn restart_in_a_ladder_goes_on_to_the_next_step() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.decision)
+        .map(|e| e.decision.to_string())
         .collect();
     assert!(
         decisions.contains(&"reconciled".to_string()),
@@ -612,7 +613,7 @@ fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
         id: 0,
         run_id: "backend-1".into(),
         target: "backend".into(),
-        kind: kind.into(),
+        kind: IntentKind::parse(kind).expect("a kind rearguard writes"),
         service: Some(SVC.into()),
         step: 0,
         fingerprint: String::new(),
@@ -620,7 +621,8 @@ fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
         from_revision: None,
         to_revision: None,
         etag: None,
-        detail: serde_json::json!({ "alert": alert }),
+        // Read from the JSON shape the store keeps it in.
+        detail: serde_json::from_value(serde_json::json!({ "alert": alert })).unwrap(),
         state: IntentState::Pending,
         operation: None,
         note: None,

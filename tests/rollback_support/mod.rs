@@ -286,7 +286,7 @@ impl Harness {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| (e.decision, e.reason))
+            .map(|e| (e.decision.to_string(), e.reason))
             .collect()
     }
 }

@@ -1,6 +1,5 @@
 //! The Cloud Run env-revert effect.
 
-use super::reconcile::planned_base;
 use super::*;
 
 impl ActionRunner {
@@ -34,8 +33,13 @@ impl ActionRunner {
         let mut intent = self.new_intent(
             run,
             step,
-            "cloud_run_env",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "env": cfg.env, "origin": run.origin, "planned": PlannedBase::of(&svc) }),
+            IntentKind::CloudRunEnv,
+            IntentDetail {
+                env: cfg.env.clone(),
+                origin: run.origin.clone(),
+                planned: Some(PlannedBase::of(&svc)),
+                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
+            },
         );
         intent.from_revision = current.clone();
         intent.etag = Some(svc.etag.clone());
@@ -111,7 +115,7 @@ impl ActionRunner {
         let Some(service) = intent.service.clone() else {
             return Step::Failed("intent without service".into());
         };
-        let planned = planned_base(intent);
+        let planned = intent.detail.planned.clone();
         let traffic = match &planned {
             Some(p) => route_all(&p.traffic, Route::Latest),
             None => vec![TrafficTarget::latest(100)],

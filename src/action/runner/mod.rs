@@ -29,7 +29,7 @@ use super::deps::{
     AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals, Unknown,
 };
 use super::events::{is_own_alert, Event, EventEmitter, Phase};
-use super::journal::Decision;
+use super::journal::{Decision, IntentDetail, IntentKind, StoredAlert};
 use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
 use super::plan::{self, Candidate, ANNOTATION_AT, ANNOTATION_FROM, ANNOTATION_TO};
@@ -39,7 +39,6 @@ use crate::config::actions::{ActionConfig, CloudRunEnvConfig, CloudRunTrafficCon
 use crate::config::duration::format_duration;
 use crate::config::Config;
 use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
-use crate::labels::Labels;
 use crate::store::actions::GLOBAL_HOLD;
 use crate::store::{AuditEntry, Hold, Intent, IntentState, Quarantined, Store, StoreError};
 
@@ -375,35 +374,9 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The alert as the audit's evidence shows it (the shape intents keep it in).
 fn alert_json(a: &Alert) -> serde_json::Value {
-    json!({
-        "labels": a.labels.to_map(),
-        "annotations": a.annotations,
-        "value": a.value,
-        "active_at_ms": a.active_at_ms,
-        "starts_at_ms": a.starts_at_ms,
-        "generator_url": a.generator_url,
-    })
-}
-
-fn alert_from_json(v: &serde_json::Value) -> Option<Alert> {
-    let labels: BTreeMap<String, String> = serde_json::from_value(v.get("labels")?.clone()).ok()?;
-    let annotations: BTreeMap<String, String> =
-        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({})))
-            .unwrap_or_default();
-    Some(Alert {
-        labels: Labels::from_map(&labels),
-        annotations,
-        active_at_ms: v.get("active_at_ms")?.as_i64()?,
-        starts_at_ms: v.get("starts_at_ms").and_then(|x| x.as_i64()).unwrap_or(0),
-        ends_at_ms: None,
-        value: v.get("value").and_then(|x| x.as_f64()).unwrap_or(0.0),
-        generator_url: v
-            .get("generator_url")
-            .and_then(|x| x.as_str())
-            .unwrap_or("")
-            .to_string(),
-    })
+    serde_json::to_value(StoredAlert::from(a)).unwrap_or_default()
 }
 
 fn traffic_json(s: &ServiceState) -> serde_json::Value {

@@ -1,6 +1,5 @@
 //! The Cloud Run traffic effect: plan, patch, wait, quarantine.
 
-use super::reconcile::planned_base;
 use super::*;
 
 impl ActionRunner {
@@ -147,8 +146,12 @@ impl ActionRunner {
         let mut intent = self.new_intent(
             run,
             step,
-            "cloud_run_traffic",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "origin": run.origin, "planned": PlannedBase::of(&svc) }),
+            IntentKind::CloudRunTraffic,
+            IntentDetail {
+                origin: run.origin.clone(),
+                planned: Some(PlannedBase::of(&svc)),
+                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
+            },
         );
         intent.from_revision = Some(current.clone());
         intent.to_revision = Some(to.clone());
@@ -286,7 +289,7 @@ impl ActionRunner {
             .await;
             return Step::Failed("intent without service or revision".into());
         };
-        let planned = planned_base(intent);
+        let planned = intent.detail.planned.clone();
         // Tags of other revisions stay (as `gcloud run services update-traffic`).
         let traffic = match &planned {
             Some(p) => route_all(&p.traffic, Route::Revision(&to)),
