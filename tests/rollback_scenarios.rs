@@ -932,6 +932,69 @@ async fn mute_time_intervals_stop_automatic_actions() {
     assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
 }
 
+/// FanOut keeps the notification sink's contract: the outbox has the
+/// notification before any action starts on it (handing the alert to the
+/// runner first, as FanOut once did, fails the check inside the outbox).
+#[tokio::test(start_paused = true)]
+async fn fan_out_persists_the_notification_before_the_action_starts() {
+    use rearguard::action::wiring::FanOut;
+    use rearguard::action::ActionRunner;
+    use rearguard::dispatch::notification::{BoxFuture, Notification};
+    use std::sync::Mutex;
+
+    /// An outbox that notes, while it persists, whether a run was in flight.
+    struct Outbox {
+        runner: ActionRunner,
+        refuse: bool,
+        running_while_persisting: Mutex<Vec<bool>>,
+    }
+    impl NotificationSink for Outbox {
+        fn send<'a>(&'a self, _: Notification) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                // Persisting takes time: a run handed over before it would proceed meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let idle = tokio::time::timeout(std::time::Duration::ZERO, self.runner.idle())
+                    .await
+                    .is_ok();
+                self.running_while_persisting.lock().unwrap().push(!idle);
+                if self.refuse {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    for refuse in [false, true] {
+        let (h, a) = bad_deploy(&traffic_action("")).await;
+        let outbox = Arc::new(Outbox {
+            runner: h.runner.clone(),
+            refuse,
+            running_while_persisting: Mutex::default(),
+        });
+        let fan_out = FanOut {
+            outbox: outbox.clone(),
+            actions: h.runner.clone(),
+        };
+        let sent = fan_out.send(h.notification(&a)).await;
+        assert_eq!(
+            sent.is_err(),
+            refuse,
+            "the outbox's answer goes to dispatch"
+        );
+        assert_eq!(
+            *outbox.running_while_persisting.lock().unwrap(),
+            [false],
+            "a run started before the outbox had the notification"
+        );
+        // Handed over after: the rollback happens, also when the outbox refused.
+        h.runner.idle().await;
+        assert_eq!(h.fake.accepted_patches(), 1);
+        assert_eq!(h.serving(), "backend-00001");
+    }
+}
+
 /// The whole path through the real dispatcher: the alert is routed to the
 /// rollback receiver (and the team); the runner's events come back into the
 /// dispatcher as `RearguardRollback` alerts and reach the team, and never

@@ -321,9 +321,16 @@ impl EvidenceSource for LogAndProbeEvidence {
     }
 }
 
-/// What dispatch sends to: the outbox (email, webhook; persisted first), then
-/// the actions of receivers with `rollback_configs` (the runner ignores other
-/// receivers and its own `RearguardRollback` events).
+/// What dispatch sends to: the outbox (email, webhook), then the actions of
+/// receivers with `rollback_configs` (the runner ignores other receivers and
+/// its own `RearguardRollback` events).
+///
+/// Persist, then act: the outbox has the notification before the runner is
+/// handed its alert, so a crash during the action still tells people what
+/// triggered it. An outbox that refuses it does not hold the action back (a
+/// critical alert is acted on either way); its error goes back to dispatch,
+/// which sends the notification again at the next group interval (the
+/// runner's guard rails keep that from acting twice).
 pub struct FanOut {
     pub outbox: Arc<dyn NotificationSink>,
     pub actions: super::ActionRunner,
@@ -332,13 +339,14 @@ pub struct FanOut {
 impl NotificationSink for FanOut {
     fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.actions.handle_notification(&notification);
-            let events = self.actions.events().clone();
-            let created = notification.clone();
-            self.outbox.send(notification).await?;
-            // Accepted by the outbox (durable): the events it carries are notified.
-            events.mark_notified(&created).await;
-            Ok(())
+            let handed = notification.clone();
+            let persisted = self.outbox.send(notification).await;
+            if persisted.is_ok() {
+                // Accepted by the outbox (durable): the events it carries are notified.
+                self.actions.events().mark_notified(&handed).await;
+            }
+            self.actions.handle_notification(&handed);
+            persisted
         })
     }
 }
