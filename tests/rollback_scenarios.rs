@@ -1001,8 +1001,8 @@ async fn fan_out_persists_the_notification_before_the_action_starts() {
 /// trigger a second rollback.
 #[tokio::test(start_paused = true)]
 async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
-    use rearguard::action::wiring::{FanOut, LateAlertSink};
-    use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi};
+    use rearguard::action::wiring::{notification_channel, FanOut};
+    use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi, Unknown};
     use rearguard::alert::AlertSink;
     use rearguard::dispatch::dispatcher::{Dispatcher, DispatcherDeps};
     use rearguard::dispatch::notification::{BoxFuture, Notification};
@@ -1024,39 +1024,48 @@ async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
     config.receivers[0].webhook_configs =
         serde_yaml_ng::from_str("[{url: 'http://127.0.0.1:9/hook'}]").unwrap();
 
-    let events = Arc::new(LateAlertSink::default());
     let cloud_run: Arc<dyn CloudRunApi> = Arc::new(base.fake.clone());
     let follows = Arc::new(rollback_support::FollowsService {
         fake: base.fake.clone(),
         world: base.world.clone(),
     });
-    let mut deps = ActionDeps::new(
-        base.clock.clone(),
-        base.store.clone(),
-        cloud_run,
-        events.clone(),
-        prometheus::Registry::new(),
-        base.dir.path().to_path_buf(),
-    );
-    deps.alert_state = follows.clone();
-    deps.probes = follows;
-    let runner = ActionRunner::new(deps, &config).unwrap();
     let capture = Arc::new(Capture::default());
+    // As the daemon wires: the dispatcher first (its sink a channel), then
+    // the runner with the dispatcher, then the fan-out the channel feeds.
+    let (intake, queue) = notification_channel();
     let dispatcher = Dispatcher::start_with(
         DispatcherDeps {
             clock: base.clock.clone(),
             store: base.store.clone(),
-            sink: Arc::new(FanOut {
-                outbox: capture.clone(),
-                actions: runner.clone(),
-            }),
+            sink: Arc::new(intake),
             registry: prometheus::Registry::new(),
         },
         &config,
     )
     .await
     .unwrap();
-    events.set(dispatcher.clone());
+    let routing = dispatcher.clone();
+    let deps = ActionDeps {
+        clock: base.clock.clone(),
+        store: base.store.clone(),
+        cloud_run,
+        events: dispatcher.clone(),
+        event_receivers: Arc::new(move |l| routing.notifying_receivers(l)),
+        registry: prometheus::Registry::new(),
+        state_dir: base.dir.path().to_path_buf(),
+        generator_url: String::new(),
+        alert_state: follows.clone(),
+        probes: follows,
+        time_intervals: Arc::new(Unknown),
+        serving_history: Arc::new(Unknown),
+        evidence: Arc::new(Unknown),
+        requests: Arc::new(Unknown),
+    };
+    let runner = ActionRunner::new(deps, &config).unwrap();
+    let _queue = queue.spawn(Arc::new(FanOut {
+        outbox: capture.clone(),
+        actions: runner.clone(),
+    }));
 
     let a = alert(T0 + 30_000);
     sleep_until(&base.clock, a.starts_at_ms).await;

@@ -26,9 +26,9 @@ use super::cloud_run::{
 use super::command;
 use super::decide::ladder::{self, Conclusion, StepFailure};
 use super::deps::{
-    AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals, Unknown,
+    AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals,
 };
-use super::events::{is_own_alert, Event, EventEmitter, Phase};
+use super::events::{is_own_alert, Event, EventEmitter, Phase, Receivers};
 use super::journal::{Decision, IntentDetail, IntentKind, StoredAlert};
 use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
@@ -78,8 +78,9 @@ const RECHECK_INCONCLUSIVE: Duration = Duration::from_secs(60);
 /// Who set a hold or started a manual action when nobody says.
 const SYSTEM_ACTOR: &str = "rearguard";
 
-/// Everything the runner needs from the daemon. [`ActionDeps::new`] fills the
-/// optional parts with [`Unknown`]; the daemon replaces them as it wires.
+/// Everything the runner needs from the daemon, all given at construction
+/// (a struct literal: a forgotten dependency does not compile). What does
+/// not apply is said explicitly, e.g. with [`Unknown`](super::deps::Unknown).
 #[derive(Clone)]
 pub struct ActionDeps {
     pub clock: Clock,
@@ -87,6 +88,9 @@ pub struct ActionDeps {
     pub cloud_run: Arc<dyn CloudRunApi>,
     /// Where action events go (the alert pipeline: routing decides who hears).
     pub events: Arc<dyn AlertSink>,
+    /// Which receivers notify an event (dispatch's routing), so an event
+    /// counts as notified once each of them accepted it.
+    pub event_receivers: Receivers,
     pub registry: prometheus::Registry,
     /// The folder of `HOLD`.
     pub state_dir: PathBuf,
@@ -99,33 +103,6 @@ pub struct ActionDeps {
     pub evidence: Arc<dyn EvidenceSource>,
     /// Request counts of revisions (the `min_requests` guard).
     pub requests: Arc<dyn RequestCounts>,
-}
-
-impl ActionDeps {
-    pub fn new(
-        clock: Clock,
-        store: Store,
-        cloud_run: Arc<dyn CloudRunApi>,
-        events: Arc<dyn AlertSink>,
-        registry: prometheus::Registry,
-        state_dir: PathBuf,
-    ) -> Self {
-        Self {
-            clock,
-            store,
-            cloud_run,
-            events,
-            registry,
-            state_dir,
-            generator_url: String::new(),
-            alert_state: Arc::new(Unknown),
-            probes: Arc::new(Unknown),
-            time_intervals: Arc::new(Unknown),
-            serving_history: Arc::new(Unknown),
-            evidence: Arc::new(Unknown),
-            requests: Arc::new(Unknown),
-        }
-    }
 }
 
 /// Why an action runs.
@@ -394,7 +371,8 @@ impl ActionRunner {
     pub fn new(deps: ActionDeps, config: &Config) -> Result<Self, prometheus::Error> {
         let metrics = ActionMetrics::register(&deps.registry)?;
         let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone())
-            .with_store(deps.store.clone());
+            .with_store(deps.store.clone())
+            .with_receivers(deps.event_receivers.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 deps,
