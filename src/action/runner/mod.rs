@@ -4,6 +4,7 @@ mod command_step;
 mod env;
 mod guard_rails;
 mod journal;
+mod patch_and_wait;
 mod reconcile;
 mod traffic;
 mod verify;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::task::AbortHandle;
 
+use self::patch_and_wait::CloudRunChange;
 use super::cloud_run::{
     after_lost_patch, describe_traffic, missing_role, route_all, short_name, CloudRunApi,
     CloudRunError, LostPatch, OperationState, PlannedBase, Route, ServicePatch, ServiceState,
