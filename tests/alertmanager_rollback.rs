@@ -7,12 +7,12 @@
 mod dispatch_common;
 mod http_support;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use dispatch_common::Recorder;
 use rearguard::action::events::RecordingSink;
-use rearguard::action::{ActionDeps, ActionRunner, AlertState, CloudRunApi, ProbeCheck, Unknown};
+use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi, ProbeCheck, Unknown};
 use rearguard::clock::{to_datetime, Clock};
 use rearguard::config::{load_str, Secret};
 use rearguard::daemon::adapters::ExternalThenRules;
@@ -46,17 +46,6 @@ impl ProbeCheck for SimProbe {
                 .any(|(r, p)| r.ends_with(&format!("/{}", self.bad)) && *p > 0);
             Some(!bad)
         })
-    }
-}
-
-/// The runner's alert state, set once the external alerts exist (they need the
-/// dispatcher, which needs the runner).
-#[derive(Default)]
-struct Late(OnceLock<Arc<dyn AlertState>>);
-
-impl AlertState for Late {
-    fn is_firing(&self, fp: u64) -> Option<bool> {
-        self.0.get().and_then(|s| s.is_firing(fp))
     }
 }
 
@@ -127,33 +116,16 @@ actions:
     .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
-    let late = Arc::new(Late::default());
     let events = Arc::new(RecordingSink::default());
     let api: Arc<dyn CloudRunApi> = Arc::new(client(&fake));
-    let mut deps = ActionDeps::new(
-        clock.clone(),
-        store.clone(),
-        api,
-        events.clone(),
-        prometheus::Registry::new(),
-        dir.path().to_path_buf(),
-    );
-    deps.alert_state = late.clone();
-    deps.probes = Arc::new(SimProbe {
-        fake: fake.clone(),
-        bad: bad.clone(),
-    });
-    let runner = ActionRunner::new(deps, &config.config).unwrap();
     let notifications = Arc::new(Recorder::default());
     *notifications.clock.lock().unwrap() = Some(clock.clone());
+    let (intake, queue) = rearguard::action::wiring::notification_channel();
     let dispatcher = Dispatcher::start(
         DispatcherDeps {
             clock: clock.clone(),
             store: store.clone(),
-            sink: Arc::new(rearguard::action::wiring::FanOut {
-                outbox: notifications.clone(),
-                actions: runner.clone(),
-            }),
+            sink: Arc::new(intake),
             registry: prometheus::Registry::new(),
         },
         &config,
@@ -168,9 +140,32 @@ actions:
     )
     .await
     .unwrap();
-    let _ = late.0.set(Arc::new(ExternalThenRules {
-        external: external.clone(),
-        rules: Arc::new(Unknown),
+    let deps = ActionDeps {
+        clock: clock.clone(),
+        store: store.clone(),
+        cloud_run: api,
+        events: events.clone(),
+        event_receivers: Arc::new(|_| Vec::new()),
+        registry: prometheus::Registry::new(),
+        state_dir: dir.path().to_path_buf(),
+        generator_url: String::new(),
+        alert_state: Arc::new(ExternalThenRules {
+            external: external.clone(),
+            rules: Arc::new(Unknown),
+        }),
+        probes: Arc::new(SimProbe {
+            fake: fake.clone(),
+            bad: bad.clone(),
+        }),
+        time_intervals: Arc::new(Unknown),
+        serving_history: Arc::new(Unknown),
+        evidence: Arc::new(Unknown),
+        requests: Arc::new(Unknown),
+    };
+    let runner = ActionRunner::new(deps, &config.config).unwrap();
+    let _queue = queue.spawn(Arc::new(rearguard::action::wiring::FanOut {
+        outbox: notifications.clone(),
+        actions: runner.clone(),
     }));
     let base = http_support::serve(router(AlertmanagerApiState {
         dispatcher: dispatcher.clone(),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dispatch_common::{load, Recorder, T0};
 use rearguard::action::events::{Event, EventEmitter, Phase, EVENT_ID_ANNOTATION};
-use rearguard::action::wiring::LateAlertSink;
+use rearguard::action::wiring::notification_channel;
 use rearguard::alert::AlertStatus;
 use rearguard::clock::Clock;
 use rearguard::dispatch::notification::BoxFuture;
@@ -43,6 +43,7 @@ struct Process {
     dispatcher: Arc<Dispatcher>,
     events: EventEmitter,
     recorder: Arc<Recorder>,
+    queue: tokio::task::JoinHandle<()>,
 }
 
 impl Process {
@@ -52,28 +53,30 @@ impl Process {
 
     async fn start_with(dir: &std::path::Path, clock: &Clock, config: &str) -> Process {
         let store = Store::open(dir).unwrap();
-        let late = Arc::new(LateAlertSink::default());
-        let events =
-            EventEmitter::new(late.clone(), "http://rg/api/v1/rollbacks").with_store(store.clone());
         let recorder = Arc::new(Recorder::default());
         *recorder.clock.lock().unwrap() = Some(clock.clone());
+        // As the daemon wires: the dispatcher's sink is a channel, fed once
+        // the emitter (which needs the dispatcher) exists.
+        let (intake, queue) = notification_channel();
         let dispatcher = Dispatcher::start(
             DispatcherDeps {
                 clock: clock.clone(),
                 store: store.clone(),
-                sink: Arc::new(Marking {
-                    recorder: recorder.clone(),
-                    events: events.clone(),
-                }),
+                sink: Arc::new(intake),
                 registry: prometheus::Registry::new(),
             },
             &load(config),
         )
         .await
         .unwrap();
-        late.set(dispatcher.clone());
         let routing = dispatcher.clone();
-        events.set_receivers(Arc::new(move |l| routing.notifying_receivers(l)));
+        let events = EventEmitter::new(dispatcher.clone(), "http://rg/api/v1/rollbacks")
+            .with_store(store.clone())
+            .with_receivers(Arc::new(move |l| routing.notifying_receivers(l)));
+        let queue = queue.spawn(Arc::new(Marking {
+            recorder: recorder.clone(),
+            events: events.clone(),
+        }));
         events.present_pending(clock.now_ms()).await;
         dispatcher.sync().await;
         Process {
@@ -81,12 +84,14 @@ impl Process {
             dispatcher,
             events,
             recorder,
+            queue,
         }
     }
 
     /// SIGKILL: pending flushes and memory are gone; only the store remains.
     async fn kill(self) {
         self.dispatcher.shutdown().await;
+        self.queue.abort();
     }
 
     /// (event_id, phase) of the firing event alerts notified so far.

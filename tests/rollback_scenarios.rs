@@ -5,6 +5,7 @@ mod rollback_support;
 
 use std::sync::Arc;
 
+use rearguard::action::journal::IntentKind;
 use rearguard::action::{reason, Outcome, Trigger};
 use rearguard::dispatch::NotificationSink;
 use rearguard::store::{Hold, Intent, IntentState, Quarantined};
@@ -580,7 +581,7 @@ async fn restart_in_a_ladder_goes_on_to_the_next_step() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.decision)
+        .map(|e| e.decision.to_string())
         .collect();
     assert!(
         decisions.contains(&"reconciled".to_string()),
@@ -612,7 +613,7 @@ fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
         id: 0,
         run_id: "backend-1".into(),
         target: "backend".into(),
-        kind: kind.into(),
+        kind: IntentKind::parse(kind).expect("a kind rearguard writes"),
         service: Some(SVC.into()),
         step: 0,
         fingerprint: String::new(),
@@ -620,7 +621,8 @@ fn pending_intent(kind: &str, at_ms: i64, alert: serde_json::Value) -> Intent {
         from_revision: None,
         to_revision: None,
         etag: None,
-        detail: serde_json::json!({ "alert": alert }),
+        // Read from the JSON shape the store keeps it in.
+        detail: serde_json::from_value(serde_json::json!({ "alert": alert })).unwrap(),
         state: IntentState::Pending,
         operation: None,
         note: None,
@@ -930,14 +932,77 @@ async fn mute_time_intervals_stop_automatic_actions() {
     assert!(matches!(out, Outcome::Verified { .. }), "{out:?}");
 }
 
+/// FanOut keeps the notification sink's contract: the outbox has the
+/// notification before any action starts on it (handing the alert to the
+/// runner first, as FanOut once did, fails the check inside the outbox).
+#[tokio::test(start_paused = true)]
+async fn fan_out_persists_the_notification_before_the_action_starts() {
+    use rearguard::action::wiring::FanOut;
+    use rearguard::action::ActionRunner;
+    use rearguard::dispatch::notification::{BoxFuture, Notification};
+    use std::sync::Mutex;
+
+    /// An outbox that notes, while it persists, whether a run was in flight.
+    struct Outbox {
+        runner: ActionRunner,
+        refuse: bool,
+        running_while_persisting: Mutex<Vec<bool>>,
+    }
+    impl NotificationSink for Outbox {
+        fn send<'a>(&'a self, _: Notification) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                // Persisting takes time: a run handed over before it would proceed meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                let idle = tokio::time::timeout(std::time::Duration::ZERO, self.runner.idle())
+                    .await
+                    .is_ok();
+                self.running_while_persisting.lock().unwrap().push(!idle);
+                if self.refuse {
+                    Err("disk full".into())
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    for refuse in [false, true] {
+        let (h, a) = bad_deploy(&traffic_action("")).await;
+        let outbox = Arc::new(Outbox {
+            runner: h.runner.clone(),
+            refuse,
+            running_while_persisting: Mutex::default(),
+        });
+        let fan_out = FanOut {
+            outbox: outbox.clone(),
+            actions: h.runner.clone(),
+        };
+        let sent = fan_out.send(h.notification(&a)).await;
+        assert_eq!(
+            sent.is_err(),
+            refuse,
+            "the outbox's answer goes to dispatch"
+        );
+        assert_eq!(
+            *outbox.running_while_persisting.lock().unwrap(),
+            [false],
+            "a run started before the outbox had the notification"
+        );
+        // Handed over after: the rollback happens, also when the outbox refused.
+        h.runner.idle().await;
+        assert_eq!(h.fake.accepted_patches(), 1);
+        assert_eq!(h.serving(), "backend-00001");
+    }
+}
+
 /// The whole path through the real dispatcher: the alert is routed to the
 /// rollback receiver (and the team); the runner's events come back into the
 /// dispatcher as `RearguardRollback` alerts and reach the team, and never
 /// trigger a second rollback.
 #[tokio::test(start_paused = true)]
 async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
-    use rearguard::action::wiring::{FanOut, LateAlertSink};
-    use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi};
+    use rearguard::action::wiring::{notification_channel, FanOut};
+    use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi, Unknown};
     use rearguard::alert::AlertSink;
     use rearguard::dispatch::dispatcher::{Dispatcher, DispatcherDeps};
     use rearguard::dispatch::notification::{BoxFuture, Notification};
@@ -959,39 +1024,48 @@ async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
     config.receivers[0].webhook_configs =
         serde_yaml_ng::from_str("[{url: 'http://127.0.0.1:9/hook'}]").unwrap();
 
-    let events = Arc::new(LateAlertSink::default());
     let cloud_run: Arc<dyn CloudRunApi> = Arc::new(base.fake.clone());
     let follows = Arc::new(rollback_support::FollowsService {
         fake: base.fake.clone(),
         world: base.world.clone(),
     });
-    let mut deps = ActionDeps::new(
-        base.clock.clone(),
-        base.store.clone(),
-        cloud_run,
-        events.clone(),
-        prometheus::Registry::new(),
-        base.dir.path().to_path_buf(),
-    );
-    deps.alert_state = follows.clone();
-    deps.probes = follows;
-    let runner = ActionRunner::new(deps, &config).unwrap();
     let capture = Arc::new(Capture::default());
+    // As the daemon wires: the dispatcher first (its sink a channel), then
+    // the runner with the dispatcher, then the fan-out the channel feeds.
+    let (intake, queue) = notification_channel();
     let dispatcher = Dispatcher::start_with(
         DispatcherDeps {
             clock: base.clock.clone(),
             store: base.store.clone(),
-            sink: Arc::new(FanOut {
-                outbox: capture.clone(),
-                actions: runner.clone(),
-            }),
+            sink: Arc::new(intake),
             registry: prometheus::Registry::new(),
         },
         &config,
     )
     .await
     .unwrap();
-    events.set(dispatcher.clone());
+    let routing = dispatcher.clone();
+    let deps = ActionDeps {
+        clock: base.clock.clone(),
+        store: base.store.clone(),
+        cloud_run,
+        events: dispatcher.clone(),
+        event_receivers: Arc::new(move |l| routing.notifying_receivers(l)),
+        registry: prometheus::Registry::new(),
+        state_dir: base.dir.path().to_path_buf(),
+        generator_url: String::new(),
+        alert_state: follows.clone(),
+        probes: follows,
+        time_intervals: Arc::new(Unknown),
+        serving_history: Arc::new(Unknown),
+        evidence: Arc::new(Unknown),
+        requests: Arc::new(Unknown),
+    };
+    let runner = ActionRunner::new(deps, &config).unwrap();
+    let _queue = queue.spawn(Arc::new(FanOut {
+        outbox: capture.clone(),
+        actions: runner.clone(),
+    }));
 
     let a = alert(T0 + 30_000);
     sleep_until(&base.clock, a.starts_at_ms).await;

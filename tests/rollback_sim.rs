@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use rearguard::action::events::RecordingSink;
 use rearguard::action::{
-    ActionDeps, ActionRunner, AlertState, CloudRunApi, Outcome, ProbeCheck, Trigger,
+    ActionDeps, ActionRunner, AlertState, CloudRunApi, Outcome, ProbeCheck, Trigger, Unknown,
 };
 use rearguard::alert::Alert;
 use rearguard::clock::Clock;
@@ -93,16 +93,22 @@ fn runner_with(
         bad: bad.to_string(),
     });
     let api: Arc<dyn CloudRunApi> = Arc::new(client(fake));
-    let mut deps = ActionDeps::new(
-        clock.clone(),
-        Store::open(dir.path()).unwrap(),
-        api,
-        sink.clone(),
-        prometheus::Registry::new(),
-        dir.path().to_path_buf(),
-    );
-    deps.alert_state = health.clone();
-    deps.probes = health;
+    let deps = ActionDeps {
+        clock: clock.clone(),
+        store: Store::open(dir.path()).unwrap(),
+        cloud_run: api,
+        events: sink.clone(),
+        event_receivers: Arc::new(|_| Vec::new()),
+        registry: prometheus::Registry::new(),
+        state_dir: dir.path().to_path_buf(),
+        generator_url: String::new(),
+        alert_state: health.clone(),
+        probes: health,
+        time_intervals: Arc::new(Unknown),
+        serving_history: Arc::new(Unknown),
+        evidence: Arc::new(Unknown),
+        requests: Arc::new(Unknown),
+    };
     (ActionRunner::new(deps, &config).unwrap(), sink, dir)
 }
 

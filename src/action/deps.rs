@@ -1,6 +1,7 @@
 //! What the action runner asks of the rest of the daemon, as small traits the
 //! daemon wires (rule manager, probe engine, dispatch time intervals, the
-//! Cloud Run source's history, the tsdb). Each has a neutral default.
+//! Cloud Run source's history, the tsdb). [`Unknown`] answers "nothing
+//! known" to each, for tests and for a daemon without that part.
 
 use crate::alert::Alert;
 use crate::clock::TimestampMs;

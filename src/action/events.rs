@@ -105,7 +105,7 @@ pub struct EventEmitter {
     sink: Arc<dyn AlertSink>,
     generator_url: String,
     store: Option<Store>,
-    receivers: Arc<std::sync::OnceLock<Receivers>>,
+    receivers: Option<Receivers>,
 }
 
 /// The receivers that notify an alert with these labels (dispatch's routing).
@@ -117,15 +117,16 @@ impl EventEmitter {
             sink,
             generator_url: generator_url.into(),
             store: None,
-            receivers: Arc::default(),
+            receivers: None,
         }
     }
 
-    /// Sets how to find the receivers of an event (once; later calls are
-    /// ignored): an event is notified once each of them accepted it. Unset,
-    /// the first receiver that accepts it does.
-    pub fn set_receivers(&self, receivers: Receivers) {
-        let _ = self.receivers.set(receivers);
+    /// How to find the receivers of an event (dispatch's routing): an event
+    /// is notified once each of them accepted it. Without, the first
+    /// receiver that accepts it does.
+    pub fn with_receivers(mut self, receivers: Receivers) -> Self {
+        self.receivers = Some(receivers);
+        self
     }
 
     /// Writes every event to `store` before sending it, and delivers it after a restart.
@@ -254,7 +255,7 @@ impl EventEmitter {
         let Some(store) = &self.store else {
             return;
         };
-        let routes = self.receivers.get();
+        let routes = self.receivers.as_ref();
         let ids: Vec<(String, Vec<String>)> = n
             .alerts
             .iter()

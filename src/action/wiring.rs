@@ -5,7 +5,8 @@
 //! - [`RulesAlertState`]: whether an alert fires, from the rule manager,
 //! - [`ServingHistory`] for the Cloud Run source's views (traffic history),
 //! - [`LogAndProbeEvidence`]: the notify evidence (last log lines, probe state),
-//! - [`FanOut`]: one NotificationSink for dispatch that feeds the outbox and the actions.
+//! - [`FanOut`]: one NotificationSink for dispatch that feeds the outbox and the actions,
+//!   reached through [`notification_channel`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -321,9 +322,16 @@ impl EvidenceSource for LogAndProbeEvidence {
     }
 }
 
-/// What dispatch sends to: the outbox (email, webhook; persisted first), then
-/// the actions of receivers with `rollback_configs` (the runner ignores other
-/// receivers and its own `RearguardRollback` events).
+/// What dispatch sends to: the outbox (email, webhook), then the actions of
+/// receivers with `rollback_configs` (the runner ignores other receivers and
+/// its own `RearguardRollback` events).
+///
+/// Persist, then act: the outbox has the notification before the runner is
+/// handed its alert, so a crash during the action still tells people what
+/// triggered it. An outbox that refuses it does not hold the action back (a
+/// critical alert is acted on either way); its error goes back to dispatch,
+/// which sends the notification again at the next group interval (the
+/// runner's guard rails keep that from acting twice).
 pub struct FanOut {
     pub outbox: Arc<dyn NotificationSink>,
     pub actions: super::ActionRunner,
@@ -332,38 +340,72 @@ pub struct FanOut {
 impl NotificationSink for FanOut {
     fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
-            self.actions.handle_notification(&notification);
-            let events = self.actions.events().clone();
-            let created = notification.clone();
-            self.outbox.send(notification).await?;
-            // Accepted by the outbox (durable): the events it carries are notified.
-            events.mark_notified(&created).await;
-            Ok(())
+            let handed = notification.clone();
+            let persisted = self.outbox.send(notification).await;
+            if persisted.is_ok() {
+                // Accepted by the outbox (durable): the events it carries are notified.
+                self.actions.events().mark_notified(&handed).await;
+            }
+            self.actions.handle_notification(&handed);
+            persisted
         })
     }
 }
 
-/// An AlertSink set after construction: the runner's events go to the
-/// dispatcher, whose notification sink (a [`FanOut`]) needs the runner first.
-#[derive(Default)]
-pub struct LateAlertSink(std::sync::OnceLock<Arc<dyn crate::alert::AlertSink>>);
+/// One notification on its way, with where its result goes.
+type Delivery = (
+    Notification,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
 
-impl LateAlertSink {
-    /// Sets the sink (once; later calls are ignored).
-    pub fn set(&self, sink: Arc<dyn crate::alert::AlertSink>) {
-        let _ = self.0.set(sink);
+/// How many notifications wait for the queue before dispatch waits too.
+const QUEUED_NOTIFICATIONS: usize = 64;
+
+/// The dispatcher's notification sink, made before what it feeds: the
+/// dispatcher is built with the [`NotificationIntake`], the outbox and the
+/// runner (which need the dispatcher) after it, and the
+/// [`NotificationQueue`] then hands every notification to them. So nothing
+/// is bound after construction and nothing holds itself.
+pub fn notification_channel() -> (NotificationIntake, NotificationQueue) {
+    let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_NOTIFICATIONS);
+    (NotificationIntake(tx), NotificationQueue(rx))
+}
+
+/// The sending end: returns once the sink behind the queue took the
+/// notification (persisted, see [`FanOut`]), with its answer.
+pub struct NotificationIntake(tokio::sync::mpsc::Sender<Delivery>);
+
+impl NotificationSink for NotificationIntake {
+    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            self.0
+                .send((notification, reply))
+                .await
+                .map_err(|_| "rearguard is stopping: the notification was not taken".to_string())?;
+            answer
+                .await
+                .map_err(|_| "rearguard stopped before the notification was taken".to_string())?
+        })
     }
 }
 
-impl crate::alert::AlertSink for LateAlertSink {
-    fn send_alerts(&self, alerts: Vec<Alert>) {
-        match self.0.get() {
-            Some(s) => s.send_alerts(alerts),
-            None => tracing::warn!(
-                count = alerts.len(),
-                "action events dropped: no alert sink wired yet"
-            ),
-        }
+/// The receiving end, started once the sink it feeds exists.
+pub struct NotificationQueue(tokio::sync::mpsc::Receiver<Delivery>);
+
+impl NotificationQueue {
+    /// Hands every notification to `sink`, each in a task of its own (dispatch
+    /// sends groups concurrently), and answers its sender with the result.
+    /// Ends when every intake is gone.
+    pub fn spawn(mut self, sink: Arc<dyn NotificationSink>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            while let Some((notification, reply)) = self.0.recv().await {
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(sink.send(notification).await);
+                });
+            }
+        })
     }
 }
 

@@ -44,10 +44,10 @@ pub async fn run(
         let decision = if e.dry_run {
             format!("{} (dry)", e.decision)
         } else {
-            e.decision.clone()
+            e.decision.to_string()
         };
         let reason = match e.evidence.get("detail").and_then(|d| d.as_str()) {
-            Some(d) if Decision::parse(&e.decision) == Some(Decision::Skipped) => {
+            Some(d) if e.decision == Decision::Skipped => {
                 format!("{}: {d}", e.reason)
             }
             _ => e.reason.clone(),

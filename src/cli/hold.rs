@@ -97,9 +97,7 @@ pub async fn run(
                 Decision::Hold
             } else {
                 Decision::Unhold
-            }
-            .as_str()
-            .into(),
+            },
             reason,
             from_revision: None,
             to_revision: None,

@@ -166,11 +166,11 @@ impl notify::report::RollbackHistory for StoredRollbacks {
             Ok(audit
                 .into_iter()
                 .filter(|a| a.at_ms >= from_ms && a.at_ms < to_ms)
-                .filter(|a| Decision::parse(&a.decision) != Some(Decision::Started))
+                .filter(|a| a.decision != Decision::Started)
                 .map(|a| notify::report::RollbackSummary {
                     at_ms: a.at_ms,
                     action: a.target,
-                    outcome: a.decision,
+                    outcome: a.decision.to_string(),
                     reason: a.reason,
                 })
                 .collect())

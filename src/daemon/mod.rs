@@ -42,9 +42,9 @@ pub mod adapters;
 use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
 
 use crate::action::wiring::{
-    FanOut, LateAlertSink, LogAndProbeEvidence, RulesAlertState, TsdbRequestCounts,
+    notification_channel, FanOut, LogAndProbeEvidence, RulesAlertState, TsdbRequestCounts,
 };
-use crate::action::{ActionDeps, ActionRunner, CloudRunApi};
+use crate::action::{ActionDeps, ActionRunner, CloudRunApi, ServingHistory, Unknown};
 use crate::dispatch::{Dispatcher, DispatcherDeps};
 use crate::gcp::GcpContext;
 use crate::notify::{NotifierConfig, Outbox, OutboxOptions};
@@ -284,79 +284,25 @@ impl Daemon {
         )
         .await
         .map_err(StartError::from)?;
-        let action_events = Arc::new(LateAlertSink::default());
         let cloud_run: Arc<dyn CloudRunApi> = match &gcp {
             Some(ctx) => Arc::new(ctx.run.clone()),
             None => Arc::new(NoCloudRun),
         };
-        let mut action_deps = ActionDeps::new(
-            clock.clone(),
-            store.clone(),
-            cloud_run,
-            action_events.clone(),
-            registry.clone(),
-            state_dir.clone(),
-        );
-        action_deps.generator_url = format!("{}/api/v1/rollbacks", external_url(&config));
-        action_deps.probes = probes.clone();
-        action_deps.evidence = Arc::new(LogAndProbeEvidence(evidence));
-        if let Some(g) = &google {
-            action_deps.serving_history = Arc::new(g.run.views());
-        }
-        let request_counts = Arc::new(TsdbRequestCounts {
-            querier: Arc::new(LocalQuerier::new(
-                tsdb.clone(),
-                Engine::new(EngineOptions::default()),
-            )),
-            configured: std::sync::atomic::AtomicBool::new(TsdbRequestCounts::reads_requests(c)),
-        });
-        action_deps.requests = request_counts.clone();
 
-        // Dispatch routes alerts to the effects.
-        // The runner's remaining dependencies (rules, dispatch) exist only
-        // after it: they are set before anything can trigger it.
-        let late_rules: Arc<OnceLockAlertState> = Arc::new(OnceLockAlertState::default());
-        let late_intervals: Arc<OnceLockIntervals> = Arc::new(OnceLockIntervals::default());
-        action_deps.alert_state = late_rules.clone();
-        action_deps.time_intervals = late_intervals.clone();
-        let actions = Arc::new(ActionRunner::new(action_deps, c)?);
+        // Dispatch routes alerts to the effects. Its sink is a channel: the
+        // outbox and the runner it feeds need the dispatcher themselves.
+        let (notifications, notification_queue) = notification_channel();
         let dispatcher = Dispatcher::start(
             DispatcherDeps {
                 clock: clock.clone(),
                 store: store.clone(),
-                sink: Arc::new(FanOut {
-                    outbox: Arc::new(outbox.clone()),
-                    actions: (*actions).clone(),
-                }),
+                sink: Arc::new(notifications),
                 registry: registry.clone(),
             },
             &config,
         )
         .await
         .map_err(StartError::from)?;
-        action_events.set(dispatcher.clone());
-        // Weak: the dispatcher's sink holds the runner, which holds this.
-        let routing = Arc::downgrade(&dispatcher);
-        actions.events().set_receivers(Arc::new(move |labels| {
-            routing
-                .upgrade()
-                .map(|d| d.notifying_receivers(labels))
-                .unwrap_or_default()
-        }));
-        // Rollback notices recorded but not notified before a stop or crash.
-        let presented = actions.events().present_pending(clock.now_ms()).await;
-        if presented > 0 {
-            tracing::info!(
-                events = presented,
-                "presented recorded rollback events to dispatch again"
-            );
-        }
-        tasks.push(
-            actions
-                .events()
-                .spawn_presenter(clock.clone(), shutdown_rx.clone()),
-        );
-        late_intervals.set(Arc::new(DispatchIntervals(dispatcher.clone())));
 
         // Rules read the tsdb and alert dispatch.
         let engine = Engine::new(EngineOptions {
@@ -388,10 +334,60 @@ impl Daemon {
             crate::dispatch::dispatcher::DEFAULT_RESOLVE_TIMEOUT,
         )
         .await?;
-        late_rules.set(Arc::new(adapters::ExternalThenRules {
-            external: external.clone(),
-            rules: rules_state.clone(),
-        }));
+
+        // The runner, with everything it asks of the others.
+        let request_counts = Arc::new(TsdbRequestCounts {
+            querier: Arc::new(LocalQuerier::new(
+                tsdb.clone(),
+                Engine::new(EngineOptions::default()),
+            )),
+            configured: std::sync::atomic::AtomicBool::new(TsdbRequestCounts::reads_requests(c)),
+        });
+        let serving_history: Arc<dyn ServingHistory> = match &google {
+            Some(g) => Arc::new(g.run.views()),
+            None => Arc::new(Unknown),
+        };
+        let routing = dispatcher.clone();
+        let actions = Arc::new(ActionRunner::new(
+            ActionDeps {
+                clock: clock.clone(),
+                store: store.clone(),
+                cloud_run,
+                events: dispatcher.clone(),
+                event_receivers: Arc::new(move |labels| routing.notifying_receivers(labels)),
+                registry: registry.clone(),
+                state_dir: state_dir.clone(),
+                generator_url: format!("{}/api/v1/rollbacks", external_url(&config)),
+                alert_state: Arc::new(adapters::ExternalThenRules {
+                    external: external.clone(),
+                    rules: rules_state.clone(),
+                }),
+                probes: probes.clone(),
+                time_intervals: Arc::new(DispatchIntervals(dispatcher.clone())),
+                serving_history,
+                evidence: Arc::new(LogAndProbeEvidence(evidence)),
+                requests: request_counts.clone(),
+            },
+            c,
+        )?);
+        // Notifications flow from here on: the outbox persists, then the runner acts.
+        tasks.push(notification_queue.spawn(Arc::new(FanOut {
+            outbox: Arc::new(outbox.clone()),
+            actions: (*actions).clone(),
+        })));
+        // Rollback notices recorded but not notified before a stop or crash.
+        let presented = actions.events().present_pending(clock.now_ms()).await;
+        if presented > 0 {
+            tracing::info!(
+                events = presented,
+                "presented recorded rollback events to dispatch again"
+            );
+        }
+        tasks.push(
+            actions
+                .events()
+                .spawn_presenter(clock.clone(), shutdown_rx.clone()),
+        );
 
         // Start producing: sources, rules, pending rollback intents.
         probes.apply(&c.probes);
@@ -639,67 +635,6 @@ fn external_url(config: &LoadedConfig) -> String {
         .unwrap_or_else(|| format!("http://{}", config.config.listen))
         .trim_end_matches('/')
         .to_string()
-}
-
-/// The rule manager's answer, set once the manager exists.
-#[derive(Default)]
-struct OnceLockAlertState(std::sync::OnceLock<Arc<dyn crate::action::AlertState>>);
-
-impl OnceLockAlertState {
-    fn set(&self, v: Arc<dyn crate::action::AlertState>) {
-        let _ = self.0.set(v);
-    }
-}
-
-impl crate::action::AlertState for OnceLockAlertState {
-    fn is_firing(&self, fingerprint: u64) -> Option<bool> {
-        self.0.get().and_then(|s| s.is_firing(fingerprint))
-    }
-
-    fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
-        self.0.get().and_then(|s| s.is_firing_fresh(fingerprint))
-    }
-
-    fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
-        self.0.get().and_then(|s| s.lookback_ms(fingerprint))
-    }
-
-    fn evidence_metrics(&self, fingerprint: u64) -> Option<std::collections::BTreeSet<String>> {
-        self.0.get().and_then(|s| s.evidence_metrics(fingerprint))
-    }
-
-    fn rule_error(&self, fingerprint: u64) -> Option<String> {
-        self.0.get().and_then(|s| s.rule_error(fingerprint))
-    }
-
-    fn history<'a>(
-        &'a self,
-        fingerprint: u64,
-        now_ms: crate::clock::TimestampMs,
-    ) -> crate::dispatch::notification::BoxFuture<'a, Option<serde_json::Value>> {
-        Box::pin(async move {
-            match self.0.get() {
-                Some(s) => s.history(fingerprint, now_ms).await,
-                None => None,
-            }
-        })
-    }
-}
-
-/// Dispatch's time intervals, set once the dispatcher exists.
-#[derive(Default)]
-struct OnceLockIntervals(std::sync::OnceLock<Arc<dyn crate::action::TimeIntervals>>);
-
-impl OnceLockIntervals {
-    fn set(&self, v: Arc<dyn crate::action::TimeIntervals>) {
-        let _ = self.0.set(v);
-    }
-}
-
-impl crate::action::TimeIntervals for OnceLockIntervals {
-    fn is_active(&self, name: &str, at_ms: crate::clock::TimestampMs) -> bool {
-        self.0.get().is_some_and(|s| s.is_active(name, at_ms))
-    }
 }
 
 /// Loads and validates a config off the async runtime.

@@ -5,6 +5,7 @@ use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 use super::{Store, StoreError};
+use crate::action::journal::{Decision, IntentDetail, IntentKind};
 use crate::clock::TimestampMs;
 
 pub(super) const MIGRATION: &str = "
@@ -130,8 +131,8 @@ pub struct Intent {
     pub run_id: String,
     /// The action name (what holds, cooldown and budget are kept per).
     pub target: String,
-    /// cloud_run_traffic, cloud_run_env, command.
-    pub kind: String,
+    /// What the intent changes (stored as its word).
+    pub kind: IntentKind,
     pub service: Option<String>,
     /// Index of the step in a ladder (0 for a single effect).
     pub step: u32,
@@ -142,8 +143,9 @@ pub struct Intent {
     pub to_revision: Option<String>,
     /// The service etag seen when the intent was written.
     pub etag: Option<String>,
-    /// JSON: what the effect needs to be re-done or checked (env vars, argv, the alert).
-    pub detail: serde_json::Value,
+    /// What the effect needs to be re-done or checked (the alert, the plan,
+    /// env vars, argv); stored as JSON.
+    pub detail: IntentDetail,
     pub state: IntentState,
     pub operation: Option<String>,
     pub note: Option<String>,
@@ -163,8 +165,8 @@ pub struct AuditEntry {
     pub intent_id: Option<i64>,
     pub alertname: Option<String>,
     pub fingerprint: Option<String>,
-    /// started, done, verified, failed, skipped, dry_run, superseded, reconciled, hold, unhold, escalated.
-    pub decision: String,
+    /// What was decided (stored and served as its word).
+    pub decision: Decision,
     /// Why, in a stable word (cooldown, budget, hold, not_deploy_regression, ...) or a sentence.
     pub reason: String,
     pub from_revision: Option<String>,
@@ -192,14 +194,47 @@ pub struct Quarantined {
 
 const INTENT_COLUMNS: &str = "id, run_id, target, kind, service, step, fingerprint, alertname, from_revision, to_revision, etag, detail, state, operation, note, manual, created_at_ms, updated_at_ms";
 
+/// A row this version cannot read as a whole (a word it does not know,
+/// written by a newer version): skipped by the listings, with a warning.
+fn unreadable(column: usize, what: String) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(column, rusqlite::types::Type::Text, what.into())
+}
+
+/// Collects rows, leaving out (and logging) those [`unreadable`] made.
+fn readable<T>(
+    table: &str,
+    rows: impl Iterator<Item = rusqlite::Result<T>>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut out = Vec::new();
+    for row in rows {
+        match row {
+            Ok(v) => out.push(v),
+            Err(rusqlite::Error::FromSqlConversionFailure(_, _, why)) => {
+                tracing::warn!(table, error = %why, "skipping a row this version cannot read (written by a newer rearguard?)");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
 fn row_to_intent(r: &rusqlite::Row<'_>) -> rusqlite::Result<Intent> {
+    let id: i64 = r.get(0)?;
+    let kind: String = r.get(3)?;
+    let kind = IntentKind::parse(&kind)
+        .ok_or_else(|| unreadable(3, format!("intent {id}: unknown kind {kind:?}")))?;
     let detail: String = r.get(11)?;
+    // A detail that is not even a JSON object reads as empty, as before types.
+    let detail = serde_json::from_str(&detail).unwrap_or_else(|e| {
+        tracing::warn!(intent = id, error = %e, "the intent's detail cannot be read; taking it as empty");
+        IntentDetail::default()
+    });
     let state: String = r.get(12)?;
     Ok(Intent {
-        id: r.get(0)?,
+        id,
         run_id: r.get(1)?,
         target: r.get(2)?,
-        kind: r.get(3)?,
+        kind,
         service: r.get(4)?,
         step: r.get::<_, i64>(5)? as u32,
         fingerprint: r.get(6)?,
@@ -207,7 +242,7 @@ fn row_to_intent(r: &rusqlite::Row<'_>) -> rusqlite::Result<Intent> {
         from_revision: r.get(8)?,
         to_revision: r.get(9)?,
         etag: r.get(10)?,
-        detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+        detail,
         state: IntentState::parse(&state),
         operation: r.get(13)?,
         note: r.get(14)?,
@@ -221,9 +256,17 @@ const AUDIT_COLUMNS: &str =
     "id, at_ms, run_id, target, service, intent_id, alertname, fingerprint, decision, reason, from_revision, to_revision, dry_run, evidence";
 
 fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
+    let id: i64 = r.get(0)?;
+    let decision: String = r.get(8)?;
+    let decision = Decision::parse(&decision).ok_or_else(|| {
+        unreadable(
+            8,
+            format!("audit entry {id}: unknown decision {decision:?}"),
+        )
+    })?;
     let evidence: String = r.get(13)?;
     Ok(AuditEntry {
-        id: r.get(0)?,
+        id,
         at_ms: r.get(1)?,
         run_id: r.get(2)?,
         target: r.get(3)?,
@@ -231,7 +274,7 @@ fn row_to_audit(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEntry> {
         intent_id: r.get(5)?,
         alertname: r.get(6)?,
         fingerprint: r.get(7)?,
-        decision: r.get(8)?,
+        decision,
         reason: r.get(9)?,
         from_revision: r.get(10)?,
         to_revision: r.get(11)?,
@@ -250,7 +293,7 @@ impl Store {
                 params![
                     i.run_id,
                     i.target,
-                    i.kind,
+                    i.kind.as_str(),
                     i.service,
                     i.step as i64,
                     i.fingerprint,
@@ -258,7 +301,10 @@ impl Store {
                     i.from_revision,
                     i.to_revision,
                     i.etag,
-                    i.detail.to_string(),
+                    serde_json::to_string(&i.detail).map_err(|e| {
+                        // Plain strings and numbers: cannot fail; say so if it does.
+                        rusqlite::Error::ToSqlConversionFailure(e.into())
+                    })?,
                     i.state.as_str(),
                     i.operation,
                     i.note,
@@ -327,7 +373,7 @@ impl Store {
                 "SELECT {INTENT_COLUMNS} FROM action_intents WHERE state IN ('pending', 'applied', 'verifying') ORDER BY id"
             ))?;
             let rows = st.query_map([], row_to_intent)?;
-            rows.collect()
+            readable("action_intents", rows)
         })
         .await
     }
@@ -346,7 +392,7 @@ impl Store {
                  ORDER BY id DESC LIMIT ?3"
             ))?;
             let rows = st.query_map(params![target, since_ms, limit as i64], row_to_intent)?;
-            rows.collect()
+            readable("action_intents", rows)
         })
         .await
     }
@@ -386,7 +432,7 @@ impl Store {
                     e.intent_id,
                     e.alertname,
                     e.fingerprint,
-                    e.decision,
+                    e.decision.as_str(),
                     e.reason,
                     e.from_revision,
                     e.to_revision,
@@ -412,7 +458,7 @@ impl Store {
                  ORDER BY id"
             ))?;
             let rows = st.query_map(params![target, limit as i64], row_to_audit)?;
-            rows.collect()
+            readable("action_audit", rows)
         })
         .await
     }
@@ -521,7 +567,7 @@ mod tests {
             id: 0,
             run_id: format!("{target}-{at}"),
             target: target.into(),
-            kind: "cloud_run_traffic".into(),
+            kind: IntentKind::CloudRunTraffic,
             service: Some("projects/p/locations/l/services/s".into()),
             step: 0,
             fingerprint: "abc".into(),
@@ -529,7 +575,10 @@ mod tests {
             from_revision: Some("s-2".into()),
             to_revision: Some("s-1".into()),
             etag: Some("e1".into()),
-            detail: serde_json::json!({"k": 1}),
+            detail: IntentDetail {
+                origin: Some("s-2".into()),
+                ..IntentDetail::default()
+            },
             state: IntentState::Pending,
             operation: None,
             note: None,
@@ -554,7 +603,7 @@ mod tests {
         assert_eq!(open.len(), 2);
         assert_eq!(open[0].state, IntentState::Applied);
         assert_eq!(open[0].operation.as_deref(), Some("op/1"));
-        assert_eq!(open[0].detail["k"], 1);
+        assert_eq!(open[0].detail.origin.as_deref(), Some("s-2"));
         s.update_intent(id, IntentState::Done, None, Some("ok".into()), 12)
             .await
             .unwrap();
@@ -616,7 +665,11 @@ mod tests {
         assert!(s.quarantine(Some("other".into())).await.unwrap().is_empty());
         assert!(s.unquarantine_revision("svc", "svc-2").await.unwrap());
 
-        for (t, d) in [("a", "skipped"), ("b", "started"), ("a", "verified")] {
+        for (t, d) in [
+            ("a", Decision::Skipped),
+            ("b", Decision::Started),
+            ("a", Decision::Verified),
+        ] {
             s.append_audit(AuditEntry {
                 id: 0,
                 at_ms: 1,
@@ -626,7 +679,7 @@ mod tests {
                 intent_id: None,
                 alertname: None,
                 fingerprint: None,
-                decision: d.into(),
+                decision: d,
                 reason: "r".into(),
                 from_revision: None,
                 to_revision: None,
@@ -643,5 +696,118 @@ mod tests {
         );
         assert_eq!(a[0].evidence["value"], 1.5);
         assert_eq!(s.audit(None, 2).await.unwrap().len(), 2);
+    }
+
+    /// Rows exactly as the previous (untyped) version wrote them: a traffic
+    /// intent with its alert, origin and plan; an env intent; a command; one
+    /// with a detail from before plans were recorded.
+    #[tokio::test]
+    async fn intents_written_by_the_previous_version_are_read() {
+        let s = Store::open_in_memory().unwrap();
+        let old_rows = [
+            (
+                "cloud_run_traffic",
+                r#"{"alert":{"labels":{"alertname":"HighErrors","service":"s"},"annotations":{"summary":"5xx"},"value":0.42,"active_at_ms":100,"starts_at_ms":160,"generator_url":"http://x/graph"},"origin":"s-2","planned":{"generation":7,"traffic":[{"revision":"s-2","latest":false,"percent":100}]}}"#,
+            ),
+            (
+                "cloud_run_env",
+                r#"{"alert":{"labels":{"alertname":"HighErrors"},"active_at_ms":100},"env":{"FLAG":"off"},"origin":null,"planned":{"generation":3,"traffic":[]}}"#,
+            ),
+            ("command", r#"{"alert":null,"argv":["sh","-c","true"]}"#),
+            // Older still: no plan, an alert value written as null (NaN).
+            (
+                "cloud_run_traffic",
+                r#"{"alert":{"labels":{"alertname":"A"},"active_at_ms":5,"value":null}}"#,
+            ),
+        ];
+        s.call(move |c| {
+            for (kind, detail) in old_rows {
+                c.execute(
+                    "INSERT INTO action_intents (run_id, target, kind, step, fingerprint, alertname, detail, state, created_at_ms, updated_at_ms)
+                     VALUES ('r', 'backend', ?1, 0, 'f', 'HighErrors', ?2, 'pending', 1, 1)",
+                    params![kind, detail],
+                )?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let rows = s.unfinished_intents().await.unwrap();
+        let kinds: Vec<IntentKind> = rows.iter().map(|i| i.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                IntentKind::CloudRunTraffic,
+                IntentKind::CloudRunEnv,
+                IntentKind::Command,
+                IntentKind::CloudRunTraffic
+            ]
+        );
+        let traffic = &rows[0].detail;
+        let alert = traffic.trigger().expect("the alert");
+        assert_eq!(alert.name(), "HighErrors");
+        assert_eq!(alert.labels.get("service"), Some("s"));
+        assert_eq!(alert.annotations["summary"], "5xx");
+        assert_eq!(
+            (alert.value, alert.active_at_ms, alert.starts_at_ms),
+            (0.42, 100, 160)
+        );
+        assert_eq!(alert.generator_url, "http://x/graph");
+        assert_eq!(traffic.origin.as_deref(), Some("s-2"));
+        let planned = traffic.planned.as_ref().expect("the plan");
+        assert_eq!(planned.generation, 7);
+        assert_eq!(planned.traffic[0].revision.as_deref(), Some("s-2"));
+
+        let env = &rows[1].detail;
+        assert_eq!(env.env["FLAG"], "off");
+        assert_eq!(env.origin, None);
+        assert_eq!(env.planned.as_ref().map(|p| p.generation), Some(3));
+
+        let command = &rows[2].detail;
+        assert!(command.alert.is_none());
+        assert_eq!(command.argv, ["sh", "-c", "true"]);
+
+        let oldest = &rows[3].detail;
+        assert!(oldest.planned.is_none());
+        assert_eq!(oldest.trigger().map(|a| a.value), Some(0.0));
+
+        // What this version writes, the previous one read: same keys.
+        let written = serde_json::to_value(traffic).unwrap();
+        assert_eq!(written["alert"]["labels"]["alertname"], "HighErrors");
+        assert_eq!(written["alert"]["active_at_ms"], 100);
+        assert_eq!(written["origin"], "s-2");
+        assert_eq!(written["planned"]["generation"], 7);
+    }
+
+    /// A word this version does not know (a newer version wrote it) leaves
+    /// that row out of a listing instead of failing the listing.
+    #[tokio::test]
+    async fn rows_with_unknown_words_are_left_out_of_listings() {
+        let s = Store::open_in_memory().unwrap();
+        s.insert_intent(intent("backend", 10)).await.unwrap();
+        s.call(|c| {
+            c.execute(
+                "INSERT INTO action_intents (run_id, target, kind, step, fingerprint, alertname, state, created_at_ms, updated_at_ms)
+                 VALUES ('r', 'backend', 'cloud_run_jobs', 0, 'f', 'A', 'pending', 11, 11)",
+                [],
+            )?;
+            c.execute(
+                "INSERT INTO action_audit (at_ms, target, decision, reason) VALUES (1, 'backend', 'teleported', 'r')",
+                [],
+            )?;
+            c.execute(
+                "INSERT INTO action_audit (at_ms, target, decision, reason) VALUES (2, 'backend', 'verified', 'ok')",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        let open = s.unfinished_intents().await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].kind, IntentKind::CloudRunTraffic);
+        let audit = s.audit(None, 10).await.unwrap();
+        assert_eq!(audit.len(), 1);
+        assert_eq!(audit[0].decision, Decision::Verified);
     }
 }

@@ -12,6 +12,7 @@ use prometheus::proto::MetricType;
 use rearguard::action::events::RecordingSink;
 use rearguard::action::{
     ActionDeps, ActionRunner, AlertState, CloudRunApi, ProbeCheck, RequestCount, RequestCounts,
+    Unknown,
 };
 use rearguard::alert::Alert;
 use rearguard::clock::{Clock, TimestampMs};
@@ -197,17 +198,22 @@ impl Harness {
             world: world.clone(),
         });
         let cloud_run: Arc<dyn CloudRunApi> = Arc::new(fake.clone());
-        let mut deps = ActionDeps::new(
-            clock.clone(),
-            store.clone(),
+        let deps = ActionDeps {
+            clock: clock.clone(),
+            store: store.clone(),
             cloud_run,
-            sink.clone(),
-            registry.clone(),
-            dir.path().to_path_buf(),
-        );
-        deps.alert_state = follows.clone();
-        deps.requests = follows.clone();
-        deps.probes = follows;
+            events: sink.clone(),
+            event_receivers: Arc::new(|_| Vec::new()),
+            registry: registry.clone(),
+            state_dir: dir.path().to_path_buf(),
+            generator_url: String::new(),
+            alert_state: follows.clone(),
+            probes: follows.clone(),
+            time_intervals: Arc::new(Unknown),
+            serving_history: Arc::new(Unknown),
+            evidence: Arc::new(Unknown),
+            requests: follows,
+        };
         let runner = ActionRunner::new(deps, &config).unwrap();
         Harness {
             clock,
@@ -286,7 +292,7 @@ impl Harness {
             .await
             .unwrap()
             .into_iter()
-            .map(|e| (e.decision, e.reason))
+            .map(|e| (e.decision.to_string(), e.reason))
             .collect()
     }
 }

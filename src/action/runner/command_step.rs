@@ -11,8 +11,11 @@ impl ActionRunner {
         let intent = self.new_intent(
             run,
             step,
-            "command",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "argv": argv }),
+            IntentKind::Command,
+            IntentDetail {
+                argv: argv.to_vec(),
+                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
+            },
         );
         let id = match self.write_intent(&intent).await {
             Ok(id) => id,

@@ -1,6 +1,5 @@
 //! The Cloud Run env-revert effect.
 
-use super::reconcile::planned_base;
 use super::*;
 
 impl ActionRunner {
@@ -34,8 +33,13 @@ impl ActionRunner {
         let mut intent = self.new_intent(
             run,
             step,
-            "cloud_run_env",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "env": cfg.env, "origin": run.origin, "planned": PlannedBase::of(&svc) }),
+            IntentKind::CloudRunEnv,
+            IntentDetail {
+                env: cfg.env.clone(),
+                origin: run.origin.clone(),
+                planned: Some(PlannedBase::of(&svc)),
+                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
+            },
         );
         intent.from_revision = current.clone();
         intent.etag = Some(svc.etag.clone());
@@ -111,41 +115,8 @@ impl ActionRunner {
         let Some(service) = intent.service.clone() else {
             return Step::Failed("intent without service".into());
         };
-        let planned = planned_base(intent);
-        let traffic = match &planned {
-            Some(p) => route_all(&p.traffic, Route::Latest),
-            None => vec![TrafficTarget::latest(100)],
-        };
-        let patch = ServicePatch {
-            etag: intent.etag.clone().unwrap_or_default(),
-            expect: planned,
-            traffic: Some(traffic.clone()),
-            env: Some(env.clone()),
-            annotations: self.rollback_annotations(intent, ENV_REVERT_TO),
-        };
-        let op = match self
-            .send_patch(intent, &service, patch, |s| s.has_env(env))
-            .await
-        {
-            Ok(op) => op,
-            Err(step) => return step,
-        };
-        self.set_intent(
-            intent.id,
-            IntentState::Applied,
-            op.as_ref().map(|o| o.name.clone()),
-            None,
-        )
-        .await;
-        let deadline = self.now() + timeout.as_millis() as i64;
-        if let Some(op) = &op {
-            if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
-                self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
-                    .await;
-                return Step::Failed(e);
-            }
-        }
-        self.finish_env(intent, &service, env, Some(&traffic), deadline)
+        let change = CloudRunChange::Env { env: env.clone() };
+        self.patch_and_wait(intent, &service, &change, timeout)
             .await
     }
 

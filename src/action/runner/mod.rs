@@ -4,6 +4,7 @@ mod command_step;
 mod env;
 mod guard_rails;
 mod journal;
+mod patch_and_wait;
 mod reconcile;
 mod traffic;
 mod verify;
@@ -18,6 +19,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::task::AbortHandle;
 
+use self::patch_and_wait::CloudRunChange;
 use super::cloud_run::{
     after_lost_patch, describe_traffic, missing_role, route_all, short_name, CloudRunApi,
     CloudRunError, LostPatch, OperationState, PlannedBase, Route, ServicePatch, ServiceState,
@@ -26,10 +28,10 @@ use super::cloud_run::{
 use super::command;
 use super::decide::ladder::{self, Conclusion, StepFailure};
 use super::deps::{
-    AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals, Unknown,
+    AlertState, EvidenceSource, ProbeCheck, RequestCounts, ServingHistory, TimeIntervals,
 };
-use super::events::{is_own_alert, Event, EventEmitter, Phase};
-use super::journal::Decision;
+use super::events::{is_own_alert, Event, EventEmitter, Phase, Receivers};
+use super::journal::{Decision, IntentDetail, IntentKind, StoredAlert};
 use super::judge::{self, Judgement, NotJudged};
 use super::metrics::ActionMetrics;
 use super::plan::{self, Candidate, ANNOTATION_AT, ANNOTATION_FROM, ANNOTATION_TO};
@@ -39,7 +41,6 @@ use crate::config::actions::{ActionConfig, CloudRunEnvConfig, CloudRunTrafficCon
 use crate::config::duration::format_duration;
 use crate::config::Config;
 use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
-use crate::labels::Labels;
 use crate::store::actions::GLOBAL_HOLD;
 use crate::store::{AuditEntry, Hold, Intent, IntentState, Quarantined, Store, StoreError};
 
@@ -79,8 +80,9 @@ const RECHECK_INCONCLUSIVE: Duration = Duration::from_secs(60);
 /// Who set a hold or started a manual action when nobody says.
 const SYSTEM_ACTOR: &str = "rearguard";
 
-/// Everything the runner needs from the daemon. [`ActionDeps::new`] fills the
-/// optional parts with [`Unknown`]; the daemon replaces them as it wires.
+/// Everything the runner needs from the daemon, all given at construction
+/// (a struct literal: a forgotten dependency does not compile). What does
+/// not apply is said explicitly, e.g. with [`Unknown`](super::deps::Unknown).
 #[derive(Clone)]
 pub struct ActionDeps {
     pub clock: Clock,
@@ -88,6 +90,9 @@ pub struct ActionDeps {
     pub cloud_run: Arc<dyn CloudRunApi>,
     /// Where action events go (the alert pipeline: routing decides who hears).
     pub events: Arc<dyn AlertSink>,
+    /// Which receivers notify an event (dispatch's routing), so an event
+    /// counts as notified once each of them accepted it.
+    pub event_receivers: Receivers,
     pub registry: prometheus::Registry,
     /// The folder of `HOLD`.
     pub state_dir: PathBuf,
@@ -100,33 +105,6 @@ pub struct ActionDeps {
     pub evidence: Arc<dyn EvidenceSource>,
     /// Request counts of revisions (the `min_requests` guard).
     pub requests: Arc<dyn RequestCounts>,
-}
-
-impl ActionDeps {
-    pub fn new(
-        clock: Clock,
-        store: Store,
-        cloud_run: Arc<dyn CloudRunApi>,
-        events: Arc<dyn AlertSink>,
-        registry: prometheus::Registry,
-        state_dir: PathBuf,
-    ) -> Self {
-        Self {
-            clock,
-            store,
-            cloud_run,
-            events,
-            registry,
-            state_dir,
-            generator_url: String::new(),
-            alert_state: Arc::new(Unknown),
-            probes: Arc::new(Unknown),
-            time_intervals: Arc::new(Unknown),
-            serving_history: Arc::new(Unknown),
-            evidence: Arc::new(Unknown),
-            requests: Arc::new(Unknown),
-        }
-    }
 }
 
 /// Why an action runs.
@@ -375,35 +353,9 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The alert as the audit's evidence shows it (the shape intents keep it in).
 fn alert_json(a: &Alert) -> serde_json::Value {
-    json!({
-        "labels": a.labels.to_map(),
-        "annotations": a.annotations,
-        "value": a.value,
-        "active_at_ms": a.active_at_ms,
-        "starts_at_ms": a.starts_at_ms,
-        "generator_url": a.generator_url,
-    })
-}
-
-fn alert_from_json(v: &serde_json::Value) -> Option<Alert> {
-    let labels: BTreeMap<String, String> = serde_json::from_value(v.get("labels")?.clone()).ok()?;
-    let annotations: BTreeMap<String, String> =
-        serde_json::from_value(v.get("annotations").cloned().unwrap_or(json!({})))
-            .unwrap_or_default();
-    Some(Alert {
-        labels: Labels::from_map(&labels),
-        annotations,
-        active_at_ms: v.get("active_at_ms")?.as_i64()?,
-        starts_at_ms: v.get("starts_at_ms").and_then(|x| x.as_i64()).unwrap_or(0),
-        ends_at_ms: None,
-        value: v.get("value").and_then(|x| x.as_f64()).unwrap_or(0.0),
-        generator_url: v
-            .get("generator_url")
-            .and_then(|x| x.as_str())
-            .unwrap_or("")
-            .to_string(),
-    })
+    serde_json::to_value(StoredAlert::from(a)).unwrap_or_default()
 }
 
 fn traffic_json(s: &ServiceState) -> serde_json::Value {
@@ -421,7 +373,8 @@ impl ActionRunner {
     pub fn new(deps: ActionDeps, config: &Config) -> Result<Self, prometheus::Error> {
         let metrics = ActionMetrics::register(&deps.registry)?;
         let emitter = EventEmitter::new(deps.events.clone(), deps.generator_url.clone())
-            .with_store(deps.store.clone());
+            .with_store(deps.store.clone())
+            .with_receivers(deps.event_receivers.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 deps,

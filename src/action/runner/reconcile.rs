@@ -26,8 +26,7 @@ impl ActionRunner {
 
     pub(super) fn run_for_intent(&self, intent: &Intent) -> Option<Run> {
         let action = self.view().actions.get(&intent.target).cloned()?;
-        let alert = intent.detail.get("alert").and_then(alert_from_json);
-        let trigger = match alert {
+        let trigger = match intent.detail.trigger() {
             Some(a) => Trigger::alert(a),
             None => Trigger::manual(intent.to_revision.clone(), false, "reconcile"),
         };
@@ -39,11 +38,7 @@ impl ActionRunner {
             trigger,
             run_id: intent.run_id.clone(),
             started_ms: intent.created_at_ms,
-            origin: intent
-                .detail
-                .get("origin")
-                .and_then(|o| o.as_str())
-                .map(str::to_string),
+            origin: intent.detail.origin.clone(),
             left_behind: BTreeSet::new(),
             implicated: BTreeSet::new(),
             judged: None,
@@ -88,20 +83,20 @@ impl ActionRunner {
             .await;
             return;
         };
-        let step = match intent.kind.as_str() {
-            "cloud_run_traffic" | "cloud_run_env" => {
+        let step = match intent.kind {
+            IntentKind::CloudRunTraffic | IntentKind::CloudRunEnv => {
                 match self.reconcile_cloud_run(&mut run, &intent).await {
                     Some(step) => step,
                     None => return,
                 }
             }
             // The command ran to success; only its verification was cut short.
-            _ if intent.state == IntentState::Verifying => Step::Done {
+            IntentKind::Command if intent.state == IntentState::Verifying => Step::Done {
                 intent_id: intent.id,
                 from: None,
                 to: None,
             },
-            _ => {
+            IntentKind::Command => {
                 if !self.trigger_still_fires(&run) {
                     self.abandon(
                         &run,
@@ -123,14 +118,14 @@ impl ActionRunner {
         // A kill between the intent and its `started` notice would lose the
         // notice: say it now unless it was recorded for this intent. (A
         // command is never resumed: its step fails, and that is said.)
-        let resumed = match intent.kind.as_str() {
-            "cloud_run_traffic" => Some((
+        let resumed = match intent.kind {
+            IntentKind::CloudRunTraffic => Some((
                 "rolling_back",
                 intent.from_revision.as_deref(),
                 intent.to_revision.as_deref(),
             )),
-            "cloud_run_env" => Some(("setting_env", intent.from_revision.as_deref(), None)),
-            _ => None,
+            IntentKind::CloudRunEnv => Some(("setting_env", intent.from_revision.as_deref(), None)),
+            IntentKind::Command => None,
         };
         if let Some((reason, from, to)) = resumed {
             self.event_unless_recorded_since(
@@ -174,12 +169,8 @@ impl ActionRunner {
     pub(super) async fn reconcile_cloud_run(&self, run: &mut Run, intent: &Intent) -> Option<Step> {
         let timeout = run.action.operation_timeout.0;
         let deadline = self.now() + timeout.as_millis() as i64;
-        let env: BTreeMap<String, String> = intent
-            .detail
-            .get("env")
-            .and_then(|e| serde_json::from_value(e.clone()).ok())
-            .unwrap_or_default();
-        let is_traffic = intent.kind == "cloud_run_traffic";
+        let env = intent.detail.env.clone();
+        let is_traffic = intent.kind == IntentKind::CloudRunTraffic;
         let to = intent.to_revision.clone().unwrap_or_default();
         let Some(service) = intent.service.clone() else {
             self.abandon(run, intent, "it names no service").await;
@@ -283,7 +274,7 @@ impl ActionRunner {
             .await;
             let mut fresh = intent.clone();
             fresh.etag = Some(svc.etag.clone());
-            fresh.detail["planned"] = json!(PlannedBase::of(&svc));
+            fresh.detail.planned = Some(PlannedBase::of(&svc));
             if is_traffic {
                 self.execute_traffic(&fresh, timeout).await
             } else {
@@ -314,13 +305,4 @@ impl ActionRunner {
         }
         Some(step)
     }
-}
-
-/// The service as the change was planned against (`None` for an intent
-/// written by an older rearguard).
-pub(super) fn planned_base(intent: &Intent) -> Option<PlannedBase> {
-    intent
-        .detail
-        .get("planned")
-        .and_then(|p| serde_json::from_value(p.clone()).ok())
 }

@@ -1,6 +1,5 @@
 //! The Cloud Run traffic effect: plan, patch, wait, quarantine.
 
-use super::reconcile::planned_base;
 use super::*;
 
 impl ActionRunner {
@@ -147,8 +146,12 @@ impl ActionRunner {
         let mut intent = self.new_intent(
             run,
             step,
-            "cloud_run_traffic",
-            json!({ "alert": run.trigger.alert.as_ref().map(alert_json), "origin": run.origin, "planned": PlannedBase::of(&svc) }),
+            IntentKind::CloudRunTraffic,
+            IntentDetail {
+                origin: run.origin.clone(),
+                planned: Some(PlannedBase::of(&svc)),
+                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
+            },
         );
         intent.from_revision = Some(current.clone());
         intent.to_revision = Some(to.clone());
@@ -286,67 +289,8 @@ impl ActionRunner {
             .await;
             return Step::Failed("intent without service or revision".into());
         };
-        let planned = planned_base(intent);
-        // Tags of other revisions stay (as `gcloud run services update-traffic`).
-        let traffic = match &planned {
-            Some(p) => route_all(&p.traffic, Route::Revision(&to)),
-            None => vec![TrafficTarget::pinned(&to, 100)],
-        };
-        let patch = ServicePatch {
-            etag: intent.etag.clone().unwrap_or_default(),
-            expect: planned,
-            traffic: Some(traffic.clone()),
-            env: None,
-            annotations: self.rollback_annotations(intent, &to),
-        };
-        let op = match self
-            .send_patch(intent, &service, patch, |s| s.requests_fully(&to))
+        self.patch_and_wait(intent, &service, &CloudRunChange::Traffic { to }, timeout)
             .await
-        {
-            Ok(op) => op,
-            Err(step) => return step,
-        };
-        self.set_intent(
-            intent.id,
-            IntentState::Applied,
-            op.as_ref().map(|o| o.name.clone()),
-            None,
-        )
-        .await;
-        let deadline = self.now() + timeout.as_millis() as i64;
-        if let Some(op) = &op {
-            if let Err(e) = self.wait_operation(&op.name, op.done, deadline).await {
-                self.set_intent(intent.id, IntentState::Failed, None, Some(e.clone()))
-                    .await;
-                return Step::Failed(e);
-            }
-        }
-        // The result must be exactly the plan: a change made by someone else
-        // meanwhile shows up as a difference and is never overwritten.
-        match self
-            .wait_service(&service, deadline, |s| {
-                s.traffic != traffic || s.serves_fully(&to)
-            })
-            .await
-        {
-            Ok(s) if s.traffic != traffic => {
-                self.changed_after_ours(intent, &service, &traffic, &s)
-                    .await
-            }
-            Ok(_) => {
-                self.set_intent(intent.id, IntentState::Verifying, None, None)
-                    .await;
-                Step::Done {
-                    intent_id: intent.id,
-                    from: intent.from_revision.clone(),
-                    to: Some(to),
-                }
-            }
-            Err(e) => {
-                let detail = format!("traffic did not move to {to}: {e}");
-                self.fail_intent(intent.id, detail).await
-            }
-        }
     }
 
     /// Sends `patch`, never blindly twice: after an unanswered or failed

@@ -595,22 +595,22 @@ impl DemoRun {
                         _ => String::new(),
                     };
                     let why = e.alertname.as_deref().unwrap_or("manual");
-                    match Decision::parse(&e.decision) {
-                        Some(Decision::Started) => new.push(w.reach(
+                    match e.decision {
+                        Decision::Started => new.push(w.reach(
                             Phase::RollingBack,
                             e.at_ms,
                             format!("rolling back {}{revs} (on {why})", e.target),
                         )),
-                        Some(Decision::Verified) => new.push(w.reach(
+                        Decision::Verified => new.push(w.reach(
                             Phase::Verified,
                             e.at_ms,
                             format!("rollback verified: {}", e.reason),
                         )),
-                        Some(Decision::Done) => new.push(w.entry(
+                        Decision::Done => new.push(w.entry(
                             e.at_ms,
                             format!("traffic moved{revs}; verifying with the health probe"),
                         )),
-                        Some(d) if d.is_failure() => {
+                        d if d.is_failure() => {
                             w.failure = Some(format!("{}: {}", e.decision, e.reason));
                             new.push(
                                 w.entry(e.at_ms, format!("rollback {}: {}", e.decision, e.reason)),
