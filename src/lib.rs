@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod alert;
+pub mod backtest;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,7 @@
 //! Subcommands that read files or talk to a running daemon. `main.rs` only parses arguments.
 
 pub mod alerts;
+pub mod backtest;
 pub mod check;
 pub mod completions;
 pub mod demo;
