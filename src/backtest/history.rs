@@ -341,16 +341,19 @@ pub fn services_of(config: &Config) -> Vec<String> {
 }
 
 /// What served before the first change: the newest Ready revision created
-/// before it (before `before_ms` when there is no change).
+/// before it (before `before_ms` when there is no change), other than the
+/// one the change put in front (a deploy creates its revision before the
+/// entry that ends it).
 fn initial_serving(
     revisions: &[RevisionState],
     changes: &[ServiceChange],
     before_ms: TimestampMs,
 ) -> Option<ServingPeriod> {
     let until = changes.first().map(|c| c.at_ms).unwrap_or(before_ms);
+    let after_first = changes.first().and_then(|c| c.main_revision());
     revisions
         .iter()
-        .filter(|r| r.ready && r.create_time_ms < until)
+        .filter(|r| r.ready && r.create_time_ms < until && Some(r.name.as_str()) != after_first)
         .max_by_key(|r| (r.create_time_ms, r.name.clone()))
         .map(|r| ServingPeriod {
             revision: r.name.clone(),
@@ -439,6 +442,30 @@ pub async fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_served_first_is_not_what_the_first_deploy_created() {
+        let rev = |name: &str, t: i64| RevisionState {
+            name: name.into(),
+            create_time_ms: t,
+            ready: true,
+        };
+        let revisions = vec![rev("s-1", 0), rev("s-2", 1_000)];
+        let deploy = ServiceChange {
+            at_ms: 20_000,
+            method: "google.cloud.run.v2.Services.UpdateService".into(),
+            actor: None,
+            serving: vec![("s-2".into(), 100)],
+            latest_ready: Some("s-2".into()),
+        };
+        let first = initial_serving(&revisions, &[deploy], 30_000).unwrap();
+        assert_eq!(first.revision, "s-1");
+        // No change read: the newest Ready revision before the window.
+        assert_eq!(
+            initial_serving(&revisions, &[], 30_000).unwrap().revision,
+            "s-2"
+        );
+    }
 
     #[test]
     fn log_counters_count_up_at_each_tick_from_zero() {
