@@ -35,13 +35,13 @@ const RULES: &str = r#"groups:
         labels: { severity: critical }
 "#;
 
-fn config(dir: &Path, url: &str, project: &str) -> String {
+fn config(dir: &Path, url: &str, project: &str, credentials: &str, dry_run: bool) -> String {
     format!(
         r#"state_dir: {state}
 evaluation_interval: 1m
 gcp:
   project: {project}
-  credentials: adc
+  credentials: {credentials}
   endpoints: {{ run: "{url}", monitoring: "{url}", logging: "{url}" }}
 cloud_monitoring:
   - name: requests
@@ -70,6 +70,7 @@ actions:
     cooldown: 30m
     bake_window: 2h
     min_requests: 100
+    dry_run: {dry_run}
 "#,
         state = dir.join("state").display(),
     )
@@ -83,13 +84,35 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(false).await
+}
+
+/// The fake, the config (its action `dry_run` as asked; credentials an
+/// authorized_user key whose token endpoint is the fake's, as the demo's),
+/// and a context for the backtest.
+async fn world_with(dry_run: bool) -> World {
     let clock = Clock::starting_at(T0);
     let fake = FakeGcp::start(clock.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("rules.yaml"), RULES).unwrap();
+    let key = serde_json::json!({
+        "type": "authorized_user",
+        "client_id": "rearguard-test",
+        "client_secret": "not-a-secret",
+        "refresh_token": "test-refresh-token",
+        "token_uri": fake.token_uri(),
+    });
+    let key_path = dir.path().join("key.json");
+    std::fs::write(&key_path, key.to_string()).unwrap();
     std::fs::write(
         dir.path().join("rearguard.yaml"),
-        config(dir.path(), &fake.base_url(), &fake.project()),
+        config(
+            dir.path(),
+            &fake.base_url(),
+            &fake.project(),
+            &key_path.display().to_string(),
+            dry_run,
+        ),
     )
     .unwrap();
     let cfg = GcpConfig {
@@ -121,13 +144,65 @@ fn short(full: &str) -> String {
 /// good deploy at +2h10, and an outage at +4h30 on that revision, which has
 /// served longer than the bake window by then. Returns the revisions.
 async fn tell_history(w: &World) -> (String, String, String) {
+    tell_history_paced(w, false).await
+}
+
+/// Which revision serves a minute, and its 5xx per 100 requests.
+fn traffic_at(t: i64, r1: &str, r2: &str, r3: &str) -> (String, i64) {
+    let o = t - T0;
+    let (rev, errors) = if o <= HOUR {
+        (r1, 0)
+    } else if o <= HOUR + 30 * MIN {
+        (r2, 20)
+    } else if o <= 2 * HOUR + 10 * MIN {
+        (r1, 0)
+    } else if o > 4 * HOUR + 30 * MIN && o <= 4 * HOUR + 50 * MIN {
+        (r3, 30)
+    } else {
+        (r3, 0)
+    };
+    (rev.to_string(), errors)
+}
+
+/// The history; `live`: each minute's request counts are written as the
+/// minute ends (a running daemon reads them as they come), else all at the
+/// end.
+async fn tell_history_paced(w: &World, live: bool) -> (String, String, String) {
     let p = w.fake.project();
     let api = format!("projects/{p}/locations/europe-west1/services/api");
     let admin = format!("projects/{p}/locations/europe-west1/services/api-admin");
     let h = HistoryWriter::new(&w.fake);
     let r1 = short(&w.fake.create_service(ServiceSpec::new(&api)).unwrap());
     w.fake.create_service(ServiceSpec::new(&admin)).unwrap();
-    let at = |t: i64| w.clock.sleep_until_ms(T0 + t);
+    // Revision names are known once deployed; the minutes before are r1's.
+    let names: std::sync::Mutex<(String, String)> = Default::default();
+    let written = std::sync::Mutex::new(T0);
+    let write_until = |t: i64| {
+        let (r2, r3) = names.lock().unwrap().clone();
+        let mut from = written.lock().unwrap();
+        let mut m = *from + MIN;
+        while m <= t {
+            let (rev, errors) = traffic_at(m, &r1, &r2, &r3);
+            h.requests(&api, &rev, m - MIN, m, 100, errors).unwrap();
+            m += MIN;
+        }
+        *from = m - MIN;
+    };
+    let at = |t: i64| {
+        let clock = w.clock.clone();
+        let write_until = &write_until;
+        async move {
+            if live {
+                let mut m = clock.now_ms() - clock.now_ms().rem_euclid(MIN) + MIN;
+                while m <= T0 + t {
+                    clock.sleep_until_ms(m).await;
+                    write_until(m);
+                    m += MIN;
+                }
+            }
+            clock.sleep_until_ms(T0 + t).await;
+        }
+    };
 
     at(HOUR).await;
     let r2 = short(
@@ -135,6 +210,7 @@ async fn tell_history(w: &World) -> (String, String, String) {
             .await
             .unwrap(),
     );
+    names.lock().unwrap().0 = r2.clone();
     at(HOUR + 30 * MIN).await;
     h.route_all_to(&api, &r1, "oncall@example.com")
         .await
@@ -152,41 +228,11 @@ async fn tell_history(w: &World) -> (String, String, String) {
             .await
             .unwrap(),
     );
+    names.lock().unwrap().1 = r3.clone();
     at(5 * HOUR + 5 * MIN).await;
-
-    // What each revision served, a minute at a time (100 requests a minute).
-    h.requests(&api, &r1, T0, T0 + HOUR, 100, 0).unwrap();
-    h.requests(&api, &r2, T0 + HOUR, T0 + HOUR + 30 * MIN, 100, 20)
-        .unwrap();
-    h.requests(
-        &api,
-        &r1,
-        T0 + HOUR + 30 * MIN,
-        T0 + 2 * HOUR + 10 * MIN,
-        100,
-        0,
-    )
-    .unwrap();
-    h.requests(
-        &api,
-        &r3,
-        T0 + 2 * HOUR + 10 * MIN,
-        T0 + 4 * HOUR + 30 * MIN,
-        100,
-        0,
-    )
-    .unwrap();
-    h.requests(
-        &api,
-        &r3,
-        T0 + 4 * HOUR + 30 * MIN,
-        T0 + 4 * HOUR + 50 * MIN,
-        100,
-        30,
-    )
-    .unwrap();
-    h.requests(&api, &r3, T0 + 4 * HOUR + 50 * MIN, T0 + 5 * HOUR, 100, 0)
-        .unwrap();
+    if !live {
+        write_until(T0 + 5 * HOUR + 5 * MIN);
+    }
     (r1, r2, r3)
 }
 
@@ -428,4 +474,79 @@ async fn bad_flags_exit_2_naming_the_flag_and_google_errors_exit_1_without_a_rep
         err.contains("requests") && err.contains("no report"),
         "{err}"
     );
+}
+
+/// The same history lived by the daemon (its action a dry run, so it changes
+/// nothing) and replayed afterwards: the same decisions, each within one
+/// evaluation interval of the daemon's.
+#[tokio::test(start_paused = true)]
+async fn the_replay_decides_as_the_live_daemon_did() {
+    let w = world_with(true).await;
+    let loaded = rearguard::daemon::load_config(&w.dir.path().join("rearguard.yaml"))
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let daemon = rearguard::daemon::Daemon::start(loaded, w.clock.clone(), Some(listener))
+        .await
+        .unwrap();
+    let (_, r2, r3) = tell_history_paced(&w, true).await;
+    let live: Vec<(String, String, i64)> = daemon
+        .store()
+        .audit(Some("api".into()), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.decision == "dry_run" || e.decision == "skipped")
+        .map(|e| {
+            let reason = if e.decision == "skipped" {
+                e.reason.clone()
+            } else {
+                String::new()
+            };
+            (
+                e.decision,
+                reason,
+                e.alertname.clone().filter(|_| false),
+                e.at_ms,
+            )
+        })
+        .collect();
+    daemon.shutdown().await;
+    let mut live = live;
+    live.sort_by_key(|e| e.2);
+
+    let (code, out, err) =
+        backtest(&w, &rfc(T0 + 30 * MIN), &rfc(T0 + 5 * HOUR), Format::Json).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{err}");
+    let replayed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["kind"] == "action")
+        .collect();
+    assert_eq!(
+        replayed.len(),
+        live.len(),
+        "live: {live:?}\nreplayed:\n{out}"
+    );
+    assert_eq!(live.len(), 2, "{live:?}");
+    for (l, r) in live.iter().zip(&replayed) {
+        let kind = r["decision"].as_str().unwrap();
+        assert_eq!(l.0, kind, "live {l:?} replayed {r}");
+        if kind == "skipped" {
+            assert_eq!(
+                l.1,
+                r["reason"].as_str().unwrap(),
+                "live {l:?} replayed {r}"
+            );
+        }
+        let dt = (ms(r) - l.2).abs();
+        assert!(
+            dt <= MIN,
+            "live at {} replayed at {}: {dt} ms apart",
+            rfc(l.2),
+            r["time"]
+        );
+    }
+    assert_eq!(replayed[0]["from_revision"], r2.as_str());
+    assert_eq!(replayed[1]["from_revision"], r3.as_str());
 }
