@@ -503,12 +503,7 @@ async fn the_replay_decides_as_the_live_daemon_did() {
             } else {
                 String::new()
             };
-            (
-                e.decision,
-                reason,
-                e.alertname.clone().filter(|_| false),
-                e.at_ms,
-            )
+            (e.decision, reason, e.at_ms)
         })
         .collect();
     daemon.shutdown().await;
