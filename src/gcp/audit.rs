@@ -138,8 +138,11 @@ fn is_about(e: &LogEntry, payload: &Value, short: &str, location: &str) -> bool 
     named && (location.is_empty() || labelled_location.is_none_or(|l| l == location))
 }
 
+/// Revisions carrying traffic (short name, percent), and the latest Ready one.
+type Serving = (Vec<(String, i32)>, Option<String>);
+
 /// What served after a change, from the `response` of its completing entry.
-fn serving_after(response: &Value) -> Option<(Vec<(String, i32)>, Option<String>)> {
+fn serving_after(response: &Value) -> Option<Serving> {
     // v2: a `GoogleCloudRunV2Service`, read with the live client's type.
     if response.get("trafficStatuses").is_some() || response.get("latestReadyRevision").is_some() {
         let svc: super::run::Service = serde_json::from_value(response.clone()).ok()?;
