@@ -145,3 +145,85 @@ impl<'a> HistoryWriter<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::sim::ServiceSpec;
+
+    fn list(fake: &FakeGcp, filter: &str) -> Vec<Value> {
+        let body = json!({"resourceNames": [format!("projects/{}", fake.project())], "filter": filter, "pageSize": 1000});
+        let now = fake.now_ms();
+        let v = fake.lock().logging.list_as(now, &body, None).unwrap();
+        v["entries"].as_array().cloned().unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deploys_log_a_start_and_an_end_and_a_loose_filter_matches_prefixed_services() {
+        let clock = Clock::starting_at(1_790_000_000_000);
+        let fake = FakeGcp::start(clock.clone()).await.unwrap();
+        let p = fake.project();
+        let api = format!("projects/{p}/locations/europe-west1/services/api");
+        let admin = format!("projects/{p}/locations/europe-west1/services/api-admin");
+        fake.create_service(ServiceSpec::new(&api)).unwrap();
+        fake.create_service(ServiceSpec::new(&admin)).unwrap();
+        let h = HistoryWriter::new(&fake);
+        let rev = h
+            .deploy(&api, DeploySpec::default(), "dev@example.com")
+            .await
+            .unwrap();
+        h.deploy(&admin, DeploySpec::default(), "dev@example.com")
+            .await
+            .unwrap();
+        h.set_iam_policy(&api, "admin@example.com", "allUsers")
+            .unwrap();
+
+        let activity = format!("logName=\"projects/{p}/logs/{}\"", audit::ACTIVITY_LOG);
+        let exact = list(
+            &fake,
+            &format!("{activity} AND resource.labels.service_name=\"api\""),
+        );
+        let methods: Vec<(&str, Option<bool>, Option<bool>)> = exact
+            .iter()
+            .map(|e| {
+                (
+                    e["protoPayload"]["methodName"].as_str().unwrap(),
+                    e["operation"]["first"].as_bool(),
+                    e["operation"]["last"].as_bool(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            methods,
+            vec![
+                (
+                    "google.cloud.run.v2.Services.UpdateService",
+                    Some(true),
+                    None
+                ),
+                (
+                    "google.cloud.run.v2.Services.UpdateService",
+                    None,
+                    Some(true)
+                ),
+                ("google.cloud.run.v2.Services.SetIamPolicy", None, None),
+            ]
+        );
+        // The end entry holds the service as it serves after the deploy.
+        let short = rev.rsplit('/').next().unwrap();
+        assert_eq!(
+            exact[1]["protoPayload"]["response"]["latestReadyRevision"],
+            rev.as_str()
+        );
+        assert!(exact[1]["protoPayload"]["response"]["trafficStatuses"].is_array());
+        assert!(exact[0]["timestamp"].as_str() < exact[1]["timestamp"].as_str());
+        assert!(short.starts_with("api-00002-"), "{short}");
+        // ":" is "has": api-admin's entries come too.
+        let loose = list(
+            &fake,
+            &format!("{activity} AND resource.labels.service_name:\"api\""),
+        );
+        assert_eq!(loose.len(), 5, "{loose:#?}");
+    }
+}
