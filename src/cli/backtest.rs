@@ -59,6 +59,11 @@ fn flag_err(flag: &'static str, message: impl Into<String>) -> FlagError {
     }
 }
 
+/// Whether a time in milliseconds is a calendar date (chrono's range).
+fn representable(ms: TimestampMs) -> bool {
+    chrono::DateTime::from_timestamp_millis(ms).is_some()
+}
+
 /// A time: RFC 3339, Unix seconds, `now`, or `now-DURATION` (`now-14d`).
 pub fn parse_time(
     flag: &'static str,
@@ -76,12 +81,21 @@ pub fn parse_time(
                 format!("{t:?}: {e}; write now-DURATION, e.g. now-14d"),
             )
         })?;
-        return Ok(now_ms - d.as_millis() as i64);
+        return i64::try_from(d.as_millis())
+            .ok()
+            .and_then(|ago| now_ms.checked_sub(ago))
+            .filter(|t| representable(*t))
+            .ok_or_else(|| flag_err(flag, format!("{t:?} reaches before any time there is")));
     }
     if let Ok(secs) = t.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Ok((secs * 1000.0) as i64);
+        let ms = secs * 1000.0;
+        if secs.is_finite() && secs >= 0.0 && ms < i64::MAX as f64 && representable(ms as i64) {
+            return Ok(ms as i64);
         }
+        return Err(flag_err(
+            flag,
+            format!("{t:?} is not a Unix time in seconds"),
+        ));
     }
     chrono::DateTime::parse_from_rfc3339(t)
         .map(|d| d.timestamp_millis())
@@ -289,6 +303,16 @@ mod tests {
         assert_eq!(
             parse_time("--from", "2027-01-15T08:00:00Z", NOW).unwrap(),
             1_800_000_000_000
+        );
+        assert_eq!(
+            parse_time("--from", "1e300", NOW).unwrap_err().flag,
+            "--from"
+        );
+        assert_eq!(
+            parse_time("--from", "now-9999999999999d", NOW)
+                .unwrap_err()
+                .flag,
+            "--from"
         );
         let e = parse_time("--to", "yesterday", NOW).unwrap_err();
         assert_eq!(e.flag, "--to");
