@@ -142,10 +142,8 @@ fn history(days: i64) -> History {
         }
         t += MIN;
     }
-    let mut h = History::default();
-    h.samples = samples;
-    h.services.insert(
-        "projects/p/locations/europe-west1/services/api".into(),
+    let services = std::collections::BTreeMap::from([(
+        "projects/p/locations/europe-west1/services/api".to_string(),
         ServiceHistory {
             initial: Some(ServingPeriod {
                 revision: "api-00000-aaa".into(),
@@ -154,8 +152,8 @@ fn history(days: i64) -> History {
             changes,
             revisions,
         },
-    );
-    h
+    )]);
+    History { samples, services }
 }
 
 fn main() {
