@@ -1056,3 +1056,125 @@ fn deploy_outcomes(
 pub fn label_map(l: &Labels) -> BTreeMap<String, String> {
     l.to_map()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gcp::audit::ServiceChange;
+    use crate::labels::{Sample, METRIC_NAME};
+
+    const MIN: i64 = 60_000;
+    const T0: i64 = 1_790_000_000_000;
+    const SVC: &str = "projects/p/locations/l/services/api";
+
+    const RULES: &str = r#"groups:
+  - name: api
+    interval: 1m
+    rules:
+      - alert: ApiErrorRatio
+        expr: |
+          sum by (service_name) (rate(run_googleapis_com:request_count{response_code_class="5xx"}[5m]))
+            / sum by (service_name) (rate(run_googleapis_com:request_count[5m])) > 0.05
+        for: 2m
+        labels: { severity: critical }
+"#;
+
+    fn loaded(dir: &std::path::Path) -> crate::config::LoadedConfig {
+        std::fs::write(dir.join("rules.yaml"), RULES).unwrap();
+        let cfg = format!(
+            "state_dir: {}\nevaluation_interval: 1m\ngcp: {{ project: p }}\ncloud_monitoring:\n  - name: requests\n    metric: run.googleapis.com/request_count\nrule_files: [rules.yaml]\nroute:\n  receiver: rollback\n  group_wait: 30s\nreceivers:\n  - name: rollback\n    rollback_configs: [{{ action: api }}]\nactions:\n  api:\n    cloud_run_traffic: {{ service: {SVC} }}\n    min_requests: 0\n",
+            dir.join("state").display()
+        );
+        let path = dir.join("rearguard.yaml");
+        std::fs::write(&path, cfg).unwrap();
+        crate::config::load(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn sample(rev: &str, class: &str, t: i64, v: f64) -> Sample {
+        Sample {
+            labels: Labels::from_pairs([
+                (METRIC_NAME, "run_googleapis_com:request_count"),
+                ("service_name", "api"),
+                ("revision_name", rev),
+                ("response_code_class", class),
+            ]),
+            timestamp_ms: t,
+            value: v,
+        }
+    }
+
+    /// r1 breaks at +27m, r2 (as bad) is deployed at +30m: the service-wide
+    /// alert fires over a window r1 served part of. The traffic history says
+    /// r2 began inside the evidence window: not r2's evidence, no action.
+    #[tokio::test]
+    async fn a_deploy_inside_the_evidence_window_of_a_service_alert_is_not_judged_by_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let loaded = loaded(dir.path());
+        let files = crate::rules::manager::RulesConfig::from_loaded(&loaded)
+            .unwrap_or_else(|_| panic!("rules"))
+            .files;
+        let mut samples = Vec::new();
+        let (mut ok, mut bad) = (0.0, 0.0);
+        for m in 0..=60 {
+            let t = T0 + m * MIN;
+            let rev = if m <= 30 { "api-1" } else { "api-2" };
+            let errors = if m > 27 { 20.0 } else { 0.0 };
+            if m == 31 {
+                (ok, bad) = (0.0, 0.0);
+            }
+            ok += 100.0 - errors;
+            bad += errors;
+            samples.push(sample(rev, "2xx", t, ok));
+            samples.push(sample(rev, "5xx", t, bad));
+        }
+        samples.sort_by_key(|s| s.timestamp_ms);
+        let rev = |n: &str, t: i64| RevisionState {
+            name: n.into(),
+            create_time_ms: t,
+            ready: true,
+        };
+        let history = History {
+            samples,
+            services: BTreeMap::from([(
+                SVC.to_string(),
+                ServiceHistory {
+                    initial: Some(ServingPeriod {
+                        revision: "api-1".into(),
+                        since_ms: T0 - 600 * MIN,
+                    }),
+                    changes: vec![ServiceChange {
+                        at_ms: T0 + 30 * MIN,
+                        method: "google.cloud.run.v2.Services.UpdateService".into(),
+                        actor: None,
+                        serving: vec![("api-2".into(), 100)],
+                        latest_ready: Some("api-2".into()),
+                    }],
+                    revisions: vec![rev("api-1", T0 - 600 * MIN), rev("api-2", T0 + 29 * MIN)],
+                },
+            )]),
+        };
+        let opts = ReplayOptions {
+            from_ms: T0 + 10 * MIN,
+            to_ms: T0 + 60 * MIN,
+            step: None,
+        };
+        let r = replay(&loaded.config, &files, &history, &opts, &mut |_| {}).await;
+        let d: Vec<&ActionDecision> = r.decisions().collect();
+        assert_eq!(d.len(), 1, "{:#?}", r.events);
+        assert_eq!(d[0].decision, DecisionKind::Skipped);
+        assert_eq!(
+            d[0].reason,
+            reason::STARTED_INSIDE_WINDOW,
+            "{}",
+            d[0].detail
+        );
+        assert_eq!(d[0].from_revision.as_deref(), Some("api-2"));
+        assert!(
+            d[0].detail.contains("api-2 began serving"),
+            "{}",
+            d[0].detail
+        );
+        assert_eq!(r.deploys.len(), 1);
+        assert_eq!(r.deploys[0].revision, "api-2");
+    }
+}
