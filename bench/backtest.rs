@@ -153,7 +153,11 @@ fn history(days: i64) -> History {
             revisions,
         },
     )]);
-    History { samples, services }
+    History {
+        samples,
+        visible_at: Vec::new(),
+        services,
+    }
 }
 
 fn main() {

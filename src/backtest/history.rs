@@ -51,8 +51,14 @@ pub struct ServiceHistory {
 /// Everything the replay needs, read once.
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    /// Samples of every source, sorted by time.
+    /// Samples of every source, in the order the live sources would have
+    /// written them (by [`History::visible_at`]).
     pub samples: Vec<Sample>,
+    /// When the live daemon would have had each sample (same order as
+    /// `samples`; empty: at the sample's own time). A `cloud_monitoring`
+    /// point is read by the first poll after it; the poll's phase is not in
+    /// the history, so the latest, one `interval` later, is taken.
+    pub visible_at: Vec<TimestampMs>,
     /// By full service name.
     pub services: BTreeMap<String, ServiceHistory>,
 }
@@ -369,22 +375,29 @@ pub async fn read(
     to_ms: TimestampMs,
     progress: &mut (dyn FnMut(ReadProgress) + Send),
 ) -> Result<History, HistoryError> {
-    let mut samples = Vec::new();
+    let mut timed: Vec<(TimestampMs, Sample)> = Vec::new();
     for m in &config.cloud_monitoring {
+        let mut samples = Vec::new();
         read_monitoring(ctx, m, read_from_ms, to_ms, progress, &mut samples).await?;
+        let poll = m.interval.as_millis();
+        timed.extend(samples.into_iter().map(|s| (s.timestamp_ms + poll, s)));
     }
     for l in &config.cloud_logging {
         let entries = read_logging(ctx, l, read_from_ms, to_ms, progress).await?;
-        samples.extend(log_counters(
+        // Counted at the poll itself.
+        let counters = log_counters(
             &l.name,
             &entries,
             read_from_ms,
             to_ms,
             l.interval.as_millis(),
-        ));
+        );
+        timed.extend(counters.into_iter().map(|s| (s.timestamp_ms, s)));
     }
-    // Stable: the samples of one series keep their order.
-    samples.sort_by_key(|s| s.timestamp_ms);
+    // Stable, and a source's delay is the same for all its samples: the
+    // samples of one series keep their order.
+    timed.sort_by_key(|(v, _)| *v);
+    let (visible_at, samples): (Vec<TimestampMs>, Vec<Sample>) = timed.into_iter().unzip();
     let mut services = BTreeMap::new();
     for service in services_of(config) {
         let revisions: Vec<RevisionState> = ctx
@@ -436,7 +449,11 @@ pub async fn read(
             },
         );
     }
-    Ok(History { samples, services })
+    Ok(History {
+        samples,
+        visible_at,
+        services,
+    })
 }
 
 #[cfg(test)]

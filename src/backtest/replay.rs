@@ -516,11 +516,20 @@ pub async fn replay(
             r.run_due(t).await;
             continue;
         }
-        // Samples arrive as their time passes.
-        let upto = fed + samples[fed..].partition_point(|s| s.timestamp_ms <= t);
-        if upto > fed {
-            tsdb.append_batch(&samples[fed..upto]);
-            fed = upto;
+        // Samples arrive when the live sources would have had them.
+        let start = fed;
+        while fed < samples.len()
+            && history
+                .visible_at
+                .get(fed)
+                .copied()
+                .unwrap_or(samples[fed].timestamp_ms)
+                <= t
+        {
+            fed += 1;
+        }
+        if fed > start {
+            tsdb.append_batch(&samples[start..fed]);
         }
         if t - last_gc > 3_600_000 {
             tsdb.gc(t);
@@ -1135,6 +1144,7 @@ mod tests {
         };
         let history = History {
             samples,
+            visible_at: Vec::new(),
             services: BTreeMap::from([(
                 SVC.to_string(),
                 ServiceHistory {
