@@ -7,6 +7,7 @@
 
 pub mod action;
 pub mod alert;
+pub mod backtest;
 pub mod cli;
 /// The clock lives in its own crate so the simulator can share it without
 /// depending on the library; `rearguard::clock::...` paths keep working.

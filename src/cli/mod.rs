@@ -3,6 +3,7 @@
 //! the simulator).
 
 pub mod alerts;
+pub mod backtest;
 pub mod check;
 pub mod completions;
 pub mod history;

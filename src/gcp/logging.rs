@@ -78,6 +78,25 @@ pub struct LogEntry {
     pub trace: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_request: Option<Value>,
+    /// Set on the entries of a long-running operation (audit logs: one when
+    /// it starts, one when it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<LogEntryOperation>,
+}
+
+/// `LogEntryOperation` (google/logging/v2/log_entry.proto).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogEntryOperation {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub producer: String,
+    /// The first entry of the operation.
+    #[serde(default)]
+    pub first: bool,
+    /// The last entry of the operation.
+    #[serde(default)]
+    pub last: bool,
 }
 
 impl LogEntry {

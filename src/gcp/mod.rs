@@ -3,6 +3,7 @@
 //! and typed clients for Cloud Run v2, Cloud Monitoring v3, Cloud Logging v2
 //! and Cloud Monitoring's Prometheus-compatible query API.
 
+pub mod audit;
 pub mod auth;
 pub mod client;
 pub mod context;

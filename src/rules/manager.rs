@@ -575,7 +575,8 @@ impl RuleManager {
     }
 }
 
-fn slot_offset(key: &str, interval_ms: i64) -> i64 {
+/// The phase of a group's ticks inside its interval (stable per group key).
+pub fn slot_offset(key: &str, interval_ms: i64) -> i64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     key.hash(&mut h);
     (h.finish() % interval_ms.max(1) as u64) as i64

@@ -451,7 +451,7 @@ impl PolledSource for CloudMonitoringSource {
 }
 
 /// The `timeSeries.list` filter: the metric type, AND the user's filter.
-fn series_filter(metric: &str, user: Option<&str>) -> String {
+pub fn series_filter(metric: &str, user: Option<&str>) -> String {
     let base = format!("metric.type = \"{metric}\"");
     match user.map(str::trim).filter(|f| !f.is_empty()) {
         // Always parenthesised: AND binds tighter than OR, and an OR may

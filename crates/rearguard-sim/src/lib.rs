@@ -38,10 +38,12 @@
 //! 409 `ABORTED`; `entries.list` is limited to 60 calls a minute per project.
 
 mod admin;
+pub mod audit;
 pub mod auth;
 pub mod calls;
 pub mod discovery;
 pub mod faults;
+pub mod history;
 pub mod logging;
 pub mod monitoring;
 pub mod run;

@@ -188,6 +188,38 @@ impl LoggingState {
         Ok(insert_id)
     }
 
+    /// Stores an entry given whole as Logging's JSON (`logName`, `timestamp`,
+    /// `protoPayload`, `operation`, ...), as the audit log writes them
+    /// (`super::audit`); an `insertId` is added when missing.
+    pub fn add_json(&mut self, mut entry: Value) -> Result<String, ApiError> {
+        let log_name = entry["logName"].as_str().unwrap_or("").to_string();
+        let project = log_name
+            .strip_prefix("projects/")
+            .and_then(|r| r.split('/').next())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid_argument(format!(
+                    "logName {log_name:?} is not projects/P/logs/ID"
+                ))
+            })?
+            .to_string();
+        let ts = entry["timestamp"]
+            .as_str()
+            .and_then(parse_timestamp)
+            .ok_or_else(|| ApiError::invalid_argument("the entry has no RFC 3339 timestamp"))?;
+        if entry["insertId"].as_str().is_none() {
+            entry["insertId"] = json!(random_hex(10));
+        }
+        let insert_id = entry["insertId"].as_str().unwrap_or("").to_string();
+        self.entries.push(Stored {
+            ts,
+            insert_id: insert_id.clone(),
+            project,
+            json: entry,
+        });
+        Ok(insert_id)
+    }
+
     /// `entries.list`, charged to one default quota project.
     #[cfg(test)]
     pub fn list(&mut self, now: TimestampMs, body: &Value) -> Result<Value, ApiError> {

@@ -118,6 +118,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What rearguard would have done over a past window: reads the window's
+    /// metrics, logs and deploys from Google and replays the rules and the
+    /// action decisions. Changes nothing. Exit 2: a flag is wrong; 1: Google failed.
+    Backtest {
+        #[arg(long, short, default_value = "rearguard.yaml")]
+        config: PathBuf,
+        /// Start: RFC 3339, Unix seconds, or now-DURATION (e.g. now-14d).
+        #[arg(long)]
+        from: String,
+        /// End (same forms; default now).
+        #[arg(long, default_value = "now")]
+        to: String,
+        /// Evaluate every rule group at this step instead of its own interval.
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: rearguard::cli::backtest::Format,
+    },
     /// Stop automatic actions on TARGET (all targets without one).
     Hold {
         #[arg(long, short, default_value = "rearguard.yaml")]
@@ -250,6 +268,21 @@ fn main() -> ExitCode {
                 limit,
                 json,
             } => rearguard::cli::history::run(&config, target, limit, json).await,
+            Command::Backtest {
+                config,
+                from,
+                to,
+                step,
+                format,
+            } => {
+                let args = rearguard::cli::backtest::BacktestArgs {
+                    from,
+                    to,
+                    step,
+                    format,
+                };
+                rearguard::cli::backtest::run(&config, args).await
+            }
             Command::Hold {
                 config,
                 target,
