@@ -411,6 +411,10 @@ pub(crate) struct Evaluator<'a> {
     deadline: Option<std::time::Instant>,
     /// Nodes evaluated, so the clock is read only every so often.
     nodes_evaluated: u32,
+    /// Evaluating over more than one instant (a range query, or a subquery
+    /// of several steps, as Prometheus's evaluator of that subquery is):
+    /// sorting there has no effect on the result.
+    over_range: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -435,7 +439,13 @@ impl<'a> Evaluator<'a> {
             invalid_strings: HashSet::new(),
             deadline: opts.timeout.map(|d| std::time::Instant::now() + d),
             nodes_evaluated: 0,
+            over_range: start != end,
         }
+    }
+
+    /// Whether the current evaluation spans several instants (see `over_range`).
+    pub(crate) fn over_range(&self) -> bool {
+        self.over_range
     }
 
     /// Fails once the deadline passed; reads the clock every 64 nodes, which
@@ -491,6 +501,11 @@ impl<'a> Evaluator<'a> {
         let line = before.matches('\n').count() + 1;
         let col = off - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         format!(" ({line}:{col})")
+    }
+
+    /// [`Evaluator::pos`] of a function call.
+    pub(crate) fn pos_of_call(&self, c: &promql_parser::parser::Call) -> String {
+        self.pos(&Expr::Call(c.clone()))
     }
 
     fn result(self, value: Value) -> QueryResult {
@@ -822,6 +837,20 @@ impl<'a> Evaluator<'a> {
         if (te - ts) / step >= self.opts.max_samples as i64 {
             return Err(QueryError::TooManySamples);
         }
+        let outer_over_range = self.over_range;
+        self.over_range = outer_over_range || ts < te;
+        let out = self.subquery_steps(sq, ts, te, step);
+        self.over_range = outer_over_range;
+        out
+    }
+
+    fn subquery_steps(
+        &mut self,
+        sq: &SubqueryExpr,
+        mut ts: i64,
+        te: i64,
+        step: i64,
+    ) -> Result<Vec<MSeries>, QueryError> {
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<MSeries> = Vec::new();
         let mut total = 0usize;

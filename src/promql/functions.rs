@@ -234,6 +234,17 @@ impl Evaluator<'_> {
                 "{name}() works only on native histograms"
             )));
         }
+        if matches!(
+            name,
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+        ) && self.over_range()
+        {
+            // Prometheus's NewSortInRangeQueryWarning, at the call's position.
+            let pos = self.pos_of_call(c);
+            self.warn(format!(
+                "sort is ineffective for range queries since results are always ordered by labels{pos}"
+            ));
+        }
         match name {
             "time" => return Ok(Val::Scalar(t as f64 / 1000.0)),
             "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
@@ -733,10 +744,19 @@ impl Evaluator<'_> {
         for s in &v {
             let le = s.metric.get("le").unwrap_or("");
             let Some(upper) = parse_go_float(le) else {
+                // Prometheus's NewBadBucketLabelWarning: the metric name only
+                // when there is one and names are removed late (engine.go
+                // passes "" otherwise), the position of the vector argument.
+                let name = s
+                    .metric
+                    .metric_name()
+                    .filter(|_| self.opts.delayed_name_removal)
+                    .map(|n| format!(" for metric name {}", super::engine::go_quote(n)))
+                    .unwrap_or_default();
+                let pos = self.pos(args[1]);
                 self.warn(format!(
-                    "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
+                    "bucket label \"le\" is missing or has a malformed value of {}{name}{pos}",
                     super::engine::go_quote(le),
-                    super::engine::go_quote(s.metric.metric_name().unwrap_or(""))
                 ));
                 continue;
             };
@@ -752,8 +772,9 @@ impl Evaluator<'_> {
             let name = metric.metric_name().unwrap_or("").to_string();
             let (f, forced, _fixed) = bucket_quantile(q, buckets);
             if forced {
+                let pos = self.pos(args[1]);
                 self.info(format!(
-                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {}",
+                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {}{pos}",
                     super::engine::go_quote(&name)
                 ));
             }

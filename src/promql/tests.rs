@@ -240,3 +240,118 @@ fn a_query_that_runs_past_its_timeout_stops_with_prometheus_wording() {
     // The default (2m) leaves ordinary queries alone.
     assert!(Engine::default().instant_query(&db, "m", 3 * MIN).is_ok());
 }
+
+fn delayed() -> Engine {
+    Engine::new(EngineOptions {
+        delayed_name_removal: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_group_keeps_a_name_marked_for_removal_only_until_the_end() {
+    let db = db_with(
+        &[
+            ("req_total{code=\"200\"}", "0 6 12"),
+            ("req_total{code=\"500\"}", "0 3 6"),
+            ("err_total{code=\"500\"}", "0 3 6"),
+            ("up{job=\"a\"}", "1 1 1"),
+        ],
+        MIN,
+    );
+    let q = |s: &str| delayed().instant_query(&db, s, 2 * MIN);
+    let labels = |r: QueryResult| vector(&r).into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+    // `by (__name__)` groups by the name, but rate() marked it for removal,
+    // so the group's output loses it at the end.
+    assert_eq!(
+        labels(q("sum by (__name__) (rate(req_total[5m]))").unwrap()),
+        vec!["{}"]
+    );
+    // Two names, two groups: both end as {}, which is one label set twice.
+    assert_eq!(
+        q("sum by (__name__) (rate({code=\"500\"}[5m]))")
+            .unwrap_err()
+            .to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
+    // One member marked is enough for its group.
+    assert_eq!(
+        labels(q("sum by (__name__) (up or rate(req_total{code=\"200\"}[5m]))").unwrap()),
+        vec!["up", "{}"]
+    );
+    // topk keeps its members, marks and all.
+    assert_eq!(
+        labels(q("topk(1, sum by (__name__, code) (rate(req_total[5m])))").unwrap()),
+        vec!["{code=\"200\"}"]
+    );
+    // Nothing marked: the name stays.
+    assert_eq!(labels(q("max by (__name__) (up)").unwrap()), vec!["up"]);
+}
+
+#[test]
+fn sorting_a_range_query_warns_at_the_call() {
+    let db = db_with(&[("m{a=\"1\"}", "1 2 3"), ("m{a=\"2\"}", "3 2 1")], MIN);
+    let e = Engine::default();
+    let warning = |pos: &str| {
+        format!(
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels ({pos})"
+        )
+    };
+    for (expr, pos) in [
+        ("sort(m)", "1:1"),
+        ("sort_desc(m)", "1:1"),
+        ("sort_by_label(m, \"a\")", "1:1"),
+        ("sort_by_label_desc(m, \"a\")", "1:1"),
+        ("max(sort(m))", "1:5"),
+    ] {
+        let r = e.range_query(&db, expr, 0, 2 * MIN, MIN).unwrap();
+        assert_eq!(r.warnings, vec![warning(pos)], "{expr}");
+        // An instant query sorts for real: no warning.
+        let r = e.instant_query(&db, expr, 2 * MIN).unwrap();
+        assert!(r.warnings.is_empty(), "{expr}: {:?}", r.warnings);
+    }
+    // A subquery of several steps is evaluated over a range too.
+    let r = e
+        .instant_query(&db, "max_over_time(sort(m)[2m:1m])", 2 * MIN)
+        .unwrap();
+    assert_eq!(r.warnings, vec![warning("1:15")]);
+}
+
+#[test]
+fn bucket_and_histogram_annotations_end_with_their_position() {
+    let db = db_with(
+        &[
+            ("lat_bucket{le=\"0.1\"}", "5"),
+            ("lat_bucket{le=\"1\"}", "3"),
+            ("lat_bucket{le=\"+Inf\"}", "10"),
+            ("lat_bucket{le=\"soon\"}", "1"),
+        ],
+        MIN,
+    );
+    let r = delayed()
+        .instant_query(&db, "histogram_quantile(0.5,\n  lat_bucket)", 0)
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        vec![
+            "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"soon\" for metric name \"lat_bucket\" (2:3)"
+                .to_string()
+        ]
+    );
+    assert_eq!(r.infos.len(), 1, "{:?}", r.infos);
+    assert!(
+        r.infos[0].starts_with(
+            "PromQL info: input to histogram_quantile needed to be fixed for monotonicity"
+        ) && r.infos[0].ends_with("for metric name \"lat_bucket\" (2:3)"),
+        "{:?}",
+        r.infos
+    );
+    // Without delayed name removal Prometheus leaves the name out.
+    let r = Engine::default()
+        .instant_query(&db, "histogram_quantile(0.5, lat_bucket)", 0)
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        vec!["PromQL warning: bucket label \"le\" is missing or has a malformed value of \"soon\" (1:25)".to_string()]
+    );
+}
