@@ -355,3 +355,46 @@ fn bucket_and_histogram_annotations_end_with_their_position() {
         vec!["PromQL warning: bucket label \"le\" is missing or has a malformed value of \"soon\" (1:25)".to_string()]
     );
 }
+
+#[test]
+fn histogram_quantiles_labels_each_quantile_as_openmetrics_writes_it() {
+    let db = db_with(
+        &[
+            ("lat_bucket{le=\"1\"}", "2"),
+            ("lat_bucket{le=\"2\"}", "4"),
+            ("lat_bucket{le=\"+Inf\"}", "4"),
+        ],
+        MIN,
+    );
+    let r = Engine::default()
+        .instant_query(
+            &db,
+            "histogram_quantiles(lat_bucket, \"q\", 0, 0.5, 1, 2)",
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        vector(&r),
+        vec![
+            ("{q=\"0.0\"}".to_string(), 0.0),
+            ("{q=\"0.5\"}".to_string(), 1.0),
+            ("{q=\"1.0\"}".to_string(), 2.0),
+            ("{q=\"2.0\"}".to_string(), f64::INFINITY),
+        ]
+    );
+    assert_eq!(
+        r.warnings,
+        vec!["PromQL warning: quantile value should be between 0 and 1, got 2 (1:49)".to_string()]
+    );
+    // The quantile label may not overwrite a label that told groups apart.
+    let db = db_with(
+        &[
+            ("h_bucket{le=\"1\", x=\"a\"}", "1"),
+            ("h_bucket{le=\"1\", x=\"b\"}", "1"),
+        ],
+        MIN,
+    );
+    assert!(Engine::default()
+        .instant_query(&db, "histogram_quantiles(h_bucket, \"x\", 0.5)", 0)
+        .is_err());
+}
