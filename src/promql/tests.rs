@@ -398,3 +398,48 @@ fn histogram_quantiles_labels_each_quantile_as_openmetrics_writes_it() {
         .instant_query(&db, "histogram_quantiles(h_bucket, \"x\", 0.5)", 0)
         .is_err());
 }
+
+#[test]
+fn fill_modifiers_stand_in_for_a_missing_side() {
+    let db = db_with(
+        &[
+            ("l{k=\"both\"}", "1"),
+            ("l{k=\"left\"}", "2"),
+            ("r{k=\"both\"}", "10"),
+            ("r{k=\"right\"}", "20"),
+        ],
+        MIN,
+    );
+    let q = |s: &str| vector(&Engine::default().instant_query(&db, s, 0).unwrap());
+    let row = |k: &str, v: f64| (format!("{{k=\"{k}\"}}"), v);
+    assert_eq!(q("l + r"), vec![row("both", 11.0)]);
+    assert_eq!(
+        q("l + fill(100) r"),
+        vec![row("both", 11.0), row("left", 102.0), row("right", 120.0)]
+    );
+    assert_eq!(
+        q("l + fill_right(100) r"),
+        vec![row("both", 11.0), row("left", 102.0)]
+    );
+    assert_eq!(
+        q("l + fill_left(100) r"),
+        vec![row("both", 11.0), row("right", 120.0)]
+    );
+    // A filled side still goes through the comparison.
+    // A filled side still goes through the comparison; a filled left side
+    // has only the match labels (no name).
+    assert_eq!(
+        q("l < fill(5) r"),
+        vec![
+            ("l{k=\"both\"}".to_string(), 1.0),
+            ("l{k=\"left\"}".to_string(), 2.0),
+            row("right", 5.0)
+        ]
+    );
+    // An empty side with a fill still produces the other side.
+    assert_eq!(
+        q("l + fill(0) nothing"),
+        vec![row("both", 1.0), row("left", 2.0)]
+    );
+    assert!(q("l + nothing").is_empty());
+}
