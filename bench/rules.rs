@@ -1,7 +1,7 @@
 //! Benchmark: 1,000 alerting-rule expressions over 100,000 series holding one
 //! hour of 10 s samples. Not a test; run with
 //! `cargo bench --bench rules` (release build). Scale with BENCH_SERIES /
-//! BENCH_RULES / BENCH_MINUTES.
+//! BENCH_RULES / BENCH_MINUTES / BENCH_ROUNDS.
 //!
 //! Reports: ingest rate, bytes per sample and per series (RSS growth), and the
 //! time of one full evaluation round (every rule evaluated once, as the rule
@@ -93,30 +93,63 @@ fn main() {
         "quantile(0.95, rate(metric_{m}_total{job=\"job-{j}\"}[5m])) > 50",
         "metric_{m}_total{job=\"job-{j}\"} offset 5m > 1e12",
     ];
-    let exprs: Vec<_> = (0..n_rules)
+    let texts: Vec<String> = (0..n_rules)
         .map(|i| {
-            let text = shapes[i % shapes.len()]
+            shapes[i % shapes.len()]
                 .replace("{m}", &((i / shapes.len()) % metrics).to_string())
-                .replace("{j}", &(i % jobs).to_string());
-            parse(&text).expect("benchmark rule parses")
+                .replace("{j}", &(i % jobs).to_string())
         })
         .collect();
-    let engine = Engine::new(EngineOptions::default());
+    let exprs: Vec<_> = texts
+        .iter()
+        .map(|t| parse(t).expect("benchmark rule parses"))
+        .collect();
     let now = start_ms + (scrapes as i64 - 1) * step_ms;
-    let mut rounds = Vec::new();
-    let mut out_samples = 0;
-    for _ in 0..3 {
+    let round = |engine: &Engine| -> (std::time::Duration, usize) {
         let t0 = Instant::now();
-        out_samples = 0;
+        let mut out = 0;
         for e in &exprs {
             let r = engine
                 .instant_query_expr(&db, e, now)
                 .expect("rule evaluates");
             if let Value::Vector(v) = r.value {
-                out_samples += v.len();
+                out += v.len();
             }
         }
-        rounds.push(t0.elapsed());
+        (t0.elapsed(), out)
+    };
+    // Limits on (the defaults: a deadline read every 64 nodes, the sample
+    // count checked per node) against off (no deadline, no sample bound), in
+    // alternating rounds so the machine's load falls on both alike.
+    let limited = Engine::new(EngineOptions::default());
+    let unlimited = Engine::new(EngineOptions {
+        timeout: None,
+        max_samples: usize::MAX,
+        ..EngineOptions::default()
+    });
+    let mut rounds = Vec::new();
+    let mut rounds_unlimited = Vec::new();
+    let mut out_samples = 0;
+    for _ in 0..env("BENCH_ROUNDS", 3) {
+        let (d, out) = round(&limited);
+        rounds.push(d);
+        out_samples = out;
+        rounds_unlimited.push(round(&unlimited).0);
+    }
+    // The pre-parse scan (`limits::check`) alone, against promql-parser's
+    // parse (rules parse once and keep the tree; this is the cost per parse).
+    let (mut scans, mut parses) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        for t in &texts {
+            rearguard::promql::limits::check(t).expect("benchmark rule is within limits");
+        }
+        scans.push(t0.elapsed());
+        let t0 = Instant::now();
+        for t in &texts {
+            promql_parser::parser::parse(t).expect("benchmark rule parses");
+        }
+        parses.push(t0.elapsed());
     }
     let best = rounds.iter().min().copied().unwrap_or_default();
 
@@ -150,7 +183,25 @@ fn main() {
     println!("per-series memory: {per_series:.0} bytes (index, labels, first sample)");
     drop(small);
     println!(
-        "evaluation round:  {} rules in {:.2?} (best of 3: {:?}); {out_samples} alert samples",
-        n_rules, best, rounds
+        "evaluation round:  {} rules in {:.2?} (best of {}: {:?}); {out_samples} alert samples",
+        n_rules,
+        best,
+        rounds.len(),
+        rounds
+    );
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (on, off) = (median(&mut rounds), median(&mut rounds_unlimited));
+    println!(
+        "limits:            round with deadline and sample checks {on:.2?}, without {off:.2?} (medians of {}): ratio {:.3}",
+        rounds.len(),
+        on.as_secs_f64() / off.as_secs_f64()
+    );
+    let (scan, bare) = (median(&mut scans), median(&mut parses));
+    println!(
+        "parse:             {n_rules} rules: pre-parse scan {scan:.2?}, promql-parser {bare:.2?} (medians of 5): ratio {:.4}",
+        (scan + bare).as_secs_f64() / bare.as_secs_f64()
     );
 }

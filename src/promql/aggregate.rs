@@ -23,6 +23,10 @@ struct Group {
     incremental: bool,
     values: Vec<f64>,
     members: Vec<usize>,
+    /// Some member's `__name__` awaits removal (delayed name removal): the
+    /// group's output drops it at the end, even when `by (__name__)` kept it,
+    /// as Prometheus's `groupedAggregation.dropName` does.
+    drop_name: bool,
 }
 
 impl Group {
@@ -36,6 +40,7 @@ impl Group {
             incremental: false,
             values: Vec::new(),
             members: Vec::new(),
+            drop_name: false,
         }
     }
 }
@@ -69,7 +74,14 @@ impl Evaluator<'_> {
         if input.iter().any(|s| is_native_histogram_marker(s.f)) {
             match op {
                 T_MAX | T_MIN | T_STDDEV | T_STDVAR | T_QUANTILE | T_TOPK | T_BOTTOMK => {
-                    self.info(format!("ignored histogram in {} aggregation", a.op));
+                    // At the inner expression's position; topk/bottomk
+                    // name the whole aggregation (engine.go, e.PosRange).
+                    let pos = if matches!(op, T_TOPK | T_BOTTOMK) {
+                        self.pos(&promql_parser::parser::Expr::Aggregate(a.clone()))
+                    } else {
+                        self.pos(&a.expr)
+                    };
+                    self.info(format!("ignored histogram in {} aggregation{pos}", a.op));
                     input.retain(|s| !is_native_histogram_marker(s.f));
                 }
                 T_COUNT | T_GROUP | T_LIMITK | T_LIMIT_RATIO => {}
@@ -105,6 +117,7 @@ impl Evaluator<'_> {
                 Some(&i) => i,
                 None => {
                     let mut g = Group::new(key.clone());
+                    g.drop_name = s.drop_name;
                     g.count = 1.0;
                     g.value = f;
                     g.mean = f;
@@ -126,6 +139,7 @@ impl Evaluator<'_> {
                 }
             };
             let g = &mut groups[gi];
+            g.drop_name |= s.drop_name;
             match op {
                 T_SUM => {
                     let (v, c) = kahan_sum_inc(f, g.value, g.kahan);
@@ -186,7 +200,7 @@ impl Evaluator<'_> {
                     metric: g.labels,
                     t,
                     f,
-                    drop_name: false,
+                    drop_name: g.drop_name,
                 }
             })
             .collect();
@@ -327,6 +341,8 @@ impl Evaluator<'_> {
         Ok(Val::Vector(
             groups
                 .into_iter()
+                // Prometheus's aggregationCountValues keeps no DropName:
+                // `count_values by (__name__)` keeps the name.
                 .map(|(metric, f)| VSample {
                     metric,
                     t,

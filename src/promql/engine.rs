@@ -411,6 +411,10 @@ pub(crate) struct Evaluator<'a> {
     deadline: Option<std::time::Instant>,
     /// Nodes evaluated, so the clock is read only every so often.
     nodes_evaluated: u32,
+    /// Evaluating over more than one instant (a range query, or a subquery
+    /// of several steps, as Prometheus's evaluator of that subquery is):
+    /// sorting there has no effect on the result.
+    over_range: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -435,7 +439,13 @@ impl<'a> Evaluator<'a> {
             invalid_strings: HashSet::new(),
             deadline: opts.timeout.map(|d| std::time::Instant::now() + d),
             nodes_evaluated: 0,
+            over_range: start != end,
         }
+    }
+
+    /// Whether the current evaluation spans several instants (see `over_range`).
+    pub(crate) fn over_range(&self) -> bool {
+        self.over_range
     }
 
     /// Fails once the deadline passed; reads the clock every 64 nodes, which
@@ -491,6 +501,11 @@ impl<'a> Evaluator<'a> {
         let line = before.matches('\n').count() + 1;
         let col = off - before.rfind('\n').map_or(0, |i| i + 1) + 1;
         format!(" ({line}:{col})")
+    }
+
+    /// [`Evaluator::pos`] of a function call.
+    pub(crate) fn pos_of_call(&self, c: &promql_parser::parser::Call) -> String {
+        self.pos(&Expr::Call(c.clone()))
     }
 
     fn result(self, value: Value) -> QueryResult {
@@ -822,6 +837,20 @@ impl<'a> Evaluator<'a> {
         if (te - ts) / step >= self.opts.max_samples as i64 {
             return Err(QueryError::TooManySamples);
         }
+        let outer_over_range = self.over_range;
+        self.over_range = outer_over_range || ts < te;
+        let out = self.subquery_steps(sq, ts, te, step);
+        self.over_range = outer_over_range;
+        out
+    }
+
+    fn subquery_steps(
+        &mut self,
+        sq: &SubqueryExpr,
+        mut ts: i64,
+        te: i64,
+        step: i64,
+    ) -> Result<Vec<MSeries>, QueryError> {
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut out: Vec<MSeries> = Vec::new();
         let mut total = 0usize;
@@ -1008,7 +1037,18 @@ impl<'a> Evaluator<'a> {
                 ))
             }
             _ => {
-                if lhs.is_empty() || rhs.is_empty() {
+                // Prometheus 3's `fill(v)`, `fill_left(v)`, `fill_right(v)`:
+                // a side without a match takes v instead of dropping the pair.
+                let fill = b
+                    .modifier
+                    .as_ref()
+                    .map(|m| m.fill_values.clone())
+                    .unwrap_or_default();
+                if (lhs.is_empty() && rhs.is_empty())
+                    || ((lhs.is_empty() || rhs.is_empty())
+                        && fill.lhs.is_none()
+                        && fill.rhs.is_none())
+                {
                     return Ok(Val::Vector(Vec::new()));
                 }
                 reject_histograms(&lhs)?;
@@ -1019,16 +1059,26 @@ impl<'a> Evaluator<'a> {
                     _ => (PLabels::new(vec![]).labels, false, true),
                 };
                 let (many, one) = if one_to_many { (rhs, lhs) } else { (lhs, rhs) };
+                // The fill for a missing "one" side and for a missing "many"
+                // side, exactly as engine.go's VectorBinop uses RHS and LHS
+                // after its group_right swap. So with group_right the two
+                // trade places: `fill_left` keeps an unmatched *left* series
+                // (upstream's fill-modifier.test expects this, though its
+                // comment says otherwise).
+                let (fill_one, fill_many) = (fill.rhs, fill.lhs);
+                let match_labels = |l: &Labels| {
+                    if on {
+                        keep_labels(l, &names)
+                    } else {
+                        remove_labels(l, &names, true)
+                    }
+                };
                 let mut right: HashMap<Vec<u8>, usize> = HashMap::with_capacity(one.len());
                 for (i, rs) in one.iter().enumerate() {
                     let k = sig(rs);
                     if let Some(&j) = right.get(&k) {
                         let side = if one_to_many { "left" } else { "right" };
-                        let group = if on {
-                            keep_labels(&rs.metric, &names)
-                        } else {
-                            remove_labels(&rs.metric, &names, true)
-                        };
+                        let group = match_labels(&rs.metric);
                         let mut pair = [
                             format_labels_braced(&rs.metric),
                             format_labels_braced(&one[j].metric),
@@ -1043,21 +1093,23 @@ impl<'a> Evaluator<'a> {
                     }
                     right.insert(k, i);
                 }
+                let delayed = self.opts.delayed_name_removal;
                 let mut matched: HashMap<Vec<u8>, HashSet<Labels>> = HashMap::new();
                 let mut out = Vec::new();
-                for ls in many {
-                    let k = sig(&ls);
-                    let Some(&ri) = right.get(&k) else {
-                        continue;
-                    };
-                    let rs = &one[ri];
+                // One pair: `ls` from the many side, `rs` from the one side
+                // (either may be a fill: the other's match labels and the value).
+                let mut pair = |matched: &mut HashMap<Vec<u8>, HashSet<Labels>>,
+                                ls: (&Labels, f64),
+                                rs: (&Labels, f64),
+                                k: Vec<u8>|
+                 -> Result<(), QueryError> {
                     let (fl, fr) = if one_to_many {
-                        (rs.f, ls.f)
+                        (rs.1, ls.1)
                     } else {
-                        (ls.f, rs.f)
+                        (ls.1, rs.1)
                     };
                     let (mut value, keep) = scalar_binop(op, fl, fr)?;
-                    let mut metric = ls.metric.clone();
+                    let mut metric = ls.0.clone();
                     if drops_name(op) {
                         metric = strip_metadata(&metric);
                     }
@@ -1069,9 +1121,9 @@ impl<'a> Evaluator<'a> {
                         };
                     }
                     for ln in &include {
-                        metric = set_label(&metric, ln, rs.metric.get(ln).unwrap_or(""));
+                        metric = set_label(&metric, ln, rs.0.get(ln).unwrap_or(""));
                     }
-                    if return_bool && !self.opts.delayed_name_removal {
+                    if return_bool && !delayed {
                         metric = strip_metadata(&metric);
                     }
                     // Matching errors count even for pairs a comparison filters out.
@@ -1090,7 +1142,7 @@ impl<'a> Evaluator<'a> {
                     if return_bool {
                         value = if keep { 1.0 } else { 0.0 };
                     } else if !keep {
-                        continue;
+                        return Ok(());
                     }
                     out.push(VSample {
                         metric,
@@ -1098,6 +1150,31 @@ impl<'a> Evaluator<'a> {
                         f: value,
                         drop_name: return_bool,
                     });
+                    Ok(())
+                };
+                for ls in &many {
+                    let k = sig(ls);
+                    match right.get(&k) {
+                        Some(&ri) => {
+                            let rs = &one[ri];
+                            pair(&mut matched, (&ls.metric, ls.f), (&rs.metric, rs.f), k)?;
+                        }
+                        None => {
+                            let Some(f) = fill_one else { continue };
+                            let filled = match_labels(&ls.metric);
+                            pair(&mut matched, (&ls.metric, ls.f), (&filled, f), k)?;
+                        }
+                    }
+                }
+                if let Some(f) = fill_many {
+                    for rs in &one {
+                        let k = sig(rs);
+                        if matched.contains_key(&k) {
+                            continue;
+                        }
+                        let filled = match_labels(&rs.metric);
+                        pair(&mut matched, (&filled, f), (&rs.metric, rs.f), k)?;
+                    }
                 }
                 Ok(Val::Vector(out))
             }

@@ -234,6 +234,17 @@ impl Evaluator<'_> {
                 "{name}() works only on native histograms"
             )));
         }
+        if matches!(
+            name,
+            "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc"
+        ) && self.over_range()
+        {
+            // Prometheus's NewSortInRangeQueryWarning, at the call's position.
+            let pos = self.pos_of_call(c);
+            self.warn(format!(
+                "sort is ineffective for range queries since results are always ordered by labels{pos}"
+            ));
+        }
         match name {
             "time" => return Ok(Val::Scalar(t as f64 / 1000.0)),
             "pi" => return Ok(Val::Scalar(std::f64::consts::PI)),
@@ -504,6 +515,7 @@ impl Evaluator<'_> {
             "label_replace" => self.label_replace(&args, t),
             "label_join" => self.label_join(&args, t),
             "histogram_quantile" => self.histogram_quantile(&args, t),
+            "histogram_quantiles" => self.histogram_quantiles(&args, t),
             "info" => Err(QueryError::Unsupported(
                 "info() is not supported by rearguard's PromQL engine".into(),
             )),
@@ -719,24 +731,81 @@ impl Evaluator<'_> {
     }
 
     fn histogram_quantile(&mut self, args: &[&Expr], t: i64) -> Result<Val, QueryError> {
-        let q = self.eval_scalar(args[0], t)?;
+        let q = self.quantile_arg(args[0], t)?;
+        let v = self.eval_vector(args[1], t)?;
+        Ok(Val::Vector(self.classic_quantile(q, &v, args[1], t)))
+    }
+
+    /// `histogram_quantiles(v, "label", q1, q2, …)`: one series per group and
+    /// quantile, the quantile in `label` as OpenMetrics writes it (`0.5`,
+    /// `1.0`), as Prometheus 3's funcHistogramQuantiles.
+    fn histogram_quantiles(&mut self, args: &[&Expr], t: i64) -> Result<Val, QueryError> {
+        if args.len() < 3 {
+            return err(
+                "histogram_quantiles() needs a vector, a label name and at least one quantile",
+            );
+        }
+        let label = match self.eval(args[1], t)? {
+            Val::Str(s) => s,
+            other => return err(format!("expected string, got {}", other.type_name())),
+        };
+        if !self.valid_label_name(&label) {
+            return err(format!(
+                "invalid label name {}",
+                super::engine::go_quote(&label)
+            ));
+        }
+        let mut qs = Vec::with_capacity(args.len() - 2);
+        for a in &args[2..] {
+            qs.push(self.quantile_arg(a, t)?);
+        }
+        let v = self.eval_vector(args[0], t)?;
+        let mut out = Vec::new();
+        for q in qs {
+            let value = openmetrics_float(q);
+            for mut s in self.classic_quantile(q, &v, args[0], t) {
+                s.metric = set_label(&s.metric, &label, &value);
+                out.push(s);
+            }
+        }
+        Ok(Val::Vector(out))
+    }
+
+    /// A quantile argument, warning (at its position) when outside [0, 1].
+    fn quantile_arg(&mut self, e: &Expr, t: i64) -> Result<f64, QueryError> {
+        let q = self.eval_scalar(e, t)?;
         if q.is_nan() || !(0.0..=1.0).contains(&q) {
-            let pos = self.pos(args[0]);
+            let pos = self.pos(e);
             self.warn(format!(
                 "quantile value should be between 0 and 1, got {}{pos}",
                 format_value(q)
             ));
         }
-        let v = self.eval_vector(args[1], t)?;
+        Ok(q)
+    }
+
+    /// The `q` quantile of each classic histogram (series by `le`) in `v`;
+    /// annotations point at `arg`, the expression `v` came from.
+    fn classic_quantile(&mut self, q: f64, v: &[VSample], arg: &Expr, t: i64) -> Vec<VSample> {
+        // Prometheus names the metric in these annotations only when names are
+        // removed late (engine.go and funcHistogramQuantile pass "" otherwise).
+        let delayed = self.opts.delayed_name_removal;
+        let for_name = |l: &Labels| {
+            l.metric_name()
+                .filter(|_| delayed)
+                .map(|n| format!(" for metric name {}", super::engine::go_quote(n)))
+                .unwrap_or_default()
+        };
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut groups: Vec<(Labels, Vec<(f64, f64)>)> = Vec::new();
-        for s in &v {
+        for s in v {
             let le = s.metric.get("le").unwrap_or("");
             let Some(upper) = parse_go_float(le) else {
+                let pos = self.pos(arg);
                 self.warn(format!(
-                    "bucket label \"le\" is missing or has a malformed value of {} for metric name {}",
+                    "bucket label \"le\" is missing or has a malformed value of {}{}{pos}",
                     super::engine::go_quote(le),
-                    super::engine::go_quote(s.metric.metric_name().unwrap_or(""))
+                    for_name(&s.metric),
                 ));
                 continue;
             };
@@ -749,12 +818,12 @@ impl Evaluator<'_> {
         }
         let mut out = Vec::new();
         for (metric, buckets) in groups {
-            let name = metric.metric_name().unwrap_or("").to_string();
             let (f, forced, _fixed) = bucket_quantile(q, buckets);
             if forced {
+                let pos = self.pos(arg);
                 self.info(format!(
-                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {}",
-                    super::engine::go_quote(&name)
+                    "input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile){}{pos}",
+                    for_name(&metric)
                 ));
             }
             let mut s = VSample {
@@ -766,7 +835,18 @@ impl Evaluator<'_> {
             self.drop_name(&mut s);
             out.push(s);
         }
-        Ok(Val::Vector(out))
+        out
+    }
+}
+
+/// Prometheus's `labels.FormatOpenMetricsFloat`: Go's shortest `%g`, with
+/// `.0` added to a whole number (`1.0`, `0.0`).
+fn openmetrics_float(v: f64) -> String {
+    let s = crate::template::gofmt::format_g(v, None, false);
+    if v.is_finite() && !s.contains(['.', 'e']) {
+        format!("{s}.0")
+    } else {
+        s
     }
 }
 

@@ -266,3 +266,206 @@ fn a_backslash_before_a_multibyte_character_is_an_error_not_a_panic() {
     assert_eq!(notation::unquote("\"\\\\劊\\n\"").unwrap(), "\\劊\n");
     assert_eq!(notation::unquote("`\\劊`").unwrap(), "\\劊");
 }
+
+fn delayed() -> Engine {
+    Engine::new(EngineOptions {
+        delayed_name_removal: true,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_group_keeps_a_name_marked_for_removal_only_until_the_end() {
+    let db = db_with(
+        &[
+            ("req_total{code=\"200\"}", "0 6 12"),
+            ("req_total{code=\"500\"}", "0 3 6"),
+            ("err_total{code=\"500\"}", "0 3 6"),
+            ("up{job=\"a\"}", "1 1 1"),
+        ],
+        MIN,
+    );
+    let q = |s: &str| delayed().instant_query(&db, s, 2 * MIN);
+    let labels = |r: QueryResult| vector(&r).into_iter().map(|(l, _)| l).collect::<Vec<_>>();
+    // `by (__name__)` groups by the name, but rate() marked it for removal,
+    // so the group's output loses it at the end.
+    assert_eq!(
+        labels(q("sum by (__name__) (rate(req_total[5m]))").unwrap()),
+        vec!["{}"]
+    );
+    // Two names, two groups: both end as {}, which is one label set twice.
+    assert_eq!(
+        q("sum by (__name__) (rate({code=\"500\"}[5m]))")
+            .unwrap_err()
+            .to_string(),
+        "vector cannot contain metrics with the same labelset"
+    );
+    // One member marked is enough for its group.
+    assert_eq!(
+        labels(q("sum by (__name__) (up or rate(req_total{code=\"200\"}[5m]))").unwrap()),
+        vec!["up", "{}"]
+    );
+    // topk keeps its members, marks and all.
+    assert_eq!(
+        labels(q("topk(1, sum by (__name__, code) (rate(req_total[5m])))").unwrap()),
+        vec!["{code=\"200\"}"]
+    );
+    // Nothing marked: the name stays.
+    assert_eq!(labels(q("max by (__name__) (up)").unwrap()), vec!["up"]);
+}
+
+#[test]
+fn sorting_a_range_query_warns_at_the_call() {
+    let db = db_with(&[("m{a=\"1\"}", "1 2 3"), ("m{a=\"2\"}", "3 2 1")], MIN);
+    let e = Engine::default();
+    let warning = |pos: &str| {
+        format!(
+            "PromQL warning: sort is ineffective for range queries since results are always ordered by labels ({pos})"
+        )
+    };
+    for (expr, pos) in [
+        ("sort(m)", "1:1"),
+        ("sort_desc(m)", "1:1"),
+        ("sort_by_label(m, \"a\")", "1:1"),
+        ("sort_by_label_desc(m, \"a\")", "1:1"),
+        ("max(sort(m))", "1:5"),
+    ] {
+        let r = e.range_query(&db, expr, 0, 2 * MIN, MIN).unwrap();
+        assert_eq!(r.warnings, vec![warning(pos)], "{expr}");
+        // An instant query sorts for real: no warning.
+        let r = e.instant_query(&db, expr, 2 * MIN).unwrap();
+        assert!(r.warnings.is_empty(), "{expr}: {:?}", r.warnings);
+    }
+    // A subquery of several steps is evaluated over a range too.
+    let r = e
+        .instant_query(&db, "max_over_time(sort(m)[2m:1m])", 2 * MIN)
+        .unwrap();
+    assert_eq!(r.warnings, vec![warning("1:15")]);
+}
+
+#[test]
+fn bucket_and_histogram_annotations_end_with_their_position() {
+    let db = db_with(
+        &[
+            ("lat_bucket{le=\"0.1\"}", "5"),
+            ("lat_bucket{le=\"1\"}", "3"),
+            ("lat_bucket{le=\"+Inf\"}", "10"),
+            ("lat_bucket{le=\"soon\"}", "1"),
+        ],
+        MIN,
+    );
+    let r = delayed()
+        .instant_query(&db, "histogram_quantile(0.5,\n  lat_bucket)", 0)
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        vec![
+            "PromQL warning: bucket label \"le\" is missing or has a malformed value of \"soon\" for metric name \"lat_bucket\" (2:3)"
+                .to_string()
+        ]
+    );
+    assert_eq!(r.infos.len(), 1, "{:?}", r.infos);
+    assert!(
+        r.infos[0].starts_with(
+            "PromQL info: input to histogram_quantile needed to be fixed for monotonicity"
+        ) && r.infos[0].ends_with("for metric name \"lat_bucket\" (2:3)"),
+        "{:?}",
+        r.infos
+    );
+    // Without delayed name removal Prometheus leaves the name out.
+    let r = Engine::default()
+        .instant_query(&db, "histogram_quantile(0.5, lat_bucket)", 0)
+        .unwrap();
+    assert_eq!(
+        r.warnings,
+        vec!["PromQL warning: bucket label \"le\" is missing or has a malformed value of \"soon\" (1:25)".to_string()]
+    );
+}
+
+#[test]
+fn histogram_quantiles_labels_each_quantile_as_openmetrics_writes_it() {
+    let db = db_with(
+        &[
+            ("lat_bucket{le=\"1\"}", "2"),
+            ("lat_bucket{le=\"2\"}", "4"),
+            ("lat_bucket{le=\"+Inf\"}", "4"),
+        ],
+        MIN,
+    );
+    let r = Engine::default()
+        .instant_query(
+            &db,
+            "histogram_quantiles(lat_bucket, \"q\", 0, 0.5, 1, 2)",
+            0,
+        )
+        .unwrap();
+    assert_eq!(
+        vector(&r),
+        vec![
+            ("{q=\"0.0\"}".to_string(), 0.0),
+            ("{q=\"0.5\"}".to_string(), 1.0),
+            ("{q=\"1.0\"}".to_string(), 2.0),
+            ("{q=\"2.0\"}".to_string(), f64::INFINITY),
+        ]
+    );
+    assert_eq!(
+        r.warnings,
+        vec!["PromQL warning: quantile value should be between 0 and 1, got 2 (1:49)".to_string()]
+    );
+    // The quantile label may not overwrite a label that told groups apart.
+    let db = db_with(
+        &[
+            ("h_bucket{le=\"1\", x=\"a\"}", "1"),
+            ("h_bucket{le=\"1\", x=\"b\"}", "1"),
+        ],
+        MIN,
+    );
+    assert!(Engine::default()
+        .instant_query(&db, "histogram_quantiles(h_bucket, \"x\", 0.5)", 0)
+        .is_err());
+}
+
+#[test]
+fn fill_modifiers_stand_in_for_a_missing_side() {
+    let db = db_with(
+        &[
+            ("l{k=\"both\"}", "1"),
+            ("l{k=\"left\"}", "2"),
+            ("r{k=\"both\"}", "10"),
+            ("r{k=\"right\"}", "20"),
+        ],
+        MIN,
+    );
+    let q = |s: &str| vector(&Engine::default().instant_query(&db, s, 0).unwrap());
+    let row = |k: &str, v: f64| (format!("{{k=\"{k}\"}}"), v);
+    assert_eq!(q("l + r"), vec![row("both", 11.0)]);
+    assert_eq!(
+        q("l + fill(100) r"),
+        vec![row("both", 11.0), row("left", 102.0), row("right", 120.0)]
+    );
+    assert_eq!(
+        q("l + fill_right(100) r"),
+        vec![row("both", 11.0), row("left", 102.0)]
+    );
+    assert_eq!(
+        q("l + fill_left(100) r"),
+        vec![row("both", 11.0), row("right", 120.0)]
+    );
+    // A filled side still goes through the comparison.
+    // A filled side still goes through the comparison; a filled left side
+    // has only the match labels (no name).
+    assert_eq!(
+        q("l < fill(5) r"),
+        vec![
+            ("l{k=\"both\"}".to_string(), 1.0),
+            ("l{k=\"left\"}".to_string(), 2.0),
+            row("right", 5.0)
+        ]
+    );
+    // An empty side with a fill still produces the other side.
+    assert_eq!(
+        q("l + fill(0) nothing"),
+        vec![row("both", 1.0), row("left", 2.0)]
+    );
+    assert!(q("l + nothing").is_empty());
+}

@@ -188,13 +188,20 @@ async fn evaluate(
         }
         Err(_) => return engine_error(QueryError::Timeout("query queue")),
     };
+    // The answer is serialized off the runtime too: 11,000 points × many
+    // series is CPU work a runtime worker (probes, rule groups) must not do.
     let result = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        query(&engine)
+        query(&engine).map(|r| serde_json::to_vec(&r.to_api_response()))
     })
     .await;
     match result {
-        Ok(Ok(r)) => Json(r.to_api_response()).into_response(),
+        Ok(Ok(Ok(body))) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Ok(Ok(Err(e))) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
         Ok(Err(e)) => engine_error(e),
         Err(e) => api_error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
