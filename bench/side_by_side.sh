@@ -14,7 +14,11 @@
 #   - peak RSS: VmHWM (/proc/PID/status), summed over the stack's processes;
 #   - alert latency: half-way through the window one target (a separate
 #     process) is killed; the stack's GET /api/v1/alerts is polled every
-#     100 ms until the alert for that target's instance is firing.
+#     100 ms until the alert for that target's instance is firing;
+#   - memory per sample: growth of the storing process's
+#     process_resident_memory_bytes over the window divided by the samples
+#     it appended (rearguard_tsdb_samples_appended_total;
+#     prometheus_tsdb_head_samples_appended_total), both from its /metrics.
 # The target server (examples/bench_target) is not counted in either stack.
 #
 # Usage: bench/side_by_side.sh [DURATION_SECONDS=60]
@@ -244,15 +248,26 @@ fail_and_time() {
     echo timeout
 }
 
-# measure STACK ALERTS_URL PROBE_COUNTER PID...: the measured window.
-# PROBE_COUNTER is a command printing the stack's probes run so far.
+# metric_sum URL NAME: the sum of NAME's samples in the /metrics text at URL
+# (one number; 0 when absent).
+metric_sum() {
+    { curl -sf --max-time 10 "$1" || true; } |
+        awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%.0f\n", s }'
+}
+
+# measure STACK ALERTS_URL PROBE_COUNTER METRICS_URL APPENDED_METRIC PID...:
+# the measured window. PROBE_COUNTER is a command printing the stack's
+# probes run so far; METRICS_URL is the /metrics of the process that stores
+# the samples, APPENDED_METRIC its counter of samples appended.
 measure() {
-    local stack=$1 alerts_url=$2 counter=$3
-    shift 3
+    local stack=$1 alerts_url=$2 counter=$3 metrics_url=$4 appended_metric=$5
+    shift 5
     local pids=("$@") pid probes0 probes1 k latency latencies=() at
     sleep 2 # let the schedule settle after start-up
-    local cpu0 t0 cpu1 t1
+    local cpu0 t0 cpu1 t1 rss0 rss1 appended0 appended1
     probes0=$($counter)
+    rss0=$(metric_sum "$metrics_url" process_resident_memory_bytes)
+    appended0=$(metric_sum "$metrics_url" "$appended_metric")
     cpu0=$(cpu_ticks "${pids[@]}")
     t0=$(now)
     # Victim K fails at t0 + DURATION * (K+1) / (VICTIMS+1), or as soon as
@@ -272,6 +287,12 @@ measure() {
     cpu1=$(cpu_ticks "${pids[@]}")
     t1=$(now)
     probes1=$($counter)
+    rss1=$(metric_sum "$metrics_url" process_resident_memory_bytes)
+    appended1=$(metric_sum "$metrics_url" "$appended_metric")
+    RESULT[${stack}_appended]=$((appended1 - appended0))
+    RESULT[${stack}_rss_growth]=$(awk -v a="$rss0" -v b="$rss1" 'BEGIN { printf "%.1f", (b - a) / 1048576 }')
+    RESULT[${stack}_per_sample]=$(awk -v a="$rss0" -v b="$rss1" -v n="$((appended1 - appended0))" \
+        'BEGIN { if (n > 0) printf "%.2f", (b - a) / n; else print "-" }')
     RESULT[${stack}_probes]=$((probes1 - probes0))
     RESULT[${stack}_cpu]=$(awk -v c0="$cpu0" -v c1="$cpu1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (c1 - c0) / hz }')
     RESULT[${stack}_secs]=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
@@ -314,7 +335,8 @@ run_rearguard() {
             awk -v ok="$dir/ok" '/^rearguard_probe_runs_total/ { s += $NF; if ($0 ~ /result="success"/) k += $NF }
                 END { printf "%d\n", s; printf "%d\n", k >>ok }'
     }
-    measure rearguard "http://127.0.0.1:$REARGUARD_PORT/api/v1/alerts" probe_runs "$pid"
+    measure rearguard "http://127.0.0.1:$REARGUARD_PORT/api/v1/alerts" probe_runs \
+        "http://127.0.0.1:$REARGUARD_PORT/metrics" rearguard_tsdb_samples_appended_total "$pid"
     local ok0 ok1
     ok0=$(tail -2 "$dir/ok" | head -1)
     ok1=$(tail -1 "$dir/ok")
@@ -387,7 +409,8 @@ EOF
         { curl -sf --max-time 10 "http://127.0.0.1:$PROMETHEUS_PORT/metrics" || true; } |
             awk '/^prometheus_target_interval_length_seconds_count/ { s += $NF } END { printf "%d\n", s }'
     }
-    measure prometheus "$api/alerts" scrapes "$prom_pid" "$bb_pid"
+    measure prometheus "$api/alerts" scrapes \
+        "http://127.0.0.1:$PROMETHEUS_PORT/metrics" prometheus_tsdb_head_samples_appended_total "$prom_pid" "$bb_pid"
     # Successful probes in the window / probes attempted (a failed scrape counts as a failed probe).
     local ok
     ok=$(query "sum(sum_over_time(probe_success[${DURATION}s]))")
@@ -397,6 +420,7 @@ EOF
 }
 
 STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 [ "$ONLY" = prometheus ] || run_rearguard
 [ "$ONLY" = rearguard ] || run_prometheus
 
@@ -406,7 +430,7 @@ ratio() { # A B: A / B, or - when either is missing
     awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "-" }'
 }
 echo
-echo "$TARGETS HTTP targets on loopback at 1 s, window ${DURATION} s, run one after the other; $STARTED; $(nproc) cores"
+echo "$TARGETS HTTP targets on loopback at 1 s, window ${DURATION} s, run one after the other; $STARTED; $(nproc) cores; rearguard keep_alive: $KEEP_ALIVE; load average before: $LOAD_BEFORE"
 echo "rules: 5 (TargetDown: probe_success == 0, for: $ALERT_FOR; a recording rule, 3 more alerts), group interval 1 s; $VICTIMS targets failed one after another (expect $VICTIMS TargetDown firing at the end)"
 echo
 printf '| %-28s | %12s | %21s | %22s |\n' "" "rearguard" "prometheus + blackbox" "ratio (rg / prom)"
@@ -415,6 +439,9 @@ printf '| %-28s | %12s | %21s | %22s |\n' "CPU seconds in window" "$(r rearguard
 printf '| %-28s | %12s | %21s | %22s |\n' "peak RSS (MiB, VmHWM)" "$(r rearguard_rss)" "$(r prometheus_rss)" "$(ratio "$(r rearguard_rss)" "$(r prometheus_rss)")"
 printf '| %-28s | %12s | %21s | %22s |\n' "failure to alert, mean (s)" "$(r rearguard_latency)" "$(r prometheus_latency)" "$(ratio "$(r rearguard_latency)" "$(r prometheus_latency)")"
 printf '| %-28s | %12s | %21s | %22s |\n' "failure to alert, each (s)" "$(r rearguard_latencies)" "$(r prometheus_latencies)" ""
+printf '| %-28s | %12s | %21s | %22s |\n' "samples appended in window" "$(r rearguard_appended)" "$(r prometheus_appended)" ""
+printf '| %-28s | %12s | %21s | %22s |\n' "RSS growth in window (MiB)" "$(r rearguard_rss_growth)" "$(r prometheus_rss_growth)" ""
+printf '| %-28s | %12s | %21s | %22s |\n' "RSS growth / sample (bytes)" "$(r rearguard_per_sample)" "$(r prometheus_per_sample)" "$(ratio "$(r rearguard_per_sample)" "$(r prometheus_per_sample)")"
 printf '| %-28s | %12s | %21s | %22s |\n' "probes run in window" "$(r rearguard_probes)" "$(r prometheus_probes)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "probes that succeeded (%)" "$(r rearguard_ok)" "$(r prometheus_ok)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "window measured (s)" "$(r rearguard_secs)" "$(r prometheus_secs)" ""

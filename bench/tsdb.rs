@@ -203,4 +203,31 @@ fn main() {
         disk as f64 / stored as f64
     );
     assert_eq!(db.stats().samples, stored);
+
+    // A checkpoint of all of it while a writer appends: the writer waits
+    // only while the checkpoint holds the tsdb lock.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (checkpoint_s, longest_wait) = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let labels = Labels::from_pairs([("__name__", "bench_writer")]);
+            let mut longest = Duration::ZERO;
+            let mut t = end;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                t += 1;
+                let started = Instant::now();
+                let _ = db.append_sample(&labels, t, 1.0);
+                longest = longest.max(started.elapsed());
+            }
+            longest
+        });
+        let started = Instant::now();
+        db.checkpoint_now().expect("checkpoint");
+        let took = started.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (took, writer.join().expect("writer"))
+    });
+    println!(
+        "checkpoint of {stored} samples: {checkpoint_s:.2} s; longest append wait during it {:.1} ms",
+        longest_wait.as_secs_f64() * 1000.0
+    );
 }

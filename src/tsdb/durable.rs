@@ -208,27 +208,36 @@ impl Tsdb {
 
     fn checkpoint(&self, writer: &mut Writer) -> io::Result<()> {
         // One lock hold for both, so the checkpoint is exactly the state
-        // after the records flushed to the old segment.
-        let (buf, snapshot) = {
+        // after the records flushed to the old segment. Only a copy is made
+        // under it (labels are shared, chunk bytes copied): encoding and
+        // checksums happen after it is released, so appends and queries do
+        // not wait for the serialisation.
+        let (buf, copy) = {
             let mut inner = self.write();
             let buf = inner
                 .wal_buf
                 .as_mut()
                 .map(std::mem::take)
                 .unwrap_or_default();
-            let mut snapshot = wal::CHECKPOINT_MAGIC.to_vec();
-            for (id, s) in inner.series.iter().enumerate() {
-                if let Some(s) = s {
-                    wal::put_checkpoint_series(
-                        &mut snapshot,
+            let copy: Vec<(SeriesId, Labels, Vec<Chunk>)> = inner
+                .series
+                .iter()
+                .enumerate()
+                .filter_map(|(id, s)| {
+                    let s = s.as_ref()?;
+                    Some((
                         id as SeriesId,
-                        &s.labels,
-                        s.chunks.iter(),
-                    );
-                }
-            }
-            (buf, snapshot)
+                        s.labels.clone(),
+                        s.chunks.iter().cloned().collect(),
+                    ))
+                })
+                .collect();
+            (buf, copy)
         };
+        let mut snapshot = wal::CHECKPOINT_MAGIC.to_vec();
+        for (id, labels, chunks) in copy {
+            wal::put_checkpoint_series(&mut snapshot, id, &labels, chunks.iter());
+        }
         writer.file.write_all(&buf)?;
         writer.file.sync_data()?;
         let n = writer.segment + 1;

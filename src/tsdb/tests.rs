@@ -401,6 +401,49 @@ mod durable {
     }
 
     #[test]
+    fn checkpoints_keep_only_the_retention_window_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, _) = open(dir.path(), T0);
+        // Two hours at 10 s, a checkpoint every half hour as the daemon would.
+        for half_hour in 0..4 {
+            for i in 0..180 {
+                let t = T0 + half_hour * HOUR / 2 + i * 10_000;
+                db.append_sample(&up(), t, 1.0).unwrap();
+            }
+            db.gc(T0 + (half_hour + 1) * HOUR / 2);
+            db.checkpoint_now().unwrap();
+        }
+        fill(&db, 7200, 1);
+        db.flush_wal().unwrap();
+        // One checkpoint and the segment after it; every older file is gone.
+        let names = files(dir.path());
+        assert_eq!(
+            names,
+            ["checkpoint.0000000004", "wal.0000000004"],
+            "{names:?}"
+        );
+        // The checkpoint holds the last hour and at most one chunk before it.
+        let read =
+            wal::read_checkpoint(&std::fs::read(dir.path().join("checkpoint.0000000004")).unwrap());
+        assert!(!read.damaged);
+        let oldest = read
+            .items
+            .iter()
+            .flat_map(|s| s.chunks.iter())
+            .filter_map(|c| c.min_t())
+            .min()
+            .unwrap();
+        let kept: usize = read
+            .items
+            .iter()
+            .flat_map(|s| s.chunks.iter())
+            .map(|c| c.len())
+            .sum();
+        assert!(oldest >= T0 + HOUR - 120 * 10_000, "oldest {}", oldest - T0);
+        assert!((360..=360 + 120).contains(&kept), "{kept} samples on disk");
+    }
+
+    #[test]
     fn in_memory_tsdb_needs_no_replay() {
         let db = Tsdb::default();
         assert!(db.replayed());
