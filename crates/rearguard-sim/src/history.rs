@@ -149,8 +149,8 @@ impl<'a> HistoryWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rearguard_clock::Clock;
     use crate::ServiceSpec;
+    use rearguard_clock::Clock;
 
     fn list(fake: &FakeGcp, filter: &str) -> Vec<Value> {
         let body = json!({"resourceNames": [format!("projects/{}", fake.project())], "filter": filter, "pageSize": 1000});
