@@ -222,7 +222,9 @@ async fn damaged_tsdb_files_are_set_aside_and_the_daemon_starts() {
     }
     // The readable head of the segment was loaded: all but the cut sample.
     let m = Matcher::new(MatchOp::Equal, "probe", "t0");
-    let got = daemon.tsdb().select(std::slice::from_ref(&m), now - 200_000, now);
+    let got = daemon
+        .tsdb()
+        .select(std::slice::from_ref(&m), now - 200_000, now);
     assert_eq!(got[0].timestamps.len(), 99);
     daemon.shutdown().await;
     drop(daemon);
