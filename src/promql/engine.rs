@@ -13,8 +13,13 @@ use promql_parser::parser::{
     AtModifier, BinaryExpr, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector,
 };
 
+pub(crate) use super::label_ops::{
+    keep_labels, remove_labels, set_label, signature, strip_metadata,
+};
+use super::quoting::invalid_utf8_literals;
+pub(crate) use super::quoting::{format_labels_braced, go_quote};
 use super::value::{InstantSample, QueryResult, RangeSeries, Value};
-use crate::labels::{Label, Labels, METRIC_NAME};
+use crate::labels::{Labels, METRIC_NAME};
 use crate::tsdb::{is_native_histogram_marker, is_stale_nan, Queryable, SeriesData};
 
 /// Engine settings.
@@ -300,82 +305,6 @@ impl Engine {
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         Ok(ev.result(Value::Matrix(out)))
     }
-}
-
-/// Removes `__name__` and the other metadata labels (`__type__`, `__unit__`).
-pub(crate) fn strip_metadata(l: &Labels) -> Labels {
-    if !l
-        .iter()
-        .any(|x| matches!(&*x.name, METRIC_NAME | "__type__" | "__unit__"))
-    {
-        return l.clone();
-    }
-    Labels::from_sorted_labels(
-        l.iter()
-            .filter(|x| !matches!(&*x.name, METRIC_NAME | "__type__" | "__unit__"))
-            .cloned()
-            .collect(),
-    )
-}
-
-/// Keeps only the listed labels.
-pub(crate) fn keep_labels(l: &Labels, names: &[String]) -> Labels {
-    Labels::from_sorted_labels(
-        l.iter()
-            .filter(|x| names.iter().any(|n| n.as_str() == &*x.name))
-            .cloned()
-            .collect(),
-    )
-}
-
-/// Removes the listed labels (and `__name__` when `and_name`).
-pub(crate) fn remove_labels(l: &Labels, names: &[String], and_name: bool) -> Labels {
-    Labels::from_sorted_labels(
-        l.iter()
-            .filter(|x| {
-                let listed = names.iter().any(|n| n.as_str() == &*x.name);
-                !(listed || and_name && &*x.name == METRIC_NAME)
-            })
-            .cloned()
-            .collect(),
-    )
-}
-
-/// Sets (or, with an empty value, removes) one label.
-pub(crate) fn set_label(l: &Labels, name: &str, value: &str) -> Labels {
-    let mut v: Vec<Label> = l.iter().filter(|x| &*x.name != name).cloned().collect();
-    if !value.is_empty() {
-        let pos = v.partition_point(|x| &*x.name < name);
-        v.insert(
-            pos,
-            Label {
-                name: name.into(),
-                value: value.into(),
-            },
-        );
-    }
-    Labels::from_sorted_labels(v)
-}
-
-/// A byte signature of the labels used for matching: with `on`, only `names`;
-/// otherwise every label except `names` and `__name__`.
-pub(crate) fn signature(l: &Labels, on: bool, names: &[String]) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(64);
-    for x in l.iter() {
-        let listed = names.iter().any(|n| n.as_str() == &*x.name);
-        let include = if on {
-            listed
-        } else {
-            !listed && &*x.name != METRIC_NAME
-        };
-        if include {
-            buf.extend_from_slice(x.name.as_bytes());
-            buf.push(0xff);
-            buf.extend_from_slice(x.value.as_bytes());
-            buf.push(0xff);
-        }
-    }
-    buf
 }
 
 pub(crate) fn offset_ms(o: &Option<Offset>) -> i64 {
@@ -1182,69 +1111,6 @@ impl<'a> Evaluator<'a> {
     }
 }
 
-/// The quoted string literals of `src` whose Go decoding (`\xHH` and octal
-/// escapes are raw bytes) is not valid UTF-8, as promql-parser decodes them.
-fn invalid_utf8_literals(src: &str) -> HashSet<String> {
-    let mut out = HashSet::new();
-    let b = src.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        let q = b[i];
-        if q != b'"' && q != b'\'' && q != b'`' {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        i += 1;
-        let mut bytes: Vec<u8> = Vec::new();
-        while i < b.len() && b[i] != q {
-            if b[i] == b'\\' && q != b'`' && i + 1 < b.len() {
-                let c = b[i + 1];
-                let hex = |s: &[u8]| {
-                    std::str::from_utf8(s)
-                        .ok()
-                        .and_then(|s| u32::from_str_radix(s, 16).ok())
-                };
-                match c {
-                    b'x' if i + 3 < b.len() => {
-                        if let Some(v) = hex(&b[i + 2..i + 4]) {
-                            bytes.push(v as u8);
-                        }
-                        i += 4;
-                        continue;
-                    }
-                    b'0'..=b'7' if i + 3 < b.len() => {
-                        let oct = std::str::from_utf8(&b[i + 1..i + 4])
-                            .ok()
-                            .and_then(|s| u32::from_str_radix(s, 8).ok());
-                        if let Some(v) = oct {
-                            bytes.push(v as u8);
-                        }
-                        i += 4;
-                        continue;
-                    }
-                    _ => {
-                        bytes.push(b[i]);
-                        bytes.push(c);
-                        i += 2;
-                        continue;
-                    }
-                }
-            }
-            bytes.push(b[i]);
-            i += 1;
-        }
-        let end = (i + 1).min(b.len());
-        if std::str::from_utf8(&bytes).is_err() {
-            if let Ok(decoded) = super::notation::unquote(&src[start..end]) {
-                out.insert(decoded);
-            }
-        }
-        i = end;
-    }
-    out
-}
-
 pub(crate) fn histogram_error() -> QueryError {
     QueryError::NativeHistogram("the query reads a native histogram sample".into())
 }
@@ -1263,41 +1129,6 @@ pub(crate) fn reject_histogram_points(p: &[(i64, f64)]) -> Result<(), QueryError
         return Err(histogram_error());
     }
     Ok(())
-}
-
-/// Formats labels the way Go's `labels.Labels.String()` does:
-/// `{__name__="x", a="b"}`.
-pub(crate) fn format_labels_braced(l: &Labels) -> String {
-    let mut s = String::from("{");
-    for (i, x) in l.iter().enumerate() {
-        if i > 0 {
-            s.push_str(", ");
-        }
-        s.push_str(&x.name);
-        s.push('=');
-        s.push_str(&go_quote(&x.value));
-    }
-    s.push('}');
-    s
-}
-
-/// Go's `strconv.Quote` for the common cases.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 pub(crate) fn is_comparison(op: TokenId) -> bool {

@@ -4,8 +4,10 @@
 mod aggregate;
 pub mod engine;
 mod functions;
+mod label_ops;
 pub mod limits;
 pub mod notation;
+mod quoting;
 pub mod script;
 pub mod value;
 
