@@ -73,6 +73,31 @@ pub fn template(data: &[u8]) {
     let _ = t.execute_html(labels, vars, &Funcs::default());
 }
 
+/// The bodies and query strings anyone may send to the API: alerts
+/// (`POST /api/v2/alerts`), silences (`POST /api/v2/silences`) and the
+/// `filter` matchers of the Alertmanager API, decoded and validated as the
+/// server does, then matched against a label set.
+pub fn api_bodies(data: &[u8]) {
+    let labels = Labels::from_pairs([("alertname", "Down"), ("job", "api")]);
+    if let Ok(batch) =
+        serde_json::from_slice::<Vec<rearguard::dispatch::external::PostableAlert>>(data)
+    {
+        let _ = rearguard::dispatch::external::accept_batch(batch, 1_700_000_000_000, 300_000);
+    }
+    if let Ok(s) = serde_json::from_slice::<rearguard::server::dispatch_api::PostableSilence>(data)
+    {
+        if let Ok(ms) = rearguard::dispatch::silence::compile_matchers(&s.matchers) {
+            let _ = ms.matches(&labels);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(ms) = rearguard::matchers::parse_matchers(text) {
+            let _ = ms.matches(&labels);
+        }
+        let _ = rearguard::server::alertmanager::AlertFilter::parse(Some(text));
+    }
+}
+
 /// Cloud Monitoring, Logging and Run answers: decoding and what is read from them.
 pub fn google_json(data: &[u8]) {
     if let Ok(r) = serde_json::from_slice::<monitoring::ListTimeSeriesResponse>(data) {

@@ -27,7 +27,8 @@ fn inputs_that_crashed_a_fuzzer_no_longer_do() {
         + replay("config", harness::config)
         + replay("rule_file", harness::rule_file)
         + replay("template", harness::template)
-        + replay("google_json", harness::google_json);
+        + replay("google_json", harness::google_json)
+        + replay("api_bodies", harness::api_bodies);
     // The promql crash of 2026-12-05 at least: an empty folder must not pass silently.
     assert!(replayed >= 1, "no fuzz regression inputs found");
 }
