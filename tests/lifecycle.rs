@@ -366,6 +366,8 @@ fn hostile_requests_and_a_hostile_reload_leave_the_daemon_probing() {
         ("/api/v1/silences", "application/json"),
         ("/api/v1/holds", "application/json"),
         ("/api/v1/rollbacks", "application/json"),
+        ("/api/v2/alerts", "application/json"),
+        ("/api/v2/silences", "application/json"),
     ] {
         let status = d.post(path, ty, &big);
         assert!(
