@@ -54,7 +54,8 @@ impl ServingHistory for CloudRunViews {
     }
 }
 
-/// Cloud Run when no `gcp:` section is configured: every call says so.
+/// Cloud Run when no `gcp:` section is configured: every call of the API
+/// says so, and no service has a serving history.
 pub struct NoCloudRun;
 
 impl NoCloudRun {
@@ -62,6 +63,13 @@ impl NoCloudRun {
         CloudRunError::Transport(
             "no `gcp:` section in the config: Cloud Run actions need one".to_string(),
         )
+    }
+}
+
+/// No Cloud Run service is configured, so none has a serving history.
+impl ServingHistory for NoCloudRun {
+    fn serving_history<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Vec<ServingPeriod>> {
+        Box::pin(async { Vec::new() })
     }
 }
 

@@ -281,10 +281,14 @@ impl Daemon {
         )
         .await
         .map_err(StartError::from)?;
-        let cloud_run: Arc<dyn CloudRunApi> = match &gcp {
-            Some(ctx) => Arc::new(ctx.run.clone()),
-            None => Arc::new(NoCloudRun),
-        };
+        // Cloud Run for the runner: the Admin API and the source's serving
+        // history, or without a `gcp:` section `NoCloudRun`, which says so
+        // (a Cloud Run action is then skipped with that reason).
+        let (cloud_run, serving_history): (Arc<dyn CloudRunApi>, Arc<dyn ServingHistory>) =
+            match (&gcp, &google) {
+                (Some(ctx), Some(g)) => (Arc::new(ctx.run.clone()), Arc::new(g.run.views())),
+                _ => (Arc::new(NoCloudRun), Arc::new(NoCloudRun)),
+            };
 
         // Dispatch routes alerts to the effects. Its sink is a channel: the
         // outbox and the runner it feeds need the dispatcher themselves.
@@ -340,10 +344,6 @@ impl Daemon {
             )),
             configured: std::sync::atomic::AtomicBool::new(TsdbRequestCounts::reads_requests(c)),
         });
-        let serving_history: Arc<dyn ServingHistory> = match &google {
-            Some(g) => Arc::new(g.run.views()),
-            None => Arc::new(crate::action::Unknown),
-        };
         let routing = dispatcher.clone();
         let actions = Arc::new(ActionRunner::new(
             ActionDeps {
