@@ -6,6 +6,7 @@
 //! survive a restart; `server` exposes metrics and the admin API.
 
 pub mod action;
+pub mod adapters;
 pub mod alert;
 pub mod backtest;
 pub mod cli;

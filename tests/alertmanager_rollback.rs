@@ -13,9 +13,9 @@ use std::time::Duration;
 use dispatch_common::Recorder;
 use rearguard::action::events::RecordingSink;
 use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi, ProbeCheck, Unknown};
+use rearguard::adapters::ExternalThenRules;
 use rearguard::clock::{to_datetime, Clock};
 use rearguard::config::{load_str, Secret};
-use rearguard::daemon::adapters::ExternalThenRules;
 use rearguard::dispatch::external::ExternalAlerts;
 use rearguard::dispatch::notification::BoxFuture;
 use rearguard::dispatch::{Dispatcher, DispatcherDeps, DEFAULT_RESOLVE_TIMEOUT};
@@ -120,7 +120,7 @@ actions:
     let api: Arc<dyn CloudRunApi> = Arc::new(client(&fake));
     let notifications = Arc::new(Recorder::default());
     *notifications.clock.lock().unwrap() = Some(clock.clone());
-    let (intake, queue) = rearguard::action::wiring::notification_channel();
+    let (intake, queue) = rearguard::adapters::notification_channel();
     let dispatcher = Dispatcher::start(
         DispatcherDeps {
             clock: clock.clone(),
@@ -163,7 +163,7 @@ actions:
         requests: Arc::new(Unknown),
     };
     let runner = ActionRunner::new(deps, &config.config).unwrap();
-    let _queue = queue.spawn(Arc::new(rearguard::action::wiring::FanOut {
+    let _queue = queue.spawn(Arc::new(rearguard::adapters::FanOut {
         outbox: notifications.clone(),
         actions: runner.clone(),
     }));

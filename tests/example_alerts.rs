@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use example_support::{Pipeline, MIN, T0};
-use rearguard::action::wiring::{metric_lags, RulesAlertState};
 use rearguard::action::AlertState;
+use rearguard::adapters::{metric_lags, RulesAlertState};
 use rearguard::alert::Alert;
 use rearguard::rules::file::RuleKind;
 use rearguard_sim::service::{SimService, SimServiceOptions};

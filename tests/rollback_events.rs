@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use dispatch_common::{load, Recorder, T0};
 use rearguard::action::events::{Event, EventEmitter, Phase, EVENT_ID_ANNOTATION};
-use rearguard::action::wiring::notification_channel;
+use rearguard::adapters::notification_channel;
 use rearguard::alert::AlertStatus;
 use rearguard::clock::Clock;
 use rearguard::dispatch::notification::BoxFuture;

@@ -2,9 +2,10 @@
 //! against the HTTP fake of Cloud Run, killed with SIGKILL at the worst moments
 //! and restarted on the same state dir; and two daemons on one service.
 //!
-//! These need the daemon to wire the ActionRunner (dispatch → rollback_configs,
-//! reconcile at start); they are ignored until it does:
-//! `cargo test --test rollback_process -- --ignored`.
+//! Each runs the daemon as it ships (dispatch → rollback_configs, reconcile at
+//! start) in real time: 20 s to a minute each, about two minutes for the kill
+//! -9 campaign. Too slow for the default run, so they are ignored there and
+//! `.ci/run` runs them: `cargo test --test rollback_process -- --ignored`.
 //!
 //! No test hooks in production code: the kill lands between the intent and the
 //! API call by delaying the fake's `services.patch` (the request is in flight
@@ -188,7 +189,7 @@ fn serves_good(w: &World) -> bool {
 /// intent is written and the call never completes; the restarted daemon
 /// reconciles: the service is unchanged and the alert fires, so it patches once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon to wire the ActionRunner"]
+#[ignore = "real processes and real time (20 s to a minute): run in .ci/run with --ignored"]
 async fn kill_between_intent_and_call_still_rolls_back_once() {
     let w = world(Duration::from_secs(1)).await;
     let health = w.service.health_url();
@@ -217,7 +218,7 @@ async fn kill_between_intent_and_call_still_rolls_back_once() {
 /// SIGKILL after the patch was accepted, while its operation runs; the
 /// restarted daemon finds the change made and does not patch again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon to wire the ActionRunner"]
+#[ignore = "real processes and real time (20 s to a minute): run in .ci/run with --ignored"]
 async fn kill_between_call_and_completion_does_not_patch_again() {
     let w = world(Duration::from_secs(20)).await;
     let health = w.service.health_url();
@@ -242,7 +243,7 @@ async fn kill_between_call_and_completion_does_not_patch_again() {
 
 /// Two daemons with their own state watch one service: one rollback.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the daemon to wire the ActionRunner"]
+#[ignore = "real processes and real time (20 s to a minute): run in .ci/run with --ignored"]
 async fn two_daemons_on_one_service_roll_back_once() {
     let w = world(Duration::from_secs(2)).await;
     let health = w.service.health_url();

@@ -937,8 +937,8 @@ async fn mute_time_intervals_stop_automatic_actions() {
 /// runner first, as FanOut once did, fails the check inside the outbox).
 #[tokio::test(start_paused = true)]
 async fn fan_out_persists_the_notification_before_the_action_starts() {
-    use rearguard::action::wiring::FanOut;
     use rearguard::action::ActionRunner;
+    use rearguard::adapters::FanOut;
     use rearguard::dispatch::notification::{BoxFuture, Notification};
     use std::sync::Mutex;
 
@@ -1001,8 +1001,8 @@ async fn fan_out_persists_the_notification_before_the_action_starts() {
 /// trigger a second rollback.
 #[tokio::test(start_paused = true)]
 async fn dispatch_routes_the_alert_to_the_action_and_the_events_to_the_team() {
-    use rearguard::action::wiring::{notification_channel, FanOut};
     use rearguard::action::{ActionDeps, ActionRunner, CloudRunApi, Unknown};
+    use rearguard::adapters::{notification_channel, FanOut};
     use rearguard::alert::AlertSink;
     use rearguard::dispatch::dispatcher::{Dispatcher, DispatcherDeps};
     use rearguard::dispatch::notification::{BoxFuture, Notification};

@@ -1,7 +1,8 @@
 //! What the action runner asks of the rest of the daemon, as small traits the
 //! daemon wires (rule manager, probe engine, dispatch time intervals, the
 //! Cloud Run source's history, the tsdb). [`Unknown`] answers "nothing
-//! known" to each, for tests and for a daemon without that part.
+//! known" to each, for tests; the daemon wires a real answer to every one
+//! (`crate::adapters`), also where a part is absent (`NoCloudRun`).
 
 use crate::alert::Alert;
 use crate::clock::TimestampMs;
@@ -117,7 +118,7 @@ pub trait EvidenceSource: Send + Sync {
     ) -> BoxFuture<'a, serde_json::Value>;
 }
 
-/// The neutral default for every trait above: knows nothing.
+/// The neutral default for every trait above, for tests: knows nothing.
 pub struct Unknown;
 
 impl AlertState for Unknown {

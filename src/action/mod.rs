@@ -14,7 +14,6 @@ mod gcp_adapter;
 pub mod journal;
 pub mod metrics;
 mod runner;
-pub mod wiring;
 
 pub use decide::{judge, plan};
 

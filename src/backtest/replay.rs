@@ -24,7 +24,7 @@ use crate::action::decide::judge::{self, EvidenceFacts, Judgement, MetricLags, N
 use crate::action::decide::plan::{self, Candidate};
 use crate::action::deps::{RequestCounts, ServingPeriod};
 use crate::action::reason;
-use crate::action::wiring::{metric_lags, TsdbRequestCounts};
+use crate::adapters::{metric_lags, TsdbRequestCounts};
 use crate::alert::{Alert, AlertStatus};
 use crate::clock::{to_datetime, TimestampMs};
 use crate::config::actions::{ActionConfig, Effect};

@@ -37,14 +37,11 @@ pub enum DaemonError {
     Start(#[from] StartError),
 }
 
-pub mod adapters;
-
-use adapters::{DispatchIntervals, NoCloudRun, NotifyEvidence};
-
-use crate::action::wiring::{
-    notification_channel, FanOut, LogAndProbeEvidence, RulesAlertState, TsdbRequestCounts,
+use crate::action::{ActionDeps, ActionRunner, CloudRunApi, ServingHistory};
+use crate::adapters::{
+    self, notification_channel, DispatchIntervals, FanOut, LogAndProbeEvidence, NoCloudRun,
+    NotifyEvidence, RulesAlertState, TsdbRequestCounts,
 };
-use crate::action::{ActionDeps, ActionRunner, CloudRunApi, ServingHistory, Unknown};
 use crate::dispatch::{Dispatcher, DispatcherDeps};
 use crate::gcp::GcpContext;
 use crate::notify::{NotifierConfig, Outbox, OutboxOptions};
@@ -284,10 +281,14 @@ impl Daemon {
         )
         .await
         .map_err(StartError::from)?;
-        let cloud_run: Arc<dyn CloudRunApi> = match &gcp {
-            Some(ctx) => Arc::new(ctx.run.clone()),
-            None => Arc::new(NoCloudRun),
-        };
+        // Cloud Run for the runner: the Admin API and the source's serving
+        // history, or without a `gcp:` section `NoCloudRun`, which says so
+        // (a Cloud Run action is then skipped with that reason).
+        let (cloud_run, serving_history): (Arc<dyn CloudRunApi>, Arc<dyn ServingHistory>) =
+            match (&gcp, &google) {
+                (Some(ctx), Some(g)) => (Arc::new(ctx.run.clone()), Arc::new(g.run.views())),
+                _ => (Arc::new(NoCloudRun), Arc::new(NoCloudRun)),
+            };
 
         // Dispatch routes alerts to the effects. Its sink is a channel: the
         // outbox and the runner it feeds need the dispatcher themselves.
@@ -324,7 +325,7 @@ impl Daemon {
         let rules_state = Arc::new(RulesAlertState {
             rules: rules.clone(),
             external_labels: c.external_labels.clone(),
-            lags: std::sync::RwLock::new(crate::action::wiring::metric_lags(c)),
+            lags: std::sync::RwLock::new(adapters::metric_lags(c)),
         });
         // Alerts posted by external senders (POST /api/v2/alerts) join the same dispatcher.
         let external = crate::dispatch::external::ExternalAlerts::start(
@@ -343,10 +344,6 @@ impl Daemon {
             )),
             configured: std::sync::atomic::AtomicBool::new(TsdbRequestCounts::reads_requests(c)),
         });
-        let serving_history: Arc<dyn ServingHistory> = match &google {
-            Some(g) => Arc::new(g.run.views()),
-            None => Arc::new(Unknown),
-        };
         let routing = dispatcher.clone();
         let actions = Arc::new(ActionRunner::new(
             ActionDeps {
@@ -572,7 +569,7 @@ impl Daemon {
             .rules_state
             .lags
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = crate::action::wiring::metric_lags(c);
+            .unwrap_or_else(|p| p.into_inner()) = adapters::metric_lags(c);
         self.request_counts.configured.store(
             TsdbRequestCounts::reads_requests(c),
             std::sync::atomic::Ordering::Relaxed,

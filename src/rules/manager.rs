@@ -901,8 +901,8 @@ mod tests {
     /// evidence for verification; an evaluation that returns it makes it fresh.
     #[tokio::test(start_paused = true)]
     async fn a_restored_alert_held_by_the_grace_is_not_fresh_evidence() {
-        use crate::action::wiring::RulesAlertState;
         use crate::action::AlertState as _;
+        use crate::adapters::RulesAlertState;
         let clock = Clock::starting_at(T0);
         let store = Store::open_in_memory().unwrap();
         let a = rig(&store, &clock);

@@ -2,18 +2,19 @@
 
 use super::*;
 
-impl ActionRunner {
-    pub(super) async fn step_env(
-        &self,
-        run: &mut Run,
-        step: usize,
-        cfg: &CloudRunEnvConfig,
-    ) -> Step {
-        let service = cfg.service.clone();
-        let svc = match self.deps().cloud_run.get_service(&service).await {
+/// `cloud_run_env`: env vars set on the service, a new revision that takes
+/// all traffic (a feature flag turned back).
+pub(super) struct CloudRunEnv<'a>(pub &'a CloudRunEnvConfig);
+
+impl Effect for CloudRunEnv<'_> {
+    async fn plan(&self, runner: &ActionRunner, run: &Run) -> Result<Planned, Step> {
+        let cfg = self.0;
+        let service = &cfg.service;
+        let svc = match runner.deps().cloud_run.get_service(service).await {
             Ok(s) => s,
-            Err(e) => return Step::Failed(format!("cannot read {service}: {e}")),
+            Err(e) => return Err(Step::Failed(format!("cannot read {service}: {e}"))),
         };
+        let name = short_name(service);
         let vars = cfg
             .env
             .iter()
@@ -21,91 +22,48 @@ impl ActionRunner {
             .collect::<Vec<_>>()
             .join(", ");
         if svc.has_env(&cfg.env) {
-            return Step::AlreadyAtTarget(format!("{} already has {vars}", short_name(&service)));
+            return Err(Step::AlreadyAtTarget(format!("{name} already has {vars}")));
         }
-        let current = svc.serving_revision();
-        if run.dry_run {
-            return Step::DryRun(format!(
-                "would set {vars} on {} (a new revision)",
-                short_name(&service)
-            ));
-        }
-        let mut intent = self.new_intent(
-            run,
-            step,
-            IntentKind::CloudRunEnv,
-            IntentDetail {
+        Ok(Planned {
+            kind: IntentKind::CloudRunEnv,
+            detail: IntentDetail {
                 env: cfg.env.clone(),
                 origin: run.origin.clone(),
                 planned: Some(PlannedBase::of(&svc)),
                 ..IntentDetail::for_alert(run.trigger.alert.as_ref())
             },
-        );
-        intent.from_revision = current.clone();
-        intent.etag = Some(svc.etag.clone());
-        let id = match self.write_intent(&intent).await {
-            Ok(id) => id,
-            Err(failed) => return failed,
-        };
-        intent.id = id;
-        let mut ev = self.alert_evidence(run).await;
-        ev["before"] = traffic_json(&svc);
-        ev["env"] = json!(cfg.env);
-        self.audit(
-            run,
-            Decision::Started,
-            &format!("setting {vars}"),
-            Some(id),
-            current.as_deref(),
-            None,
-            ev,
-        )
-        .await;
-        self.event(
-            run,
-            Phase::Started,
-            "setting_env",
-            current.as_deref(),
-            None,
-            format!(
-                "setting {vars} on {} because {}",
-                short_name(&service),
-                run.because()
-            ),
-            "A new revision with the variables is deployed; then verifying.".into(),
-        )
-        .await;
-        let result = self
-            .execute_env(&intent, &cfg.env, run.action.operation_timeout.0)
-            .await;
-        if let Step::Done { to, .. } = &result {
-            if let Some(c) = &current {
-                run.left_behind.insert(c.clone());
-            }
-            let after = self
-                .deps()
-                .cloud_run
-                .get_service(&service)
-                .await
-                .ok()
-                .map(|s| traffic_json(&s));
-            self.audit(
-                run,
-                Decision::Done,
-                "env set",
-                Some(id),
-                current.as_deref(),
-                to.as_deref(),
-                json!({"after": after}),
-            )
-            .await;
-        } else {
-            self.audit_step_result(run, &result, id, current.as_deref(), None)
-                .await;
-        }
-        result
+            from: svc.serving_revision(),
+            // Cloud Run names the new revision.
+            to: None,
+            etag: Some(svc.etag.clone()),
+            dry_run: format!("would set {vars} on {name} (a new revision)"),
+            audit_start: format!("setting {vars}"),
+            notice_reason: "setting_env",
+            summary: format!("setting {vars} on {name} because {}", run.because()),
+            description: "A new revision with the variables is deployed; then verifying.".into(),
+            evidence: vec![("before", traffic_json(&svc)), ("env", json!(cfg.env))],
+        })
     }
 
+    async fn apply(&self, runner: &ActionRunner, run: &mut Run, intent: &Intent) -> Applied {
+        let step = runner
+            .execute_env(intent, &self.0.env, run.action.operation_timeout.0)
+            .await;
+        let mut evidence = json!({});
+        if let Step::Done { .. } = &step {
+            // The revision the new one replaced is never a rollback target again.
+            run.left_behind.extend(intent.from_revision.clone());
+            evidence = json!({ "after": runner.service_now(&self.0.service).await });
+        }
+        Applied {
+            step,
+            done: "env set",
+            evidence,
+        }
+    }
+}
+
+impl ActionRunner {
     pub(super) async fn execute_env(
         &self,
         intent: &Intent,

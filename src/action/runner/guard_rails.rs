@@ -170,7 +170,7 @@ impl ActionRunner {
     /// The revision a traffic rollback would go to now (for the veto notice).
     pub(super) async fn planned_target(&self, run: &Run, service: &str) -> Option<String> {
         let cfg = run.action.effects().into_iter().find_map(|e| match e {
-            Effect::CloudRunTraffic(c) => Some(c),
+            EffectConfig::CloudRunTraffic(c) => Some(c),
             _ => None,
         })?;
         if let Some(p) = run.trigger.to_revision.clone().or(cfg.revision) {

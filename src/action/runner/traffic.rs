@@ -2,7 +2,177 @@
 
 use super::*;
 
+/// `cloud_run_traffic`: all traffic back to an earlier Ready revision; what
+/// it leaves is quarantined.
+pub(super) struct CloudRunTraffic<'a>(pub &'a CloudRunTrafficConfig);
+
+impl Effect for CloudRunTraffic<'_> {
+    async fn plan(&self, runner: &ActionRunner, run: &Run) -> Result<Planned, Step> {
+        let cfg = self.0;
+        let service = cfg.service.clone();
+        let api = &runner.deps().cloud_run;
+        let svc = match api.get_service(&service).await {
+            Ok(s) => s,
+            Err(e) => return Err(Step::Failed(format!("cannot read {service}: {e}"))),
+        };
+        let revisions = match api.list_revisions(&service).await {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(Step::Failed(format!(
+                    "cannot list revisions of {service}: {e}"
+                )))
+            }
+        };
+        let Some(current) = svc.serving_revision() else {
+            return Err(Step::Skip {
+                reason: reason::NO_EARLIER_READY_REVISION,
+                detail: format!("{} serves no revision", short_name(&service)),
+                notify: true,
+            });
+        };
+        let excluded = runner.excluded_revisions(&service, &svc, run).await;
+        let pinned = run
+            .trigger
+            .to_revision
+            .clone()
+            .or_else(|| cfg.revision.clone());
+        let why_to = match &pinned {
+            Some(_) if run.trigger.to_revision.is_some() => "the revision asked for",
+            Some(_) => "the revision the action pins",
+            None => "the newest Ready revision that served before it, neither quarantined nor one the evidence may be about",
+        };
+        let to = match pinned {
+            Some(p) => {
+                let p = short_name(&p).to_string();
+                if run.implicated.contains(&p) {
+                    return Err(Step::Skip {
+                        reason: reason::NO_EARLIER_READY_REVISION,
+                        detail: format!("{p} served inside the evidence window of the alert: not rolling back onto a revision the evidence may be about"),
+                        notify: true,
+                    });
+                }
+                if excluded.contains(&p) {
+                    return Err(Step::Skip {
+                        reason: reason::QUARANTINED,
+                        detail: format!("{p} is quarantined (it was rolled back from); lift it with DELETE /api/v1/quarantine/{}/{p} if it is good", short_name(&service)),
+                        notify: true,
+                    });
+                }
+                match revisions.iter().find(|r| r.name == p) {
+                    Some(r) if r.ready => p,
+                    Some(_) => {
+                        return Err(Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!("{p} is not Ready"),
+                            notify: true,
+                        })
+                    }
+                    None => {
+                        return Err(Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!("{p} is not a revision of {}", short_name(&service)),
+                            notify: true,
+                        })
+                    }
+                }
+            }
+            None => {
+                let reference = run.origin.clone().unwrap_or_else(|| current.clone());
+                let history = runner
+                    .deps()
+                    .serving_history
+                    .serving_history(&service)
+                    .await;
+                let mut excl = excluded.clone();
+                excl.insert(current.clone());
+                excl.extend(run.implicated.iter().cloned());
+                match plan::previous_ready(&reference, &history, &revisions, &excl) {
+                    Candidate::Found(r) => r,
+                    Candidate::OnlyQuarantined(q) if q.iter().any(|r| run.implicated.contains(r)) => {
+                        return Err(Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!(
+                                "every earlier Ready revision of {} is quarantined or served inside the evidence window of the alert ({}): not rolling back onto a revision the evidence may be about",
+                                short_name(&service),
+                                q.join(", ")
+                            ),
+                            notify: true,
+                        })
+                    }
+                    Candidate::OnlyQuarantined(q) => {
+                        return Err(Step::Skip {
+                            reason: reason::QUARANTINED,
+                            detail: format!(
+                                "every earlier Ready revision of {} is quarantined ({}): not rolling back to a revision that was rolled back from",
+                                short_name(&service),
+                                q.join(", ")
+                            ),
+                            notify: true,
+                        })
+                    }
+                    Candidate::None => {
+                        return Err(Step::Skip {
+                            reason: reason::NO_EARLIER_READY_REVISION,
+                            detail: format!("{} has no Ready revision that served before {reference}", short_name(&service)),
+                            notify: true,
+                        })
+                    }
+                }
+            }
+        };
+        let name = short_name(&service);
+        if svc.serves_fully(&to) || svc.requests_fully(&to) {
+            return Err(Step::AlreadyAtTarget(format!("{name} already serves {to}")));
+        }
+        Ok(Planned {
+            kind: IntentKind::CloudRunTraffic,
+            detail: IntentDetail {
+                origin: run.origin.clone(),
+                planned: Some(PlannedBase::of(&svc)),
+                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
+            },
+            dry_run: format!("would send 100% of {name} traffic from {current} to {to}"),
+            audit_start: "rolling back".into(),
+            notice_reason: "rolling_back",
+            summary: format!(
+                "rolling back {name} from {current} to {to} because {}",
+                run.because()
+            ),
+            description: format!(
+                "{}Sending 100% of traffic to {to} ({why_to}); then verifying.",
+                run.evidence_text()
+            ),
+            evidence: vec![("before", traffic_json(&svc))],
+            etag: Some(svc.etag.clone()),
+            from: Some(current),
+            to: Some(to),
+        })
+    }
+
+    async fn apply(&self, runner: &ActionRunner, run: &mut Run, intent: &Intent) -> Applied {
+        let step = runner
+            .execute_traffic(intent, run.action.operation_timeout.0)
+            .await;
+        let mut evidence = json!({});
+        if let Step::Done { to: Some(to), .. } = &step {
+            // The revisions traffic left are never a rollback target again.
+            run.left_behind.extend(intent.from_revision.clone());
+            run.left_behind.extend(run.origin.clone());
+            let service = &self.0.service;
+            runner.quarantine_after(service, &run.left_behind, to).await;
+            evidence = json!({ "after": runner.service_now(service).await });
+        }
+        Applied {
+            step,
+            done: "traffic moved",
+            evidence,
+        }
+    }
+}
+
 impl ActionRunner {
+    /// Revisions never to roll back to: the quarantined, the one the last
+    /// rollback left (its annotation), and those this run left.
     pub(super) async fn excluded_revisions(
         &self,
         service: &str,
@@ -25,202 +195,7 @@ impl ActionRunner {
         excluded
     }
 
-    pub(super) async fn step_traffic(
-        &self,
-        run: &mut Run,
-        step: usize,
-        cfg: &CloudRunTrafficConfig,
-    ) -> Step {
-        let service = cfg.service.clone();
-        let api = &self.deps().cloud_run;
-        let svc = match api.get_service(&service).await {
-            Ok(s) => s,
-            Err(e) => return Step::Failed(format!("cannot read {service}: {e}")),
-        };
-        let revisions = match api.list_revisions(&service).await {
-            Ok(r) => r,
-            Err(e) => return Step::Failed(format!("cannot list revisions of {service}: {e}")),
-        };
-        let Some(current) = svc.serving_revision() else {
-            return Step::Skip {
-                reason: reason::NO_EARLIER_READY_REVISION,
-                detail: format!("{} serves no revision", short_name(&service)),
-                notify: true,
-            };
-        };
-        let excluded = self.excluded_revisions(&service, &svc, run).await;
-        let pinned = run
-            .trigger
-            .to_revision
-            .clone()
-            .or_else(|| cfg.revision.clone());
-        let why_to = match &pinned {
-            Some(_) if run.trigger.to_revision.is_some() => "the revision asked for",
-            Some(_) => "the revision the action pins",
-            None => "the newest Ready revision that served before it, neither quarantined nor one the evidence may be about",
-        };
-        let to = match pinned {
-            Some(p) => {
-                let p = short_name(&p).to_string();
-                if run.implicated.contains(&p) {
-                    return Step::Skip {
-                        reason: reason::NO_EARLIER_READY_REVISION,
-                        detail: format!("{p} served inside the evidence window of the alert: not rolling back onto a revision the evidence may be about"),
-                        notify: true,
-                    };
-                }
-                if excluded.contains(&p) {
-                    return Step::Skip {
-                        reason: reason::QUARANTINED,
-                        detail: format!("{p} is quarantined (it was rolled back from); lift it with DELETE /api/v1/quarantine/{}/{p} if it is good", short_name(&service)),
-                        notify: true,
-                    };
-                }
-                match revisions.iter().find(|r| r.name == p) {
-                    Some(r) if r.ready => p,
-                    Some(_) => {
-                        return Step::Skip {
-                            reason: reason::NO_EARLIER_READY_REVISION,
-                            detail: format!("{p} is not Ready"),
-                            notify: true,
-                        }
-                    }
-                    None => {
-                        return Step::Skip {
-                            reason: reason::NO_EARLIER_READY_REVISION,
-                            detail: format!("{p} is not a revision of {}", short_name(&service)),
-                            notify: true,
-                        }
-                    }
-                }
-            }
-            None => {
-                let reference = run.origin.clone().unwrap_or_else(|| current.clone());
-                let history = self.deps().serving_history.serving_history(&service).await;
-                let mut excl = excluded.clone();
-                excl.insert(current.clone());
-                excl.extend(run.implicated.iter().cloned());
-                match plan::previous_ready(&reference, &history, &revisions, &excl) {
-                    Candidate::Found(r) => r,
-                    Candidate::OnlyQuarantined(q) if q.iter().any(|r| run.implicated.contains(r)) => {
-                        return Step::Skip {
-                            reason: reason::NO_EARLIER_READY_REVISION,
-                            detail: format!(
-                                "every earlier Ready revision of {} is quarantined or served inside the evidence window of the alert ({}): not rolling back onto a revision the evidence may be about",
-                                short_name(&service),
-                                q.join(", ")
-                            ),
-                            notify: true,
-                        }
-                    }
-                    Candidate::OnlyQuarantined(q) => {
-                        return Step::Skip {
-                            reason: reason::QUARANTINED,
-                            detail: format!(
-                                "every earlier Ready revision of {} is quarantined ({}): not rolling back to a revision that was rolled back from",
-                                short_name(&service),
-                                q.join(", ")
-                            ),
-                            notify: true,
-                        }
-                    }
-                    Candidate::None => {
-                        return Step::Skip {
-                            reason: reason::NO_EARLIER_READY_REVISION,
-                            detail: format!("{} has no Ready revision that served before {reference}", short_name(&service)),
-                            notify: true,
-                        }
-                    }
-                }
-            }
-        };
-        if svc.serves_fully(&to) || svc.requests_fully(&to) {
-            return Step::AlreadyAtTarget(format!("{} already serves {to}", short_name(&service)));
-        }
-        if run.dry_run {
-            return Step::DryRun(format!(
-                "would send 100% of {} traffic from {current} to {to}",
-                short_name(&service)
-            ));
-        }
-        let mut intent = self.new_intent(
-            run,
-            step,
-            IntentKind::CloudRunTraffic,
-            IntentDetail {
-                origin: run.origin.clone(),
-                planned: Some(PlannedBase::of(&svc)),
-                ..IntentDetail::for_alert(run.trigger.alert.as_ref())
-            },
-        );
-        intent.from_revision = Some(current.clone());
-        intent.to_revision = Some(to.clone());
-        intent.etag = Some(svc.etag.clone());
-        let id = match self.write_intent(&intent).await {
-            Ok(id) => id,
-            Err(failed) => return failed,
-        };
-        intent.id = id;
-        let mut ev = self.alert_evidence(run).await;
-        ev["before"] = traffic_json(&svc);
-        self.audit(
-            run,
-            Decision::Started,
-            "rolling back",
-            Some(id),
-            Some(&current),
-            Some(&to),
-            ev,
-        )
-        .await;
-        self.event(
-            run,
-            Phase::Started,
-            "rolling_back",
-            Some(&current),
-            Some(&to),
-            format!(
-                "rolling back {} from {current} to {to} because {}",
-                short_name(&service),
-                run.because()
-            ),
-            format!(
-                "{}Sending 100% of traffic to {to} ({why_to}); then verifying.",
-                run.evidence_text()
-            ),
-        )
-        .await;
-        let result = self
-            .execute_traffic(&intent, run.action.operation_timeout.0)
-            .await;
-        if let Step::Done { .. } = result {
-            run.left_behind.insert(current.clone());
-            if let Some(o) = &run.origin {
-                run.left_behind.insert(o.clone());
-            }
-            self.quarantine_after(&service, &run.left_behind, &to).await;
-            let after = api
-                .get_service(&service)
-                .await
-                .ok()
-                .map(|s| traffic_json(&s));
-            self.audit(
-                run,
-                Decision::Done,
-                "traffic moved",
-                Some(id),
-                Some(&current),
-                Some(&to),
-                json!({"after": after}),
-            )
-            .await;
-        } else {
-            self.audit_step_result(run, &result, id, Some(&current), Some(&to))
-                .await;
-        }
-        result
-    }
-
+    /// The audit of a reconciled step that did not finish as ours.
     pub(super) async fn audit_step_result(
         &self,
         run: &Run,

@@ -1,30 +1,25 @@
-//! Adapters from the daemon's parts to what the action runner asks of them,
-//! so the daemon wires with one line each:
-//!
-//! - [`ProbeCheck`] for the probe engine (`probe_now`),
-//! - [`RulesAlertState`]: whether an alert fires, from the rule manager,
-//! - [`ServingHistory`] for the Cloud Run source's views (traffic history),
-//! - [`LogAndProbeEvidence`]: the notify evidence (last log lines, probe state),
-//! - [`FanOut`]: one NotificationSink for dispatch that feeds the outbox and the actions,
-//!   reached through [`notification_channel`].
+//! What the action runner asks of the daemon's parts (the traits are in
+//! `action::deps`): whether an alert fires and how far back its evidence
+//! reaches (the rule manager, or the external alerts), request counts (the
+//! tsdb), probes, mute windows (dispatch) and the audit's evidence.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::json;
 
-use super::cloud_run::short_name;
-use super::deps::{AlertState, EvidenceSource, ProbeCheck, ServingHistory, ServingPeriod};
-use super::deps::{RequestCount, RequestCounts};
-use super::judge::{expr_lookback_ms, expr_metrics, MetricLags};
+use crate::action::deps::{
+    AlertState, EvidenceSource, ProbeCheck, RequestCount, RequestCounts, TimeIntervals,
+};
+use crate::action::judge::{expr_lookback_ms, expr_metrics, MetricLags};
 use crate::alert::Alert;
 use crate::clock::TimestampMs;
-use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
+use crate::dispatch::notification::BoxFuture;
+use crate::dispatch::Dispatcher;
 use crate::rules::alerting::AlertState as RuleAlertState;
 use crate::rules::group::RuleState;
 use crate::rules::manager::RuleManager;
 use crate::rules::querier::Querier;
-use crate::source::cloud_run::CloudRunViews;
 use crate::source::probe::ProbeManager;
 
 impl ProbeCheck for ProbeManager {
@@ -237,49 +232,77 @@ impl AlertState for RulesAlertState {
     }
 }
 
-/// Serving periods from a traffic history (the revision with the largest
-/// share of each split). A split is seen at a poll, up to one interval after
-/// it happened, so each period is dated by the earliest time consistent with
-/// what was seen: its revision's creation (`created`), but not before the
-/// previous split was seen; the first split, by its revision's creation.
-pub fn serving_periods(
-    changes: &[crate::source::cloud_run::TrafficChange],
-    created: impl Fn(&str) -> Option<TimestampMs>,
-) -> Vec<ServingPeriod> {
-    let mut out: Vec<ServingPeriod> = Vec::new();
-    for (i, change) in changes.iter().enumerate() {
-        let Some(main) = change.traffic.iter().max_by_key(|s| s.percent) else {
-            continue;
-        };
-        let revision = short_name(&main.revision).to_string();
-        if out.last().is_some_and(|p| p.revision == revision) {
-            continue;
-        }
-        let mut since_ms = change.at_ms;
-        if let Some(created) = created(&revision) {
-            since_ms = match i.checked_sub(1).map(|p| changes[p].at_ms) {
-                Some(previous_seen) => created.max(previous_seen).min(since_ms),
-                None => since_ms.min(created),
-            };
-        }
-        out.push(ServingPeriod { revision, since_ms });
-    }
-    out
+/// Whether an alert fires, for the action runner: an alert an external
+/// sender posted answers from the external alerts (activeAt = its
+/// `startsAt`), every other from the rules.
+pub struct ExternalThenRules {
+    pub external: Arc<crate::dispatch::external::ExternalAlerts>,
+    pub rules: Arc<dyn AlertState>,
 }
 
-impl ServingHistory for CloudRunViews {
-    /// See [`serving_periods`].
-    fn serving_history<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Vec<ServingPeriod>> {
+impl AlertState for ExternalThenRules {
+    fn is_firing(&self, fingerprint: u64) -> Option<bool> {
+        self.external
+            .is_firing(fingerprint)
+            .or_else(|| self.rules.is_firing(fingerprint))
+    }
+
+    /// A posted alert is always fresh: its sender evaluated it.
+    fn is_firing_fresh(&self, fingerprint: u64) -> Option<bool> {
+        self.external
+            .is_firing(fingerprint)
+            .or_else(|| self.rules.is_firing_fresh(fingerprint))
+    }
+
+    /// A posted alert's evidence window starts at its `startsAt` (its
+    /// expression is the sender's, unknown here); a rule's is derived.
+    fn lookback_ms(&self, fingerprint: u64) -> Option<i64> {
+        match self.external.get(fingerprint) {
+            Some(_) => Some(0),
+            None => self.rules.lookback_ms(fingerprint),
+        }
+    }
+
+    fn evidence_metrics(&self, fingerprint: u64) -> Option<std::collections::BTreeSet<String>> {
+        match self.external.get(fingerprint) {
+            Some(_) => None,
+            None => self.rules.evidence_metrics(fingerprint),
+        }
+    }
+
+    fn rule_error(&self, fingerprint: u64) -> Option<String> {
+        match self.external.get(fingerprint) {
+            Some(_) => None,
+            None => self.rules.rule_error(fingerprint),
+        }
+    }
+
+    fn history<'a>(
+        &'a self,
+        fingerprint: u64,
+        now_ms: TimestampMs,
+    ) -> BoxFuture<'a, Option<serde_json::Value>> {
         Box::pin(async move {
-            let Some(view) = self.get(service) else {
-                return Vec::new();
-            };
-            serving_periods(&view.traffic_history, |r| {
-                view.revision(r)
-                    .and_then(|r| r.create_time)
-                    .map(|t| t.timestamp_millis())
-            })
+            match self.external.get(fingerprint) {
+                // No expression behind it: the audit records what the sender said.
+                Some(r) => Some(serde_json::json!({
+                    "source": "external",
+                    "startsAt": crate::clock::to_datetime(r.starts_at_ms).to_rfc3339(),
+                    "endsAt": crate::clock::to_datetime(r.ends_at_ms).to_rfc3339(),
+                    "generatorURL": r.generator_url,
+                })),
+                None => self.rules.history(fingerprint, now_ms).await,
+            }
         })
+    }
+}
+
+/// Dispatch's named time intervals, for the runner's mute windows.
+pub struct DispatchIntervals(pub Arc<Dispatcher>);
+
+impl TimeIntervals for DispatchIntervals {
+    fn is_active(&self, name: &str, at_ms: TimestampMs) -> bool {
+        self.0.time_interval_active_at(name, at_ms).unwrap_or(false)
     }
 }
 
@@ -319,139 +342,5 @@ impl EvidenceSource for LogAndProbeEvidence {
                 "probe_status": probe_status,
             })
         })
-    }
-}
-
-/// What dispatch sends to: the outbox (email, webhook), then the actions of
-/// receivers with `rollback_configs` (the runner ignores other receivers and
-/// its own `RearguardRollback` events).
-///
-/// Persist, then act: the outbox has the notification before the runner is
-/// handed its alert, so a crash during the action still tells people what
-/// triggered it. An outbox that refuses it does not hold the action back (a
-/// critical alert is acted on either way); its error goes back to dispatch,
-/// which sends the notification again at the next group interval (the
-/// runner's guard rails keep that from acting twice).
-pub struct FanOut {
-    pub outbox: Arc<dyn NotificationSink>,
-    pub actions: super::ActionRunner,
-}
-
-impl NotificationSink for FanOut {
-    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let handed = notification.clone();
-            let persisted = self.outbox.send(notification).await;
-            if persisted.is_ok() {
-                // Accepted by the outbox (durable): the events it carries are notified.
-                self.actions.events().mark_notified(&handed).await;
-            }
-            self.actions.handle_notification(&handed);
-            persisted
-        })
-    }
-}
-
-/// One notification on its way, with where its result goes.
-type Delivery = (
-    Notification,
-    tokio::sync::oneshot::Sender<Result<(), String>>,
-);
-
-/// How many notifications wait for the queue before dispatch waits too.
-const QUEUED_NOTIFICATIONS: usize = 64;
-
-/// The dispatcher's notification sink, made before what it feeds: the
-/// dispatcher is built with the [`NotificationIntake`], the outbox and the
-/// runner (which need the dispatcher) after it, and the
-/// [`NotificationQueue`] then hands every notification to them. So nothing
-/// is bound after construction and nothing holds itself.
-pub fn notification_channel() -> (NotificationIntake, NotificationQueue) {
-    let (tx, rx) = tokio::sync::mpsc::channel(QUEUED_NOTIFICATIONS);
-    (NotificationIntake(tx), NotificationQueue(rx))
-}
-
-/// The sending end: returns once the sink behind the queue took the
-/// notification (persisted, see [`FanOut`]), with its answer.
-pub struct NotificationIntake(tokio::sync::mpsc::Sender<Delivery>);
-
-impl NotificationSink for NotificationIntake {
-    fn send<'a>(&'a self, notification: Notification) -> BoxFuture<'a, Result<(), String>> {
-        Box::pin(async move {
-            let (reply, answer) = tokio::sync::oneshot::channel();
-            self.0
-                .send((notification, reply))
-                .await
-                .map_err(|_| "rearguard is stopping: the notification was not taken".to_string())?;
-            answer
-                .await
-                .map_err(|_| "rearguard stopped before the notification was taken".to_string())?
-        })
-    }
-}
-
-/// The receiving end, started once the sink it feeds exists.
-pub struct NotificationQueue(tokio::sync::mpsc::Receiver<Delivery>);
-
-impl NotificationQueue {
-    /// Hands every notification to `sink`, each in a task of its own (dispatch
-    /// sends groups concurrently), and answers its sender with the result.
-    /// Ends when every intake is gone.
-    pub fn spawn(mut self, sink: Arc<dyn NotificationSink>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
-            while let Some((notification, reply)) = self.0.recv().await {
-                let sink = sink.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(sink.send(notification).await);
-                });
-            }
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::cloud_run::{TrafficChange, TrafficShare};
-
-    fn change(at_ms: i64, revision: &str) -> TrafficChange {
-        TrafficChange {
-            at_ms,
-            traffic: vec![TrafficShare {
-                revision: revision.into(),
-                percent: 100,
-                tag: None,
-                latest: false,
-            }],
-        }
-    }
-
-    #[test]
-    fn periods_are_dated_by_the_earliest_time_the_polls_allow() {
-        let changes = [
-            change(1_000, "s-1"),
-            // s-2 was created at 4_500 and seen serving at 5_000 (a poll
-            // later): it began serving at 4_500 at the earliest.
-            change(5_000, "s-2"),
-            change(6_000, "s-2"),
-            // s-3 was created long before it got traffic: not before the
-            // previous split was seen.
-            change(9_000, "s-3"),
-        ];
-        let created = |r: &str| match r {
-            "s-1" => Some(100),
-            "s-2" => Some(4_500),
-            "s-3" => Some(2_000),
-            _ => None,
-        };
-        let p = serving_periods(&changes, created);
-        let got: Vec<(&str, i64)> = p
-            .iter()
-            .map(|p| (p.revision.as_str(), p.since_ms))
-            .collect();
-        assert_eq!(got, [("s-1", 100), ("s-2", 4_500), ("s-3", 6_000)]);
-        // Unknown creation: when it was seen.
-        let p = serving_periods(&changes, |_| None);
-        assert_eq!(p[1].since_ms, 5_000);
     }
 }
