@@ -13,6 +13,13 @@ pub fn state_dir() -> std::path::PathBuf {
 }
 pub const EVALUATION_INTERVAL: Dur = Dur::secs(15);
 pub const RETENTION: Dur = Dur::secs(6 * 3600);
+/// How often the tsdb's WAL is written and fsynced; a `kill -9` loses at
+/// most this much of the sample history.
+pub const TSDB_FLUSH_INTERVAL: Dur = Dur::secs(1);
+/// The bounds of `tsdb_flush_interval`: below 100 ms the fsyncs cost more
+/// than they save, above a minute a crash blinds `rate(…[1m])` rules.
+pub const TSDB_FLUSH_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+pub const TSDB_FLUSH_INTERVAL_MAX: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub const PROBE_INTERVAL: Dur = Dur::secs(15);
 pub const PROBE_TIMEOUT: Dur = Dur::secs(5);

@@ -42,6 +42,10 @@ pub struct Config {
     /// How long samples are kept in memory.
     #[serde(default = "default_retention")]
     pub retention: Dur,
+    /// How often the sample history's WAL (`state_dir/tsdb`) is written and
+    /// fsynced: a `kill -9` loses at most this much. Read at start.
+    #[serde(default = "default_tsdb_flush_interval")]
+    pub tsdb_flush_interval: Dur,
     #[serde(default)]
     pub external_url: Option<String>,
     #[serde(default)]
@@ -112,6 +116,9 @@ fn default_evaluation_interval() -> Dur {
 }
 fn default_retention() -> Dur {
     defaults::RETENTION
+}
+fn default_tsdb_flush_interval() -> Dur {
+    defaults::TSDB_FLUSH_INTERVAL
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize, Default)]
@@ -262,6 +269,17 @@ pub fn load_str(
         v.error(
             &YamlPath::root().key("evaluation_interval"),
             "evaluation_interval must be greater than 0",
+        );
+    }
+    let flush = config.tsdb_flush_interval;
+    if !(defaults::TSDB_FLUSH_INTERVAL_MIN..=defaults::TSDB_FLUSH_INTERVAL_MAX).contains(&flush.0) {
+        v.error(
+            &YamlPath::root().key("tsdb_flush_interval"),
+            format!(
+                "tsdb_flush_interval {flush} is out of range: it must be between {} and {}",
+                Dur(defaults::TSDB_FLUSH_INTERVAL_MIN),
+                Dur(defaults::TSDB_FLUSH_INTERVAL_MAX)
+            ),
         );
     }
     for (field, zero) in [

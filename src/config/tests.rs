@@ -150,3 +150,26 @@ fn probe_timeout_defaults_to_interval_when_shorter() {
     assert_eq!(c.probes[0].timeout(), Dur::secs(1));
     assert_eq!(c.probes[1].timeout(), defaults::PROBE_TIMEOUT);
 }
+
+#[test]
+fn tsdb_flush_interval_defaults_to_a_second_and_is_bounded() {
+    let c = load_text("").unwrap().config;
+    assert_eq!(c.tsdb_flush_interval, defaults::TSDB_FLUSH_INTERVAL);
+    assert_eq!(c.tsdb_flush_interval.0, std::time::Duration::from_secs(1));
+    for ok in ["100ms", "500ms", "2s", "1m"] {
+        let c = load_text(&format!("tsdb_flush_interval: {ok}\n"))
+            .unwrap_or_else(|e| panic!("{ok}: {e}"))
+            .config;
+        assert_eq!(c.tsdb_flush_interval.to_string(), ok);
+    }
+    for bad in ["99ms", "0", "1m1s", "1h"] {
+        let err = load_text(&format!("retention: 6h\ntsdb_flush_interval: {bad}\n")).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 1, "{text}");
+        assert!(
+            text.starts_with("/tmp/rg-test/rearguard.yaml:2:22: tsdb_flush_interval"),
+            "{text}"
+        );
+        assert!(text.contains("between 100ms and 1m"), "{text}");
+    }
+}

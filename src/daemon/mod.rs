@@ -207,7 +207,10 @@ impl Daemon {
         // be opened leaves an in-memory tsdb rather than no daemon.
         let tsdb_dir = state_dir.join("tsdb");
         let (retention_ms, now_ms) = (c.retention.as_millis(), clock.now_ms());
-        let durable = TsdbDurableOptions::default();
+        let durable = TsdbDurableOptions {
+            flush_every: c.tsdb_flush_interval.0,
+            ..TsdbDurableOptions::default()
+        };
         let opened = tokio::task::spawn_blocking(move || {
             Tsdb::open_durable(&tsdb_dir, retention_ms, now_ms, durable)
         })
@@ -532,7 +535,8 @@ impl Daemon {
 
     /// Applies a new, already validated config. Unchanged probes, sources and
     /// rules keep their schedule and state. What cannot change without a
-    /// restart (listen address, state_dir, Google credentials) is logged.
+    /// restart (listen address, state_dir, tsdb_flush_interval, Google
+    /// credentials) is logged.
     pub async fn apply(&self, new: LoadedConfig) -> Result<(), LocatedErrors> {
         let mut current = self.config.lock().await;
         let rules_cfg = rules_config(&new, self.gcp.as_ref(), &self.clock, &self.source_health)?;
@@ -545,6 +549,13 @@ impl Daemon {
         }
         if new.state_dir() != current.state_dir() {
             tracing::warn!("state_dir changes take effect only after a restart");
+        }
+        if new.config.tsdb_flush_interval != current.config.tsdb_flush_interval {
+            tracing::warn!(
+                old = %current.config.tsdb_flush_interval,
+                new = %new.config.tsdb_flush_interval,
+                "tsdb_flush_interval changes take effect only after a restart"
+            );
         }
         if new.config.gcp != current.config.gcp {
             tracing::warn!(
