@@ -3,6 +3,7 @@
 //! reaches (the rule manager, or the external alerts), request counts (the
 //! tsdb), probes, mute windows (dispatch) and the audit's evidence.
 
+use crate::promql::quoting::go_quote;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -119,10 +120,6 @@ impl TsdbRequestCounts {
     }
 }
 
-fn promql_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
-}
-
 impl RequestCounts for TsdbRequestCounts {
     fn requests<'a>(
         &'a self,
@@ -140,8 +137,8 @@ impl RequestCounts for TsdbRequestCounts {
                 format!(
                     "sum(increase({}{{service_name={},revision_name={}{extra}}}[{range_ms}ms]))",
                     crate::action::judge::REQUEST_COUNT_SERIES,
-                    promql_string(service),
-                    promql_string(revision)
+                    go_quote(service),
+                    go_quote(revision)
                 )
             };
             let value = |r: Result<Vec<crate::labels::Sample>, _>| -> f64 {

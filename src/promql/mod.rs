@@ -7,7 +7,7 @@ mod functions;
 mod label_ops;
 pub mod limits;
 pub mod notation;
-mod quoting;
+pub(crate) mod quoting;
 pub mod script;
 pub mod value;
 
