@@ -3,7 +3,6 @@
 //! reaches (the rule manager, or the external alerts), request counts (the
 //! tsdb), probes, mute windows (dispatch) and the audit's evidence.
 
-use crate::promql::quoting::go_quote;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use crate::alert::Alert;
 use crate::clock::TimestampMs;
 use crate::dispatch::notification::BoxFuture;
 use crate::dispatch::Dispatcher;
+use crate::promql::quoting::go_quote;
 use crate::rules::alerting::AlertState as RuleAlertState;
 use crate::rules::group::RuleState;
 use crate::rules::manager::RuleManager;
