@@ -18,7 +18,12 @@
 #   - memory per sample: growth of the storing process's
 #     process_resident_memory_bytes over the window divided by the samples
 #     it appended (rearguard_tsdb_samples_appended_total;
-#     prometheus_tsdb_head_samples_appended_total), both from its /metrics.
+#     prometheus_tsdb_head_samples_appended_total), both from its /metrics;
+#     and the same over the window's second half only (sampled every 10 s),
+#     which leaves out what settles once (connection pools, buffers, the
+#     first chunks of every series) and keeps what grows with samples;
+#   - open sockets of the stack's processes at the end of the window (each
+#     keep-alive connection is one).
 # The target server (examples/bench_target) is not counted in either stack.
 #
 # Usage: bench/side_by_side.sh [DURATION_SECONDS=60]
@@ -270,6 +275,12 @@ measure() {
     appended0=$(metric_sum "$metrics_url" "$appended_metric")
     cpu0=$(cpu_ticks "${pids[@]}")
     t0=$(now)
+    # "time rss appended" every 10 s, for the second-half growth.
+    (while :; do
+        echo "$(now) $(metric_sum "$metrics_url" process_resident_memory_bytes) $(metric_sum "$metrics_url" "$appended_metric")"
+        sleep 10
+    done) >"$WORK/${stack}_rss.log" 2>/dev/null &
+    local sampler=$!
     # Victim K fails at t0 + DURATION * (K+1) / (VICTIMS+1), or as soon as
     # the previous one's alert fired if that is later.
     for k in "${!VICTIM_PORTS[@]}"; do
@@ -289,6 +300,13 @@ measure() {
     probes1=$($counter)
     rss1=$(metric_sum "$metrics_url" process_resident_memory_bytes)
     appended1=$(metric_sum "$metrics_url" "$appended_metric")
+    kill "$sampler" 2>/dev/null || true
+    wait "$sampler" 2>/dev/null || true
+    RESULT[${stack}_second_half]=$(awk -v mid="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (a + b) / 2 }')" \
+        -v rss1="$rss1" -v n1="$appended1" '
+        $1 >= mid && !seen { rss0 = $2; n0 = $3; seen = 1 }
+        END { if (seen && n1 > n0) printf "%.2f", (rss1 - rss0) / (n1 - n0); else print "-" }' "$WORK/${stack}_rss.log")
+    RESULT[${stack}_sockets]=$(for pid in "${pids[@]}"; do find "/proc/$pid/fd" -lname 'socket:*' 2>/dev/null; done | wc -l)
     RESULT[${stack}_appended]=$((appended1 - appended0))
     RESULT[${stack}_rss_growth]=$(awk -v a="$rss0" -v b="$rss1" 'BEGIN { printf "%.1f", (b - a) / 1048576 }')
     RESULT[${stack}_per_sample]=$(awk -v a="$rss0" -v b="$rss1" -v n="$((appended1 - appended0))" \
@@ -442,6 +460,8 @@ printf '| %-28s | %12s | %21s | %22s |\n' "failure to alert, each (s)" "$(r rear
 printf '| %-28s | %12s | %21s | %22s |\n' "samples appended in window" "$(r rearguard_appended)" "$(r prometheus_appended)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "RSS growth in window (MiB)" "$(r rearguard_rss_growth)" "$(r prometheus_rss_growth)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "RSS growth / sample (bytes)" "$(r rearguard_per_sample)" "$(r prometheus_per_sample)" "$(ratio "$(r rearguard_per_sample)" "$(r prometheus_per_sample)")"
+printf '| %-28s | %12s | %21s | %22s |\n' "  second half of window only" "$(r rearguard_second_half)" "$(r prometheus_second_half)" "$(ratio "$(r rearguard_second_half)" "$(r prometheus_second_half)")"
+printf '| %-28s | %12s | %21s | %22s |\n' "open sockets at end" "$(r rearguard_sockets)" "$(r prometheus_sockets)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "probes run in window" "$(r rearguard_probes)" "$(r prometheus_probes)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "probes that succeeded (%)" "$(r rearguard_ok)" "$(r prometheus_ok)" ""
 printf '| %-28s | %12s | %21s | %22s |\n' "window measured (s)" "$(r rearguard_secs)" "$(r prometheus_secs)" ""

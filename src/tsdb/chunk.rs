@@ -15,6 +15,15 @@ struct Bits {
 }
 
 impl Bits {
+    fn len_bits(&self) -> u32 {
+        let unused = if self.used_in_last == 0 {
+            0
+        } else {
+            8 - u32::from(self.used_in_last)
+        };
+        (self.bytes.len() as u32 * 8).saturating_sub(unused)
+    }
+
     fn push_bit(&mut self, bit: bool) {
         if self.used_in_last == 0 {
             self.bytes.push(0);
@@ -47,34 +56,124 @@ impl Bits {
     }
 }
 
-/// Reads a bit stream written by [`Bits`].
+/// Reads a bit stream written by [`Bits`] through a 64-bit register that
+/// is refilled a word at a time: range reads decode every sample of the
+/// chunks they touch, so this is the hot loop of a rule evaluation.
 struct BitReader<'a> {
     bytes: &'a [u8],
-    pos: usize,
+    /// The next byte of `bytes` not yet in `buf`.
+    next: usize,
+    /// Upcoming bits, left-aligned; only the first `valid` count. The bits
+    /// after them are zero or the stream's own next bits (a refill ORs the
+    /// same bits in again).
+    buf: u64,
+    valid: u32,
 }
 
-impl BitReader<'_> {
-    fn bit(&mut self) -> Option<bool> {
-        let byte = *self.bytes.get(self.pos / 8)?;
-        let bit = byte & (0x80 >> (self.pos % 8)) != 0;
-        self.pos += 1;
-        Some(bit)
+impl<'a> BitReader<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            next: 0,
+            buf: 0,
+            valid: 0,
+        }
     }
 
-    fn bits(&mut self, n: u8) -> Option<u64> {
-        let mut out = 0u64;
-        let mut left = n;
-        while left > 0 {
-            let byte = *self.bytes.get(self.pos / 8)?;
-            let offset = (self.pos % 8) as u8;
-            let avail = 8 - offset;
-            let take = avail.min(left);
-            let chunk = (byte >> (avail - take)) & ((1u16 << take) - 1) as u8;
-            out = (out << take) | u64::from(chunk);
-            self.pos += usize::from(take);
-            left -= take;
+    /// A reader starting at bit `bit_pos` (past the end reads nothing).
+    fn at(bytes: &'a [u8], bit_pos: u32) -> Self {
+        let mut r = Self::new(bytes);
+        r.next = (bit_pos / 8) as usize;
+        r.refill();
+        let skip = bit_pos % 8;
+        if r.valid >= skip {
+            r.consume(skip);
+        } else {
+            r.valid = 0;
         }
-        Some(out)
+        r
+    }
+
+    /// Loads whole bytes until at least 57 bits are valid or the stream ends.
+    /// Out of line: once per word, where the reads are once per field.
+    #[inline(never)]
+    fn refill(&mut self) {
+        if let Some(word) = self.bytes.get(self.next..self.next + 8) {
+            let word = u64::from_be_bytes(word.try_into().unwrap_or_default());
+            self.buf |= word >> self.valid;
+            let whole_bytes = (63 - self.valid) / 8;
+            self.next += whole_bytes as usize;
+            self.valid += whole_bytes * 8;
+        } else {
+            while self.valid <= 56 {
+                let Some(&byte) = self.bytes.get(self.next) else {
+                    return;
+                };
+                self.buf |= u64::from(byte) << (56 - self.valid);
+                self.next += 1;
+                self.valid += 8;
+            }
+        }
+    }
+
+    /// Consumes `n` bits (n ≤ 56) that are known to be valid.
+    #[inline(always)]
+    fn consume(&mut self, n: u32) -> u64 {
+        let v = if n == 0 { 0 } else { self.buf >> (64 - n) };
+        self.buf = self.buf.checked_shl(n).unwrap_or(0);
+        self.valid -= n;
+        v
+    }
+
+    #[inline]
+    fn bit(&mut self) -> Option<bool> {
+        if self.valid == 0 {
+            self.refill();
+            if self.valid == 0 {
+                return None;
+            }
+        }
+        Some(self.consume(1) == 1)
+    }
+
+    /// The next `n` bits (n ≤ 64) as the low bits of the result.
+    #[inline(always)]
+    fn bits(&mut self, n: u8) -> Option<u64> {
+        let n = u32::from(n);
+        if n > 56 {
+            return self.bits_wide(n);
+        }
+        if self.valid < n {
+            self.refill();
+            if self.valid < n {
+                return None;
+            }
+        }
+        Some(self.consume(n))
+    }
+
+    /// More bits than one refill guarantees (57 to 64), in two reads.
+    #[inline(never)]
+    fn bits_wide(&mut self, n: u32) -> Option<u64> {
+        let high = self.bits((n - 32) as u8)?;
+        let low = self.bits(32)?;
+        Some((high << 32) | low)
+    }
+
+    /// Counts up to `max` one bits (max ≤ 56) and consumes them, plus the
+    /// zero that ends them when there are fewer than `max`.
+    #[inline]
+    fn ones_then_zero(&mut self, max: u32) -> Option<u32> {
+        if self.valid <= max {
+            self.refill();
+        }
+        let ones = (!self.buf).leading_zeros().min(max);
+        let used = ones + u32::from(ones < max);
+        if used > self.valid {
+            return None;
+        }
+        self.consume(used);
+        Some(ones)
     }
 }
 
@@ -108,6 +207,35 @@ struct AppendState {
     value_bits: u64,
     leading: u8,
     trailing: u8,
+    /// Where a decoder may start inside this chunk, one every
+    /// [`SEEK_EVERY`] samples: rules read the newest minutes, which lie in
+    /// the open chunk, and without these every read would decode it from
+    /// its first sample. Dropped with the rest of the state at seal, so
+    /// they cost a few bytes per series, not per sample; allocated at the
+    /// first, so a series of a few samples pays one pointer.
+    seeks: Option<Box<[Cursor; SEEKS]>>,
+}
+
+/// Samples between the open chunk's seek points.
+const SEEK_EVERY: u16 = 20;
+/// Seek points an open chunk keeps (one every `SEEK_EVERY` samples after the
+/// first `SEEK_EVERY`; a chunk holds at most `CHUNK_SAMPLES` in the tsdb).
+const SEEKS: usize = 5;
+
+/// A decoder's state between two samples: enough to go on decoding from
+/// the middle of a chunk.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cursor {
+    /// Bit position of the next sample.
+    bit_pos: u32,
+    /// Samples decoded before this point (0 = unused seek slot).
+    read: u16,
+    leading: u8,
+    trailing: u8,
+    /// The last decoded sample's time, delta and value bits.
+    t: i64,
+    delta: i64,
+    vb: u64,
 }
 
 impl Default for Chunk {
@@ -128,6 +256,7 @@ impl Chunk {
                 value_bits: 0,
                 leading: 0xff,
                 trailing: 0,
+                seeks: None,
             })),
         }
     }
@@ -216,22 +345,64 @@ impl Chunk {
         app.value_bits = vb;
         self.max_t = t;
         self.count += 1;
+        if self.count % SEEK_EVERY == 0 {
+            let slot = usize::from(self.count / SEEK_EVERY) - 1;
+            let seeks = app
+                .seeks
+                .get_or_insert_with(|| Box::new([Cursor::default(); SEEKS]));
+            if let Some(seek) = seeks.get_mut(slot) {
+                *seek = Cursor {
+                    bit_pos: self.bits.len_bits(),
+                    read: self.count,
+                    // A decoder starts with a zero window; the appender's
+                    // "no window yet" (0xff) only matters before the first.
+                    leading: if app.leading == 0xff { 0 } else { app.leading },
+                    trailing: app.trailing,
+                    t,
+                    delta: app.delta,
+                    vb,
+                };
+            }
+        }
         true
     }
 
     pub fn iter(&self) -> ChunkIter<'_> {
+        self.iter_from(Cursor::default())
+    }
+
+    fn iter_from(&self, at: Cursor) -> ChunkIter<'_> {
         ChunkIter {
-            r: BitReader {
-                bytes: &self.bits.bytes,
-                pos: 0,
-            },
-            left: self.count,
-            read: 0,
-            t: 0,
-            delta: 0,
-            vb: 0,
-            leading: 0,
-            trailing: 0,
+            r: BitReader::at(&self.bits.bytes, at.bit_pos),
+            left: self.count.saturating_sub(at.read),
+            read: at.read,
+            t: at.t,
+            delta: at.delta,
+            vb: at.vb,
+            leading: at.leading,
+            trailing: at.trailing,
+        }
+    }
+
+    /// Appends the samples with `mint <= t <= maxt` to `ts` and `vs`. Every
+    /// sample before `mint` is decoded too (each depends on the one before).
+    pub fn decode_range_into(&self, mint: i64, maxt: i64, ts: &mut Vec<i64>, vs: &mut Vec<f64>) {
+        // The open chunk starts from its last seek point before `mint`.
+        let start = self
+            .app
+            .as_deref()
+            .and_then(|app| app.seeks.as_deref())
+            .and_then(|seeks| seeks.iter().take_while(|s| s.read > 0 && s.t < mint).last())
+            .copied()
+            .unwrap_or_default();
+        for (t, v) in self.iter_from(start) {
+            if t > maxt {
+                break;
+            }
+            if t >= mint {
+                ts.push(t);
+                vs.push(v);
+            }
         }
     }
 
@@ -369,11 +540,7 @@ impl ChunkIter<'_> {
                 self.read_xor()?;
             }
             _ => {
-                let mut prefix_ones = 0;
-                while prefix_ones < 4 && self.r.bit()? {
-                    prefix_ones += 1;
-                }
-                let dod = match prefix_ones {
+                let dod = match self.r.ones_then_zero(4)? as usize {
                     0 => 0,
                     4 => self.r.bits(64)? as i64,
                     n => {
@@ -535,6 +702,49 @@ mod tests {
             })
             .collect();
         round_trip(&samples);
+    }
+
+    /// A range read of the open chunk starts from a seek point; it must
+    /// return exactly what a decode from the first sample returns, for every
+    /// window, with values that change the XOR window as they go.
+    #[test]
+    fn range_reads_from_seek_points_match_a_full_decode() {
+        let mut open = Chunk::new();
+        let mut samples = Vec::new();
+        for i in 0..120i64 {
+            let t = 1_000_000 + i * 1_000 + (i * 7) % 5;
+            let v = match i % 4 {
+                0 => i as f64,
+                1 => (i as f64).sqrt(),
+                2 => f64::from_bits(crate::tsdb::STALE_NAN_BITS),
+                _ => 1e300 / (i as f64 + 1.0),
+            };
+            assert!(open.append(t, v));
+            samples.push((t, v.to_bits()));
+            let mut sealed = open.clone();
+            sealed.seal();
+            for &(mint, maxt) in &[
+                (i64::MIN, i64::MAX),
+                (t - 25_000, t),
+                (t - 47_500, t - 3_000),
+                (t, t),
+                (t + 1, i64::MAX),
+                (1_000_000 + 40_000, 1_000_000 + 40_000),
+            ] {
+                let want: Vec<(i64, u64)> = samples
+                    .iter()
+                    .copied()
+                    .filter(|&(st, _)| st >= mint && st <= maxt)
+                    .collect();
+                for c in [&open, &sealed] {
+                    let (mut ts, mut vs) = (Vec::new(), Vec::new());
+                    c.decode_range_into(mint, maxt, &mut ts, &mut vs);
+                    let got: Vec<(i64, u64)> =
+                        ts.into_iter().zip(vs.iter().map(|v| v.to_bits())).collect();
+                    assert_eq!(got, want, "{} samples, [{mint}, {maxt}]", i + 1);
+                }
+            }
+        }
     }
 
     #[test]

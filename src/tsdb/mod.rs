@@ -155,28 +155,21 @@ impl Series {
     }
 
     fn copy_range(&self, mint: i64, maxt: i64) -> (Vec<i64>, Vec<f64>) {
-        let mut ts = Vec::new();
-        let mut vs = Vec::new();
-        for c in &self.chunks {
-            let (Some(first), Some(last)) = (c.min_t(), c.max_t()) else {
-                continue;
-            };
-            if last < mint || first > maxt {
-                continue;
-            }
-            if first >= mint && last <= maxt {
-                ts.reserve(c.len());
-                vs.reserve(c.len());
-            }
-            for (t, v) in c.iter() {
-                if t > maxt {
-                    break;
-                }
-                if t >= mint {
-                    ts.push(t);
-                    vs.push(v);
-                }
-            }
+        let overlapping = || {
+            self.chunks
+                .iter()
+                .filter(move |c| match (c.min_t(), c.max_t()) {
+                    (Some(first), Some(last)) => last >= mint && first <= maxt,
+                    _ => false,
+                })
+        };
+        // At most every sample of the overlapping chunks: one allocation each,
+        // short-lived (the engine drops them after the evaluation).
+        let upper_bound: usize = overlapping().map(Chunk::len).sum();
+        let mut ts = Vec::with_capacity(upper_bound);
+        let mut vs = Vec::with_capacity(upper_bound);
+        for c in overlapping() {
+            c.decode_range_into(mint, maxt, &mut ts, &mut vs);
         }
         (ts, vs)
     }
@@ -349,13 +342,18 @@ impl Inner {
             if m.is_match("") {
                 continue;
             }
-            let mut ids: Vec<SeriesId> = match &m.op {
-                MatchOp::Equal => self
-                    .postings
-                    .get(m.name.as_str())
-                    .and_then(|vals| vals.get(m.value.as_str()))
-                    .cloned()
-                    .unwrap_or_default(),
+            let ids: Vec<SeriesId> = match &m.op {
+                MatchOp::Equal => {
+                    let list = self
+                        .postings
+                        .get(m.name.as_str())
+                        .and_then(|vals| vals.get(m.value.as_str()))
+                        .map_or(&[][..], Vec::as_slice);
+                    match result {
+                        None => list.to_vec(),
+                        Some(prev) => intersect_sorted(&prev, list),
+                    }
+                }
                 _ => {
                     let mut ids = Vec::new();
                     let mut lists = 0;
@@ -371,19 +369,16 @@ impl Inner {
                         ids.sort_unstable();
                         ids.dedup();
                     }
-                    ids
+                    match result {
+                        None => ids,
+                        Some(prev) => intersect_sorted(&prev, &ids),
+                    }
                 }
             };
-            result = Some(match result {
-                None => ids,
-                Some(prev) => {
-                    ids.retain(|id| prev.binary_search(id).is_ok());
-                    ids
-                }
-            });
-            if result.as_ref().is_some_and(Vec::is_empty) {
+            if ids.is_empty() {
                 return Vec::new();
             }
+            result = Some(ids);
         }
         match result {
             Some(ids) => ids,
@@ -392,6 +387,25 @@ impl Inner {
                 .collect(),
         }
     }
+}
+
+/// The ids in both ascending lists, ascending: a merge, linear in their
+/// lengths.
+fn intersect_sorted(a: &[SeriesId], b: &[SeriesId]) -> Vec<SeriesId> {
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while let (Some(&x), Some(&y)) = (a.get(i), b.get(j)) {
+        match x.cmp(&y) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(x);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
 }
 
 /// Whether a label set satisfies every matcher (a missing label reads as "").
