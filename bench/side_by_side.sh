@@ -302,7 +302,7 @@ measure() {
     appended1=$(metric_sum "$metrics_url" "$appended_metric")
     kill "$sampler" 2>/dev/null || true
     wait "$sampler" 2>/dev/null || true
-    RESULT[${stack}_second_half]=$(awk -v mid="$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (a + b) / 2 }')" \
+    RESULT[${stack}_second_half]=$(awk -v mid="$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", (a + b) / 2 }')" \
         -v rss1="$rss1" -v n1="$appended1" '
         $1 >= mid && !seen { rss0 = $2; n0 = $3; seen = 1 }
         END { if (seen && n1 > n0) printf "%.2f", (rss1 - rss0) / (n1 - n0); else print "-" }' "$WORK/${stack}_rss.log")
