@@ -348,10 +348,10 @@ async fn a_simulated_history_gives_the_decisions_a_careful_engineer_expects() {
     let expected: Vec<(String, String)> = [
         (&r2, "pending"),
         (&r2, "firing"),
-        (&r2, "inactive"),
+        (&r2, "resolved"),
         (&r3, "pending"),
         (&r3, "firing"),
-        (&r3, "inactive"),
+        (&r3, "resolved"),
     ]
     .iter()
     .map(|(r, s)| (r.to_string(), s.to_string()))
@@ -359,7 +359,7 @@ async fn a_simulated_history_gives_the_decisions_a_careful_engineer_expects() {
     assert_eq!(alerts, expected, "{out}");
     let resolved = lines
         .iter()
-        .find(|l| l["kind"] == "alert" && l["state"] == "inactive")
+        .find(|l| l["kind"] == "alert" && l["state"] == "resolved")
         .unwrap();
     assert!(ms(resolved) > T0 + HOUR + 30 * MIN, "{resolved}");
     assert_eq!(lines.iter().filter(|l| l["kind"] == "alert").count(), 6);

@@ -11,6 +11,7 @@ use crate::dispatch::notification::{BoxFuture, Notification, NotificationSink};
 use crate::notify;
 use crate::source::cloud_logging::LogEvidenceStore;
 use crate::source::probe::ProbeManager;
+use crate::store::alerts::TransitionState;
 
 /// What dispatch sends to: the outbox (email, webhook), then the actions of
 /// receivers with `rollback_configs` (the runner ignores other receivers and
@@ -157,10 +158,14 @@ impl notify::report::AlertHistory for StoredAlertHistory {
                 .filter(|t| t.at_ms < to_ms)
                 .map(|t| notify::report::AlertStateChange {
                     rule: t.labels.get("alertname").cloned().unwrap_or(t.rule_key),
-                    state: match t.to_state.as_str() {
-                        "firing" => notify::report::AlertState::Firing,
-                        "pending" => notify::report::AlertState::Pending,
-                        _ => notify::report::AlertState::Inactive,
+                    state: match t.to_state {
+                        TransitionState::Firing | TransitionState::KeepFiring => {
+                            notify::report::AlertState::Firing
+                        }
+                        TransitionState::Pending => notify::report::AlertState::Pending,
+                        TransitionState::Inactive | TransitionState::Resolved => {
+                            notify::report::AlertState::Inactive
+                        }
                     },
                     labels: t.labels,
                     at_ms: t.at_ms,

@@ -37,6 +37,7 @@ use crate::rules::alerting::AlertState;
 use crate::rules::file::{RuleFile, RuleKind};
 use crate::rules::group::{Group, GroupEnv, RuleState};
 use crate::rules::querier::{LocalQuerier, Querier};
+use crate::store::alerts::TransitionState;
 use crate::time_interval::TimeIntervals;
 use crate::tsdb::Tsdb;
 
@@ -59,8 +60,9 @@ pub struct ReplayOptions {
 pub struct AlertEvent {
     pub time_ms: TimestampMs,
     pub alertname: String,
-    /// `pending`, `firing`, or `inactive` (resolved).
-    pub state: &'static str,
+    /// The state entered, in the words of the alert history
+    /// (`pending`, `firing`, `keep_firing`, `resolved`, `inactive`).
+    pub state: TransitionState,
     pub labels: BTreeMap<String, String>,
     pub value: Option<f64>,
 }
@@ -550,11 +552,10 @@ pub async fn replay(
             evaluations += 1;
             for tr in out.changes.transitions {
                 let name = tr.labels.get("alertname").cloned().unwrap_or_default();
-                let state = AlertState::parse(&tr.to_state).unwrap_or(AlertState::Inactive);
                 r.events.push(Event::Alert(AlertEvent {
                     time_ms: tr.at_ms,
                     alertname: name,
-                    state: state.as_str(),
+                    state: tr.to_state,
                     labels: tr.labels,
                     value: tr.value,
                 }));

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::alert::{Alert, ALERTNAME};
 use crate::clock::TimestampMs;
 use crate::labels::{Labels, Sample, METRIC_NAME};
-use crate::store::alerts::{AlertTransition, StoredAlert};
+use crate::store::alerts::{AlertTransition, StoredAlert, TransitionState};
 
 use crate::template::{expand_alert_template, AlertTemplateData, Funcs};
 
@@ -24,6 +24,16 @@ pub enum AlertState {
     Inactive,
     Pending,
     Firing,
+}
+
+impl From<AlertState> for TransitionState {
+    fn from(s: AlertState) -> Self {
+        match s {
+            AlertState::Inactive => TransitionState::Inactive,
+            AlertState::Pending => TransitionState::Pending,
+            AlertState::Firing => TransitionState::Firing,
+        }
+    }
 }
 
 impl AlertState {
@@ -387,21 +397,19 @@ impl AlertingRule {
                 || from != a.state
                 || (keep_changed && a.keep_firing_since_ms.is_some())
             {
-                let to = if a.state == AlertState::Firing && a.keep_firing_since_ms.is_some() {
-                    "keep_firing".to_string()
-                } else {
-                    a.state.as_str().to_string()
+                let to = match a.state {
+                    AlertState::Firing if a.keep_firing_since_ms.is_some() => {
+                        TransitionState::KeepFiring
+                    }
+                    AlertState::Inactive => TransitionState::Resolved,
+                    state => state.into(),
                 };
                 out.transitions.push(AlertTransition {
                     rule_key: self.key.clone(),
                     fingerprint: a.labels.fingerprint_hex(),
                     labels: labels_map(&a.labels),
-                    from_state: from.as_str().into(),
-                    to_state: if a.state == AlertState::Inactive {
-                        "resolved".into()
-                    } else {
-                        to
-                    },
+                    from_state: from.into(),
+                    to_state: to,
                     at_ms: ts,
                     value: Some(a.value),
                 });
@@ -416,8 +424,8 @@ impl AlertingRule {
                         rule_key: self.key.clone(),
                         fingerprint: fpx,
                         labels: BTreeMap::new(),
-                        from_state: "pending".into(),
-                        to_state: "inactive".into(),
+                        from_state: TransitionState::Pending,
+                        to_state: TransitionState::Inactive,
                         at_ms: ts,
                         value: None,
                     });
@@ -539,7 +547,7 @@ mod tests {
         let mut r = rule(5, 0);
         let out = r.eval(sample(3.0), 0, 0, 0, &e).unwrap();
         assert_eq!(state(&r), Some(AlertState::Pending));
-        assert_eq!(out.transitions[0].to_state, "pending");
+        assert_eq!(out.transitions[0].to_state, TransitionState::Pending);
         assert_eq!(out.series.len(), 2);
         assert_eq!(out.series[0].labels.get("alertstate"), Some("pending"));
         assert_eq!(out.series[1].labels.metric_name(), Some("ALERTS_FOR_STATE"));
@@ -551,7 +559,7 @@ mod tests {
         assert_eq!(state(&r), Some(AlertState::Pending));
         let out = r.eval(sample(4.0), 5 * MIN, 5 * MIN, 0, &e).unwrap();
         assert_eq!(state(&r), Some(AlertState::Firing));
-        assert_eq!(out.transitions[0].to_state, "firing");
+        assert_eq!(out.transitions[0].to_state, TransitionState::Firing);
         assert_eq!(out.transitions[0].value, Some(4.0));
         let sent = r.alerts_to_send(5 * MIN, MIN, MIN, "");
         assert_eq!(sent.len(), 1);
@@ -565,7 +573,7 @@ mod tests {
         assert!(r.alerts_to_send(5 * MIN + 30_000, MIN, MIN, "").is_empty());
         // Resolved: sent at once, kept 15 minutes.
         let out = r.eval(vec![], 7 * MIN, 7 * MIN, 0, &e).unwrap();
-        assert_eq!(out.transitions[0].to_state, "resolved");
+        assert_eq!(out.transitions[0].to_state, TransitionState::Resolved);
         assert!(out.series.is_empty());
         let sent = r.alerts_to_send(7 * MIN, MIN, MIN, "");
         assert_eq!(sent[0].ends_at_ms, Some(7 * MIN));
@@ -600,7 +608,7 @@ mod tests {
         assert_eq!(state(&r), Some(AlertState::Firing));
         let out = r.eval(vec![], MIN, MIN, 0, &e).unwrap();
         assert_eq!(state(&r), Some(AlertState::Firing));
-        assert_eq!(out.transitions[0].to_state, "keep_firing");
+        assert_eq!(out.transitions[0].to_state, TransitionState::KeepFiring);
         r.eval(vec![], 3 * MIN, 0, 0, &e).unwrap();
         assert_eq!(state(&r), Some(AlertState::Firing), "2m < 3m");
         r.eval(vec![], 4 * MIN, 0, 0, &e).unwrap();

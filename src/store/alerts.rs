@@ -59,14 +59,74 @@ pub struct StoredAlert {
     pub updated_at_ms: TimestampMs,
 }
 
+/// An alert's state in the transition history: the rule's three states,
+/// plus `keep_firing` (firing only because of `keep_firing_for`) and
+/// `resolved` (firing, then inactive). Stored as these snake_case words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransitionState {
+    Inactive,
+    Pending,
+    Firing,
+    KeepFiring,
+    Resolved,
+}
+
+impl TransitionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransitionState::Inactive => "inactive",
+            TransitionState::Pending => "pending",
+            TransitionState::Firing => "firing",
+            TransitionState::KeepFiring => "keep_firing",
+            TransitionState::Resolved => "resolved",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "inactive" => TransitionState::Inactive,
+            "pending" => TransitionState::Pending,
+            "firing" => TransitionState::Firing,
+            "keep_firing" => TransitionState::KeepFiring,
+            "resolved" => TransitionState::Resolved,
+            _ => return None,
+        })
+    }
+
+    /// Whether the alert notifies as firing in this state.
+    pub fn is_firing(self) -> bool {
+        matches!(self, TransitionState::Firing | TransitionState::KeepFiring)
+    }
+}
+
+impl std::fmt::Display for TransitionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A stored state word this version does not know (a newer version wrote
+/// it, or the row was edited by hand): the row is refused with a message
+/// rather than read as some other state.
+fn transition_state(column: usize, word: String) -> rusqlite::Result<TransitionState> {
+    TransitionState::parse(&word).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            format!("unknown alert transition state {word:?}").into(),
+        )
+    })
+}
+
 /// A change of an alert's state, as recorded in the history.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AlertTransition {
     pub rule_key: String,
     pub fingerprint: String,
     pub labels: BTreeMap<String, String>,
-    pub from_state: String,
-    pub to_state: String,
+    pub from_state: TransitionState,
+    pub to_state: TransitionState,
     pub at_ms: TimestampMs,
     pub value: Option<f64>,
 }
@@ -129,7 +189,15 @@ impl Store {
                 )?;
                 for t in &ch.transitions {
                     let labels = serde_json::to_string(&t.labels).unwrap_or_else(|_| "{}".into());
-                    tr.execute(params![t.rule_key, t.fingerprint, labels, t.from_state, t.to_state, t.at_ms, finite(t.value)])?;
+                    tr.execute(params![
+                        t.rule_key,
+                        t.fingerprint,
+                        labels,
+                        t.from_state.as_str(),
+                        t.to_state.as_str(),
+                        t.at_ms,
+                        finite(t.value)
+                    ])?;
                 }
                 tx.execute(
                     "INSERT INTO rule_group_evaluations (group_key, last_eval_ms) VALUES (?1, ?2)
@@ -224,8 +292,8 @@ impl Store {
                     rule_key: r.get(0)?,
                     fingerprint: r.get(1)?,
                     labels: serde_json::from_str(&labels).unwrap_or_default(),
-                    from_state: r.get(3)?,
-                    to_state: r.get(4)?,
+                    from_state: transition_state(3, r.get(3)?)?,
+                    to_state: transition_state(4, r.get(4)?)?,
                     at_ms: r.get(5)?,
                     value: r.get(6)?,
                 })
@@ -272,8 +340,8 @@ mod tests {
             rule_key: "f\u{1f}g\u{1f}A".into(),
             fingerprint: "00000000000000aa".into(),
             labels: BTreeMap::new(),
-            from_state: "pending".into(),
-            to_state: "firing".into(),
+            from_state: TransitionState::Pending,
+            to_state: TransitionState::Firing,
             at_ms: 2000,
             value: Some(3.5),
         }];
