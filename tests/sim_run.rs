@@ -598,4 +598,9 @@ async fn without_act_as_every_update_is_denied() {
     let message = e["error"]["message"].as_str().unwrap();
     assert!(message.contains("iam.serviceaccounts.actAs"), "{message}");
     assert!(message.contains(svc["template"]["serviceAccount"].as_str().unwrap()));
+    // The permission is named in an ErrorInfo too, as Google's IAM denials do.
+    let info = &e["error"]["details"][0];
+    assert_eq!(info["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+    assert_eq!(info["reason"], "IAM_PERMISSION_DENIED");
+    assert_eq!(info["metadata"]["permission"], "iam.serviceaccounts.actAs");
 }

@@ -295,6 +295,8 @@ pub enum CloudRunError {
         code: u16,
         status: String,
         message: String,
+        /// The permission a 403's `ErrorInfo` names (see `gcp::error`).
+        denied_permission: Option<Box<str>>,
     },
     /// Re-read right before the patch, the service was not as planned.
     #[error("the service changed since the change was planned: {0}")]
@@ -322,7 +324,13 @@ impl CloudRunError {
 /// migration", cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration);
 /// a missing actAs is named in the message as `iam.serviceaccounts.actAs`.
 pub fn missing_role(err: &CloudRunError, runtime_account: Option<&str>) -> String {
-    let message = match err {
+    // The permission Google names in the error's details; the message's
+    // wording only when the details name none.
+    let denied = match err {
+        CloudRunError::Api {
+            denied_permission: Some(permission),
+            ..
+        } => permission.to_ascii_lowercase(),
         CloudRunError::Api { message, .. } => message.to_ascii_lowercase(),
         _ => String::new(),
     };
@@ -333,9 +341,9 @@ pub fn missing_role(err: &CloudRunError, runtime_account: Option<&str>) -> Strin
         "rearguard's identity needs Service Account User (roles/iam.serviceAccountUser) on {account}: Cloud Run requires it for traffic changes too"
     );
     let developer = "rearguard's identity needs Cloud Run Developer (roles/run.developer, or run.services.update) on the service";
-    if message.contains("iam.serviceaccounts.actas") {
+    if denied.contains("iam.serviceaccounts.actas") {
         act_as
-    } else if message.contains("run.services.") {
+    } else if denied.contains("run.services.") {
         developer.to_string()
     } else {
         format!("{developer}, and {act_as}")
@@ -523,6 +531,7 @@ mod tests {
                 code,
                 status: String::new(),
                 message: String::new(),
+                denied_permission: None,
             };
             assert_eq!(e.outcome_unknown(), unknown, "{code}");
         }
@@ -535,6 +544,7 @@ mod tests {
             code: 403,
             status: "PERMISSION_DENIED".into(),
             message: message.into(),
+            denied_permission: None,
         };
         let act_as = missing_role(
             &denied("Permission 'iam.serviceaccounts.actAs' denied on service account rt@p.iam.gserviceaccount.com (or it may not exist)."),
@@ -549,6 +559,22 @@ mod tests {
         );
         assert!(update.contains("roles/run.developer"), "{update}");
         assert!(!update.contains("serviceAccountUser"), "{update}");
+        // The permission in the error's ErrorInfo wins over a message that
+        // names none.
+        let structured = missing_role(
+            &CloudRunError::Api {
+                code: 403,
+                status: "PERMISSION_DENIED".into(),
+                message: "The caller does not have permission".into(),
+                denied_permission: Some("iam.serviceaccounts.actAs".into()),
+            },
+            Some("rt@p.iam.gserviceaccount.com"),
+        );
+        assert!(
+            structured.contains("roles/iam.serviceAccountUser"),
+            "{structured}"
+        );
+        assert!(!structured.contains("roles/run.developer"), "{structured}");
         let unknown = missing_role(&denied("The caller does not have permission"), None);
         assert!(
             unknown.contains("roles/run.developer")

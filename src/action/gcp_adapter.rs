@@ -22,11 +22,13 @@ fn map_err(e: GcpError) -> CloudRunError {
             http_status,
             status,
             message,
+            denied_permission,
             ..
         } => CloudRunError::Api {
             code: http_status,
             status,
             message,
+            denied_permission,
         },
         other => CloudRunError::Transport(other.to_string()),
     }
@@ -222,6 +224,7 @@ impl CloudRunApi for CloudRunClient {
                 code: 400,
                 status: "FAILED_PRECONDITION".into(),
                 message,
+                denied_permission: None,
             })?;
             let op = CloudRunClient::update_service(self, &update, false)
                 .await

@@ -17,10 +17,12 @@ pub enum GcpError {
         status: String,
         /// `error.message`, or the start of the body when it was not Google's error JSON.
         message: String,
-        /// `error.code` as Google sent it (normally equal to `http_status`).
-        code: Option<i64>,
         /// The `Retry-After` Google asked for, if any.
         retry_after: Option<Duration>,
+        /// The IAM permission a 403 names in its `google.rpc.ErrorInfo`
+        /// (`reason` `IAM_PERMISSION_DENIED`, `metadata.permission`), when
+        /// Google sent one.
+        denied_permission: Option<Box<str>>,
     },
     /// `services.patch` was refused because the etag sent is no longer current
     /// (HTTP 409, `ABORTED`): somebody else changed the service; read it again.
@@ -118,8 +120,6 @@ struct ErrorBody {
 #[derive(Debug, Deserialize)]
 struct ErrorDetail {
     #[serde(default)]
-    code: Option<i64>,
-    #[serde(default)]
     status: Option<String>,
     #[serde(default)]
     message: Option<String>,
@@ -140,6 +140,24 @@ fn retry_info_delay(details: &[serde_json::Value]) -> Option<Duration> {
         .filter(|d| d.get("@type").and_then(|t| t.as_str()) == Some(RETRY_INFO_TYPE))
         .find_map(|d| d.get("retryDelay").and_then(|v| v.as_str()))
         .and_then(parse_proto_duration)
+}
+
+/// The `@type` of `google.rpc.ErrorInfo` in an error's `details`.
+pub const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/// The permission an IAM denial names: Google's 403s carry a
+/// `google.rpc.ErrorInfo` with `reason: "IAM_PERMISSION_DENIED"`, the
+/// service's `domain` and `metadata` `{"permission", "resource"}`
+/// (google/rpc/error_details.proto `ErrorInfo`; seen in the wild in
+/// google/bigframes pull request 1564, a `resourcemanager.projects.setIamPolicy`
+/// denial). Structured, so a hint does not depend on the message's wording.
+fn denied_permission(details: &[serde_json::Value]) -> Option<Box<str>> {
+    details
+        .iter()
+        .filter(|d| d.get("@type").and_then(|t| t.as_str()) == Some(ERROR_INFO_TYPE))
+        .filter(|d| d.get("reason").and_then(|r| r.as_str()) == Some("IAM_PERMISSION_DENIED"))
+        .find_map(|d| d.pointer("/metadata/permission").and_then(|p| p.as_str()))
+        .map(Box::from)
 }
 
 /// A proto3 JSON `google.protobuf.Duration`: decimal seconds with an `s` suffix.
@@ -167,8 +185,8 @@ pub(crate) fn api_error(
             http_status,
             status: b.error.status.unwrap_or_default(),
             message: b.error.message.unwrap_or_default(),
-            code: b.error.code,
             retry_after: retry_after.or_else(|| retry_info_delay(&b.error.details)),
+            denied_permission: denied_permission(&b.error.details),
         },
         Err(_) => GcpError::Api {
             api,
@@ -176,8 +194,8 @@ pub(crate) fn api_error(
             http_status,
             status: String::new(),
             message: snippet(body),
-            code: None,
             retry_after,
+            denied_permission: None,
         },
     }
 }
@@ -228,6 +246,37 @@ mod tests {
         assert_eq!(parse_proto_duration("2s"), Some(Duration::from_secs(2)));
         assert_eq!(parse_proto_duration("-1s"), None);
         assert_eq!(parse_proto_duration("soon"), None);
+    }
+
+    #[test]
+    fn an_iam_denial_names_its_permission_from_error_info() {
+        let body = serde_json::json!({"error": {"code": 403, "status": "PERMISSION_DENIED",
+            "message": "Permission denied (the wording may change)",
+            "details": [
+                {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "IAM_PERMISSION_DENIED",
+                 "domain": "run.googleapis.com",
+                 "metadata": {"permission": "iam.serviceaccounts.actAs", "resource": "projects/p/serviceAccounts/rt"}}
+            ]}})
+        .to_string();
+        let GcpError::Api {
+            denied_permission, ..
+        } = api_error("run", "services.patch", 403, body.as_bytes(), None)
+        else {
+            panic!("an API error");
+        };
+        assert_eq!(
+            denied_permission.as_deref(),
+            Some("iam.serviceaccounts.actAs")
+        );
+        // Another reason, or no metadata: none.
+        let other = body.replace("IAM_PERMISSION_DENIED", "SERVICE_DISABLED");
+        let GcpError::Api {
+            denied_permission, ..
+        } = api_error("run", "services.patch", 403, other.as_bytes(), None)
+        else {
+            panic!("an API error");
+        };
+        assert_eq!(denied_permission, None);
     }
 
     #[test]

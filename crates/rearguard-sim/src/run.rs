@@ -633,11 +633,23 @@ impl RunState {
         let svc = self.service_ref(name)?;
         if self.deny_act_as {
             let account = svc.template["serviceAccount"].as_str().unwrap_or_default();
+            // Google's IAM denials name the permission in an ErrorInfo too
+            // (google/rpc/error_details.proto; reason IAM_PERMISSION_DENIED,
+            // metadata permission and resource).
             return Err(ApiError::new(
                 403,
                 "PERMISSION_DENIED",
                 format!("Permission 'iam.serviceaccounts.actAs' denied on service account {account} (or it may not exist)."),
-            ));
+            )
+            .with_detail(json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "IAM_PERMISSION_DENIED",
+                "domain": "iam.googleapis.com",
+                "metadata": {
+                    "permission": "iam.serviceaccounts.actAs",
+                    "resource": format!("projects/-/serviceAccounts/{account}"),
+                },
+            })));
         }
         // A body whose template names an existing revision is refused, even
         // when `updateMask` leaves `template` out and nothing in it changed:
