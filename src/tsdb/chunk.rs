@@ -528,6 +528,7 @@ pub struct ChunkIter<'a> {
 }
 
 impl ChunkIter<'_> {
+    #[inline(always)]
     fn next_sample(&mut self) -> Option<(i64, f64)> {
         match self.read {
             0 => {
@@ -560,6 +561,7 @@ impl ChunkIter<'_> {
         Some((self.t, f64::from_bits(self.vb)))
     }
 
+    #[inline(always)]
     fn read_xor(&mut self) -> Option<()> {
         if !self.r.bit()? {
             return Some(());
@@ -582,6 +584,7 @@ impl ChunkIter<'_> {
 impl Iterator for ChunkIter<'_> {
     type Item = (i64, f64);
 
+    #[inline]
     fn next(&mut self) -> Option<(i64, f64)> {
         if self.left == 0 {
             return None;
