@@ -322,7 +322,8 @@ impl CloudRunError {
 /// Developer on the service and Service Account User on its runtime identity
 /// for traffic changes too ("Rollbacks, gradual rollouts, and traffic
 /// migration", cloud.google.com/run/docs/rollouts-rollbacks-traffic-migration);
-/// a missing actAs is named in the message as `iam.serviceaccounts.actAs`.
+/// a missing actAs is named as `iam.serviceaccounts.actAs`, in the error's
+/// `ErrorInfo` (`denied_permission`) and in its message.
 pub fn missing_role(err: &CloudRunError, runtime_account: Option<&str>) -> String {
     // The permission Google names in the error's details; the message's
     // wording only when the details name none.

@@ -128,6 +128,16 @@ struct ErrorDetail {
     details: Vec<serde_json::Value>,
 }
 
+/// The messages of one `@type` among an error's `details`.
+fn details_of_type<'a>(
+    details: &'a [serde_json::Value],
+    type_url: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    details
+        .iter()
+        .filter(move |d| d.get("@type").and_then(|t| t.as_str()) == Some(type_url))
+}
+
 /// The `@type` of `google.rpc.RetryInfo` in an error's `details`.
 pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 
@@ -135,9 +145,7 @@ pub const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
 /// "Describes when the clients can retry a failed request"), a proto3 JSON
 /// `Duration` such as `"2s"` or `"0.500s"`.
 fn retry_info_delay(details: &[serde_json::Value]) -> Option<Duration> {
-    details
-        .iter()
-        .filter(|d| d.get("@type").and_then(|t| t.as_str()) == Some(RETRY_INFO_TYPE))
+    details_of_type(details, RETRY_INFO_TYPE)
         .find_map(|d| d.get("retryDelay").and_then(|v| v.as_str()))
         .and_then(parse_proto_duration)
 }
@@ -152,9 +160,7 @@ pub const ERROR_INFO_TYPE: &str = "type.googleapis.com/google.rpc.ErrorInfo";
 /// google/bigframes pull request 1564, a `resourcemanager.projects.setIamPolicy`
 /// denial). Structured, so a hint does not depend on the message's wording.
 fn denied_permission(details: &[serde_json::Value]) -> Option<Box<str>> {
-    details
-        .iter()
-        .filter(|d| d.get("@type").and_then(|t| t.as_str()) == Some(ERROR_INFO_TYPE))
+    details_of_type(details, ERROR_INFO_TYPE)
         .filter(|d| d.get("reason").and_then(|r| r.as_str()) == Some("IAM_PERMISSION_DENIED"))
         .find_map(|d| d.pointer("/metadata/permission").and_then(|p| p.as_str()))
         .map(Box::from)

@@ -93,11 +93,6 @@ impl TransitionState {
             _ => return None,
         })
     }
-
-    /// Whether the alert notifies as firing in this state.
-    pub fn is_firing(self) -> bool {
-        matches!(self, TransitionState::Firing | TransitionState::KeepFiring)
-    }
 }
 
 impl std::fmt::Display for TransitionState {

@@ -384,8 +384,9 @@ impl Chunk {
         }
     }
 
-    /// Appends the samples with `mint <= t <= maxt` to `ts` and `vs`. Every
-    /// sample before `mint` is decoded too (each depends on the one before).
+    /// Appends the samples with `mint <= t <= maxt` to `ts` and `vs`. The
+    /// samples before `mint` are decoded too (each depends on the one
+    /// before), from the chunk's start or the open chunk's last seek point.
     pub fn decode_range_into(&self, mint: i64, maxt: i64, ts: &mut Vec<i64>, vs: &mut Vec<f64>) {
         // The open chunk starts from its last seek point before `mint`.
         let start = self

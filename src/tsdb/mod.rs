@@ -5,6 +5,7 @@
 //! Sources write through [`SampleSink`], so they do not depend on the store's
 //! shape; the PromQL engine reads through [`Queryable`].
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -342,18 +343,14 @@ impl Inner {
             if m.is_match("") {
                 continue;
             }
-            let ids: Vec<SeriesId> = match &m.op {
-                MatchOp::Equal => {
-                    let list = self
-                        .postings
+            // The matcher's ids, borrowed from the index for `=`.
+            let matched: Cow<'_, [SeriesId]> = match &m.op {
+                MatchOp::Equal => Cow::Borrowed(
+                    self.postings
                         .get(m.name.as_str())
                         .and_then(|vals| vals.get(m.value.as_str()))
-                        .map_or(&[][..], Vec::as_slice);
-                    match result {
-                        None => list.to_vec(),
-                        Some(prev) => intersect_sorted(&prev, list),
-                    }
-                }
+                        .map_or(&[][..], Vec::as_slice),
+                ),
                 _ => {
                     let mut ids = Vec::new();
                     let mut lists = 0;
@@ -369,11 +366,12 @@ impl Inner {
                         ids.sort_unstable();
                         ids.dedup();
                     }
-                    match result {
-                        None => ids,
-                        Some(prev) => intersect_sorted(&prev, &ids),
-                    }
+                    Cow::Owned(ids)
                 }
+            };
+            let ids = match result {
+                None => matched.into_owned(),
+                Some(prev) => intersect_sorted(&prev, &matched),
             };
             if ids.is_empty() {
                 return Vec::new();
